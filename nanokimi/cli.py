@@ -1,0 +1,184 @@
+"""The command line: `python -m nanokimi compare | worker`.
+
+`compare` reproduces the original comparison script (with `--preset seed`) and goes beyond it:
+any optimizer on either model, top-k routing, honest timing and memory, and three files in --out.
+"""
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+from . import charts, report
+from .compare import PRESETS, TINY_SHAKESPEARE, check_data, comparison_runs, run_comparison, worker_main
+from .data import DataError
+from .optim import OPTIMIZERS
+
+
+class Progress:
+    """One status line per model on stderr: bar, step, loss, ms/step and ETA."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last = {}
+        self.started = {}
+
+    def __call__(self, event):
+        model = event["model"]
+        kind = event["event"]
+        if kind == "start":
+            self.started[model] = time.monotonic()
+            self.last[model] = {}
+            print(f"{model}: {event['params']:,} parameters on {event['device']} ({event['threads']} threads)", file=self.stream)
+            return
+        state = self.last.setdefault(model, {})
+        if kind == "eval":
+            state["val"] = event["val_loss"]
+        if kind in ("step", "eval"):
+            state["step"] = event["step"]
+            state.setdefault("loss", event.get("loss"))
+            if "loss" in event:
+                state["loss"] = event["loss"]
+            if self.tty or kind == "eval":
+                self._draw(model, event["iters"], final=False)
+        if kind == "done":
+            self._draw(model, state.get("step", 0) or 1, final=True, status=event["status"], message=event["message"])
+
+    def _draw(self, model, iters, final, status="", message=""):
+        state = self.last[model]
+        step = state.get("step", 0)
+        frac = min(1.0, step / iters) if iters else 1.0
+        width = 24
+        bar = "█" * int(frac * width) + "░" * (width - int(frac * width))
+        elapsed = time.monotonic() - self.started.get(model, time.monotonic())
+        eta = elapsed / frac - elapsed if 0 < frac < 1 else 0
+        loss = f"loss {state['loss']:.4f}" if state.get("loss") is not None else "loss   -   "
+        val = f"val {state['val']:.4f}" if state.get("val") is not None else ""
+        line = f"{model:<9} {bar} {step:>6}/{iters:<6} {loss}  {val}  ETA {int(eta) // 60}:{int(eta) % 60:02d}"
+        if final:
+            line = f"{model:<9} {bar} {step:>6} steps  {val}  {status}" + (f": {message}" if message else "")
+        if self.tty:
+            print("\r" + line.ljust(100), end="\n" if final else "", file=self.stream, flush=True)
+        else:
+            print(line, file=self.stream, flush=True)
+
+
+def _positive(type_):
+    def parse(text):
+        value = type_(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    return parse
+
+
+def add_training_flags(p):
+    """Flags shared by every command that trains (compare, and later bench and ablate)."""
+    p.add_argument("--data", help=f"text file to train on (default: ./input.txt if present, else the built-in corpus); "
+                                  f"'builtin' or '{TINY_SHAKESPEARE}' (downloaded once and cached)")
+    p.add_argument("--preset", default="seed", choices=sorted(PRESETS),
+                   help="seed: the original script's configuration (default); quick: about a minute on a laptop CPU")
+    p.add_argument("--iters", type=_positive(int), help="training steps per model (seed: 10000)")
+    p.add_argument("--eval-interval", type=_positive(int), help="evaluate every N steps (seed: 100)")
+    p.add_argument("--eval-iters", type=_positive(int), help="batches per split in every evaluation (seed: 200)")
+    p.add_argument("--batch-size", type=_positive(int), help="sequences per batch (seed: 16)")
+    p.add_argument("--block-size", type=_positive(int), help="context length in characters (seed: 32)")
+    p.add_argument("--n-embd", type=_positive(int), help="embedding size (seed: 64)")
+    p.add_argument("--n-head", type=_positive(int), help="attention heads (seed: 4)")
+    p.add_argument("--n-layer", type=_positive(int), help="transformer blocks (seed: 4)")
+    p.add_argument("--experts", type=_positive(int), help="experts per MoE layer (seed: 4)")
+    p.add_argument("--top-k", type=_positive(int), help="route each token to its k most probable experts (default: all, dense routing)")
+    p.add_argument("--attn-scale", choices=("seed", "standard"), help="seed: scores * n_embd**-0.5 (the original's quirk); standard: head_size**-0.5")
+    p.add_argument("--dropout", type=float, help="dropout probability (seed: 0)")
+    p.add_argument("--lr", type=_positive(float), help="AdamW learning rate (seed: 1e-3)")
+    p.add_argument("--matrix-lr", type=_positive(float), help="TrueMuon / Muon learning rate (default: 1e-2)")
+    p.add_argument("--ns-steps", type=_positive(int), help="Newton–Schulz steps (default: 5; the original authors suggested 3)")
+    p.add_argument("--muon-adjust-lr", choices=("original", "match_rms_adamw"), help="torch.optim.Muon's adjust_lr_fn")
+    p.add_argument("--seed", type=int, help="torch seed for initialisation and batches (seed: 1337)")
+    p.add_argument("--device", help="auto (default: cuda, else mps, else cpu), cpu, cuda or mps")
+    p.add_argument("--threads", type=int, help="torch threads per training process (default: every core this process may use)")
+
+
+def training_settings(args):
+    names = ("iters", "eval_interval", "eval_iters", "batch_size", "block_size", "n_embd", "n_head", "n_layer",
+             "experts", "top_k", "attn_scale", "dropout", "lr", "matrix_lr", "ns_steps", "muon_adjust_lr",
+             "seed", "device", "threads")
+    return {name: getattr(args, name) for name in names}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m nanokimi", description=(
+        "nanokimi: does a Kimi-style model (MoE + TrueMuon) beat a plain GPT (AdamW), and at what cost?"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compare", help="train NanoGPT and NanoKimi on the same text and compare them",
+                       description="Train NanoGPT and NanoKimi, print the comparison and write results.csv, "
+                                   "history.csv and comparison_graph.png into --out.")
+    add_training_flags(p)
+    p.add_argument("--gpt-optimizer", default="adamw", choices=OPTIMIZERS, help="optimizer for NanoGPT (default: adamw)")
+    p.add_argument("--kimi-optimizer", default="truemuon", choices=OPTIMIZERS, help="optimizer for NanoKimi (default: truemuon)")
+    p.add_argument("--out", default=".", help="directory for results.csv, history.csv, comparison_graph.png (default: .)")
+
+    w = sub.add_parser("worker", help=argparse.SUPPRESS)
+    w.add_argument("config")
+    w.add_argument("result")
+    return parser
+
+
+def fail(command, message):
+    print(f"nanokimi {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def compare_main(args):
+    try:
+        runs = comparison_runs(args.preset, args.gpt_optimizer, args.kimi_optimizer, data=args.data, **training_settings(args))
+        check_data(runs)
+    except (ValueError, DataError) as err:
+        return fail("compare", err)
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        return fail("compare", f"cannot create --out directory {out}: {err.strerror}")
+
+    progress = Progress()
+    interrupted = False
+    try:
+        results = run_comparison(runs, on_event=progress)
+    except KeyboardInterrupt:
+        interrupted = True
+        results = []
+    if interrupted and not results:
+        print("interrupted before any model finished; nothing written", file=sys.stderr)
+        return 130
+    rows = [r.results for r in results]
+    history = [row for r in results for row in r.history]
+    (out / "results.csv").write_text(report.results_csv(rows))
+    (out / "history.csv").write_text(report.history_csv(history))
+    print()
+    print(report.report_text(rows))
+    print()
+    print(report.verdict(rows))
+    finished = [r for r in rows if r.get("status") in ("completed", "stopped", "diverged")]
+    if finished:
+        frame = report.history_frame(history)
+        charts.save_png(charts.comparison_figure(finished, frame), out / "comparison_graph.png")
+    print(f"\nwrote {out / 'results.csv'}, {out / 'history.csv'}" + (f", {out / 'comparison_graph.png'}" if finished else ""))
+    failed = [r for r in rows if r.get("status") == "failed"]
+    return 1 if failed else 0
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.command == "worker":
+        return worker_main(args.config, args.result)
+    if args.command == "compare":
+        return compare_main(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

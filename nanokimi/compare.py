@@ -1,0 +1,158 @@
+"""Running a comparison: each model trains in its own process, one after the other.
+
+Why a process per model: peak resident memory is a per-process high-water mark, so a model trained
+after another in the same process would report the other's peak. In its own process each model's
+`peak_rss_mb` is its own. One after the other, so the two never compete for the CPU cores and
+their step times are comparable.
+
+The worker (`python -m nanokimi worker CONFIG RESULT`) streams events as JSON lines on stdout and
+writes its RunResult as JSON; SIGTERM or SIGINT make it stop after the current step and still write
+what it measured.
+"""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from .data import BUILTIN, DataError, default_source, download_tiny_shakespeare, load_corpus
+from .model import preset
+from .train import RunConfig, RunResult, train
+
+# Presets of the shared settings. "seed" is the original script's configuration (RunConfig's and
+# ModelConfig's defaults); "quick" finishes in about a minute on a laptop CPU.
+PRESETS = {
+    "seed": {},
+    "quick": {"iters": 1000, "eval_interval": 100, "eval_iters": 20},
+}
+MODEL_FIELDS = ("block_size", "n_embd", "n_head", "n_layer", "experts", "top_k", "dropout", "attn_scale")
+TINY_SHAKESPEARE = "tinyshakespeare"
+
+
+def cache_dir():
+    return Path(os.environ.get("NANOKIMI_HOME", "runs")) / "cache"
+
+
+def resolve_data(data):
+    """A data argument as a path or "builtin": None means input.txt if present, else the built-in corpus."""
+    if data is None:
+        return default_source()
+    if data == TINY_SHAKESPEARE:
+        return str(download_tiny_shakespeare(cache_dir()))
+    return data
+
+
+def comparison_runs(preset_name="seed", gpt_optimizer="adamw", kimi_optimizer="truemuon", data=None, **overrides):
+    """The two RunConfigs of a comparison: NanoGPT (dense) and NanoKimi (MoE), sharing every setting."""
+    if preset_name not in PRESETS:
+        raise ValueError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
+    settings = {**PRESETS[preset_name], **{k: v for k, v in overrides.items() if v is not None}}
+    model_settings = {k: settings.pop(k) for k in MODEL_FIELDS if k in settings}
+    data = resolve_data(data)
+    runs = []
+    for name, arch, optimizer in (("NanoGPT", "nanogpt", gpt_optimizer), ("NanoKimi", "nanokimi", kimi_optimizer)):
+        model = preset(arch, **model_settings) if arch == "nanokimi" else preset(
+            arch, **{k: v for k, v in model_settings.items() if k not in ("experts", "top_k")})
+        runs.append(RunConfig(name=name, model=model, optimizer=optimizer, data=data, **settings).validate())
+    return runs
+
+
+def check_data(runs):
+    """Load the corpus once and check it fits every run; raises DataError with the reason."""
+    corpus = load_corpus(runs[0].data)
+    for run in runs:
+        corpus.check(run.model.block_size)
+    return corpus
+
+
+def run_in_process(run, on_event=None, should_stop=None):
+    return train(run, on_event=on_event, should_stop=should_stop)
+
+
+def run_isolated(run, on_event=None, should_stop=None, poll_s=0.1):
+    """Train `run` in a fresh worker process; events are passed to on_event as they arrive."""
+    with tempfile.TemporaryDirectory(prefix="nanokimi-") as tmp:
+        config_path, result_path = Path(tmp) / "config.json", Path(tmp) / "result.json"
+        config_path.write_text(json.dumps(run.to_dict()))
+        proc = subprocess.Popen([sys.executable, "-m", "nanokimi", "worker", str(config_path), str(result_path)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+                                start_new_session=True)  # Ctrl-C reaches the worker only through us
+        stopping = False
+        try:
+            for line in proc.stdout:
+                if on_event and line.startswith("{"):
+                    on_event(json.loads(line))
+                if not stopping and should_stop and should_stop():
+                    proc.send_signal(signal.SIGTERM)
+                    stopping = True
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGTERM)
+            for line in proc.stdout:
+                pass
+            proc.wait()
+            raise
+        finally:
+            stderr = proc.stderr.read()
+            proc.wait()
+        if result_path.exists():
+            payload = json.loads(result_path.read_text())
+            return RunResult(config=run, status=payload["status"], message=payload["message"],
+                             results=payload["results"], history=payload["history"])
+        tail = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {proc.returncode}"
+        return RunResult(config=run, status="failed", message=f"worker process failed: {tail}",
+                         results={"model": run.name, "status": "failed", "message": tail}, history=[])
+
+
+def run_comparison(runs, on_event=None, should_stop=None, isolate=True):
+    """Train every run in turn; stops early (and keeps what was measured) when should_stop() is true."""
+    results = []
+    runner = run_isolated if isolate else run_in_process
+    for run in runs:
+        if should_stop and should_stop():
+            break
+        results.append(runner(run, on_event=on_event, should_stop=should_stop))
+    return results
+
+
+def worker_main(config_path, result_path):
+    """Entry point of a worker process: train one run, stream events, write the result."""
+    stop = {"requested": False}
+
+    def request_stop(signum, frame):
+        stop["requested"] = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    run = RunConfig.from_dict(json.loads(Path(config_path).read_text()))
+    last_sent = [0.0]
+
+    def emit(event):
+        now = time.monotonic()
+        if event["event"] == "step" and now - last_sent[0] < 0.1 and event["step"] != event["iters"]:
+            return  # progress at most ten times a second; evals and the end always go through
+        last_sent[0] = now
+        print(json.dumps(event, default=_json_default), flush=True)
+
+    try:
+        result = train(run, on_event=emit, should_stop=lambda: stop["requested"])
+        payload = {"status": result.status, "message": result.message, "results": result.results,
+                   "history": result.history}
+    except (DataError, ValueError) as err:
+        payload = {"status": "failed", "message": str(err), "results": {"model": run.name, "status": "failed", "message": str(err)},
+                   "history": []}
+    tmp = Path(str(result_path) + ".part")
+    tmp.write_text(json.dumps(payload, default=_json_default))
+    os.replace(tmp, result_path)
+    return 0 if payload["status"] != "failed" else 1
+
+
+def _json_default(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    raise TypeError(f"cannot serialise {type(value).__name__}")

@@ -1,0 +1,192 @@
+"""Character-level data: corpus sources, vocabulary, the train/val split and batches.
+
+As in the original comparison script: the vocabulary is the sorted set of characters, the first
+90% of the text trains and the last 10% validates, and a batch is `batch_size` random windows of
+`block_size + 1` characters. Unlike it, randomness comes from explicit `torch.Generator`s, and
+evaluation batches are drawn once and shared by every model of a comparison (a paired comparison).
+
+Sources: a path (default `input.txt`), raw bytes (uploads), the built-in corpus (this Python's own
+standard-library sources, read at run time, so a fresh machine trains with no download) and Tiny
+Shakespeare, downloaded once, checked against its SHA-256 and cached.
+"""
+
+import hashlib
+import importlib.util
+import os
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+BUILTIN = "builtin"
+TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+TINY_SHAKESPEARE_BYTES = 1_115_394
+
+# Plain-prose-heavy standard-library modules, present from Python 3.9 on. Fixed and sorted so the
+# built-in corpus is the same text on every run of the same Python.
+BUILTIN_MODULES = sorted([
+    "argparse", "ast", "calendar", "collections", "configparser", "contextlib", "csv",
+    "dataclasses", "datetime", "decimal", "difflib", "email.message", "enum", "fractions",
+    "functools", "gettext", "heapq", "inspect", "ipaddress", "json.decoder", "json.encoder",
+    "locale", "logging", "mailbox", "optparse", "pickle", "pprint", "random", "shutil",
+    "statistics", "string", "subprocess", "tarfile", "textwrap", "threading", "typing",
+    "unittest.case", "urllib.parse", "uuid", "zipfile",
+])
+BUILTIN_MAX_CHARS = 1_000_000
+
+
+class DataError(ValueError):
+    """The text cannot be used for training; the message says why, for the user."""
+
+
+def builtin_text(max_chars=BUILTIN_MAX_CHARS):
+    """This Python's standard-library sources, concatenated in a fixed order, capped at max_chars."""
+    parts, total = [], 0
+    for name in BUILTIN_MODULES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            continue
+        text = Path(spec.origin).read_text(encoding="utf-8")
+        parts.append(text)
+        total += len(text)
+        if total >= max_chars:
+            break
+    return "".join(parts)[:max_chars]
+
+
+def decode_text(raw, name="text"):
+    """UTF-8 text from bytes; a non-UTF-8 file gets an error that says where."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise DataError(
+            f"{name} is not UTF-8 text: byte 0x{raw[err.start]:02x} at offset {err.start} "
+            f"(line {line}, column {column}) cannot be decoded; save the file as UTF-8"
+        ) from None
+
+
+def read_text(path):
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not a text file")
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror})") from None
+    return decode_text(raw, str(path))
+
+
+def min_chars(block_size):
+    """Shortest text whose 90/10 split leaves each side one window of block_size + 1 characters."""
+    n = block_size + 2
+    while int(0.9 * n) < block_size + 1 or n - int(0.9 * n) < block_size + 1:
+        n += 1
+    return n
+
+
+@dataclass
+class Corpus:
+    text: str
+    name: str
+
+    def __post_init__(self):
+        if not self.text:
+            raise DataError(f"{self.name} is empty")
+        self.chars = sorted(set(self.text))
+        if len(self.chars) == 1:
+            raise DataError(f"{self.name} contains a single repeated character ({self.chars[0]!r}): there is nothing to predict")
+        self.stoi = {ch: i for i, ch in enumerate(self.chars)}
+        data = torch.tensor(self.encode(self.text), dtype=torch.long)
+        n = int(0.9 * len(data))
+        self.train_data, self.val_data = data[:n], data[n:]
+
+    @property
+    def vocab_size(self):
+        return len(self.chars)
+
+    def encode(self, s):
+        unknown = sorted(set(s) - self.stoi.keys())
+        if unknown:
+            shown = ", ".join(repr(c) for c in unknown[:10])
+            raise DataError(f"{len(unknown)} character(s) not in this corpus's vocabulary: {shown}")
+        return [self.stoi[c] for c in s]
+
+    def decode(self, ids):
+        return "".join(self.chars[i] for i in ids)
+
+    def check(self, block_size):
+        """Raise DataError if this text is too short for windows of block_size + 1 characters."""
+        need = min_chars(block_size)
+        if len(self.text) < need:
+            raise DataError(
+                f"{self.name} has {len(self.text):,} characters; block size {block_size} needs at least "
+                f"{need:,} so that the 10% validation split holds one window of {block_size + 1}"
+            )
+        return self
+
+    def split(self, name):
+        return self.train_data if name == "train" else self.val_data
+
+
+def load_corpus(source="input.txt", name=None):
+    """A Corpus from a path, raw bytes (an upload), or "builtin"."""
+    if isinstance(source, (bytes, bytearray)):
+        return Corpus(decode_text(bytes(source), name or "uploaded file"), name or "uploaded file")
+    if source == BUILTIN:
+        return Corpus(builtin_text(), name or "built-in corpus (Python standard library sources)")
+    return Corpus(read_text(source), name or str(source))
+
+
+def default_source():
+    """`input.txt` in the current directory when present, as the original script; else the built-in corpus."""
+    return "input.txt" if Path("input.txt").is_file() else BUILTIN
+
+
+def get_batch(data, batch_size, block_size, generator, device="cpu"):
+    """`batch_size` random windows of `data`: inputs and next-character targets, each (B, T)."""
+    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    windows = data[starts.unsqueeze(1) + torch.arange(block_size + 1)]  # (B, T+1), one gather
+    x, y = windows[:, :-1], windows[:, 1:]
+    if device != "cpu":
+        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    return x, y
+
+
+def eval_batches(corpus, batches, batch_size, block_size, seed):
+    """The fixed evaluation set of a comparison: per split, `batches` batches as (batches*B, T) tensors.
+
+    Drawn from its own generator, so every model trained with the same seed, batch and block size
+    on the same corpus is evaluated on exactly the same characters.
+    """
+    generator = torch.Generator().manual_seed(seed + 1_000_003)
+    return {split: get_batch(corpus.split(split), batches * batch_size, block_size, generator)
+            for split in ("train", "val")}
+
+
+def download_tiny_shakespeare(cache_dir, url=TINY_SHAKESPEARE_URL, sha256=TINY_SHAKESPEARE_SHA256, timeout=30):
+    """Path to Tiny Shakespeare in `cache_dir`, downloaded and checked against `sha256` if not cached."""
+    cache_dir = Path(cache_dir)
+    path = cache_dir / "tinyshakespeare.txt"
+    if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == sha256:
+        return path
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            raw = response.read()
+    except OSError as err:
+        raise DataError(f"could not download Tiny Shakespeare from {url}: {getattr(err, 'reason', err)}") from None
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != sha256:
+        raise DataError(f"downloaded file from {url} has SHA-256 {digest}, expected {sha256}; not saved")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".part")
+    with os.fdopen(fd, "wb") as f:
+        f.write(raw)
+    os.replace(tmp, path)  # atomic: a reader never sees half a file
+    return path

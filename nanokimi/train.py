@@ -1,0 +1,241 @@
+"""Training one model: `train(run_config, on_event, should_stop)`.
+
+A function, not a script: it builds the model and optimizer from a `RunConfig`, trains, evaluates
+on the comparison's fixed evaluation batches, measures, and returns a `RunResult` with every
+metric of results.csv and the tidy history. It reports progress through `on_event(dict)` and
+stops within one step once `should_stop()` is true, returning what it measured so far.
+
+Timing is honest: a step's time covers batch sampling, forward, backward and the optimizer step,
+and nothing else; evaluation, inference and generation are timed separately.
+"""
+
+import dataclasses
+import math
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from . import metrics
+from .data import Corpus, eval_batches, get_batch, load_corpus
+from .model import LanguageModel, ModelConfig, generate, preset
+from .optim import OPTIMIZERS, build_optimizer
+
+EVAL_CHUNK_TOKENS = 32_768  # evaluation runs many batches per forward pass, this many tokens at a time
+
+
+@dataclass
+class RunConfig:
+    name: str = "NanoGPT"              # display name of the model in reports
+    model: ModelConfig = field(default_factory=lambda: preset("nanogpt"))
+    optimizer: str = "adamw"           # adamw | truemuon | muon
+    lr: float = 1e-3                   # AdamW learning rate
+    matrix_lr: float = 1e-2            # TrueMuon / Muon learning rate
+    beta: float = 0.9                  # TrueMuon momentum
+    weight_decay: float = 0.01         # TrueMuon / Muon weight decay
+    ns_steps: int = 5                  # Newton–Schulz steps
+    muon_adjust_lr: str | None = None  # torch.optim.Muon's adjust_lr_fn: None/"original" or "match_rms_adamw"
+    iters: int = 10_000
+    eval_interval: int = 100
+    eval_iters: int = 200              # batches per split in every evaluation
+    batch_size: int = 16
+    seed: int = 1337
+    data: str = "input.txt"            # a path, or "builtin"
+    device: str = "auto"
+    threads: int = 0                   # torch intra-op threads; 0 = every core this process may use
+    gen_chars: int = 200               # characters sampled to measure generation speed
+    checkpoint: str | None = None      # where to save the trained weights, if anywhere
+
+    def validate(self):
+        self.model.validate()
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        for name in ("iters", "eval_interval", "eval_iters", "batch_size", "ns_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "matrix_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be 0 (all cores) or more, got {self.threads}")
+        if self.muon_adjust_lr not in (None, "original", "match_rms_adamw"):
+            raise ValueError(f"muon_adjust_lr must be 'original' or 'match_rms_adamw', got {self.muon_adjust_lr!r}")
+        return self
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        d = dict(d)
+        d["model"] = ModelConfig(**d["model"])
+        return cls(**d)
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    status: str = "running"            # completed | stopped | diverged | failed
+    message: str = ""
+    results: dict = field(default_factory=dict)   # results.csv row
+    history: list = field(default_factory=list)   # tidy rows: model, step, wall_time_s, metric, value
+
+
+def set_threads(threads):
+    """Set torch's intra-op threads (0 = all usable cores); returns the number in use."""
+    threads = threads or metrics.usable_cores()
+    torch.set_num_threads(threads)
+    return threads
+
+
+@torch.inference_mode()
+def evaluate(model, batches):
+    """Mean loss per split over the fixed evaluation batches, many batches per forward pass."""
+    model.eval()
+    losses = {}
+    for split, (x, y) in batches.items():
+        rows = max(1, EVAL_CHUNK_TOKENS // x.size(1))
+        total = 0.0
+        for i in range(0, x.size(0), rows):
+            _, loss = model(x[i:i + rows], y[i:i + rows])
+            total += loss.item() * x[i:i + rows].size(0)
+        losses[split] = total / x.size(0)  # every batch the same size: the mean of per-batch means
+    model.train()
+    return losses
+
+
+def train(run, on_event=None, should_stop=None, corpus=None):
+    """Train one model as `run` says; returns a RunResult (partial if stopped or diverged)."""
+    started = time.perf_counter()
+    run.validate()
+    emit = on_event or (lambda event: None)
+    should_stop = should_stop or (lambda: False)
+    threads = set_threads(run.threads)
+    device = metrics.resolve_device(run.device)
+    corpus = corpus if isinstance(corpus, Corpus) else load_corpus(run.data)
+    block = run.model.block_size
+    corpus.check(block)
+
+    config = replace(run.model, vocab_size=corpus.vocab_size)
+    torch.manual_seed(run.seed)
+    model = LanguageModel(config).to(device)
+    optimizer = build_optimizer(model, run.optimizer, lr=run.lr, matrix_lr=run.matrix_lr, beta=run.beta,
+                                weight_decay=run.weight_decay, ns_steps=run.ns_steps,
+                                muon_adjust_lr=run.muon_adjust_lr)
+    batch_gen = torch.Generator().manual_seed(run.seed)
+    evalset = {split: (x.to(device), y.to(device))
+               for split, (x, y) in eval_batches(corpus, run.eval_iters, run.batch_size, block, run.seed).items()}
+    train_data = corpus.train_data
+
+    result = RunResult(config=run)
+    history = result.history
+
+    def record(step, clock, metric, value):
+        history.append({"model": run.name, "step": step, "wall_time_s": clock, "metric": metric, "value": value})
+
+    step_ms, val_losses = [], []
+    eval_seconds, clock = 0.0, 0.0  # clock: training time only, evaluation excluded
+    emit({"event": "start", "model": run.name, "iters": run.iters, "params": model.num_params(),
+          "device": device, "threads": threads})
+    status, message = "completed", ""
+    step = 0
+    while True:
+        if step % run.eval_interval == 0 or step == run.iters:
+            t0 = time.perf_counter()
+            losses = evaluate(model, evalset)
+            eval_seconds += time.perf_counter() - t0
+            val_losses.append(losses["val"])
+            record(step, clock, "val_loss", losses["val"])
+            record(step, clock, "eval_train_loss", losses["train"])
+            record(step, clock, "rss_mb", metrics.rss_mb())
+            if step > 0:
+                recent = statistics.median(step_ms[-run.eval_interval:])
+                record(step, clock, "tokens_per_s", run.batch_size * block / recent * 1000)
+            emit({"event": "eval", "model": run.name, "step": step, "iters": run.iters, "wall_time_s": clock,
+                  "val_loss": losses["val"], "train_loss": losses["train"]})
+            if not math.isfinite(losses["val"]):
+                status, message = "diverged", f"validation loss became {losses['val']} at step {step}"
+                break
+        if step == run.iters:
+            break
+        if should_stop():
+            status, message = "stopped", f"stopped by request after {step} of {run.iters} steps"
+            break
+
+        t0 = time.perf_counter()
+        x, y = get_batch(train_data, run.batch_size, block, batch_gen, device)
+        _, loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_value = loss.item()  # also waits for the device, so the step time is complete
+        ms = (time.perf_counter() - t0) * 1000
+        step += 1
+        step_ms.append(ms)
+        clock += ms / 1000
+        record(step, clock, "train_loss", loss_value)
+        record(step, clock, "ms_per_step", ms)
+        emit({"event": "step", "model": run.name, "step": step, "iters": run.iters, "wall_time_s": clock,
+              "loss": loss_value, "ms": ms})
+        if not math.isfinite(loss_value):
+            status, message = "diverged", f"training loss became {loss_value} at step {step}; the run was stopped"
+            break
+
+    results = {
+        "model": run.name, "architecture": config.ffn, "optimizer": run.optimizer, "seed": run.seed,
+        "params": model.num_params(), "active_params": model.active_params(),
+        "best_val_loss": min(val_losses) if val_losses else math.nan,
+        "final_val_loss": val_losses[-1] if val_losses else math.nan,
+        "steps": step, "device": device, "threads": threads,
+    }
+    results.update(metrics.derived(results["final_val_loss"], results["params"]))
+    median_ms = statistics.median(step_ms) if step_ms else math.nan
+    results["train_ms_per_step"] = median_ms
+    results["tokens_per_s"] = run.batch_size * block / median_ms * 1000 if step_ms else math.nan
+    results["eval_time_s"] = eval_seconds
+    results.update(metrics.memory_breakdown(model, optimizer))
+    results["state_mb"] = results["param_mb"] + results["grad_mb"] + results["optimizer_mb"]
+
+    if status != "diverged":
+        results.update(measure_inference(model, corpus, run, device))
+    else:
+        results.update(inference_ms=math.nan, gen_chars_per_s=math.nan)
+    if run.checkpoint:
+        save_checkpoint(run.checkpoint, model, corpus, run)
+    results["peak_rss_mb"] = metrics.peak_rss_mb()
+    results["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / metrics.MB if device.startswith("cuda") else math.nan
+    results["total_time_s"] = time.perf_counter() - started
+    results["status"], results["message"] = status, message
+    result.status, result.message, result.results = status, message, results
+    emit({"event": "done", "model": run.name, "status": status, "message": message, "results": results})
+    return result
+
+
+def measure_inference(model, corpus, run, device):
+    """Median forward latency of one batch, and generation speed in new characters per second."""
+    model.eval()
+    x, _ = get_batch(corpus.val_data, run.batch_size, model.config.block_size, torch.Generator().manual_seed(run.seed), device)
+    with torch.inference_mode():
+        inference_ms = metrics.median_time_ms(lambda: model(x), device)
+    prompt = torch.tensor(corpus.encode(corpus.text[0]), dtype=torch.long)
+    metrics.synchronize(device)
+    t0 = time.perf_counter()
+    generate(model, prompt, run.gen_chars, generator=torch.Generator().manual_seed(run.seed))
+    gen_chars_per_s = run.gen_chars / (time.perf_counter() - t0)
+    model.train()
+    return {"inference_ms": inference_ms, "gen_chars_per_s": gen_chars_per_s}
+
+
+def save_checkpoint(path, model, corpus, run):
+    torch.save({"model_config": dataclasses.asdict(model.config), "state_dict": model.state_dict(),
+                "chars": corpus.chars, "run_config": run.to_dict()}, path)
+
+
+def load_checkpoint(path, device="cpu"):
+    """(model, chars) from a checkpoint saved by train(); loaded with weights_only=True."""
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    model = LanguageModel(ModelConfig(**ckpt["model_config"])).to(device)
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    return model, ckpt["chars"]

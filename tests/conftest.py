@@ -1,0 +1,26 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)  # tiny models: one thread is fastest and leaves the other core free
+
+SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+
+
+@pytest.fixture(scope="session")
+def shakespeare_path():
+    if not SHAKESPEARE.is_file():
+        pytest.skip(f"{SHAKESPEARE} not found (../shared beside the checkout)")
+    return SHAKESPEARE
+
+
+@pytest.fixture
+def small_text_file(tmp_path):
+    """A few KB of varied text: enough for block sizes up to 32."""
+    words = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex jovial kings".split()
+    lines = [" ".join(words[(i * 7 + j) % len(words)] for j in range(9)) + "." for i in range(120)]
+    path = tmp_path / "small.txt"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
