@@ -65,6 +65,13 @@ class Progress:
             print(line, file=self.stream, flush=True)
 
 
+class Parser(argparse.ArgumentParser):
+    """Bad flags get one line (not the whole usage) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _positive(type_):
     def parse(text):
         value = type_(text)
@@ -109,9 +116,9 @@ def training_settings(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m nanokimi", description=(
+    parser = Parser(prog="python -m nanokimi", description=(
         "nanokimi: does a Kimi-style model (MoE + TrueMuon) beat a plain GPT (AdamW), and at what cost?"))
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("compare", help="train NanoGPT and NanoKimi on the same text and compare them",
                        description="Train NanoGPT and NanoKimi, print the comparison and write results.csv, "
