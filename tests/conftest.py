@@ -24,3 +24,12 @@ def small_text_file(tmp_path):
     path = tmp_path / "small.txt"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def float64():
+    """Build tensors and models in float64, so comparisons with a reference are exact to ~1e-12."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)

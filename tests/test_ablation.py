@@ -1,0 +1,79 @@
+import math
+import statistics
+
+import pytest
+
+from nanokimi.ablation import (ablation_runs, default_target, effects, estimate, summary_rows, t_quantile_975,
+                               time_to_target)
+
+
+def test_t_quantiles_match_known_values():
+    assert t_quantile_975(1) == pytest.approx(12.706, abs=1e-3)
+    assert t_quantile_975(2) == pytest.approx(4.303, abs=1e-3)
+    assert t_quantile_975(60) == pytest.approx(2.000, abs=2e-3)   # beyond the table: Cornish–Fisher
+    assert t_quantile_975(1000) == pytest.approx(1.962, abs=2e-3)
+
+
+def test_estimate_gives_the_t_interval():
+    values = [1.0, 2.0, 3.0]
+    est = estimate(values)
+    half = 4.303 * 1.0 / math.sqrt(3)  # sd of 1,2,3 is 1
+    assert (est.n, est.mean, est.sd) == (3, 2.0, 1.0)
+    assert est.ci_low == pytest.approx(2.0 - half, abs=1e-3)
+    assert est.ci_high == pytest.approx(2.0 + half, abs=1e-3)
+    assert not est.excludes_zero  # t(2) = 4.3: three seeds make a wide interval
+    assert estimate([2.0, 2.1, 1.9]).excludes_zero
+    assert estimate([math.nan, 2.0]).n == 1
+
+
+def _rows(effect_moe, effect_opt, interaction, noise):
+    """Synthetic ablation rows with known effects: loss = 2 + moe*a + opt*b + moe*opt*c + noise[seed]."""
+    rows = []
+    for seed, eps in enumerate(noise):
+        for arch, moe in (("dense", 0), ("moe", 1)):
+            for opt, tm in (("adamw", 0), ("truemuon", 1)):
+                loss = 2.0 + effect_moe * moe + effect_opt * tm + interaction * moe * tm + eps * (1 + moe + 2 * tm)
+                rows.append({"arm": f"{arch}+{opt}", "architecture": arch, "optimizer": opt, "seed": seed,
+                             "best_val_loss": loss, "final_val_loss": loss + 0.01, "train_ms_per_step": 1.0 + moe})
+    return rows
+
+
+def test_paired_effects_recover_known_differences():
+    rows = _rows(effect_moe=-0.05, effect_opt=-0.03, interaction=0.02, noise=[0.0, 0.001, -0.002])
+    eff = effects(rows, "best_val_loss", ("adamw", "truemuon"))
+    moe, opt, inter = eff["MoE − dense"], eff["TrueMuon − AdamW"], eff["interaction (MoE × TrueMuon)"]
+    # MoE − dense averaged over optimizers = a + c/2 (+ its share of the seed noise)
+    assert moe.mean == pytest.approx(-0.05 + 0.01 + statistics.fmean([0.0, 0.001, -0.002]) * 1, abs=1e-9)
+    assert opt.mean == pytest.approx(-0.03 + 0.01 + statistics.fmean([0.0, 0.001, -0.002]) * 2, abs=1e-9)
+    assert inter.mean == pytest.approx(0.02, abs=1e-9)
+    assert moe.excludes_zero and opt.excludes_zero
+
+
+def test_an_effect_buried_in_noise_is_reported_as_indistinguishable():
+    rows = _rows(effect_moe=0.0, effect_opt=0.0, interaction=0.0, noise=[0.03, -0.02, 0.01])
+    summary = summary_rows(rows, ("adamw", "truemuon"))
+    moe = next(r for r in summary if r["kind"] == "effect" and r["name"] == "MoE − dense" and r["metric"] == "best_val_loss")
+    assert moe["distinguishable_from_zero"] == "no"
+    assert "not distinguishable from zero at 3 seeds" in moe["note"]
+    arms = {r["name"] for r in summary if r["kind"] == "arm"}
+    assert arms == {"dense+adamw", "dense+truemuon", "moe+adamw", "moe+truemuon"}
+
+
+def test_time_to_target_is_the_first_evaluation_at_or_below_it():
+    history = [{"metric": "val_loss", "value": v, "wall_time_s": t} for v, t in ((3.0, 0.0), (2.5, 1.0), (2.0, 2.0), (1.9, 3.0))]
+    history.insert(2, {"metric": "train_loss", "value": 1.0, "wall_time_s": 1.5})  # only validation counts
+    assert time_to_target(history, 2.0) == 2.0
+    assert math.isnan(time_to_target(history, 1.0))
+
+
+def test_default_target_is_the_worst_arms_mean_final_loss():
+    rows = _rows(effect_moe=-0.05, effect_opt=-0.03, interaction=0.0, noise=[0.0, 0.0])
+    assert default_target(rows) == pytest.approx(2.01)  # dense+adamw: 2.0 + 0.01
+
+
+def test_ablation_grid_is_paired_by_seed():
+    runs = ablation_runs(optimizers=("adamw", "truemuon", "muon"), seeds=2, iters=10, n_layer=1, n_embd=16, n_head=2)
+    assert len(runs) == 12
+    assert {(r.model.ffn, r.optimizer) for r in runs} == {(a, o) for a in ("dense", "moe") for o in ("adamw", "truemuon", "muon")}
+    assert sorted({r.seed for r in runs}) == [1337, 1338]
+    assert all(r.model.n_layer == 1 and r.iters == 10 for r in runs)

@@ -1,0 +1,119 @@
+"""`python -m nanokimi compare` end to end, and its refusals of bad flags before any training."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nanokimi.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+NAMED_RESULT_COLUMNS = [
+    "model", "architecture", "optimizer", "seed", "params", "active_params", "best_val_loss", "final_val_loss",
+    "perplexity", "bits_per_char", "train_ms_per_step", "tokens_per_s", "eval_time_s", "total_time_s",
+    "inference_ms", "gen_chars_per_s", "peak_rss_mb", "state_mb", "param_efficiency", "status",
+]
+TINY_FLAGS = ["--iters", "20", "--eval-interval", "10", "--eval-iters", "2", "--batch-size", "4",
+              "--block-size", "8", "--n-embd", "16", "--n-head", "2", "--n-layer", "1", "--threads", "1"]
+
+
+def run_cli(*args, cwd=REPO, timeout=180):
+    return subprocess.run([sys.executable, "-m", "nanokimi", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_compare_end_to_end_writes_results_history_and_a_png(small_text_file, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("compare", "--data", small_text_file, *TINY_FLAGS, "--out", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    results = read_csv(out / "results.csv")
+    assert [c for c in NAMED_RESULT_COLUMNS if c not in results[0]] == []
+    assert [r["model"] for r in results] == ["NanoGPT", "NanoKimi"]
+    assert [(r["architecture"], r["optimizer"]) for r in results] == [("dense", "adamw"), ("moe", "truemuon")]
+    for row in results:
+        assert row["status"] == "completed" and row["seed"] == "1337" and row["steps"] == "20"
+        assert int(row["params"]) == int(row["active_params"]) > 0
+        for column in NAMED_RESULT_COLUMNS[6:-1]:
+            assert float(row[column]) > 0, column  # every metric measured: no blanks, no NaN
+    assert int(results[1]["params"]) > int(results[0]["params"])  # 4 experts of 3C^2 vs one 8C^2 FFN
+
+    history = read_csv(out / "history.csv")
+    assert list(history[0]) == ["model", "step", "wall_time_s", "metric", "value"]
+    val_steps = {model: [int(r["step"]) for r in history if r["model"] == model and r["metric"] == "val_loss"]
+                 for model in ("NanoGPT", "NanoKimi")}
+    assert val_steps == {"NanoGPT": [0, 10, 20], "NanoKimi": [0, 10, 20]}
+    final_val = [float(r["value"]) for r in history if r["model"] == "NanoKimi" and r["metric"] == "val_loss"][-1]
+    assert final_val == pytest.approx(float(results[1]["final_val_loss"]))
+
+    png = (out / "comparison_graph.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+    # The report table goes to stdout, with a row per metric and a column per model.
+    assert "NanoGPT" in proc.stdout and "NanoKimi" in proc.stdout and "Best val loss" in proc.stdout
+
+
+def test_an_invalid_flag_exits_with_status_2_and_one_error_line_as_a_process(tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("compare", "--n-embd", "30", "--n-head", "4", "--out", out, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "nanokimi compare: error: n_embd (30) must be divisible by n_head (4)"]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--n-embd", "30", "--n-head", "4"], "must be divisible by n_head"),
+    (["--experts", "4", "--top-k", "5"], "top_k must be between 1 and experts (4)"),
+])
+def test_invalid_model_flags_are_refused_with_status_2_before_training(small_text_file, tmp_path, capsys,
+                                                                       flags, message):
+    out = tmp_path / "out"
+    status = main(["compare", "--data", str(small_text_file), *flags, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and message in err
+    assert not out.exists()  # refused before the output directory, let alone training
+
+
+@pytest.mark.parametrize("flags,flag", [(["--iters", "0"], "--iters"), (["--ns-steps", "-1"], "--ns-steps")])
+def test_non_positive_counts_are_refused_with_status_2(tmp_path, capsys, flags, flag):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", *flags, "--out", str(out)])
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "error:" in lines[0] and flag in lines[0] and "must be positive" in lines[0]
+    assert not out.exists()
+
+
+def test_a_missing_data_file_is_refused_with_status_2(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["compare", "--data", str(tmp_path / "missing.txt"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing.txt: no such file" in err
+    assert not out.exists()
+
+
+def test_an_empty_data_file_is_refused_with_status_2(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    out = tmp_path / "out"
+    assert main(["compare", "--data", str(empty), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "empty.txt is empty" in err
+    assert not out.exists()
+
+
+def test_text_too_short_for_the_block_size_is_refused_with_status_2(small_text_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["compare", "--data", str(small_text_file), "--block-size", "5000", "--out", str(out)]) == 2
+    assert "block size 5000 needs at least" in capsys.readouterr().err
+    assert not out.exists()

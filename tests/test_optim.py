@@ -1,0 +1,386 @@
+"""Optimizers against the one-matrix originals: Newton–Schulz, TrueMuon on fused weights, the
+parameter split, the AdamW path and PyTorch's Muon per original matrix."""
+
+import copy
+
+import pytest
+import torch
+
+from nanokimi.model import LanguageModel, ModelConfig
+from nanokimi.optim import (
+    NS_COEFFICIENTS, MatrixwiseMuon, TrueMuon, build_optimizer, matrices, newton_schulz, split_parameters,
+)
+from nanokimi.reference import from_fast, matrix_sign, reference_optimizers
+
+TINY = dict(vocab_size=13, block_size=8, n_embd=16, n_head=4, n_layer=2)
+
+
+def one_matrix_newton_schulz(G, steps=5):
+    """The issue's formula for one matrix, written out here independently of the package."""
+    a, b, c = NS_COEFFICIENTS
+    X = G / (torch.linalg.norm(G) + 1e-7)
+    tall = G.shape[0] > G.shape[1]
+    if tall:
+        X = X.T
+    for _ in range(steps):
+        A = X @ X.T
+        X = a * X + (b * A + c * A @ A) @ X
+    return X.T if tall else X
+
+
+def tiny_model(ffn="moe", **overrides):
+    torch.manual_seed(0)
+    return LanguageModel(ModelConfig(**{**TINY, **overrides}, ffn=ffn, experts=4))
+
+
+def batch(seed=0, vocab=13):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(vocab, (4, 8), generator=g), torch.randint(vocab, (4, 8), generator=g)
+
+
+def train_steps(model, optimizers, steps, seed=0):
+    """Losses of `steps` steps on fixed batches; `optimizers` is a list stepped together."""
+    losses = []
+    for i in range(steps):
+        x, y = batch(seed + i, model.config.vocab_size)
+        _, loss = model(x, y)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def assert_same_weights(fast, ref, **tolerance):
+    expected = ref.state_dict()
+    for name, value in from_fast(fast).state_dict().items():
+        torch.testing.assert_close(value, expected[name], msg=lambda m: f"{name}: {m}", **tolerance)
+
+
+# --- Newton–Schulz -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(16, 16), (4, 16), (32, 16), (64, 16)])
+def test_newton_schulz_batched_over_leading_dims_equals_the_one_matrix_formula(float64, shape):
+    torch.manual_seed(0)
+    G = torch.randn(2, 3, *shape)
+    out = newton_schulz(G)
+    assert out.shape == G.shape
+    for i in range(2):
+        for j in range(3):
+            torch.testing.assert_close(out[i, j], one_matrix_newton_schulz(G[i, j]), rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(out[i, j], matrix_sign(G[i, j]), rtol=1e-10, atol=1e-10)
+
+
+def test_newton_schulz_scales_each_matrix_by_its_own_norm():
+    torch.manual_seed(0)
+    G = torch.randn(2, 8, 16)
+    G[1] *= 1000.0  # a large neighbour must not change the first matrix's result
+    torch.testing.assert_close(newton_schulz(G)[0], newton_schulz(G[:1])[0])
+
+
+@pytest.mark.parametrize("shape", [(8, 32), (32, 8), (16, 64), (4, 16)])
+def test_newton_schulz_singular_values_of_random_matrices_lie_in_a_narrow_band_around_one(shape):
+    torch.manual_seed(1)
+    G = torch.randn(20, *shape)
+    assert (torch.linalg.matrix_rank(G) == min(shape)).all()
+    s = torch.linalg.svdvals(newton_schulz(G, steps=5))
+    assert s.min() > 0.6 and s.max() < 1.3, (s.min().item(), s.max().item())
+
+
+@pytest.mark.parametrize("n", [16, 32])
+def test_newton_schulz_lifts_singular_values_spread_over_two_decades_into_the_band(n):
+    # Square random Gaussian matrices can be nearly singular (five steps cannot lift a singular
+    # value of 1e-4 of the norm), so the spectrum is set explicitly: 1 down to 0.01.
+    torch.manual_seed(2)
+    U, _ = torch.linalg.qr(torch.randn(10, n, n))
+    V, _ = torch.linalg.qr(torch.randn(10, n, n))
+    G = U @ torch.diag_embed(torch.logspace(0, -2, n).expand(10, n)) @ V.mT
+    s = torch.linalg.svdvals(newton_schulz(G, steps=5))
+    assert s.min() > 0.6 and s.max() < 1.3, (s.min().item(), s.max().item())
+    # One step is not enough: the band is the work of the iteration, not of the normalisation.
+    s1 = torch.linalg.svdvals(newton_schulz(G, steps=1))
+    assert s1.min() < 0.1
+
+
+def test_newton_schulz_steps_are_honoured():
+    torch.manual_seed(0)
+    G = torch.randn(8, 16)
+    assert torch.allclose(newton_schulz(G, steps=3), one_matrix_newton_schulz(G, steps=3), atol=1e-5)
+    assert not torch.allclose(newton_schulz(G, steps=3), newton_schulz(G, steps=5), atol=1e-3)
+
+
+# --- TrueMuon -----------------------------------------------------------------------------------
+
+def test_fused_qkv_update_orthogonalises_each_head_q_k_v_separately(float64):
+    model = tiny_model("dense")
+    qkv = model.blocks[0].attn.qkv.weight
+    C, hs = 16, 4
+    before = qkv.detach().clone()
+    torch.manual_seed(5)
+    grad = torch.randn_like(qkv)
+    qkv.grad = grad.clone()
+    # beta 0, no weight decay, lr 1: the step is exactly -NS(g) per original matrix.
+    TrueMuon([qkv], lr=1.0, beta=0.0, weight_decay=0.0).step()
+    update = before - qkv.detach()
+    per_head = torch.cat([one_matrix_newton_schulz(grad[i * hs:(i + 1) * hs]) for i in range(3 * C // hs)])
+    torch.testing.assert_close(update, per_head, rtol=1e-10, atol=1e-10)
+    whole = one_matrix_newton_schulz(grad)
+    assert (update - whole).abs().max() > 0.1  # orthogonalising the fused matrix would be different
+
+
+def test_stacked_expert_update_orthogonalises_each_expert_matrix_separately(float64):
+    model = tiny_model("moe")
+    w1 = model.blocks[0].ffn.w1  # (E, C, 2C): each expert's fc1 weight, transposed
+    before = w1.detach().clone()
+    torch.manual_seed(6)
+    grad = torch.randn_like(w1)
+    w1.grad = grad.clone()
+    TrueMuon([w1], lr=1.0, beta=0.0, weight_decay=0.0).step()
+    for e in range(4):
+        # The original's fc1.weight is (2C, C) (tall): NS of the transpose is the transpose of NS.
+        expected = one_matrix_newton_schulz(grad[e].T).T
+        torch.testing.assert_close(before[e] - w1.detach()[e], expected, rtol=1e-10, atol=1e-10)
+
+
+def test_truemuon_applies_momentum_lookahead_and_weight_decay_as_the_original_rule(float64):
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(8, 16))
+    g1, g2 = torch.randn(8, 16), torch.randn(8, 16)
+    opt = TrueMuon([p], lr=0.1, beta=0.9, weight_decay=0.01)
+    expected = p.detach().clone()
+    m = torch.zeros(8, 16)
+    for g in (g1, g2):
+        p.grad = g.clone()
+        opt.step()
+        m = 0.9 * m + 0.1 * g
+        expected = expected - 0.1 * (one_matrix_newton_schulz(0.9 * m + g) + 0.01 * expected)
+    torch.testing.assert_close(p.detach(), expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("ffn", ["dense", "moe"])
+def test_truemuon_on_the_fused_model_equals_the_per_matrix_original_on_the_unfused_model(float64, ffn):
+    model = tiny_model(ffn)
+    ref = from_fast(model)
+    fast_losses = train_steps(model, [build_optimizer(model, "truemuon")], steps=3)
+    ref_losses = train_steps(ref, reference_optimizers(ref, "truemuon"), steps=3)
+    assert fast_losses == pytest.approx(ref_losses, rel=1e-9)
+    assert_same_weights(model, ref, rtol=1e-8, atol=1e-9)
+    # The steps changed the weights a lot compared to the tolerance, so the comparison means something.
+    assert (from_fast(model).state_dict()["blocks.0.sa.heads.0.query.weight"]
+            - from_fast(tiny_model(ffn)).state_dict()["blocks.0.sa.heads.0.query.weight"]).abs().max() > 1e-3
+
+
+def test_truemuon_ns_steps_are_honoured(float64):
+    torch.manual_seed(0)
+    grad = torch.randn(8, 16)
+    updates = {}
+    for steps in (3, 5):
+        p = torch.nn.Parameter(torch.zeros(8, 16))
+        p.grad = grad.clone()
+        TrueMuon([p], lr=1.0, beta=0.0, weight_decay=0.0, ns_steps=steps).step()
+        updates[steps] = -p.detach()
+        torch.testing.assert_close(updates[steps], one_matrix_newton_schulz(grad, steps), rtol=1e-10, atol=1e-10)
+    assert (updates[3] - updates[5]).abs().max() > 1e-3
+
+
+def test_build_optimizer_passes_ns_steps_to_truemuon():
+    model = tiny_model("moe")
+    optimizer = build_optimizer(model, "truemuon", ns_steps=3)
+    assert optimizer.optimizers["matrix"].param_groups[0]["ns_steps"] == 3
+
+
+def test_truemuon_state_dict_round_trip_reproduces_the_next_steps():
+    model = tiny_model("moe")
+    optimizer = build_optimizer(model, "truemuon")
+    train_steps(model, [optimizer], steps=2)
+    saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
+    assert saved_opt["matrix"]["state"]  # momentum is in there
+    continued = train_steps(model, [optimizer], steps=2, seed=100)
+
+    resumed = tiny_model("moe")
+    resumed.load_state_dict(saved_model)
+    resumed_opt = build_optimizer(resumed, "truemuon")
+    resumed_opt.load_state_dict(saved_opt)
+    assert train_steps(resumed, [resumed_opt], steps=2, seed=100) == continued
+    for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+    # Without the momentum the next steps differ: the round trip carried real state.
+    fresh = tiny_model("moe")
+    fresh.load_state_dict(saved_model)
+    assert train_steps(fresh, [build_optimizer(fresh, "truemuon")], steps=2, seed=100) != continued
+
+
+def test_truemuon_refuses_vectors_and_bad_settings():
+    with pytest.raises(ValueError, match="matrices only"):
+        TrueMuon([torch.nn.Parameter(torch.zeros(4))])
+    with pytest.raises(ValueError, match="invalid TrueMuon"):
+        TrueMuon([torch.nn.Parameter(torch.zeros(4, 4))], ns_steps=0)
+
+
+# --- the parameter split ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ffn", ["dense", "moe"])
+def test_parameter_split_covers_every_parameter_once_and_matches_the_original_rule(ffn):
+    model = tiny_model(ffn)
+    hidden, others = split_parameters(model)
+    ids = [id(p) for p in hidden + others]
+    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+    names = {id(p): n for n, p in model.named_parameters()}
+    hidden_names = {names[id(p)].split(".", 2)[2] for p in hidden}
+    expected = {"attn.qkv.weight", "attn.proj.weight"} | (
+        {"ffn.gate.weight", "ffn.w1", "ffn.w2"} if ffn == "moe" else {"ffn.fc.weight", "ffn.out.weight"})
+    assert hidden_names == expected
+    assert all(names[id(p)].startswith("blocks.") for p in hidden)
+    # Stacked expert biases are 2-D here but were 1-D in the original: they belong to AdamW.
+    other_names = {names[id(p)] for p in others}
+    if ffn == "moe":
+        assert {"blocks.0.ffn.b1", "blocks.0.ffn.b2"} <= other_names
+    assert {"tok_emb.weight", "pos_emb.weight", "head.weight", "head.bias", "blocks.0.ln1.weight"} <= other_names
+
+    # The same original matrices as the reference's rule (≥2-D parameters inside the blocks).
+    ref = from_fast(model)
+    ref_hidden = [p for n, p in ref.named_parameters() if p.ndim >= 2 and "blocks" in n]
+    original_matrices = sorted(tuple(sorted(m.shape)) for p in hidden for m in matrices(p))
+    assert original_matrices == sorted(tuple(sorted(p.shape)) for p in ref_hidden)
+    assert sum(p.numel() for p in hidden) == sum(p.numel() for p in ref_hidden)
+
+
+# --- the AdamW and Muon paths --------------------------------------------------------------------
+
+def test_adamw_path_is_torch_adamw_on_every_parameter():
+    model, twin = tiny_model("moe"), tiny_model("moe")
+    optimizer = build_optimizer(model, "adamw")
+    assert list(optimizer.optimizers) == ["adamw"]
+    assert sum(len(g["params"]) for g in optimizer.optimizers["adamw"].param_groups) == len(list(model.parameters()))
+    losses = train_steps(model, [optimizer], steps=5)
+    reference = train_steps(twin, [torch.optim.AdamW(twin.parameters(), lr=1e-3)], steps=5)
+    assert losses == pytest.approx(reference, rel=1e-6, abs=1e-7)
+    assert len(set(losses)) == 5  # the weights moved
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_muon_qkv_update_equals_torch_muon_on_each_head_matrix_separately(float64):
+    model = tiny_model("dense")
+    qkv = model.blocks[0].attn.qkv.weight
+    hs = 4
+    heads = [torch.nn.Parameter(m.detach().clone()) for m in qkv.detach().split(hs)]
+    mine = MatrixwiseMuon([qkv], lr=0.02, weight_decay=0.01, ns_steps=5)
+    theirs = torch.optim.Muon(heads, lr=0.02, weight_decay=0.01, ns_steps=5)
+    torch.manual_seed(3)
+    for _ in range(3):
+        grad = torch.randn_like(qkv)
+        qkv.grad = grad.clone()
+        for head, g in zip(heads, grad.split(hs)):
+            head.grad = g.clone()
+        mine.step()
+        theirs.step()
+    torch.testing.assert_close(qkv.detach(), torch.cat([h.detach() for h in heads]), rtol=1e-10, atol=1e-10)
+    whole = torch.nn.Parameter(tiny_model("dense").blocks[0].attn.qkv.weight.detach().clone())
+    whole.grad = grad.clone()
+    torch.optim.Muon([whole], lr=0.02, weight_decay=0.01).step()
+    assert not torch.allclose(whole.detach(), qkv.detach(), atol=1e-4)
+
+
+def relative_update_errors(fast, fast_before, ref, ref_before):
+    """Per original matrix: |fast update - reference update| / |reference update|."""
+    before, after, expected_after = (from_fast(fast_before).state_dict(), from_fast(fast).state_dict(),
+                                     ref.state_dict())
+    errors = {}
+    for name, ref_start in ref_before.items():
+        expected = expected_after[name] - ref_start
+        if expected.abs().max() > 0:
+            errors[name] = ((after[name] - before[name]) - expected).norm().item() / expected.norm().item()
+    return errors
+
+
+MUON_ZERO_GRAD_BUG = (
+    "optim.py MatrixwiseMuon: zero_grad() clears only the per-matrix views' .grad, never the real "
+    "parameters' .grad (they are in no optimizer's param_groups), so with optimizer 'muon' the hidden "
+    "matrices' gradients accumulate over steps (train.py calls only optimizer.zero_grad)")
+
+
+@pytest.mark.parametrize("adjust_lr", [
+    "match_rms_adamw",
+    pytest.param(None, marks=pytest.mark.xfail(strict=True, reason=(
+        "optim.py MatrixwiseMuon hands torch Muon the stacked expert views w1[e] of shape (C, 2C), the "
+        "transpose of the original fc1.weight (2C, C); Muon's default adjust_lr_fn scales lr by "
+        "sqrt(max(1, rows/cols)), so expert fc1 matrices get lr * 1 instead of lr * sqrt(2)"))),
+])
+def test_muon_path_updates_every_original_matrix_as_torch_muon_does(adjust_lr):
+    model = tiny_model("moe")
+    model_before = copy.deepcopy(model)
+    ref = from_fast(model)
+    ref_before = copy.deepcopy(ref.state_dict())
+    optimizer = build_optimizer(model, "muon", matrix_lr=0.02, muon_adjust_lr=adjust_lr)
+    hidden = [p for n, p in ref.named_parameters() if p.ndim >= 2 and "blocks" in n]
+    hidden_ids = {id(p) for p in hidden}
+    ref_optimizers = [
+        torch.optim.AdamW([p for p in ref.parameters() if id(p) not in hidden_ids], lr=1e-3),
+        torch.optim.Muon(hidden, lr=0.02, weight_decay=0.01, adjust_lr_fn=adjust_lr),
+    ]
+    train_steps(model, [optimizer], steps=1)
+    train_steps(ref, ref_optimizers, steps=1)
+    # torch's Muon runs Newton-Schulz in bfloat16, so a matrix stored transposed (the experts' w2)
+    # rounds differently: allow 5% of the update, far below a wrong learning-rate factor (41% for sqrt 2).
+    errors = relative_update_errors(model, model_before, ref, ref_before)
+    assert len(errors) == len(list(ref.parameters()))
+    assert max(errors.values()) < 0.05, {k: round(v, 3) for k, v in errors.items() if v >= 0.05}
+
+
+@pytest.mark.xfail(strict=True, reason=MUON_ZERO_GRAD_BUG)
+def test_muon_optimizer_zero_grad_clears_every_gradient():
+    model = tiny_model("moe")
+    optimizer = build_optimizer(model, "muon")
+    train_steps(model, [optimizer], steps=1)
+    optimizer.zero_grad(set_to_none=True)
+    assert [n for n, p in model.named_parameters() if p.grad is not None] == []
+
+
+def test_truemuon_and_adamw_zero_grad_clear_every_gradient():
+    for name in ("truemuon", "adamw"):
+        model = tiny_model("moe")
+        optimizer = build_optimizer(model, name)
+        train_steps(model, [optimizer], steps=1)
+        assert all(p.grad is not None for p in model.parameters())
+        optimizer.zero_grad(set_to_none=True)
+        assert [n for n, p in model.named_parameters() if p.grad is not None] == [], name
+
+
+def test_muon_path_trains():
+    model = tiny_model("moe")
+    optimizer = build_optimizer(model, "muon")
+    assert isinstance(optimizer.optimizers["matrix"], torch.optim.Muon)
+    x, y = batch(0)
+    losses = []
+    for _ in range(10):  # one fixed batch: the loss must fall
+        _, loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.1
+
+
+@pytest.mark.xfail(strict=True, reason=MUON_ZERO_GRAD_BUG + "; so resuming from a state_dict gives other steps")
+def test_muon_path_state_dict_round_trip_reproduces_the_next_steps():
+    model = tiny_model("moe")
+    optimizer = build_optimizer(model, "muon")
+    train_steps(model, [optimizer], steps=2)
+    saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
+    assert saved_opt["matrix"]["state"]
+    continued = train_steps(model, [optimizer], steps=2, seed=50)
+
+    resumed = tiny_model("moe")
+    resumed.load_state_dict(saved_model)
+    resumed_opt = build_optimizer(resumed, "muon")
+    resumed_opt.load_state_dict(saved_opt)
+    assert train_steps(resumed, [resumed_opt], steps=2, seed=50) == continued
+
+
+def test_unknown_optimizer_is_refused():
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        build_optimizer(tiny_model("dense"), "sgd")
