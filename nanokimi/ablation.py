@@ -18,12 +18,14 @@ that is better per step but slower per step can lose in wall time.
 import math
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 
 from .model import preset
 from .train import RunConfig
 
 ARCHITECTURES = {"dense": "nanogpt", "moe": "nanokimi"}
 ARM_METRICS = ("best_val_loss", "final_val_loss", "train_ms_per_step")
+SUMMARY_COLUMNS = ["kind", "name", "metric", "n", "mean", "sd", "ci_low", "ci_high", "distinguishable_from_zero", "note"]
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -184,3 +186,37 @@ def history_rows(results):
         arm, seed = arm_name(result.config.model.ffn, result.config.optimizer), result.config.seed
         rows.extend({**row, "arm": arm, "seed": seed} for row in result.history)
     return rows
+
+
+def write_files(out_dir, results, optimizers, target=None):
+    """ablation.csv, ablation_summary.csv and ablation.png in out_dir; returns (run rows, summary rows)."""
+    import pandas as pd
+
+    from . import charts
+    from .metrics import RESULT_COLUMNS
+
+    out_dir = Path(out_dir)
+    rows = run_rows(results, target)
+    summary = summary_rows(rows, optimizers)
+    columns = ["arm", "architecture", "optimizer", "seed"] + [c for c in RESULT_COLUMNS if c not in (
+        "architecture", "optimizer", "seed")] + ["target_val_loss", "time_to_target_s"]
+    pd.DataFrame(rows, columns=columns).to_csv(out_dir / "ablation.csv", index=False)
+    summary_frame = pd.DataFrame(summary, columns=SUMMARY_COLUMNS)
+    summary_frame.to_csv(out_dir / "ablation_summary.csv", index=False)
+    history = pd.DataFrame(history_rows(results))
+    if not history.empty:
+        charts.save_png(charts.ablation_figure(history, summary_frame), out_dir / "ablation.png")
+    return rows, summary
+
+
+def summary_text(summary):
+    """The summary as lines for the terminal: arms first, then effects with their verdicts."""
+    lines = [f"{'arm':<18} {'metric':<18} {'n':>2} {'mean':>9} {'sd':>8}   95% CI"]
+    for r in summary:
+        if r["kind"] == "arm":
+            note = f"  ({r['note']})" if r["note"] else ""
+            lines.append(f"{r['name']:<18} {r['metric']:<18} {r['n']:>2} {r['mean']:>9.4f} {r['sd']:>8.4f}   "
+                         f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]{note}")
+    lines.append("")
+    lines.extend(r["note"] for r in summary if r["kind"] == "effect")
+    return "\n".join(lines)

@@ -102,6 +102,43 @@ def comparison_figure(results, history):
     return alt.vconcat(bar_charts(results), curves).properties(title="nanokimi: NanoGPT vs NanoKimi")
 
 
+def arm_band_chart(history, metric="val_loss", x="step", height=300):
+    """Ablation: mean `metric` per arm over seeds, with a band from the lowest to the highest seed."""
+    frame = history[history["metric"] == metric]
+    stats = frame.groupby(["arm", "step"], as_index=False).agg(
+        mean=("value", "mean"), low=("value", "min"), high=("value", "max"), wall_time_s=("wall_time_s", "mean"),
+        seeds=("value", "size"))
+    base = alt.Chart(stats, height=height).encode(
+        x=alt.X(f"{x}:Q", title="step" if x == "step" else "training time (s, mean over seeds)"),
+        color=alt.Color("arm:N", title="arm"))
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("low:Q", title="validation loss (nats/char)", scale=alt.Scale(zero=False)),
+                                              y2="high:Q")
+    line = base.mark_line().encode(y="mean:Q", tooltip=["arm", "step", "seeds", alt.Tooltip("mean:Q", format=".4f"),
+                                                        alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f")])
+    return (band + line).properties(title="Validation loss per arm (mean, band = range over seeds)")
+
+
+def effects_chart(summary, metric="best_val_loss", height=160):
+    """Ablation: each effect's mean difference with its 95% confidence interval; zero marked."""
+    frame = summary[(summary["kind"] == "effect") & (summary["metric"] == metric)]
+    base = alt.Chart(frame, height=height).encode(y=alt.Y("name:N", title=None, sort=None))
+    bars = base.mark_rule(strokeWidth=2).encode(x=alt.X("ci_low:Q", title=f"difference in {metric.replace('_', ' ')} (nats/char)"),
+                                                x2="ci_high:Q")
+    points = base.mark_point(filled=True, size=60).encode(
+        x="mean:Q", color=alt.Color("distinguishable_from_zero:N", title="CI excludes 0",
+                                    scale=alt.Scale(domain=["yes", "no"], range=["#d62728", "#7f7f7f"])),
+        tooltip=["name", "n", alt.Tooltip("mean:Q", format="+.4f"), alt.Tooltip("ci_low:Q", format="+.4f"),
+                 alt.Tooltip("ci_high:Q", format="+.4f")])
+    zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 4], color="gray").encode(x="x:Q")
+    return (bars + points + zero).properties(title="Effects with 95% confidence intervals (negative = lower loss)")
+
+
+def ablation_figure(history, summary):
+    return alt.vconcat(arm_band_chart(history).properties(width=700),
+                       effects_chart(summary).properties(width=700)
+                       ).resolve_scale(color="independent").properties(title="nanokimi ablation")
+
+
 def save_png(chart, path, scale=2):
     """Render with vl-convert (no browser needed)."""
     chart.save(str(path), format="png", scale_factor=scale)

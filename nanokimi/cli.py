@@ -1,4 +1,4 @@
-"""The command line: `python -m nanokimi compare | worker`.
+"""The command line: `python -m nanokimi compare | ablate | bench | runner` (and the internal `worker`).
 
 `compare` reproduces the original comparison script (with `--preset seed`) and goes beyond it:
 any optimizer on either model, top-k routing, honest timing and memory, and three files in --out.
@@ -6,6 +6,7 @@ any optimizer on either model, top-k routing, honest timing and memory, and thre
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -118,7 +119,8 @@ def training_settings(args):
 def build_parser():
     parser = Parser(prog="python -m nanokimi", description=(
         "nanokimi: does a Kimi-style model (MoE + TrueMuon) beat a plain GPT (AdamW), and at what cost?"))
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser,
+                                metavar="{compare,ablate,bench,runner}")
 
     p = sub.add_parser("compare", help="train NanoGPT and NanoKimi on the same text and compare them",
                        description="Train NanoGPT and NanoKimi, print the comparison and write results.csv, "
@@ -128,9 +130,36 @@ def build_parser():
     p.add_argument("--kimi-optimizer", default="truemuon", choices=OPTIMIZERS, help="optimizer for NanoKimi (default: truemuon)")
     p.add_argument("--out", default=".", help="directory for results.csv, history.csv, comparison_graph.png (default: .)")
 
+    a = sub.add_parser("ablate", help="architecture x optimizer over several seeds, with confidence intervals",
+                       description="Train the 2x2 grid dense/MoE x AdamW/TrueMuon (optionally Muon too) for "
+                                   "--seeds seeds, paired by seed, and report each arm and the main effects with "
+                                   "95%% confidence intervals. Writes ablation.csv, ablation_summary.csv and "
+                                   "ablation.png into --out.")
+    add_training_flags(a)
+    a.add_argument("--seeds", type=_positive(int), default=3, help="seeds per arm (default: 3): --seed, --seed+1, ...")
+    a.add_argument("--muon", action="store_true", help="add PyTorch's Muon as a third optimizer")
+    a.add_argument("--target", type=_positive(float),
+                   help="validation loss for time-to-target (default: the worst arm's mean final loss)")
+    a.add_argument("--out", default=".", help="directory for the ablation files (default: .)")
+
+    b = sub.add_parser("bench", help="time training steps, evaluation and generation of one model",
+                       description="Time real engine training steps (batch + forward + backward + optimizer) "
+                                   "after a warm-up, then evaluation, inference and generation. Defaults: the "
+                                   "seed configuration. --iters and --eval-interval are not used.")
+    add_training_flags(b)
+    b.add_argument("--model", default="nanogpt", choices=("nanogpt", "nanokimi"), help="which model (default: nanogpt)")
+    b.add_argument("--optimizer", choices=OPTIMIZERS, help="default: adamw for nanogpt, truemuon for nanokimi")
+    b.add_argument("--steps", type=_positive(int), default=50, help="timed training steps (default: 50)")
+    b.add_argument("--warmup", type=int, default=10, help="untimed training steps first (default: 10)")
+    b.add_argument("--json", action="store_true", help="end with one line holding every figure as a JSON object")
+
     w = sub.add_parser("worker", help=argparse.SUPPRESS)
     w.add_argument("config")
     w.add_argument("result")
+
+    sub.add_parser("runner", help="train the app's queued runs one at a time (started by the app)",
+                   description="Train the runs queued in the store under $NANOKIMI_HOME (default ./runs), "
+                               "one at a time, until the queue is empty. The Streamlit app starts it.")
     return parser
 
 
@@ -178,12 +207,77 @@ def compare_main(args):
     return 1 if failed else 0
 
 
+def ablate_main(args):
+    from . import ablation
+    from .compare import resolve_data
+
+    optimizers = ("adamw", "truemuon", "muon") if args.muon else ("adamw", "truemuon")
+    settings = {k: v for k, v in training_settings(args).items() if v is not None}
+    base_seed = settings.pop("seed", 1337)
+    try:
+        settings = {**PRESETS[args.preset], **settings}
+        runs = ablation.ablation_runs(optimizers, args.seeds, base_seed, data=resolve_data(args.data), **settings)
+        check_data(runs)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+    except (ValueError, DataError) as err:
+        return fail("ablate", err)
+    except OSError as err:
+        return fail("ablate", f"cannot create --out directory {args.out}: {err.strerror}")
+    print(f"{len(runs)} runs: {len(optimizers) * 2} arms x {args.seeds} seeds, one after the other", file=sys.stderr)
+    progress = Progress()
+    try:
+        results = run_comparison(runs, on_event=progress)
+    except KeyboardInterrupt:
+        results = []
+    if not results:
+        print("interrupted before any run finished; nothing written", file=sys.stderr)
+        return 130
+    if len(results) < len(runs):
+        print(f"stopped after {len(results)} of {len(runs)} runs; summarising those", file=sys.stderr)
+    rows, summary = ablation.write_files(out, results, optimizers, args.target)
+    print()
+    print(ablation.summary_text(summary))
+    print(f"\nwrote {out / 'ablation.csv'}, {out / 'ablation_summary.csv'}, {out / 'ablation.png'}")
+    return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def bench_main(args):
+    import json
+
+    from .bench import bench, bench_text
+    optimizers = {"gpt_optimizer": args.optimizer or "adamw", "kimi_optimizer": args.optimizer or "truemuon"}
+    if args.warmup < 0:
+        return fail("bench", f"--warmup must be 0 or more, got {args.warmup}")
+    try:
+        runs = comparison_runs(args.preset, data=args.data, **optimizers, **training_settings(args))
+        result = bench(runs[0 if args.model == "nanogpt" else 1], steps=args.steps, warmup=args.warmup)
+    except (ValueError, DataError) as err:
+        return fail("bench", err)
+    print(bench_text(result))
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.command == "worker":
-        return worker_main(args.config, args.result)
+        code = worker_main(args.config, args.result)
+        # The worker process is done (result written, output flushed below): skip the interpreter's
+        # teardown, which takes ~1.5 s with torch loaded and would delay every comparison and Stop.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    if args.command == "runner":
+        from .jobs import runner_main  # the app's runner: not needed by compare or worker
+        return runner_main()
     if args.command == "compare":
         return compare_main(args)
+    if args.command == "bench":
+        return bench_main(args)
+    if args.command == "ablate":
+        return ablate_main(args)
     return 2
 
 

@@ -17,11 +17,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from .data import BUILTIN, DataError, default_source, download_tiny_shakespeare, load_corpus
+from .metrics import rss_mb
 from .model import preset
 from .train import RunConfig, RunResult, train
 
@@ -83,23 +85,27 @@ def run_isolated(run, on_event=None, should_stop=None, poll_s=0.1):
         proc = subprocess.Popen([sys.executable, "-m", "nanokimi", "worker", str(config_path), str(result_path)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
                                 start_new_session=True)  # Ctrl-C reaches the worker only through us
-        stopping = False
+        # should_stop is polled in a thread, not only when a line arrives: a worker that is
+        # evaluating prints nothing for a while, and a stop must still reach it within poll_s.
+        finished = threading.Event()
+        watcher = threading.Thread(target=_watch_stop, args=(proc, should_stop, finished, poll_s), daemon=True)
+        if should_stop:
+            watcher.start()
         try:
             for line in proc.stdout:
                 if on_event and line.startswith("{"):
                     on_event(json.loads(line))
-                if not stopping and should_stop and should_stop():
-                    proc.send_signal(signal.SIGTERM)
-                    stopping = True
         except KeyboardInterrupt:
+            # Ctrl-C: the worker stops after its current step and still writes what it measured.
             proc.send_signal(signal.SIGTERM)
             for line in proc.stdout:
                 pass
-            proc.wait()
-            raise
         finally:
             stderr = proc.stderr.read()
             proc.wait()
+            finished.set()
+            if watcher.is_alive():
+                watcher.join()
         if result_path.exists():
             payload = json.loads(result_path.read_text())
             return RunResult(config=run, status=payload["status"], message=payload["message"],
@@ -107,6 +113,16 @@ def run_isolated(run, on_event=None, should_stop=None, poll_s=0.1):
         tail = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {proc.returncode}"
         return RunResult(config=run, status="failed", message=f"worker process failed: {tail}",
                          results={"model": run.name, "status": "failed", "message": tail}, history=[])
+
+
+def _watch_stop(proc, should_stop, finished, poll_s):
+    """SIGTERM the worker once should_stop() is true; ends when the worker does."""
+    while not finished.wait(poll_s):
+        if proc.poll() is not None:
+            return
+        if should_stop():
+            proc.send_signal(signal.SIGTERM)
+            return
 
 
 def run_comparison(runs, on_event=None, should_stop=None, isolate=True):
@@ -117,6 +133,8 @@ def run_comparison(runs, on_event=None, should_stop=None, isolate=True):
         if should_stop and should_stop():
             break
         results.append(runner(run, on_event=on_event, should_stop=should_stop))
+        if results[-1].status == "stopped":  # by request or Ctrl-C: don't start the next model
+            break
     return results
 
 
@@ -137,6 +155,8 @@ def worker_main(config_path, result_path):
         if event["event"] == "step" and now - last_sent[0] < 0.1 and event["step"] != event["iters"]:
             return  # progress at most ten times a second; evals and the end always go through
         last_sent[0] = now
+        if event["event"] == "eval":
+            event = {**event, "rss_mb": rss_mb()}  # so a live memory chart needs no second process watching
         print(json.dumps(event, default=_json_default), flush=True)
 
     try:

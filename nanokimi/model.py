@@ -13,7 +13,9 @@ a final LayerNorm and an untied output head with bias. `config.ffn` picks the fe
 Fast by design, same math as the per-module original (see nanokimi/reference.py):
 - q, k and v of every head come from one fused Linear(C, 3C), and attention runs in
   `F.scaled_dot_product_attention`;
-- experts are stored stacked, (E, in, out), and run as batched matmuls, never a loop over experts.
+- experts are stored stacked, (E, in, out), never run in a loop over experts: under dense routing
+  all experts together are two GEMMs, (N, C) @ (C, 2EC) and (N, EC) @ (EC, C); top-k dispatch
+  runs batched matmuls over the tokens routed to each expert.
 
 Optimizers need to know which matrices the original had (TrueMuon orthogonalises each one on its
 own), so every hidden weight declares its `matrix_shape`: the fused q/k/v weight is 3 * n_head
@@ -85,9 +87,14 @@ def _uniform_(tensor, fan_in):
     return nn.init.uniform_(tensor, -bound, bound)
 
 
-def _declare_matrices(param, *matrix_shape):
-    """Tell the optimizers how `param` splits into the original model's separate matrices."""
+def _declare_matrices(param, *matrix_shape, transposed=False):
+    """Tell the optimizers how `param` splits into the original model's separate matrices.
+
+    `transposed`: stored (in, out), the transpose of the original nn.Linear weight (out, in).
+    Newton–Schulz doesn't care (NS(G^T) = NS(G)^T), but Muon's shape-dependent lr scaling does.
+    """
     param.matrix_shape = tuple(matrix_shape)
+    param.matrix_transposed = transposed
     return param
 
 
@@ -138,9 +145,9 @@ class MoE(nn.Module):
         self.gate = nn.Linear(C, E)
         _declare_matrices(self.gate.weight, E, C)
         # Expert e is x @ w1[e] + b1[e] -> silu(a) * b -> @ w2[e] + b2[e]  (weights stored (in, out)).
-        self.w1 = _declare_matrices(nn.Parameter(_uniform_(torch.empty(E, C, 2 * C), C)), C, 2 * C)
+        self.w1 = _declare_matrices(nn.Parameter(_uniform_(torch.empty(E, C, 2 * C), C)), C, 2 * C, transposed=True)
         self.b1 = nn.Parameter(_uniform_(torch.empty(E, 2 * C), C))
-        self.w2 = _declare_matrices(nn.Parameter(_uniform_(torch.empty(E, C, C), C)), C, C)
+        self.w2 = _declare_matrices(nn.Parameter(_uniform_(torch.empty(E, C, C), C)), C, C, transposed=True)
         self.b2 = nn.Parameter(_uniform_(torch.empty(E, C), C))
         self.last_gate_probs = None  # (N, E) gate probabilities of the last forward, for routing statistics
 
@@ -156,11 +163,18 @@ class MoE(nn.Module):
         return y.view(shape)
 
     def _dense(self, x, probs):
-        h = torch.einsum("nc,ecd->ned", x, self.w1) + self.b1  # (N, E, 2C)
-        a, b = h.chunk(2, dim=-1)
-        h = F.silu(a) * b * probs.unsqueeze(-1)  # (N, E, C), each expert's hidden scaled by its gate weight
-        # sum_e p_e (h_e @ w2[e] + b2[e]) as one contraction over (e, c).
-        return torch.einsum("nec,ecd->nd", h, self.w2) + probs @ self.b2
+        """Every expert on every token as two GEMMs: (N, C) @ (C, 2EC), then (N, EC) @ (EC, C)."""
+        N, C = x.shape
+        E = self.experts
+        # Columns reordered to [a of every expert | b of every expert], so a and b come out as two
+        # (N, E, C) blocks whose rows are contiguous (in profiles here silu's backward took ~1.7 ms
+        # per call on chunks of the (N, E, 2C) layout, ~0.6 ms on these).
+        w1 = self.w1.view(E, C, 2, C).permute(1, 2, 0, 3).reshape(C, 2 * E * C)
+        b1 = self.b1.view(E, 2, C).transpose(0, 1).reshape(2 * E * C)
+        h = torch.addmm(b1, x, w1).view(N, 2, E, C)
+        h = F.silu(h[:, 0]) * h[:, 1] * probs.unsqueeze(-1)  # (N, E, C), each expert's hidden scaled by its gate weight
+        # sum_e p_e (h_e @ w2[e] + b2[e]) as one contraction over (e, c); w2 (E, C, C) is already (EC, C).
+        return torch.addmm(probs @ self.b2, h.view(N, E * C), self.w2.view(E * C, C))
 
     def _sparse(self, x, probs):
         """Top-k dispatch: each expert runs only on the tokens routed to it, padded to one batch."""

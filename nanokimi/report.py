@@ -26,6 +26,13 @@ def results_csv(results):
     return results_frame(results).to_csv(index=False)
 
 
+def runs_results_csv(runs):
+    """results.csv of several stored runs: a `run_id` column, then the engine's RESULT_COLUMNS."""
+    rows = [{"run_id": run["id"], **{col: row.get(col) for col in RESULT_COLUMNS}}
+            for run in runs for row in run["results"]]
+    return pd.DataFrame(rows, columns=["run_id"] + RESULT_COLUMNS).to_csv(index=False)
+
+
 def history_csv(history):
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -74,6 +81,11 @@ def report_text(results):
     return "\n".join(lines)
 
 
+def _speed_clause(a, b):
+    ratio = b.get("train_ms_per_step", math.nan) / a.get("train_ms_per_step", math.nan)
+    return f"at {ratio:.2f}× the training time per step " if math.isfinite(ratio) else ""
+
+
 def verdict(results, metric="best_val_loss"):
     """One sentence that states which model did better on `metric`, by how much, with its sign."""
     done = [r for r in results if r.get(metric) is not None and math.isfinite(r[metric])]
@@ -89,5 +101,5 @@ def verdict(results, metric="best_val_loss"):
     rel = abs(diff) / abs(a[metric]) * 100 if a[metric] else math.inf
     return (f"{winner['model']} ({winner['optimizer']}) beat {loser['model']} ({loser['optimizer']}) on "
             f"{m.label.lower()}: {b['model']} − {a['model']} = {diff:+.4f} {m.unit} ({rel:.1f}%), "
-            f"at {b['train_ms_per_step'] / a['train_ms_per_step']:.2f}× the training time per step "
+            f"{_speed_clause(a, b)}"
             f"(one seed: see `nanokimi ablate` for the spread over seeds).")

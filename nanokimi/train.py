@@ -22,7 +22,11 @@ from .data import Corpus, eval_batches, get_batch, load_corpus
 from .model import LanguageModel, ModelConfig, generate, preset
 from .optim import OPTIMIZERS, build_optimizer
 
-EVAL_CHUNK_TOKENS = 32_768  # evaluation runs many batches per forward pass, this many tokens at a time
+# Evaluation runs many batches per forward pass, this many tokens at a time. On the CPU, chunks
+# whose activations stay in cache win: 2,048 tokens evaluated the seed models 1.1-1.2x faster than
+# 32,768 (and than one 512-token batch per pass) on a 2-core EPYC; accelerators want big chunks.
+EVAL_CHUNK_TOKENS = 32_768
+EVAL_CHUNK_TOKENS_CPU = 2_048
 
 
 @dataclass
@@ -95,7 +99,8 @@ def evaluate(model, batches):
     model.eval()
     losses = {}
     for split, (x, y) in batches.items():
-        rows = max(1, EVAL_CHUNK_TOKENS // x.size(1))
+        chunk = EVAL_CHUNK_TOKENS_CPU if x.device.type == "cpu" else EVAL_CHUNK_TOKENS
+        rows = max(1, chunk // x.size(1))
         total = 0.0
         for i in range(0, x.size(0), rows):
             _, loss = model(x[i:i + rows], y[i:i + rows])
@@ -186,7 +191,9 @@ def train(run, on_event=None, should_stop=None, corpus=None):
         "model": run.name, "architecture": config.ffn, "optimizer": run.optimizer, "seed": run.seed,
         "params": model.num_params(), "active_params": model.active_params(),
         "best_val_loss": min(val_losses) if val_losses else math.nan,
-        "final_val_loss": val_losses[-1] if val_losses else math.nan,
+        # A diverged model has no final loss worth reporting: the last finite evaluation was of
+        # an earlier model, so report NaN (best_val_loss still says what was reached before).
+        "final_val_loss": val_losses[-1] if val_losses and status != "diverged" else math.nan,
         "steps": step, "device": device, "threads": threads,
     }
     results.update(metrics.derived(results["final_val_loss"], results["params"]))

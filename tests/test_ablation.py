@@ -77,3 +77,35 @@ def test_ablation_grid_is_paired_by_seed():
     assert {(r.model.ffn, r.optimizer) for r in runs} == {(a, o) for a in ("dense", "moe") for o in ("adamw", "truemuon", "muon")}
     assert sorted({r.seed for r in runs}) == [1337, 1338]
     assert all(r.model.n_layer == 1 and r.iters == 10 for r in runs)
+
+
+def test_ablate_cli_writes_both_csvs_and_the_chart(tmp_path, small_text_file):
+    import csv
+    import subprocess
+    import sys
+
+    out = tmp_path / "ablation"
+    proc = subprocess.run([sys.executable, "-m", "nanokimi", "ablate", "--data", str(small_text_file), "--seeds", "1",
+                           "--iters", "4", "--eval-interval", "2", "--eval-iters", "1", "--n-layer", "1",
+                           "--n-embd", "16", "--n-head", "2", "--block-size", "8", "--threads", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    runs = list(csv.DictReader((out / "ablation.csv").open()))
+    assert sorted(r["arm"] for r in runs) == ["dense+adamw", "dense+truemuon", "moe+adamw", "moe+truemuon"]
+    assert all(r["status"] == "completed" and r["time_to_target_s"] != "" for r in runs)
+    summary = list(csv.DictReader((out / "ablation_summary.csv").open()))
+    assert {r["name"] for r in summary if r["kind"] == "effect"} == {
+        "MoE − dense", "TrueMuon − AdamW", "interaction (MoE × TrueMuon)"}
+    assert (out / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "MoE − dense on best_val_loss" in proc.stdout
+
+
+def test_ablate_refuses_bad_flags_before_training(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "nanokimi", "ablate", "--n-embd", "30", "--n-head", "4",
+                           "--out", str(tmp_path / "never")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "divisible" in proc.stderr
+    assert not (tmp_path / "never").exists()

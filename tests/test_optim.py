@@ -297,19 +297,7 @@ def relative_update_errors(fast, fast_before, ref, ref_before):
     return errors
 
 
-MUON_ZERO_GRAD_BUG = (
-    "optim.py MatrixwiseMuon: zero_grad() clears only the per-matrix views' .grad, never the real "
-    "parameters' .grad (they are in no optimizer's param_groups), so with optimizer 'muon' the hidden "
-    "matrices' gradients accumulate over steps (train.py calls only optimizer.zero_grad)")
-
-
-@pytest.mark.parametrize("adjust_lr", [
-    "match_rms_adamw",
-    pytest.param(None, marks=pytest.mark.xfail(strict=True, reason=(
-        "optim.py MatrixwiseMuon hands torch Muon the stacked expert views w1[e] of shape (C, 2C), the "
-        "transpose of the original fc1.weight (2C, C); Muon's default adjust_lr_fn scales lr by "
-        "sqrt(max(1, rows/cols)), so expert fc1 matrices get lr * 1 instead of lr * sqrt(2)"))),
-])
+@pytest.mark.parametrize("adjust_lr", ["match_rms_adamw", None])
 def test_muon_path_updates_every_original_matrix_as_torch_muon_does(adjust_lr):
     model = tiny_model("moe")
     model_before = copy.deepcopy(model)
@@ -331,7 +319,6 @@ def test_muon_path_updates_every_original_matrix_as_torch_muon_does(adjust_lr):
     assert max(errors.values()) < 0.05, {k: round(v, 3) for k, v in errors.items() if v >= 0.05}
 
 
-@pytest.mark.xfail(strict=True, reason=MUON_ZERO_GRAD_BUG)
 def test_muon_optimizer_zero_grad_clears_every_gradient():
     model = tiny_model("moe")
     optimizer = build_optimizer(model, "muon")
@@ -365,7 +352,6 @@ def test_muon_path_trains():
     assert losses[-1] < losses[0] - 0.1
 
 
-@pytest.mark.xfail(strict=True, reason=MUON_ZERO_GRAD_BUG + "; so resuming from a state_dict gives other steps")
 def test_muon_path_state_dict_round_trip_reproduces_the_next_steps():
     model = tiny_model("moe")
     optimizer = build_optimizer(model, "muon")

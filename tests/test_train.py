@@ -83,6 +83,8 @@ def test_divergence_stops_with_status_diverged_a_message_and_the_partial_history
     assert losses(result.history, "val_loss")[0][0] == 0  # the evaluation before training is kept
     assert events[-1]["event"] == "done" and events[-1]["status"] == "diverged"
     assert math.isnan(result.results["inference_ms"])
+    # the diverged model has no final loss: no perplexity from the untrained model's evaluation
+    assert math.isnan(result.results["final_val_loss"]) and math.isnan(result.results["perplexity"])
 
 
 def test_events_start_step_eval_done_are_emitted_in_order(small_text_file):

@@ -1,0 +1,252 @@
+"""The run store: every comparison ever made on this machine, in one SQLite file.
+
+`NANOKIMI_HOME` (default `./runs/`) holds `nanokimi.db`, the checkpoints and uploaded texts. The
+database has three tables:
+
+- `runs`: one row per comparison: its request and both RunConfigs (JSON), status, timestamps,
+  live progress, a stop flag, and the results.csv rows of the models that finished;
+- `metrics`: the history in long format, one row per (model, step, metric) point, as history.csv;
+- `queue`: the runs waiting for the runner, oldest first.
+
+Several processes use it at once (the Streamlit server's sessions, the runner process), so the file
+is in WAL mode (readers never block the writer), every write is a short `BEGIN IMMEDIATE`
+transaction (the write lock is taken up front, so two writers never deadlock halfway), and a busy
+timeout makes a writer wait its turn instead of failing. The schema is created once, guarded by
+`PRAGMA user_version`. All of nanokimi's SQL lives in this file.
+
+Run statuses: queued -> running -> completed | stopped | diverged | failed | interrupted.
+"""
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE runs (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    status         TEXT NOT NULL,              -- queued | running | completed | stopped | diverged | failed | interrupted
+    label          TEXT NOT NULL DEFAULT '',   -- one line for lists: preset, optimizers, data
+    config         TEXT NOT NULL,              -- JSON: {"request": {...}, "runs": [RunConfig dicts]}
+    created_at     REAL NOT NULL,              -- seconds since the epoch
+    started_at     REAL,
+    finished_at    REAL,
+    message        TEXT NOT NULL DEFAULT '',   -- why it stopped, failed or was interrupted
+    stop_requested INTEGER NOT NULL DEFAULT 0,
+    progress       TEXT NOT NULL DEFAULT '{}', -- JSON: model, index, step, iters of the model training now
+    results        TEXT NOT NULL DEFAULT '[]'  -- JSON: results.csv rows of the models that finished
+);
+CREATE TABLE metrics (
+    run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    model       TEXT NOT NULL,
+    step        INTEGER NOT NULL,
+    wall_time_s REAL NOT NULL,
+    metric      TEXT NOT NULL,
+    value       REAL
+);
+CREATE INDEX metrics_by_run ON metrics(run_id, model);
+CREATE TABLE queue (
+    run_id      INTEGER PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+    enqueued_at REAL NOT NULL
+);
+"""
+ACTIVE = ("queued", "running")
+FINISHED = ("completed", "stopped", "diverged", "failed", "interrupted")
+RUN_COLUMNS = ("id", "status", "label", "config", "created_at", "started_at", "finished_at", "message",
+               "stop_requested", "progress", "results")
+
+
+def home_dir(home=None):
+    """The data directory: `home`, else $NANOKIMI_HOME, else ./runs; absolute, so child processes agree."""
+    return Path(home or os.environ.get("NANOKIMI_HOME", "runs")).resolve()
+
+
+class Store:
+    """One connection to the run store, safe to share between threads (calls are serialised)."""
+
+    def __init__(self, home=None):
+        self.home = home_dir(home)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.path = self.home / "nanokimi.db"
+        # isolation_level=None: no implicit transactions; every write says BEGIN IMMEDIATE itself.
+        self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.lock = threading.Lock()
+        with self.lock:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across crashes of a process
+        with self.write() as db:
+            if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self):
+        with self.lock:
+            self.db.close()
+
+    @contextmanager
+    def write(self):
+        """A short write transaction, holding the write lock from its first statement."""
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def _read(self, sql, params=()):
+        with self.lock:
+            return self.db.execute(sql, params).fetchall()
+
+    # --- runs and the queue -------------------------------------------------------------------
+
+    def create_run(self, config, label=""):
+        """Record a new comparison and put it at the back of the queue; returns its id."""
+        now = time.time()
+        with self.write() as db:
+            run_id = db.execute("INSERT INTO runs (status, label, config, created_at) VALUES ('queued', ?, ?, ?)",
+                                (label, json.dumps(config), now)).lastrowid
+            db.execute("INSERT INTO queue (run_id, enqueued_at) VALUES (?, ?)", (run_id, now))
+        return run_id
+
+    def claim_next(self):
+        """Take the oldest queued run off the queue and mark it running; None when the queue is empty."""
+        with self.write() as db:
+            row = db.execute("SELECT run_id FROM queue ORDER BY enqueued_at, run_id LIMIT 1").fetchone()
+            if row is None:
+                return None
+            run_id = row[0]
+            db.execute("DELETE FROM queue WHERE run_id = ?", (run_id,))
+            db.execute("UPDATE runs SET status = 'running', started_at = ? WHERE id = ?", (time.time(), run_id))
+        return self.get_run(run_id)
+
+    def queued_count(self):
+        return self._read("SELECT COUNT(*) FROM queue")[0][0]
+
+    def queue_position(self, run_id):
+        """1 for the next run to start; None when the run is not queued."""
+        rows = self._read("SELECT run_id FROM queue ORDER BY enqueued_at, run_id")
+        ids = [r[0] for r in rows]
+        return ids.index(run_id) + 1 if run_id in ids else None
+
+    def get_run(self, run_id):
+        rows = self._read(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE id = ?", (run_id,))
+        return _run_dict(rows[0]) if rows else None
+
+    def list_runs(self, statuses=None):
+        """Every run, newest first (optionally only those with one of `statuses`)."""
+        sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
+        params = ()
+        if statuses:
+            sql += f" WHERE status IN ({', '.join('?' * len(statuses))})"
+            params = tuple(statuses)
+        return [_run_dict(row) for row in self._read(sql + " ORDER BY id DESC", params)]
+
+    def latest_active_run(self):
+        """The run training now, else the next queued one; None when nothing is waiting."""
+        rows = self._read("SELECT id FROM runs WHERE status = 'running' ORDER BY id DESC LIMIT 1")
+        rows = rows or self._read("SELECT run_id FROM queue ORDER BY enqueued_at, run_id LIMIT 1")
+        return rows[0][0] if rows else None
+
+    def request_stop(self, run_id):
+        """Stop a run: a queued one leaves the queue at once, a running one is told to stop."""
+        with self.write() as db:
+            if db.execute("DELETE FROM queue WHERE run_id = ?", (run_id,)).rowcount:
+                db.execute("UPDATE runs SET status = 'stopped', finished_at = ?, message = ? WHERE id = ?",
+                           (time.time(), "stopped before it started", run_id))
+            else:
+                db.execute("UPDATE runs SET stop_requested = 1 WHERE id = ? AND status = 'running'", (run_id,))
+
+    def stop_requested(self, run_id):
+        rows = self._read("SELECT stop_requested FROM runs WHERE id = ?", (run_id,))
+        return bool(rows and rows[0][0])
+
+    def record(self, run_id, rows=(), progress=None):
+        """Append history points (dicts with HISTORY_COLUMNS) and update the progress, in one transaction."""
+        with self.write() as db:
+            if rows:
+                db.executemany(
+                    "INSERT INTO metrics (run_id, model, step, wall_time_s, metric, value) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(run_id, r["model"], r["step"], r["wall_time_s"], r["metric"], _real(r["value"])) for r in rows])
+            if progress is not None:
+                db.execute("UPDATE runs SET progress = ? WHERE id = ?", (json.dumps(progress), run_id))
+
+    def finish_model(self, run_id, model, history, results_row):
+        """A model is done: its complete history replaces the live samples, and its results row is kept.
+
+        An empty history (a worker that died) keeps the live samples: nothing measured is lost.
+        """
+        with self.write() as db:
+            if history:
+                db.execute("DELETE FROM metrics WHERE run_id = ? AND model = ?", (run_id, model))
+                db.executemany(
+                    "INSERT INTO metrics (run_id, model, step, wall_time_s, metric, value) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(run_id, r["model"], r["step"], r["wall_time_s"], r["metric"], _real(r["value"])) for r in history])
+            results = json.loads(db.execute("SELECT results FROM runs WHERE id = ?", (run_id,)).fetchone()[0])
+            results = [r for r in results if r.get("model") != model] + [results_row]
+            db.execute("UPDATE runs SET results = ? WHERE id = ?", (json.dumps(results), run_id))
+
+    def finish_run(self, run_id, status, message=""):
+        with self.write() as db:
+            db.execute("UPDATE runs SET status = ?, message = ?, finished_at = ? WHERE id = ?",
+                       (status, message, time.time(), run_id))
+
+    def mark_orphans(self, status, message):
+        """Runs still marked running although no runner owns them (the caller holds the runner lock)."""
+        with self.write() as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM runs WHERE status = 'running'").fetchall()]
+            db.execute("UPDATE runs SET status = ?, message = ?, finished_at = ? WHERE status = 'running'",
+                       (status, message, time.time()))
+        return ids
+
+    def delete_runs(self, run_ids):
+        """Delete finished runs with their metrics; active runs are left alone. Returns the ids deleted."""
+        run_ids = list(run_ids)
+        if not run_ids:
+            return []
+        marks = ", ".join("?" * len(run_ids))
+        with self.write() as db:
+            ids = [r[0] for r in db.execute(
+                f"SELECT id FROM runs WHERE id IN ({marks}) AND status NOT IN ('queued', 'running')", run_ids)]
+            if ids:
+                marks = ", ".join("?" * len(ids))
+                db.execute(f"DELETE FROM metrics WHERE run_id IN ({marks})", ids)
+                db.execute(f"DELETE FROM runs WHERE id IN ({marks})", ids)
+        return ids
+
+    # --- history ------------------------------------------------------------------------------
+
+    def history(self, run_ids, metrics=None):
+        """History rows (run_id + HISTORY_COLUMNS) of the given runs, in recording order."""
+        run_ids = [int(r) for r in ([run_ids] if isinstance(run_ids, int) else run_ids)]
+        if not run_ids:
+            return []
+        sql = (f"SELECT run_id, model, step, wall_time_s, metric, value FROM metrics "
+               f"WHERE run_id IN ({', '.join('?' * len(run_ids))})")
+        params = list(run_ids)
+        if metrics:
+            sql += f" AND metric IN ({', '.join('?' * len(metrics))})"
+            params += list(metrics)
+        rows = self._read(sql + " ORDER BY run_id, rowid", params)
+        return [dict(row) for row in rows]
+
+
+def _run_dict(row):
+    run = dict(row)
+    for key in ("config", "progress", "results"):
+        run[key] = json.loads(run[key])
+    run["stop_requested"] = bool(run["stop_requested"])
+    return run
+
+
+def _real(value):
+    return None if value is None or value != value else float(value)  # NaN is stored as NULL

@@ -1,0 +1,51 @@
+"""What the pages share (not a page itself): the server's one runner, and cached look-ups.
+
+`@st.cache_resource` keeps one `jobs.Runner` (store connection + runner process handle) per data
+directory for the whole server, shared by every session; `@st.cache_data` caches what is pure data.
+"""
+
+import os
+
+import streamlit as st
+
+from nanokimi import jobs, sampling
+
+OPTIMIZER_LABELS = {"adamw": "AdamW", "truemuon": "TrueMuon", "muon": "Muon (PyTorch)"}
+STATUSES = ("queued", "running", "completed", "stopped", "diverged", "failed", "interrupted")
+
+
+def home():
+    return os.environ.get("NANOKIMI_HOME", "runs")
+
+
+@st.cache_resource(show_spinner=False)
+def _runner(home):
+    return jobs.Runner(home)
+
+
+def runner():
+    """The runner of this data directory; every call also notices a dead runner process."""
+    handle = _runner(home())
+    handle.check()
+    return handle
+
+
+@st.cache_data(ttl=60, show_spinner="Preparing the training text…")
+def dataset(choice, upload, upload_name, home):
+    # ttl: offline, the Tiny Shakespeare download is retried once a minute, not on every rerun
+    return jobs.resolve_dataset(choice, upload, upload_name, home)
+
+
+@st.cache_data(show_spinner="Reading the training text…")
+def corpus_info(source):
+    return jobs.describe_corpus(source)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+def checkpoint(path, mtime):
+    """(model, vocabulary); mtime in the key so a rewritten checkpoint is loaded again."""
+    return sampling.load(path)
+
+
+def run_label(run):
+    return f"#{run['id']} · {run['status']} · {run['label']}"

@@ -1,0 +1,11 @@
+"""nanokimi's explorer: `streamlit run streamlit_app.py`. This file only routes to the pages."""
+
+import streamlit as st
+
+st.set_page_config(page_title="nanokimi", page_icon=":material/science:", layout="wide")
+navigation = st.navigation([
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:", default=True),
+    st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
+    st.Page("pages/generate.py", title="Generate", icon=":material/edit_note:"),
+])
+navigation.run()

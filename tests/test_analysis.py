@@ -1,0 +1,67 @@
+"""Routing statistics (Experts page) and the Newton–Schulz lab, against direct computations."""
+import math
+
+import pytest
+import torch
+
+from nanokimi.data import load_corpus
+from nanokimi.model import LanguageModel, preset
+from nanokimi.nslab import gradient_matrices, random_matrix, singular_value_trajectory, spread
+from nanokimi.optim import newton_schulz
+from nanokimi.routing import character_preferences, gate_statistics, routing_table
+
+
+def test_gate_statistics_of_a_uniform_and_a_collapsed_gate():
+    uniform = torch.full((10, 4), 0.25)
+    entropy, load = gate_statistics(uniform)
+    assert entropy == pytest.approx(math.log(4)) and load == pytest.approx([0.25] * 4)
+    collapsed = torch.tensor([[1.0, 0.0, 0.0, 0.0]] * 10)
+    entropy, load = gate_statistics(collapsed)
+    assert entropy == pytest.approx(0.0, abs=1e-6) and load == pytest.approx([1.0, 0, 0, 0])
+
+
+def test_top_k_load_counts_token_assignments():
+    probs = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1], [0.2, 0.5, 0.3]])
+    _, load = gate_statistics(probs, top_k=1)
+    assert load == pytest.approx([0.5, 0.25, 0.25])
+
+
+def test_character_preferences_average_gate_weights_per_character():
+    probs = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
+    ids = torch.tensor([0, 0, 1])
+    rows = character_preferences(probs, ids, ["a", "b"], min_count=1)
+    table = {(r["character"], r["expert"]): r["weight"] for r in rows}
+    assert table == {("a", 0): 0.5, ("a", 1): 0.5, ("b", 0): 0.5, ("b", 1): 0.5}
+    assert character_preferences(probs, ids, ["a", "b"], min_count=2)[0]["character"] == "a"
+
+
+def test_routing_table_records_every_moe_layer_for_every_character(small_text_file):
+    corpus = load_corpus(small_text_file)
+    torch.manual_seed(0)
+    model = LanguageModel(preset("nanokimi", vocab_size=corpus.vocab_size, n_layer=2, n_embd=16, n_head=2, block_size=8))
+    probs, ids = routing_table(model, corpus.val_data)
+    assert len(probs) == 2
+    assert probs[0].shape == (len(ids), 4) and len(ids) == len(corpus.val_data) // 8 * 8
+    assert torch.allclose(probs[1].sum(-1), torch.ones(len(ids)))
+
+
+def test_singular_value_trajectory_starts_normalised_and_ends_near_one():
+    G = random_matrix(16, 64, seed=3)
+    rows = singular_value_trajectory(G, steps=5)
+    start = sorted((r["singular_value"] for r in rows if r["step"] == 0), reverse=True)
+    assert start == pytest.approx(sorted(torch.linalg.svdvals(G / G.norm()).tolist(), reverse=True), rel=1e-4)
+    last = spread(rows)[-1]
+    assert last["step"] == 5 and 0.6 < last["min"] and last["max"] < 1.3
+    assert spread(rows)[0]["ratio"] > last["ratio"]  # the iteration narrows the spread
+
+
+def test_gradient_matrices_split_fused_weights_into_the_original_matrices(small_text_file):
+    corpus = load_corpus(small_text_file)
+    model = LanguageModel(preset("nanokimi", vocab_size=corpus.vocab_size, n_layer=1, n_embd=16, n_head=2, block_size=8))
+    grads = gradient_matrices(model, corpus, batch_size=4)
+    # 1 layer: 3 x 2 head matrices (q, k, v) + proj + gate + 4 experts x 2 matrices
+    assert len(grads) == 6 + 1 + 1 + 8
+    assert grads["blocks.0.attn.qkv.weight[0]"].shape == (8, 16)
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.allclose(newton_schulz(grads["blocks.0.ffn.gate.weight"], 0),
+                          grads["blocks.0.ffn.gate.weight"] / (grads["blocks.0.ffn.gate.weight"].norm() + 1e-7))

@@ -1,0 +1,174 @@
+"""The Streamlit app as a user meets it, through streamlit.testing.v1.AppTest.
+
+AppTest runs the real pages (via the entry file's navigation) in this process; Train really queues
+a run that a runner process trains. `run_every` fragments never fire in AppTest, so the tests poll
+by re-running the app, and download bytes can't be read, so the CSV builders are tested directly.
+"""
+
+import io
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from nanokimi import jobs, report
+from nanokimi.data import DataError
+from nanokimi.metrics import HISTORY_COLUMNS, RESULT_COLUMNS
+from nanokimi.store import Store
+
+APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+TINY = {"n_embd": 16, "n_head": 2, "n_layer": 1, "experts": 2, "iters": 10, "batch_size": 4, "block_size": 8}
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("NANOKIMI_HOME", str(tmp_path / "home"))
+    yield tmp_path / "home"
+    store = Store(tmp_path / "home")  # leave no runner behind: stop what is left, let it exit
+    for run in store.list_runs(("queued", "running")):
+        store.request_stop(run["id"])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and jobs.Runner(tmp_path / "home").runner_alive():
+        time.sleep(0.2)
+
+
+def app(page=None):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def set_controls(at, **values):
+    for key, value in values.items():
+        widget = next(w for kind in ("slider", "select_slider", "selectbox", "number_input")
+                      for w in getattr(at, kind) if w.key == key)
+        widget.set_value(value)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def errors(at):
+    return [e.value for e in at.error]
+
+
+@pytest.mark.parametrize("page", [None, "pages/runs.py", "pages/generate.py"])
+def test_every_page_loads_on_a_fresh_machine(home, page):
+    at = app(page)
+    assert not errors(at)
+    assert at.title[0].value == {None: "NanoGPT vs NanoKimi", "pages/runs.py": "Runs", "pages/generate.py": "Generate"}[page]
+
+
+def test_controls_change_the_run_config(home):
+    at = app()
+    request = at.session_state["run_request"]
+    assert request["runs"][0]["iters"] == 1000, "the quick preset is the default"
+    set_controls(at, dataset=jobs.BUILTIN_LABEL, n_embd=32, n_head=8, n_layer=2, experts=6, top_k=2, iters=300,
+                 batch_size=8, block_size=16, ns_steps=3, seed=7, gpt_optimizer="truemuon", kimi_optimizer="muon")
+    gpt, kimi = at.session_state["run_request"]["runs"]
+    assert (gpt["optimizer"], kimi["optimizer"]) == ("truemuon", "muon")
+    assert kimi["model"]["experts"] == 6 and kimi["model"]["top_k"] == 2 and kimi["model"]["ffn"] == "moe"
+    for run in (gpt, kimi):
+        assert (run["model"]["n_embd"], run["model"]["n_head"], run["model"]["n_layer"]) == (32, 8, 2)
+        assert (run["model"]["block_size"], run["batch_size"], run["iters"]) == (16, 8, 300)
+        assert (run["ns_steps"], run["seed"], run["eval_interval"]) == (3, 7, 30)
+    set_controls(at, preset="seed")
+    assert at.slider(key="iters").value == 10_000, "the seed preset is the original configuration"
+    assert at.session_state["run_request"]["runs"][0]["eval_iters"] == 200
+
+
+def test_impossible_combinations_are_explained_and_cannot_train(home):
+    at = set_controls(app(), n_embd=48, n_head=5)
+    assert any("cannot be split into 5 heads" in e for e in errors(at))
+    assert next(b for b in at.button if b.label == "Train").disabled
+    at = set_controls(at, n_head=4, experts=3, top_k=5)
+    assert any("Top-k experts (5) is more than Experts (3)" in e for e in errors(at))
+    assert next(b for b in at.button if b.label == "Train").disabled
+    at = set_controls(at, top_k=3)
+    assert not errors(at) and not next(b for b in at.button if b.label == "Train").disabled
+
+
+def test_widget_values_survive_a_page_switch(home):
+    at = set_controls(app(), n_embd=32, kimi_optimizer="adamw")
+    at.switch_page("pages/runs.py").run()
+    at.switch_page("pages/compare.py").run()
+    assert at.select_slider(key="n_embd").value == 32
+    assert at.selectbox(key="kimi_optimizer").value == "adamw"
+
+
+def test_bad_uploads_get_a_clear_message(home):
+    for raw, expected in ((b"", "is empty"), (b"\x89PNG\r\n\x1a\n\x00\xff\xfe", "is not UTF-8 text"),
+                          (b"aaaaaaaa", "single repeated character")):
+        with pytest.raises(DataError, match=expected):
+            jobs.resolve_dataset(jobs.UPLOAD_LABEL, raw, "bad.txt", home)
+    short = jobs.resolve_dataset(jobs.UPLOAD_LABEL, b"to be or not to be", "short.txt", home)
+    chars = jobs.describe_corpus(short.source)["chars"]
+    [problem] = jobs.settings_problems({"n_embd": 64, "n_head": 4, "experts": 4, "top_k": 0, "block_size": 32}, chars)
+    assert "block size 32 needs at least" in problem
+
+
+def test_train_runs_to_completion_and_shows_results(home):
+    at = set_controls(app(), dataset=jobs.BUILTIN_LABEL, **TINY)
+    next(b for b in at.button if b.label == "Train").click().run()
+    run_id = at.query_params["run"]
+    assert run_id, "the run id is in the URL, so a refresh re-attaches"
+    deadline = time.monotonic() + 150
+    while not at.success and time.monotonic() < deadline:  # run_every doesn't fire here: poll by re-running
+        time.sleep(1)
+        at.run()
+        assert not at.exception, at.exception
+    assert at.success and "completed" in at.success[0].value
+    table = at.dataframe[0].value
+    assert {"NanoGPT", "NanoKimi", "metric", "unit", "better"} <= set(table.columns)
+    assert "Best val loss" in set(table["metric"])
+    assert {d.proto.label for d in at.get("download_button")} == {"Download results CSV", "Download history CSV"}
+    assert any("NanoKimi −" in m.value or "NanoGPT −" in m.value or "tie" in m.value for m in at.markdown)
+
+    fresh = AppTest.from_file(APP, default_timeout=60)  # a second tab opening the URL
+    fresh.query_params["run"] = run_id
+    fresh.run()
+    assert not fresh.exception and fresh.dataframe, "a new session shows the same run from the store"
+
+    runs = app("pages/runs.py")
+    assert runs.dataframe[0].value["run"].tolist() == [int(run_id)]
+    runs.multiselect(key="runs_selected").set_value([int(run_id)]).run()
+    assert not runs.exception and runs.get("download_button")
+
+    gen = app("pages/generate.py")
+    gen.text_area(key="generate_prompt").set_value("def ☃").run()
+    gen.slider(key="generate_length").set_value(20)
+    next(b for b in gen.button if b.label == "Generate").click().run()
+    assert not gen.exception, gen.exception
+    assert [s.value for s in gen.subheader] == ["NanoGPT", "NanoKimi"]
+    assert all(len(code.value) == len("def ") + 20 for code in gen.code)
+    assert all("'☃'" in w.value for w in gen.warning), "unknown prompt characters are explained"
+    assert len(gen.warning) == 2
+
+
+def test_results_csv_has_the_engine_columns():
+    rows = [{"model": "NanoGPT", "best_val_loss": 1.5, "status": "completed"},
+            {"model": "NanoKimi", "best_val_loss": 1.4, "status": "completed"}]
+    frame = pd.read_csv(io.StringIO(report.results_csv(rows)))
+    assert list(frame.columns) == RESULT_COLUMNS
+    assert frame["model"].tolist() == ["NanoGPT", "NanoKimi"] and frame["best_val_loss"].tolist() == [1.5, 1.4]
+
+
+def test_runs_results_csv_names_the_run_of_every_row():
+    runs = [{"id": 3, "results": [{"model": "NanoGPT", "steps": 10}, {"model": "NanoKimi", "steps": 10}]},
+            {"id": 5, "results": [{"model": "NanoGPT", "steps": 4}]}]
+    frame = pd.read_csv(io.StringIO(report.runs_results_csv(runs)))
+    assert list(frame.columns) == ["run_id"] + RESULT_COLUMNS
+    assert list(zip(frame["run_id"], frame["model"], frame["steps"])) == [(3, "NanoGPT", 10), (3, "NanoKimi", 10), (5, "NanoGPT", 4)]
+
+
+def test_history_csv_is_tidy():
+    history = [{"model": "NanoGPT", "step": 1, "wall_time_s": 0.01, "metric": "train_loss", "value": 4.1},
+               {"model": "NanoKimi", "step": 0, "wall_time_s": 0.0, "metric": "val_loss", "value": 4.2}]
+    frame = pd.read_csv(io.StringIO(report.history_csv(history)))
+    assert list(frame.columns) == HISTORY_COLUMNS
+    assert frame.to_dict("records") == history
