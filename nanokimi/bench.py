@@ -14,15 +14,13 @@ this command gives the absolute figures for one model on this machine.
 import platform
 import statistics
 import time
-from dataclasses import replace
 
 import torch
 
 from . import metrics
 from .data import eval_batches, get_batch, load_corpus
-from .model import LanguageModel, generate
-from .optim import build_optimizer
-from .train import evaluate, set_threads
+from .model import generate
+from .train import build, evaluate, set_threads
 
 
 def bench(run, steps=50, warmup=10, eval_repeats=1):
@@ -33,12 +31,8 @@ def bench(run, steps=50, warmup=10, eval_repeats=1):
     corpus = load_corpus(run.data)
     block = run.model.block_size
     corpus.check(block)
-    config = replace(run.model, vocab_size=corpus.vocab_size)
-    torch.manual_seed(run.seed)
-    model = LanguageModel(config).to(device)
-    optimizer = build_optimizer(model, run.optimizer, lr=run.lr, matrix_lr=run.matrix_lr, beta=run.beta,
-                                weight_decay=run.weight_decay, ns_steps=run.ns_steps,
-                                muon_adjust_lr=run.muon_adjust_lr)
+    model, optimizer = build(run, corpus.vocab_size, device)
+    config = model.config
     batches = torch.Generator().manual_seed(run.seed)
 
     def step():

@@ -5,7 +5,6 @@ any optimizer on either model, top-k routing, honest timing and memory, and thre
 """
 
 import argparse
-import math
 import os
 import sys
 import time

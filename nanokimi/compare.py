@@ -19,10 +19,9 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
-from .data import BUILTIN, DataError, default_source, download_tiny_shakespeare, load_corpus
+from .data import DataError, default_source, download_tiny_shakespeare, load_corpus
 from .metrics import rss_mb
 from .model import preset
 from .train import RunConfig, RunResult, train

@@ -124,7 +124,7 @@ def from_fast(model):
     """A ReferenceModel with exactly the weights of the fast LanguageModel `model`."""
     c = model.config
     ref = ReferenceModel(c)
-    C, hs, nh = c.n_embd, c.head_size, c.n_head
+    C, hs = c.n_embd, c.head_size
     ref.token_embedding_table.weight.copy_(model.tok_emb.weight)
     ref.position_embedding_table.weight.copy_(model.pos_emb.weight)
     for fast, slow in zip(model.blocks, ref.blocks):

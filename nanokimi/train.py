@@ -21,6 +21,7 @@ from . import metrics
 from .data import Corpus, eval_batches, get_batch, load_corpus
 from .model import LanguageModel, ModelConfig, generate, preset
 from .optim import OPTIMIZERS, build_optimizer
+from .routing import gate_statistics
 
 # Evaluation runs many batches per forward pass, this many tokens at a time. On the CPU, chunks
 # whose activations stay in cache win: 2,048 tokens evaluated the seed models 1.1-1.2x faster than
@@ -94,10 +95,16 @@ def set_threads(threads):
 
 
 @torch.inference_mode()
-def evaluate(model, batches):
-    """Mean loss per split over the fixed evaluation batches, many batches per forward pass."""
+def evaluate(model, batches, gate_probs=None):
+    """Mean loss per split over the fixed evaluation batches, many batches per forward pass.
+
+    With `gate_probs` (a list), the MoE layers' gate probabilities on the validation split are
+    appended to it, one (N, E) tensor per layer, for the routing statistics.
+    """
     model.eval()
     losses = {}
+    layers = model.moe_layers() if gate_probs is not None else []
+    parts = [[] for _ in layers]
     for split, (x, y) in batches.items():
         chunk = EVAL_CHUNK_TOKENS_CPU if x.device.type == "cpu" else EVAL_CHUNK_TOKENS
         rows = max(1, chunk // x.size(1))
@@ -105,9 +112,24 @@ def evaluate(model, batches):
         for i in range(0, x.size(0), rows):
             _, loss = model(x[i:i + rows], y[i:i + rows])
             total += loss.item() * x[i:i + rows].size(0)
+            if split == "val":
+                for part, moe in zip(parts, layers):
+                    part.append(moe.last_gate_probs)
         losses[split] = total / x.size(0)  # every batch the same size: the mean of per-batch means
+    if gate_probs is not None:
+        gate_probs.extend(torch.cat(part) for part in parts)
     model.train()
     return losses
+
+
+def build(run, vocab_size, device):
+    """The model (initialised from run.seed) and its optimizer, as `run` describes them."""
+    torch.manual_seed(run.seed)
+    model = LanguageModel(replace(run.model, vocab_size=vocab_size)).to(device)
+    optimizer = build_optimizer(model, run.optimizer, lr=run.lr, matrix_lr=run.matrix_lr, beta=run.beta,
+                                weight_decay=run.weight_decay, ns_steps=run.ns_steps,
+                                muon_adjust_lr=run.muon_adjust_lr)
+    return model, optimizer
 
 
 def train(run, on_event=None, should_stop=None, corpus=None):
@@ -122,12 +144,8 @@ def train(run, on_event=None, should_stop=None, corpus=None):
     block = run.model.block_size
     corpus.check(block)
 
-    config = replace(run.model, vocab_size=corpus.vocab_size)
-    torch.manual_seed(run.seed)
-    model = LanguageModel(config).to(device)
-    optimizer = build_optimizer(model, run.optimizer, lr=run.lr, matrix_lr=run.matrix_lr, beta=run.beta,
-                                weight_decay=run.weight_decay, ns_steps=run.ns_steps,
-                                muon_adjust_lr=run.muon_adjust_lr)
+    model, optimizer = build(run, corpus.vocab_size, device)
+    config = model.config
     batch_gen = torch.Generator().manual_seed(run.seed)
     evalset = {split: (x.to(device), y.to(device))
                for split, (x, y) in eval_batches(corpus, run.eval_iters, run.batch_size, block, run.seed).items()}
@@ -148,8 +166,14 @@ def train(run, on_event=None, should_stop=None, corpus=None):
     while True:
         if step % run.eval_interval == 0 or step == run.iters:
             t0 = time.perf_counter()
-            losses = evaluate(model, evalset)
+            gate_probs = []
+            losses = evaluate(model, evalset, gate_probs)
             eval_seconds += time.perf_counter() - t0
+            for layer, probs in enumerate(gate_probs):  # MoE only: watch for routing collapse
+                entropy, load = gate_statistics(probs, config.top_k)
+                record(step, clock, f"gate_entropy_layer{layer}", entropy)
+                for expert, share in enumerate(load):
+                    record(step, clock, f"expert_load_layer{layer}_expert{expert}", share)
             val_losses.append(losses["val"])
             record(step, clock, "val_loss", losses["val"])
             record(step, clock, "eval_train_loss", losses["train"])

@@ -173,3 +173,24 @@ def test_invalid_run_settings_are_refused_before_training(small_text_file):
 def test_run_config_survives_a_dict_round_trip(small_text_file):
     run = tiny_run(small_text_file, top_k=1)
     assert RunConfig.from_dict(run.to_dict()) == run
+
+
+@pytest.mark.parametrize("top_k", [0, 1])
+def test_moe_runs_record_gate_entropy_and_expert_load_at_every_evaluation(small_text_file, top_k):
+    result = train(tiny_run(small_text_file, n_layer=2, experts=3, top_k=top_k))
+    eval_steps = [step for step, _ in losses(result.history, "val_loss")]
+    for layer in range(2):
+        entropy = losses(result.history, f"gate_entropy_layer{layer}")
+        assert [step for step, _ in entropy] == eval_steps
+        assert all(0 <= value <= math.log(3) + 1e-6 for _, value in entropy)
+        loads = [losses(result.history, f"expert_load_layer{layer}_expert{e}") for e in range(3)]
+        for point in zip(*loads):  # at each evaluation the three shares sum to one
+            assert sum(value for _, value in point) == pytest.approx(1.0, abs=1e-5)
+    if top_k:  # shares of token assignments: multiples of 1 / tokens
+        tokens = 2 * 4 * 8  # eval_iters * batch_size * block_size
+        assert all(abs(v * tokens - round(v * tokens)) < 1e-6 for _, v in losses(result.history, "expert_load_layer0_expert0"))
+
+
+def test_dense_runs_record_no_routing_metrics(small_text_file):
+    result = train(tiny_run(small_text_file, arch="nanogpt", name="NanoGPT"))
+    assert not [row for row in result.history if row["metric"].startswith(("gate_", "expert_"))]
