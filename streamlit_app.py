@@ -7,5 +7,7 @@ navigation = st.navigation([
     st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:", default=True),
     st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
     st.Page("pages/generate.py", title="Generate", icon=":material/edit_note:"),
+    st.Page("pages/experts.py", title="Experts", icon=":material/hub:"),
+    st.Page("pages/optimizer_lab.py", title="Optimizer lab", icon=":material/functions:"),
 ])
 navigation.run()
