@@ -166,10 +166,10 @@ def routing_history(history):
     return load.reset_index(drop=True), entropy.reset_index(drop=True)
 
 
-def expert_load_chart(load, height=160):
+def expert_load_chart(load, width=560, height=140):
     """Each expert's share of the routing per layer over training, stacked to 1 (one row per layer)."""
     frame = load.assign(expert=load["expert"].map(lambda e: f"expert {e}"))
-    return alt.Chart(frame, height=height).mark_area().encode(
+    return alt.Chart(frame, width=width, height=height).mark_area().encode(
         x=alt.X("step:Q", title="step"),
         y=alt.Y("load:Q", title="share of routing", stack="normalize", scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("expert:N", title="expert"),

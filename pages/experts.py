@@ -1,0 +1,104 @@
+"""Experts: how a finished run's NanoKimi routes tokens to its experts.
+
+Load and gate entropy come from the history recorded at every evaluation (nanokimi/train.py); the
+character x expert heatmap runs the saved checkpoint over the run's validation text
+(nanokimi/routing.py), here in the server, on one torch thread.
+"""
+
+import math
+
+import streamlit as st
+import torch
+
+from nanokimi import charts, jobs, routing
+from nanokimi.data import DataError, load_corpus
+from nanokimi.store import FINISHED
+from pages.common import checkpoint, run_label, runner
+
+jobs_runner = runner()
+keep = {"persist_state": "session"}
+
+
+def moe_config(run):
+    """The run's MoE model (RunConfig dict), or None when it trained none."""
+    return next((r for r in run["config"]["runs"] if r["model"].get("ffn") == "moe"), None)
+
+
+@st.cache_data(max_entries=8, show_spinner="Routing the validation text through the experts…")
+def preferences(path, mtime, source):
+    """Per MoE layer: rows of routing.character_preferences on the run's validation text."""
+    model, chars = checkpoint(path, mtime)
+    corpus = load_corpus(source)
+    if corpus.chars != list(chars):
+        raise DataError("the training text has changed since this run: its characters no longer match the model's")
+    torch.set_num_threads(1)
+    layers, ids = routing.routing_table(model, corpus.val_data)
+    return [routing.character_preferences(probs, ids, chars) for probs in layers]
+
+
+st.title("Experts")
+st.caption("How NanoKimi's softmax gate shares the work between its experts. A healthy gate keeps several experts "
+           "busy; routing collapse shows as the gate entropy falling toward 0 and one expert's load nearing 1.")
+runs = [r for r in jobs_runner.store.list_runs(FINISHED) if moe_config(r)]
+if not runs:
+    st.info("No finished run with a NanoKimi (Mixture-of-Experts) model yet: train one on the Compare page. "
+            "A run whose models are both dense has no experts to show.")
+    st.stop()
+
+by_id = {r["id"]: r for r in runs}
+if st.session_state.get("experts_run") not in by_id:
+    st.session_state.pop("experts_run", None)
+run_id = st.selectbox("Run", list(by_id), key="experts_run", **keep, format_func=lambda i: run_label(by_id[i]))
+run = by_id[run_id]
+kimi = moe_config(run)
+name, experts, layers = kimi["name"], kimi["model"]["experts"], kimi["model"]["n_layer"]
+top_k = kimi["model"].get("top_k") or 0
+st.caption(f"{name}: {layers} layer(s) × {experts} experts, "
+           + ("dense routing (every expert, softmax-weighted): load = share of gate weight." if not top_k or top_k >= experts
+              else f"top-{top_k} routing: load = share of token assignments."))
+
+# --- over training, from the history -------------------------------------------------------------
+wanted = [f"gate_entropy_layer{layer}" for layer in range(layers)] + [
+    f"expert_load_layer{layer}_expert{expert}" for layer in range(layers) for expert in range(experts)]
+history = jobs.history_frame(jobs_runner.store.history(run_id, wanted))
+load, entropy = charts.routing_history(history[history["model"] == name])
+if load.empty:
+    st.info(f"This run's history has no routing metrics for {name}: they are recorded at every evaluation "
+            "by runs trained with this version of nanokimi.")
+else:
+    final = load[load["step"] == load["step"].max()]
+    busiest = final.loc[final["load"].idxmax()]
+    entropy_final = entropy[entropy["step"] == entropy["step"].max()]["entropy"]
+    cols = st.columns(3)
+    cols[0].metric("Final gate entropy (mean over layers)", f"{entropy_final.mean():.3f} nats",
+                   help=f"log({experts}) = {math.log(experts):.3f} nats is a uniform gate; 0 sends every token to one expert.")
+    cols[1].metric(f"Busiest expert at the end (layer {int(busiest['layer'])})", f"expert {int(busiest['expert'])}")
+    cols[2].metric("Its share of the routing", f"{busiest['load']:.1%}", help=f"Uniform: {1 / experts:.1%}.")
+    st.altair_chart(charts.gate_entropy_chart(entropy, experts), width="stretch")
+    st.altair_chart(charts.expert_load_chart(load), width="content")  # a faceted chart can't stretch
+
+# --- which characters each expert prefers, from the checkpoint --------------------------------------
+st.subheader("Which characters each expert prefers")
+path = jobs_runner.checkpoints(run).get(name)
+if path is None:
+    st.info(f"{name}'s weights were not saved for this run (it stopped or failed before the end of training), "
+            "so its routing per character can't be measured.")
+    st.stop()
+source = kimi["data"]
+try:
+    by_layer = preferences(str(path), path.stat().st_mtime, source)
+except DataError as err:
+    st.info(f"The run's training text can't be used to measure routing ({err}). The charts above come from the "
+            "history and are unaffected.")
+    st.stop()
+if not any(by_layer):
+    st.info("The validation text is too short: no character occurs often enough (20 times) to measure its routing.")
+    st.stop()
+layer_col, color_col = st.columns(2)
+layer = layer_col.selectbox("Layer", list(range(len(by_layer))), key="experts_layer", **keep) if len(by_layer) > 1 else 0
+relative = color_col.toggle("Relative to each expert's average", key="experts_relative", **keep,
+                            help="Divides by the expert's average weight, so an expert that takes most of every token "
+                                 "doesn't paint every row: above 1, the character prefers this expert.")
+st.altair_chart(charts.character_heatmap(by_layer[layer], relative=relative), width="stretch")
+st.caption(f"Mean gate weight the characters of the validation text ({source if source != 'builtin' else 'built-in corpus'}) "
+           "give each expert, for characters seen at least 20 times; most frequent first.")
