@@ -20,7 +20,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from .model import preset
+from .model import MODEL_FIELDS, architecture_config
 from .train import RunConfig
 
 ARCHITECTURES = {"dense": "nanogpt", "moe": "nanokimi"}
@@ -76,14 +76,13 @@ def arm_name(architecture, optimizer):
 
 def ablation_runs(optimizers=("adamw", "truemuon"), seeds=3, base_seed=1337, data="builtin", **settings):
     """Every (architecture, optimizer, seed) RunConfig, seed-major so partial grids stay paired."""
-    model_fields = {k: settings.pop(k) for k in list(settings) if k in ("block_size", "n_embd", "n_head", "n_layer",
-                                                                       "experts", "top_k", "dropout", "attn_scale")}
+    model_fields = {k: settings.pop(k) for k in list(settings) if k in MODEL_FIELDS}
     runs = []
     for i in range(seeds):
         for architecture, preset_name in ARCHITECTURES.items():
-            fields = model_fields if architecture == "moe" else {k: v for k, v in model_fields.items() if k not in ("experts", "top_k")}
+            model = architecture_config(preset_name, **model_fields)
             for optimizer in optimizers:
-                runs.append(RunConfig(name=arm_name(architecture, optimizer), model=preset(preset_name, **fields),
+                runs.append(RunConfig(name=arm_name(architecture, optimizer), model=model,
                                       optimizer=optimizer, seed=base_seed + i, data=data, **settings).validate())
     return runs
 
@@ -188,24 +187,43 @@ def history_rows(results):
     return rows
 
 
+def run_columns():
+    """ablation.csv's columns: the arm, then the results.csv metrics, then time to target."""
+    from .metrics import RESULT_COLUMNS
+
+    return ["arm", "architecture", "optimizer", "seed"] + [c for c in RESULT_COLUMNS if c not in (
+        "architecture", "optimizer", "seed")] + ["target_val_loss", "time_to_target_s"]
+
+
+def runs_csv(rows):
+    """ablation.csv as text, from run_rows(): one row per run."""
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=run_columns()).to_csv(index=False)
+
+
+def summary_csv(summary):
+    """ablation_summary.csv as text, from summary_rows(): one row per arm and metric, then per effect."""
+    import pandas as pd
+
+    return pd.DataFrame(summary, columns=SUMMARY_COLUMNS).to_csv(index=False)
+
+
 def write_files(out_dir, results, optimizers, target=None):
     """ablation.csv, ablation_summary.csv and ablation.png in out_dir; returns (run rows, summary rows)."""
     import pandas as pd
 
     from . import charts
-    from .metrics import RESULT_COLUMNS
 
     out_dir = Path(out_dir)
     rows = run_rows(results, target)
     summary = summary_rows(rows, optimizers)
-    columns = ["arm", "architecture", "optimizer", "seed"] + [c for c in RESULT_COLUMNS if c not in (
-        "architecture", "optimizer", "seed")] + ["target_val_loss", "time_to_target_s"]
-    pd.DataFrame(rows, columns=columns).to_csv(out_dir / "ablation.csv", index=False)
-    summary_frame = pd.DataFrame(summary, columns=SUMMARY_COLUMNS)
-    summary_frame.to_csv(out_dir / "ablation_summary.csv", index=False)
+    (out_dir / "ablation.csv").write_text(runs_csv(rows), encoding="utf-8")
+    (out_dir / "ablation_summary.csv").write_text(summary_csv(summary), encoding="utf-8")
     history = pd.DataFrame(history_rows(results))
     if not history.empty:
-        charts.save_png(charts.ablation_figure(history, summary_frame), out_dir / "ablation.png")
+        charts.save_png(charts.ablation_figure(history, pd.DataFrame(summary, columns=SUMMARY_COLUMNS)),
+                        out_dir / "ablation.png")
     return rows, summary
 
 

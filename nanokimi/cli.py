@@ -97,6 +97,8 @@ def add_training_flags(p):
     p.add_argument("--n-layer", type=_positive(int), help="transformer blocks (seed: 4)")
     p.add_argument("--experts", type=_positive(int), help="experts per MoE layer (seed: 4)")
     p.add_argument("--top-k", type=_positive(int), help="route each token to its k most probable experts (default: all, dense routing)")
+    p.add_argument("--aux-loss", type=float, help="Switch-style load-balancing loss coefficient for top-k routing "
+                                                  "(e.g. 0.01; default 0: off, as the original)")
     p.add_argument("--attn-scale", choices=("seed", "standard"), help="seed: scores * n_embd**-0.5 (the original's quirk); standard: head_size**-0.5")
     p.add_argument("--dropout", type=float, help="dropout probability (seed: 0)")
     p.add_argument("--lr", type=_positive(float), help="AdamW learning rate (seed: 1e-3)")
@@ -110,7 +112,7 @@ def add_training_flags(p):
 
 def training_settings(args):
     names = ("iters", "eval_interval", "eval_iters", "batch_size", "block_size", "n_embd", "n_head", "n_layer",
-             "experts", "top_k", "attn_scale", "dropout", "lr", "matrix_lr", "ns_steps", "muon_adjust_lr",
+             "experts", "top_k", "aux_loss", "attn_scale", "dropout", "lr", "matrix_lr", "ns_steps", "muon_adjust_lr",
              "seed", "device", "threads")
     return {name: getattr(args, name) for name in names}
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .data import DataError, default_source, download_tiny_shakespeare, load_corpus
 from .metrics import rss_mb
-from .model import preset
+from .model import MODEL_FIELDS, architecture_config
 from .train import RunConfig, RunResult, train
 
 # Presets of the shared settings. "seed" is the original script's configuration (RunConfig's and
@@ -32,7 +32,6 @@ PRESETS = {
     "seed": {},
     "quick": {"iters": 1000, "eval_interval": 100, "eval_iters": 20},
 }
-MODEL_FIELDS = ("block_size", "n_embd", "n_head", "n_layer", "experts", "top_k", "dropout", "attn_scale")
 TINY_SHAKESPEARE = "tinyshakespeare"
 
 
@@ -58,9 +57,7 @@ def comparison_runs(preset_name="seed", gpt_optimizer="adamw", kimi_optimizer="t
     data = resolve_data(data)
     runs = []
     for name, arch, optimizer in (("NanoGPT", "nanogpt", gpt_optimizer), ("NanoKimi", "nanokimi", kimi_optimizer)):
-        model = preset(arch, **model_settings) if arch == "nanokimi" else preset(
-            arch, **{k: v for k, v in model_settings.items() if k not in ("experts", "top_k")})
-        runs.append(RunConfig(name=name, model=model, optimizer=optimizer, data=data, **settings).validate())
+        runs.append(RunConfig(name=name, model=architecture_config(arch, **model_settings), optimizer=optimizer, data=data, **settings).validate())
     return runs
 
 

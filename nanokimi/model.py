@@ -22,6 +22,7 @@ own), so every hidden weight declares its `matrix_shape`: the fused q/k/v weight
 matrices of (head_size, C); a stacked expert weight is E matrices of (in, out).
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass, replace
 
@@ -42,6 +43,7 @@ class ModelConfig:
     top_k: int = 0            # 0 = dense routing (all experts); 1..experts = sparse top-k dispatch
     dropout: float = 0.0
     attn_scale: str = "seed"  # "seed": scores * n_embd**-0.5, the original's quirk; "standard": head_size**-0.5
+    aux_loss: float = 0.0     # Switch-style load-balancing loss coefficient for top-k routing; 0 = off, as the original
 
     def validate(self):
         """Raise ValueError with a one-line reason when this configuration cannot be built."""
@@ -56,6 +58,10 @@ class ModelConfig:
             raise ValueError(f"top_k must be between 1 and experts ({self.experts}), or 0 for dense routing; got {self.top_k}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.aux_loss < 0:
+            raise ValueError(f"aux_loss must be 0 (off) or positive, got {self.aux_loss}")
+        if self.aux_loss and not (self.ffn == "moe" and 0 < self.top_k < self.experts):
+            raise ValueError("aux_loss balances top-k routing: it needs the MoE model with top_k below experts")
         if self.attn_scale not in ("seed", "standard"):
             raise ValueError(f"attn_scale must be 'seed' or 'standard', got {self.attn_scale!r}")
         return self
@@ -76,9 +82,20 @@ PRESETS = {
 }
 
 
+MOE_FIELDS = ("experts", "top_k", "aux_loss")  # settings that only the MoE model has
+MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name not in ("vocab_size", "ffn"))
+
+
 def preset(name, **overrides):
     """A named model configuration ("nanogpt" or "nanokimi") with fields overridden."""
     return replace(PRESETS[name], **overrides).validate()
+
+
+def architecture_config(name, **settings):
+    """`preset(name)` with the model settings that apply to it: the dense model ignores MoE_FIELDS,
+    so one set of settings describes both models of a comparison."""
+    chosen = {k: v for k, v in settings.items() if k in MODEL_FIELDS and not (name == "nanogpt" and k in MOE_FIELDS)}
+    return preset(name, **chosen)
 
 
 def _uniform_(tensor, fan_in):
@@ -142,6 +159,7 @@ class MoE(nn.Module):
         super().__init__()
         C, E = config.n_embd, config.experts
         self.experts, self.top_k = E, config.top_k
+        self.aux_loss = None  # Switch-style load-balancing loss of the last top-k forward (scalar tensor)
         self.gate = nn.Linear(C, E)
         _declare_matrices(self.gate.weight, E, C)
         # Expert e is x @ w1[e] + b1[e] -> silu(a) * b -> @ w2[e] + b2[e]  (weights stored (in, out)).
@@ -186,6 +204,9 @@ class MoE(nn.Module):
         expert_of = flat_expert[order]
         token_of = order // self.top_k
         counts = torch.bincount(flat_expert, minlength=self.experts)
+        # Switch Transformer (Fedus et al. 2021): E * sum_e f_e * P_e, with f_e the share of token
+        # assignments (no gradient) and P_e the mean gate probability; 1.0 when perfectly balanced.
+        self.aux_loss = self.experts * (counts.to(probs.dtype) / flat_expert.numel() * probs.mean(0)).sum()
         starts = torch.cumsum(counts, 0) - counts
         slot = torch.arange(order.numel(), device=x.device) - starts[expert_of]
         capacity = int(counts.max())
@@ -234,6 +255,8 @@ class LanguageModel(nn.Module):
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T))
+            if self.config.aux_loss and self.training:  # reported losses stay pure cross-entropy
+                loss = loss + self.config.aux_loss * sum(moe.aux_loss for moe in self.moe_layers())
         return logits, loss
 
     def hidden_matrices(self):

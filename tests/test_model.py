@@ -258,3 +258,45 @@ def test_a_prompt_with_characters_outside_the_vocabulary_is_refused_before_sampl
     corpus = Corpus("hello world, hello again", "t")
     with pytest.raises(DataError, match="not in this corpus's vocabulary"):
         corpus.encode("hello Zoe")
+
+
+def _top1_moe_model(aux_loss):
+    torch.manual_seed(0)
+    return LanguageModel(preset("nanokimi", vocab_size=20, block_size=8, n_embd=16, n_head=2, n_layer=1,
+                                experts=4, top_k=1, aux_loss=aux_loss))
+
+
+def test_switch_aux_loss_is_one_for_a_uniform_gate_and_near_e_for_a_collapsed_one():
+    model = _top1_moe_model(0.01)
+    moe = model.moe_layers()[0]
+    x = torch.randn(64, 16)
+    with torch.no_grad():
+        moe.gate.weight.zero_()
+        moe.gate.bias.zero_()
+    moe(x)
+    assert moe.aux_loss.item() == pytest.approx(1.0)
+    with torch.no_grad():
+        moe.gate.bias.copy_(torch.tensor([20.0, 0.0, 0.0, 0.0]))
+    moe(x)
+    assert moe.aux_loss.item() == pytest.approx(4.0, rel=1e-3)
+
+
+def test_aux_loss_trains_the_gate_but_never_enters_reported_losses():
+    idx = torch.randint(0, 20, (4, 8), generator=torch.Generator().manual_seed(1))
+    plain, balanced = _top1_moe_model(0.0), _top1_moe_model(0.5)
+    _, plain_loss = plain(idx, idx)
+    _, balanced_loss = balanced(idx, idx)
+    aux = balanced.moe_layers()[0].aux_loss
+    assert balanced_loss.item() == pytest.approx(plain_loss.item() + 0.5 * aux.item(), rel=1e-6)
+    balanced_loss.backward()
+    plain_loss.backward()
+    gate_grad = lambda m: m.moe_layers()[0].gate.weight.grad
+    assert not torch.allclose(gate_grad(balanced), gate_grad(plain))
+    balanced.eval()
+    plain.eval()
+    assert balanced(idx, idx)[1].item() == pytest.approx(plain(idx, idx)[1].item())  # evaluation: cross-entropy only
+
+
+def test_aux_loss_needs_top_k_routing():
+    with pytest.raises(ValueError, match="top-k"):
+        preset("nanokimi", aux_loss=0.01)
