@@ -3,7 +3,8 @@
 Streamlit reruns a page's script on every interaction and must not train in it, so the app only
 writes a request into the store (`Runner.submit`) and starts, if none is alive, a runner process:
 `python -m nanokimi runner`, launched with `subprocess.Popen` (not `multiprocessing`, whose spawn
-would re-run the page script). The runner takes the oldest queued run, trains its two models one
+would re-run the page script). The runner takes the oldest queued run, trains its models (a
+comparison's two, or an ablation grid's arms × seeds, `config["request"]["kind"]`) one
 after the other, each in its own worker process (`compare.run_isolated`: honest per-model peak
 memory, speed figures that don't compete for the cores), writes the workers' events into the
 store, and goes on until the queue is empty. So any number of browser tabs can press Train: their
@@ -46,8 +47,10 @@ from .data import BUILTIN, DataError, download_tiny_shakespeare, load_corpus, mi
 from .metrics import HISTORY_COLUMNS, usable_cores
 from .model import ModelConfig
 from .store import ACTIVE, Store, home_dir
-from .train import RunConfig
+from .train import RunConfig, RunResult
 
+# What a stored request asks for (config["request"]["kind"]; comparisons predate the field).
+COMPARISON, ABLATION = "comparison", "ablation"
 POLL_S = 0.1   # how often the runner looks at the stop flag
 FLUSH_S = 0.5  # live history reaches the store at least this often (short write transactions)
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +64,7 @@ UPLOAD_LABEL = "Upload a text file"
 
 def checkpoint_path(home, run_id, model):
     """Where the runner saves a model's weights after training (loaded with weights_only=True)."""
-    return Path(home) / "checkpoints" / f"run{run_id}-{model}.pt"
+    return Path(home) / "checkpoints" / f"run{run_id}-{model.replace('/', '-')}.pt"  # ablation: "arm/s1337"
 
 
 def training_threads(cores=None):
@@ -203,8 +206,63 @@ def comparison_request(preset="quick", gpt_optimizer="adamw", kimi_optimizer="tr
     return {"request": request, "runs": [run.to_dict() for run in runs]}
 
 
+def ablation_request(seeds=3, optimizers=("adamw", "truemuon"), dataset=None, seed=1337, **settings):
+    """An ablation grid as stored: the settings as asked, plus every run's validated RunConfig.
+
+    The runner trains it like a comparison, one run after the other; each run is named
+    "arm/sSEED" (e.g. "moe+truemuon/s1338"), so its history and results row are told apart
+    in the store. Raises ValueError when the engine refuses the settings.
+    """
+    from .ablation import ablation_runs
+
+    dataset = dataset or Dataset(BUILTIN, "built-in corpus")
+    settings.setdefault("threads", training_threads())
+    runs = ablation_runs(tuple(optimizers), seeds, seed, data=dataset.source, **settings)
+    runs = [replace(run, name=f"{run.name}/s{run.seed}") for run in runs]
+    request = {"kind": ABLATION, "seeds": seeds, "optimizers": list(optimizers), "seed": seed,
+               "data": dataset.source, "data_label": dataset.label, **settings}
+    return {"request": request, "runs": [run.to_dict() for run in runs]}
+
+
+def ablation_results(run, history):
+    """The runs of a stored ablation that trained to the end, as train.RunResults (config, results
+    row, history) in grid order, for nanokimi.ablation's run_rows / summary_rows / history_rows.
+
+    A run stopped halfway is left out: its losses are from fewer steps than its arm's other seeds.
+    """
+    configs = {c["name"]: RunConfig.from_dict(c) for c in run["config"]["runs"]}
+    finished = {r["model"]: r for r in run["results"]
+                if r.get("model") in configs and r.get("status") in ("completed", "diverged")}
+    by_model = {name: rows for name, rows in history.groupby("model", sort=False)} if len(history) else {}
+    results = []
+    for name, config in configs.items():
+        if name in finished:
+            rows = by_model.get(name)
+            records = [] if rows is None else rows[HISTORY_COLUMNS].to_dict("records")
+            results.append(RunResult(config, finished[name]["status"], finished[name].get("message", ""),
+                                     finished[name], records))
+    return results
+
+
+def ablation_history(run, history):
+    """A stored ablation's history (live or finished) with the arm and seed of every row, for the bands."""
+    arms = {c["name"]: (c["name"].partition("/s")[0], c["seed"]) for c in run["config"]["runs"]}
+    frame = history[history["model"].isin(list(arms))].copy()
+    frame["arm"] = frame["model"].map(lambda name: arms[name][0]).astype("string")
+    frame["seed"] = frame["model"].map(lambda name: arms[name][1]).astype("int64")
+    return frame
+
+
+def request_kind(config):
+    return config["request"].get("kind", COMPARISON)
+
+
 def request_label(config):
     request, first = config["request"], config["runs"][0]
+    if request_kind(config) == ABLATION:
+        arms = len(config["runs"]) // max(1, request["seeds"])
+        return (f"ablation · {arms} arms × {request['seeds']} seed(s) · "
+                f"{', '.join(request['optimizers'])} · {first['iters']} iters · {request['data_label']}")
     return (f"{request['preset']} · NanoGPT {request['gpt_optimizer']} vs NanoKimi {request['kimi_optimizer']} · "
             f"{first['iters']} iters · {request['data_label']}")
 
@@ -417,7 +475,11 @@ class Recorder:
 
 
 def execute(store, run, shutdown):
-    """Train both models of a claimed run, one after the other, each in its own worker process."""
+    """Train the models of a claimed run, one after the other, each in its own worker process.
+
+    A comparison has two (NanoGPT, NanoKimi); an ablation has its whole grid, seed-major, so a grid
+    stopped halfway has its earlier seeds complete and paired. Either way a failed model ends the run.
+    """
     run_id = run["id"]
     (store.home / "checkpoints").mkdir(exist_ok=True)
     configs = [RunConfig.from_dict(d) for d in run["config"]["runs"]]

@@ -1,10 +1,11 @@
-"""The run store: every comparison ever made on this machine, in one SQLite file.
+"""The run store: every comparison and ablation ever made on this machine, in one SQLite file.
 
 `NANOKIMI_HOME` (default `./runs/`) holds `nanokimi.db`, the checkpoints and uploaded texts. The
 database has three tables:
 
-- `runs`: one row per comparison: its request and both RunConfigs (JSON), status, timestamps,
-  live progress, a stop flag, and the results.csv rows of the models that finished;
+- `runs`: one row per comparison or ablation grid (the request's `kind`): its request and its
+  RunConfigs (JSON), status, timestamps, live progress, a stop flag, and the results.csv rows of
+  the models that finished;
 - `metrics`: the history in long format, one row per (model, step, metric) point, as history.csv;
 - `queue`: the runs waiting for the runner, oldest first.
 
@@ -56,6 +57,8 @@ CREATE TABLE queue (
 """
 ACTIVE = ("queued", "running")
 FINISHED = ("completed", "stopped", "diverged", "failed", "interrupted")
+# A run's kind is in its request: "comparison" (the default: older requests have no kind) or "ablation".
+KIND = "COALESCE(json_extract(config, '$.request.kind'), 'comparison')"
 RUN_COLUMNS = ("id", "status", "label", "config", "created_at", "started_at", "finished_at", "message",
                "stop_requested", "progress", "results")
 
@@ -142,19 +145,24 @@ class Store:
         rows = self._read(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE id = ?", (run_id,))
         return _run_dict(rows[0]) if rows else None
 
-    def list_runs(self, statuses=None):
-        """Every run, newest first (optionally only those with one of `statuses`)."""
-        sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
+    def list_runs(self, statuses=None, kind=None):
+        """Every run, newest first (optionally only those with one of `statuses`, or of one `kind`)."""
+        sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE 1"
         params = ()
         if statuses:
-            sql += f" WHERE status IN ({', '.join('?' * len(statuses))})"
+            sql += f" AND status IN ({', '.join('?' * len(statuses))})"
             params = tuple(statuses)
+        if kind:
+            sql += f" AND {KIND} = ?"
+            params += (kind,)
         return [_run_dict(row) for row in self._read(sql + " ORDER BY id DESC", params)]
 
-    def latest_active_run(self):
-        """The run training now, else the next queued one; None when nothing is waiting."""
-        rows = self._read("SELECT id FROM runs WHERE status = 'running' ORDER BY id DESC LIMIT 1")
-        rows = rows or self._read("SELECT run_id FROM queue ORDER BY enqueued_at, run_id LIMIT 1")
+    def latest_active_run(self, kind=None):
+        """The run training now, else the next queued one (optionally of one `kind`); None when nothing is waiting."""
+        where, params = (f" AND {KIND} = ?", (kind,)) if kind else ("", ())
+        rows = self._read(f"SELECT id FROM runs WHERE status = 'running'{where} ORDER BY id DESC LIMIT 1", params)
+        rows = rows or self._read(f"SELECT run_id FROM queue JOIN runs ON runs.id = queue.run_id WHERE 1{where} "
+                                  f"ORDER BY enqueued_at, run_id LIMIT 1", params)
         return rows[0][0] if rows else None
 
     def request_stop(self, run_id):

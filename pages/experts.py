@@ -39,7 +39,7 @@ def preferences(path, mtime, source):
 st.title("Experts")
 st.caption("How NanoKimi's softmax gate shares the work between its experts. A healthy gate keeps several experts "
            "busy; routing collapse shows as the gate entropy falling toward 0 and one expert's load nearing 1.")
-runs = [r for r in jobs_runner.store.list_runs(FINISHED) if moe_config(r)]
+runs = [r for r in jobs_runner.store.list_runs(FINISHED, kind=jobs.COMPARISON) if moe_config(r)]
 if not runs:
     st.info("No finished run with a NanoKimi (Mixture-of-Experts) model yet: train one on the Compare page. "
             "A run whose models are both dense has no experts to show.")

@@ -6,14 +6,14 @@ The weights come from the checkpoints the runner saved for each model, loaded wi
 
 import streamlit as st
 
-from nanokimi import sampling
+from nanokimi import jobs, sampling
 from pages.common import checkpoint, run_label, runner
 
 jobs_runner = runner()
 keep = {"persist_state": "session"}
 
 st.title("Generate")
-runs = [r for r in jobs_runner.store.list_runs() if jobs_runner.checkpoints(r)]
+runs = [r for r in jobs_runner.store.list_runs(kind=jobs.COMPARISON) if jobs_runner.checkpoints(r)]
 if not runs:
     st.info("No finished run with saved weights yet: train one on the Compare page.")
     st.stop()

@@ -10,7 +10,7 @@ import math
 import streamlit as st
 import torch
 
-from nanokimi import charts, nslab
+from nanokimi import charts, jobs, nslab
 from nanokimi.data import DataError, load_corpus
 from nanokimi.optim import NS_COEFFICIENTS
 from pages.common import checkpoint, run_label, runner
@@ -39,7 +39,7 @@ def source_of(run, name):
 
 def gradient_matrix():
     """The gradient chosen in the widgets, or None (with the reason shown) when there is none to pick."""
-    runs = [r for r in jobs_runner.store.list_runs() if jobs_runner.checkpoints(r)]
+    runs = [r for r in jobs_runner.store.list_runs(kind=jobs.COMPARISON) if jobs_runner.checkpoints(r)]
     if not runs:
         st.info("No finished run with saved weights yet: train one on the Compare page, or use a random matrix.")
         return None
