@@ -388,6 +388,19 @@ class Runner:
     def stop(self, run_id):
         self.store.request_stop(run_id)
 
+    def run_to_show(self, kind, requested=None):
+        """The run a page of `kind` shows: `requested` (the URL's ?run=) if it is of that kind, else
+        the one training or queued, else the latest; None when there is none."""
+        if requested is not None and str(requested).isdigit():
+            run = self.store.get_run(int(requested))
+            if run is not None and request_kind(run["config"]) == kind:
+                return run["id"]
+        run_id = self.store.latest_active_run(kind)
+        if run_id is None:
+            latest = self.store.list_runs(kind=kind)
+            run_id = latest[0]["id"] if latest else None
+        return run_id
+
     def view(self, run_id):
         run = self.store.get_run(run_id)
         if run is None:

@@ -90,15 +90,7 @@ for problem in problems:
 train_col, stop_col, info_col = st.columns([1, 1, 6])
 if train_col.button("Train grid", type="primary", disabled=request is None, icon=":material/play_arrow:"):
     st.query_params["run"] = str(jobs_runner.submit(request))
-run_param = st.query_params.get("run")
-run_id = int(run_param) if run_param and run_param.isdigit() else None
-if run_id is not None and (run := jobs_runner.store.get_run(run_id)) and jobs.request_kind(run["config"]) != jobs.ABLATION:
-    run_id = None  # a comparison's URL: not shown here
-if run_id is None:
-    run_id = jobs_runner.store.latest_active_run(jobs.ABLATION)
-if run_id is None:
-    latest = jobs_runner.store.list_runs(kind=jobs.ABLATION)
-    run_id = latest[0]["id"] if latest else None
+run_id = jobs_runner.run_to_show(jobs.ABLATION, st.query_params.get("run"))
 view = jobs_runner.view(run_id) if run_id is not None else None
 if stop_col.button("Stop", disabled=not (view and view.active), icon=":material/stop:"):
     jobs_runner.stop(view.id)

@@ -104,11 +104,7 @@ for problem in problems:
 train_col, stop_col, info_col = st.columns([1, 1, 6])
 if train_col.button("Train", type="primary", disabled=request is None, icon=":material/play_arrow:"):
     st.query_params["run"] = str(jobs_runner.submit(request))
-run_param = st.query_params.get("run")
-run_id = int(run_param) if run_param and run_param.isdigit() else jobs_runner.store.latest_active_run(jobs.COMPARISON)
-if run_id is None:
-    latest = jobs_runner.store.list_runs(kind=jobs.COMPARISON)
-    run_id = latest[0]["id"] if latest else None
+run_id = jobs_runner.run_to_show(jobs.COMPARISON, st.query_params.get("run"))
 view = jobs_runner.view(run_id) if run_id is not None else None
 if stop_col.button("Stop", disabled=not (view and view.active), icon=":material/stop:"):
     jobs_runner.stop(view.id)
