@@ -9,6 +9,7 @@ import os
 import streamlit as st
 
 from nanokimi import jobs, sampling
+from nanokimi.data import DataError, load_corpus
 
 OPTIMIZER_LABELS = {"adamw": "AdamW", "truemuon": "TrueMuon", "muon": "Muon (PyTorch)"}
 STATUSES = ("queued", "running", "completed", "stopped", "diverged", "failed", "interrupted")
@@ -45,6 +46,15 @@ def corpus_info(source):
 def checkpoint(path, mtime):
     """(model, vocabulary); mtime in the key so a rewritten checkpoint is loaded again."""
     return sampling.load(path)
+
+
+def checkpoint_with_text(path, mtime, source):
+    """(model, corpus) of a saved model and the text it trained on; DataError if the text changed since."""
+    model, chars = checkpoint(path, mtime)
+    corpus = load_corpus(source)
+    if corpus.chars != list(chars):
+        raise DataError("the training text has changed since this run: its characters no longer match the model's")
+    return model, corpus
 
 
 def run_label(run):

@@ -11,9 +11,9 @@ import streamlit as st
 import torch
 
 from nanokimi import charts, jobs, routing
-from nanokimi.data import DataError, load_corpus
+from nanokimi.data import DataError
 from nanokimi.store import FINISHED
-from pages.common import checkpoint, run_label, runner
+from pages.common import checkpoint_with_text, run_label, runner
 
 jobs_runner = runner()
 keep = {"persist_state": "session"}
@@ -27,13 +27,10 @@ def moe_config(run):
 @st.cache_data(max_entries=8, show_spinner="Routing the validation text through the experts…")
 def preferences(path, mtime, source):
     """Per MoE layer: rows of routing.character_preferences on the run's validation text."""
-    model, chars = checkpoint(path, mtime)
-    corpus = load_corpus(source)
-    if corpus.chars != list(chars):
-        raise DataError("the training text has changed since this run: its characters no longer match the model's")
+    model, corpus = checkpoint_with_text(path, mtime, source)
     torch.set_num_threads(1)
     layers, ids = routing.routing_table(model, corpus.val_data)
-    return [routing.character_preferences(probs, ids, chars) for probs in layers]
+    return [routing.character_preferences(probs, ids, corpus.chars) for probs in layers]
 
 
 st.title("Experts")

@@ -11,9 +11,9 @@ import streamlit as st
 import torch
 
 from nanokimi import charts, jobs, nslab
-from nanokimi.data import DataError, load_corpus
+from nanokimi.data import DataError
 from nanokimi.optim import NS_COEFFICIENTS
-from pages.common import checkpoint, run_label, runner
+from pages.common import checkpoint_with_text, run_label, runner
 
 RANDOM, GRADIENT = "Random matrix", "Gradient from a run"
 
@@ -25,10 +25,7 @@ torch.set_num_threads(1)
 @st.cache_data(max_entries=4, show_spinner="Computing the model's gradients on one batch…")
 def gradients(path, mtime, source):
     """{label: gradient matrix} of a checkpoint's hidden matrices for one batch of the run's text."""
-    model, chars = checkpoint(path, mtime)
-    corpus = load_corpus(source)
-    if corpus.chars != list(chars):
-        raise DataError("the training text has changed since this run: its characters no longer match the model's")
+    model, corpus = checkpoint_with_text(path, mtime, source)
     return nslab.gradient_matrices(model, corpus)
 
 
