@@ -10,7 +10,7 @@ import streamlit as st
 
 from nanokimi import ablation, charts, jobs
 from nanokimi.data import DataError
-from pages.common import corpus_info, dataset, home, run_label, runner
+from pages.common import corpus_info, dataset, home, run_controls, run_label, runner
 
 POLL_S = 1.0
 EMBEDDING_SIZES = [8, 16, 24, 32, 48, 64, 96, 128, 192, 256]
@@ -87,13 +87,7 @@ for problem in problems:
     st.error(problem)
 
 # --- the grid on show ---------------------------------------------------------------------------
-train_col, stop_col, info_col = st.columns([1, 1, 6])
-if train_col.button("Train grid", type="primary", disabled=request is None, icon=":material/play_arrow:"):
-    st.query_params["run"] = str(jobs_runner.submit(request))
-run_id = jobs_runner.run_to_show(jobs.ABLATION, st.query_params.get("run"))
-view = jobs_runner.view(run_id) if run_id is not None else None
-if stop_col.button("Stop", disabled=not (view and view.active), icon=":material/stop:"):
-    jobs_runner.stop(view.id)
+view, info_col = run_controls(jobs_runner, jobs.ABLATION, request, "Train grid")
 if request is not None:
     info_col.caption(f"{len(request['runs'])} runs: {len(optimizers) * 2} arms × {request['request']['seeds']} "
                      f"seed(s), trained one after the other with {request['runs'][0]['threads']} torch thread(s).")

@@ -57,5 +57,18 @@ def checkpoint_with_text(path, mtime, source):
     return model, corpus
 
 
+def run_controls(jobs_runner, kind, request, train_label):
+    """Train / Stop buttons and the run on show (the URL's, else the active, else the latest of `kind`):
+    returns (its view or None, the column beside the buttons)."""
+    train_col, stop_col, info_col = st.columns([1, 1, 6])
+    if train_col.button(train_label, type="primary", disabled=request is None, icon=":material/play_arrow:"):
+        st.query_params["run"] = str(jobs_runner.submit(request))
+    run_id = jobs_runner.run_to_show(kind, st.query_params.get("run"))
+    view = jobs_runner.view(run_id) if run_id is not None else None
+    if stop_col.button("Stop", disabled=not (view and view.active), icon=":material/stop:"):
+        jobs_runner.stop(view.id)
+    return view, info_col
+
+
 def run_label(run):
     return f"#{run['id']} · {run['status']} · {run['label']}"

@@ -11,7 +11,7 @@ import streamlit as st
 from nanokimi import charts, jobs, report
 from nanokimi.data import DataError
 from nanokimi.optim import OPTIMIZERS
-from pages.common import OPTIMIZER_LABELS, corpus_info, dataset, home, run_label, runner
+from pages.common import OPTIMIZER_LABELS, corpus_info, dataset, home, run_controls, run_label, runner
 
 POLL_S = 1.0
 EMBEDDING_SIZES = [8, 16, 24, 32, 48, 64, 96, 128, 192, 256]
@@ -101,13 +101,7 @@ for problem in problems:
     st.error(problem)
 
 # --- the run on show ------------------------------------------------------------------------------
-train_col, stop_col, info_col = st.columns([1, 1, 6])
-if train_col.button("Train", type="primary", disabled=request is None, icon=":material/play_arrow:"):
-    st.query_params["run"] = str(jobs_runner.submit(request))
-run_id = jobs_runner.run_to_show(jobs.COMPARISON, st.query_params.get("run"))
-view = jobs_runner.view(run_id) if run_id is not None else None
-if stop_col.button("Stop", disabled=not (view and view.active), icon=":material/stop:"):
-    jobs_runner.stop(view.id)
+view, info_col = run_controls(jobs_runner, jobs.COMPARISON, request, "Train")
 if request is not None:
     first = request["runs"][0]
     every = "every step" if first["eval_interval"] == 1 else f"every {first['eval_interval']} steps"
