@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nanokimi.model import preset  # noqa: E402  (the configuration only; the models are the reference's)
-from nanokimi.reference import ReferenceModel, reference_optimizers  # noqa: E402
+from nanokimi.reference import ReferenceModel, reference_optimizers, reference_step  # noqa: E402
 
 
 def main(argv=None):
@@ -77,12 +77,7 @@ def main(argv=None):
                 losses = estimate_loss(model)
                 print(f"{name} step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}", flush=True)
             xb, yb = get_batch("train")
-            _, loss = model(xb, yb)
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for opt in optimizers:
-                opt.step()
+            reference_step(model, optimizers, xb, yb)
         return time.perf_counter() - t0
 
     seconds = {"NanoGPT": train("NanoGPT", "nanogpt", "adamw"), "NanoKimi": train("NanoKimi", "nanokimi", "truemuon")}

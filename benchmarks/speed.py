@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from nanokimi.data import eval_batches, get_batch, load_corpus  # noqa: E402
 from nanokimi.model import LanguageModel, preset  # noqa: E402
 from nanokimi.optim import build_optimizer  # noqa: E402
-from nanokimi.reference import from_fast, reference_optimizers  # noqa: E402
+from nanokimi.reference import from_fast, reference_optimizers, reference_step  # noqa: E402
 from nanokimi.train import evaluate  # noqa: E402
 
 TARGETS = {"NanoKimi+TrueMuon step": 4.0, "NanoGPT+AdamW step": 2.5, "evaluation (200 batches/split)": 5.0,
@@ -73,13 +73,7 @@ def original_step(model, optimizers, data, batch_size, generator):
         ix = torch.randint(len(data) - block, (batch_size,), generator=generator)
         x = torch.stack([data[i:i + block] for i in ix])
         y = torch.stack([data[i + 1:i + block + 1] for i in ix])
-        _, loss = model(x, y)
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for opt in optimizers:
-            opt.step()
-        loss.item()
+        reference_step(model, optimizers, x, y)
     return step
 
 

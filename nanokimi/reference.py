@@ -199,3 +199,14 @@ def reference_optimizers(model, name, lr=1e-3, matrix_lr=1e-2, ns_steps=5):
     hidden_ids = {id(p) for p in hidden}
     others = [p for p in model.parameters() if id(p) not in hidden_ids]
     return [torch.optim.AdamW(others, lr=lr), ReferenceTrueMuon(hidden, lr=matrix_lr, ns_steps=ns_steps)]
+
+
+def reference_step(model, optimizers, x, y):
+    """One step of the original loop: forward, zero every optimizer, backward, step every optimizer."""
+    _, loss = model(x, y)
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    loss.backward()
+    for opt in optimizers:
+        opt.step()
+    return loss.item()

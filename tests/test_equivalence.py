@@ -14,7 +14,7 @@ import torch
 from nanokimi.data import get_batch, load_corpus
 from nanokimi.model import LanguageModel, preset
 from nanokimi.optim import build_optimizer
-from nanokimi.reference import from_fast, reference_optimizers
+from nanokimi.reference import from_fast, reference_optimizers, reference_step
 
 STEPS = 50
 TOLERANCE = 1e-4
@@ -37,13 +37,7 @@ def loss_histories(shakespeare_path, arch, optimizer, steps=STEPS, batch_size=16
         fast_opt.step()
         fast_losses.append(loss.item())
 
-        _, loss = slow(x, y)
-        for opt in slow_opts:
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for opt in slow_opts:
-            opt.step()
-        slow_losses.append(loss.item())
+        slow_losses.append(reference_step(slow, slow_opts, x, y))
     return fast_losses, slow_losses
 
 

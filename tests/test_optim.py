@@ -10,7 +10,7 @@ from nanokimi.model import LanguageModel, ModelConfig
 from nanokimi.optim import (
     NS_COEFFICIENTS, MatrixwiseMuon, TrueMuon, build_optimizer, matrices, newton_schulz, split_parameters,
 )
-from nanokimi.reference import from_fast, matrix_sign, reference_optimizers
+from nanokimi.reference import from_fast, matrix_sign, reference_optimizers, reference_step
 
 TINY = dict(vocab_size=13, block_size=8, n_embd=16, n_head=4, n_layer=2)
 
@@ -43,13 +43,7 @@ def train_steps(model, optimizers, steps, seed=0):
     losses = []
     for i in range(steps):
         x, y = batch(seed + i, model.config.vocab_size)
-        _, loss = model(x, y)
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for opt in optimizers:
-            opt.step()
-        losses.append(loss.item())
+        losses.append(reference_step(model, optimizers, x, y))
     return losses
 
 
