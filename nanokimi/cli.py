@@ -19,14 +19,14 @@ from .optim import OPTIMIZERS
 class Progress:
     """One status line per model on stderr: bar, step, loss, ms/step and ETA."""
 
-    def __init__(self, stream=sys.stderr):
+    def __init__(self, stream=sys.stderr, redraw=True):
         self.stream = stream
-        self.tty = stream.isatty()
+        self.tty = redraw and stream.isatty()  # runs in parallel print lines: one redrawn line can't show two
         self.last = {}
         self.started = {}
 
     def __call__(self, event):
-        model = event["model"]
+        model = event["model"] if "seed" not in event else f"{event['model']} seed {event['seed']}"
         kind = event["event"]
         if kind == "start":
             self.started[model] = time.monotonic()
@@ -142,6 +142,9 @@ def build_parser():
     a.add_argument("--target", type=_positive(float),
                    help="validation loss for time-to-target (default: the worst arm's mean final loss)")
     a.add_argument("--out", default=".", help="directory for the ablation files (default: .)")
+    a.add_argument("--jobs", type=_positive(int), default=1,
+                   help="runs trained at once (default: 1). Each gets cores/jobs threads unless --threads says "
+                        "otherwise; parallel runs share memory bandwidth, so compare their times only with each other")
 
     b = sub.add_parser("bench", help="time training steps, evaluation and generation of one model",
                        description="Time real engine training steps (batch + forward + backward + optimizer) "
@@ -215,6 +218,9 @@ def ablate_main(args):
     optimizers = ("adamw", "truemuon", "muon") if args.muon else ("adamw", "truemuon")
     settings = {k: v for k, v in training_settings(args).items() if v is not None}
     base_seed = settings.pop("seed", 1337)
+    if args.jobs > 1 and "threads" not in settings:
+        from .metrics import usable_cores
+        settings["threads"] = max(1, usable_cores() // args.jobs)
     try:
         settings = {**PRESETS[args.preset], **settings}
         runs = ablation.ablation_runs(optimizers, args.seeds, base_seed, data=resolve_data(args.data), **settings)
@@ -225,10 +231,11 @@ def ablate_main(args):
         return fail("ablate", err)
     except OSError as err:
         return fail("ablate", f"cannot create --out directory {args.out}: {err.strerror}")
-    print(f"{len(runs)} runs: {len(optimizers) * 2} arms x {args.seeds} seeds, one after the other", file=sys.stderr)
-    progress = Progress()
+    order = "one after the other" if args.jobs == 1 else f"{args.jobs} at a time, {runs[0].threads} threads each"
+    print(f"{len(runs)} runs: {len(optimizers) * 2} arms x {args.seeds} seeds, {order}", file=sys.stderr)
+    progress = Progress(redraw=args.jobs == 1)
     try:
-        results = run_comparison(runs, on_event=progress)
+        results = run_comparison(runs, on_event=progress, jobs=args.jobs)
     except KeyboardInterrupt:
         results = []
     if not results:

@@ -1,9 +1,11 @@
-"""Running a comparison: each model trains in its own process, one after the other.
+"""Running a comparison: each model trains in its own process, one after the other (or N at once).
 
 Why a process per model: peak resident memory is a per-process high-water mark, so a model trained
 after another in the same process would report the other's peak. In its own process each model's
 `peak_rss_mb` is its own. One after the other, so the two never compete for the CPU cores and
-their step times are comparable.
+their step times are comparable. An ablation grid may trade that for wall time (`ablate --jobs N`):
+its runs then share the machine alike, so their times compare with each other but not with a run
+made alone.
 
 The worker (`python -m nanokimi worker CONFIG RESULT`) streams events as JSON lines on stdout and
 writes its RunResult as JSON; SIGTERM or SIGINT make it stop after the current step and still write
@@ -121,8 +123,15 @@ def _watch_stop(proc, should_stop, finished, poll_s):
             return
 
 
-def run_comparison(runs, on_event=None, should_stop=None, isolate=True):
-    """Train every run in turn; stops early (and keeps what was measured) when should_stop() is true."""
+def run_comparison(runs, on_event=None, should_stop=None, isolate=True, jobs=1):
+    """Train every run; stops early (and keeps what was measured) when should_stop() is true.
+
+    jobs > 1 trains that many runs at once, each in its own worker (for grids of tiny models on a
+    many-core machine); results come back in the order of `runs`. Runs that share the machine share
+    its memory bandwidth, so their step times are comparable with each other, not with a run alone.
+    """
+    if jobs > 1:
+        return _run_parallel(runs, on_event, should_stop, jobs)
     results = []
     runner = run_isolated if isolate else run_in_process
     for run in runs:
@@ -132,6 +141,42 @@ def run_comparison(runs, on_event=None, should_stop=None, isolate=True):
         if results[-1].status == "stopped":  # by request or Ctrl-C: don't start the next model
             break
     return results
+
+
+def _run_parallel(runs, on_event, should_stop, jobs):
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    halt = threading.Event()  # set by Ctrl-C, a stop request or a stopped run: start nothing more
+    lock = threading.Lock()
+
+    def stopping():
+        if should_stop and should_stop():
+            halt.set()
+        return halt.is_set()
+
+    def tagged(run):
+        def emit(event):
+            if on_event:
+                with lock:  # one event at a time, whichever worker sent it
+                    on_event({**event, "seed": run.seed})
+        return emit
+
+    def one(run):
+        if stopping():
+            return None
+        result = run_isolated(run, on_event=tagged(run), should_stop=stopping)
+        if result.status == "stopped":
+            halt.set()
+        return result
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(one, run) for run in runs]
+        try:
+            while not all(f.done() for f in futures):
+                wait(futures, timeout=0.2)  # a timed wait, so Ctrl-C reaches this thread
+        except KeyboardInterrupt:
+            halt.set()  # each worker stops after its current step and still writes what it measured
+    return [r for r in (f.result() for f in futures) if r is not None]
 
 
 def worker_main(config_path, result_path):

@@ -3,6 +3,7 @@ import statistics
 
 import pytest
 
+from nanokimi.metrics import usable_cores
 from nanokimi.ablation import (ablation_runs, default_target, effects, estimate, summary_rows, t_quantile_975,
                                time_to_target)
 
@@ -87,12 +88,14 @@ def test_ablate_cli_writes_both_csvs_and_the_chart(tmp_path, small_text_file):
     out = tmp_path / "ablation"
     proc = subprocess.run([sys.executable, "-m", "nanokimi", "ablate", "--data", str(small_text_file), "--seeds", "1",
                            "--iters", "4", "--eval-interval", "2", "--eval-iters", "1", "--n-layer", "1",
-                           "--n-embd", "16", "--n-head", "2", "--block-size", "8", "--threads", "1", "--out", str(out)],
+                           "--n-embd", "16", "--n-head", "2", "--block-size", "8", "--jobs", "2", "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    assert "2 at a time" in proc.stderr
     runs = list(csv.DictReader((out / "ablation.csv").open()))
     assert sorted(r["arm"] for r in runs) == ["dense+adamw", "dense+truemuon", "moe+adamw", "moe+truemuon"]
     assert all(r["status"] == "completed" and r["time_to_target_s"] != "" for r in runs)
+    assert {r["threads"] for r in runs} == {str(max(1, usable_cores() // 2))}, "the cores are shared by the jobs"
     summary = list(csv.DictReader((out / "ablation_summary.csv").open()))
     assert {r["name"] for r in summary if r["kind"] == "effect"} == {
         "MoE − dense", "TrueMuon − AdamW", "interaction (MoE × TrueMuon)"}
