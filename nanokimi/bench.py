@@ -20,7 +20,8 @@ import torch
 from . import metrics
 from .data import eval_batches, get_batch, load_corpus
 from .model import generate
-from .train import build, evaluate, set_threads
+from .parallel import BatchThreads, plan
+from .train import build, evaluate, set_threads, train_step
 
 
 def bench(run, steps=50, warmup=10, eval_repeats=1):
@@ -35,13 +36,11 @@ def bench(run, steps=50, warmup=10, eval_repeats=1):
     config = model.config
     batches = torch.Generator().manual_seed(run.seed)
 
+    batch_threads = BatchThreads(plan(threads, device, config, run.batch_size))
+
     def step():
         x, y = get_batch(corpus.train_data, run.batch_size, block, batches, device)
-        _, loss = model(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss.item()  # waits for the device, as in train()
+        return train_step(model, optimizer, x, y, batch_threads)
 
     for _ in range(warmup):
         step()
@@ -57,12 +56,12 @@ def bench(run, steps=50, warmup=10, eval_repeats=1):
     evalset = {split: (x.to(device), y.to(device))
                for split, (x, y) in eval_batches(corpus, run.eval_iters, run.batch_size, block, run.seed).items()}
     warm = {split: (x[:run.batch_size], y[:run.batch_size]) for split, (x, y) in evalset.items()}
-    evaluate(model, warm)
+    evaluate(model, warm, threads=batch_threads)
     eval_ms = []
     for _ in range(eval_repeats):
         metrics.synchronize(device)
         t0 = time.perf_counter()
-        evaluate(model, evalset)
+        evaluate(model, evalset, threads=batch_threads)
         metrics.synchronize(device)
         eval_ms.append((time.perf_counter() - t0) * 1000)
     eval_batch_count = 2 * run.eval_iters  # train and val splits
@@ -76,6 +75,7 @@ def bench(run, steps=50, warmup=10, eval_repeats=1):
     t0 = time.perf_counter()
     generate(model, prompt, run.gen_chars, generator=torch.Generator().manual_seed(run.seed))
     gen_chars_per_s = run.gen_chars / (time.perf_counter() - t0)
+    batch_threads.close()
 
     return {
         "model": run.name, "architecture": config.ffn, "optimizer": run.optimizer,
@@ -92,7 +92,7 @@ def bench(run, steps=50, warmup=10, eval_repeats=1):
         "gen_chars_per_s": gen_chars_per_s,
         "params": model.num_params(), "active_params": model.active_params(),
         "batch_size": run.batch_size, "block_size": block, "n_embd": config.n_embd, "n_layer": config.n_layer,
-        "steps": steps, "warmup": warmup, "threads": threads, "device": device,
+        "steps": steps, "warmup": warmup, "threads": threads, "batch_threads": batch_threads.n, "device": device,
         "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
     }
 

@@ -12,15 +12,18 @@ and nothing else; evaluation, inference and generation are timed separately.
 import dataclasses
 import math
 import statistics
+import threading
 import time
 from dataclasses import dataclass, field, replace
 
 import torch
+import torch.nn.functional as F
 
 from . import metrics
 from .data import Corpus, eval_batches, get_batch, load_corpus
 from .model import LanguageModel, ModelConfig, generate, preset
 from .optim import OPTIMIZERS, build_optimizer
+from .parallel import BatchThreads, plan
 from .routing import gate_statistics
 
 # Evaluation runs many batches per forward pass, this many tokens at a time. On the CPU, chunks
@@ -94,32 +97,55 @@ def set_threads(threads):
     return threads
 
 
-@torch.inference_mode()
-def evaluate(model, batches, gate_probs=None):
+def evaluate(model, batches, gate_probs=None, threads=None):
     """Mean loss per split over the fixed evaluation batches, many batches per forward pass.
 
     With `gate_probs` (a list), the MoE layers' gate probabilities on the validation split are
-    appended to it, one (N, E) tensor per layer, for the routing statistics.
+    appended to it, one (N, E) tensor per layer, for the routing statistics. `threads`
+    (a BatchThreads) spreads the forward passes over cores; the numbers do not change.
     """
+    threads = threads or BatchThreads(1)
     model.eval()
-    losses = {}
     layers = model.moe_layers() if gate_probs is not None else []
-    parts = [[] for _ in layers]
+    local = threading.local()  # the gate probabilities seen by this thread's current chunk
+
+    def keep(module, args, logits):
+        if getattr(local, "probs", None) is not None:
+            local.probs.append(F.softmax(logits, dim=-1))  # what MoE.forward computes from the same logits
+
+    def chunk(job):
+        split, x, y = job
+        with torch.inference_mode():  # thread-local, so entered in the thread that runs the chunk
+            local.probs = [] if split == "val" and layers else None
+            _, loss = model(x, y)
+            return split, loss.item() * x.size(0), local.probs
+
+    jobs = []
     for split, (x, y) in batches.items():
-        chunk = EVAL_CHUNK_TOKENS_CPU if x.device.type == "cpu" else EVAL_CHUNK_TOKENS
-        rows = max(1, chunk // x.size(1))
-        total = 0.0
-        for i in range(0, x.size(0), rows):
-            _, loss = model(x[i:i + rows], y[i:i + rows])
-            total += loss.item() * x[i:i + rows].size(0)
-            if split == "val":
-                for part, moe in zip(parts, layers):
-                    part.append(moe.last_gate_probs)
-        losses[split] = total / x.size(0)  # every batch the same size: the mean of per-batch means
+        chunk_tokens = EVAL_CHUNK_TOKENS_CPU if x.device.type == "cpu" else EVAL_CHUNK_TOKENS
+        rows = max(1, chunk_tokens // x.size(1))
+        jobs.extend((split, x[i:i + rows], y[i:i + rows]) for i in range(0, x.size(0), rows))
+    hooks = [moe.gate.register_forward_hook(keep) for moe in layers]
+    try:
+        done = threads.map(chunk, jobs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train()
+    # every batch the same size: the mean of per-batch means
+    losses = {split: sum(total for s, total, _ in done if s == split) / x.size(0) for split, (x, _) in batches.items()}
     if gate_probs is not None:
-        gate_probs.extend(torch.cat(part) for part in parts)
-    model.train()
+        parts = [probs for s, _, probs in done if s == "val"]
+        gate_probs.extend(torch.cat([part[layer] for part in parts]) for layer in range(len(layers)))
     return losses
+
+
+def train_step(model, optimizer, x, y, threads):
+    """One optimizer step on the batch (x, y); returns the loss as a Python float."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = threads.forward_backward(model, x, y)
+    optimizer.step()
+    return loss.item()  # also waits for the device, so a step's time is complete
 
 
 def build(run, vocab_size, device):
@@ -146,6 +172,7 @@ def train(run, on_event=None, should_stop=None, corpus=None):
 
     model, optimizer = build(run, corpus.vocab_size, device)
     config = model.config
+    batch_threads = BatchThreads(plan(threads, device, config, run.batch_size))
     batch_gen = torch.Generator().manual_seed(run.seed)
     evalset = {split: (x.to(device), y.to(device))
                for split, (x, y) in eval_batches(corpus, run.eval_iters, run.batch_size, block, run.seed).items()}
@@ -167,7 +194,7 @@ def train(run, on_event=None, should_stop=None, corpus=None):
         if step % run.eval_interval == 0 or step == run.iters:
             t0 = time.perf_counter()
             gate_probs = []
-            losses = evaluate(model, evalset, gate_probs)
+            losses = evaluate(model, evalset, gate_probs, batch_threads)
             eval_seconds += time.perf_counter() - t0
             for layer, probs in enumerate(gate_probs):  # MoE only: watch for routing collapse
                 entropy, load = gate_statistics(probs, config.top_k)
@@ -194,11 +221,7 @@ def train(run, on_event=None, should_stop=None, corpus=None):
 
         t0 = time.perf_counter()
         x, y = get_batch(train_data, run.batch_size, block, batch_gen, device)
-        _, loss = model(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_value = loss.item()  # also waits for the device, so the step time is complete
+        loss_value = train_step(model, optimizer, x, y, batch_threads)
         ms = (time.perf_counter() - t0) * 1000
         step += 1
         step_ms.append(ms)
@@ -211,6 +234,7 @@ def train(run, on_event=None, should_stop=None, corpus=None):
             status, message = "diverged", f"training loss became {loss_value} at step {step}; the run was stopped"
             break
 
+    batch_threads.close()
     results = {
         "model": run.name, "architecture": config.ffn, "optimizer": run.optimizer, "seed": run.seed,
         "params": model.num_params(), "active_params": model.active_params(),

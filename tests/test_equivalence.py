@@ -1,6 +1,7 @@
 """The fast path trains exactly like the naive original: 50 steps, same weights, same batches.
 
-The engine (fused q/k/v + SDPA, stacked experts as two GEMMs, batched Newton–Schulz, fused AdamW)
+The engine (fused q/k/v + SDPA, stacked experts as two GEMMs, batched Newton–Schulz, fused AdamW,
+its training step with the batch on one thread or split over two)
 and nanokimi/reference.py (one Linear per head, one module per expert, one Newton–Schulz call per
 matrix, torch's default AdamW) start from identical weights (`from_fast`) and see identical fresh
 random batches; their training losses must agree within 1e-4 at every step in float32. Every
@@ -14,13 +15,15 @@ import torch
 from nanokimi.data import get_batch, load_corpus
 from nanokimi.model import LanguageModel, preset
 from nanokimi.optim import build_optimizer
+from nanokimi.parallel import BatchThreads
 from nanokimi.reference import from_fast, reference_optimizers, reference_step
+from nanokimi.train import train_step
 
 STEPS = 50
 TOLERANCE = 1e-4
 
 
-def loss_histories(shakespeare_path, arch, optimizer, steps=STEPS, batch_size=16, **model_overrides):
+def loss_histories(shakespeare_path, arch, optimizer, steps=STEPS, batch_size=16, batch_threads=1, **model_overrides):
     corpus = load_corpus(shakespeare_path)
     torch.manual_seed(1337)
     fast = LanguageModel(preset(arch, vocab_size=corpus.vocab_size, **model_overrides))
@@ -28,22 +31,24 @@ def loss_histories(shakespeare_path, arch, optimizer, steps=STEPS, batch_size=16
     fast_opt = build_optimizer(fast, optimizer)
     slow_opts = reference_optimizers(slow, optimizer)
     batches = torch.Generator().manual_seed(1337)
+    threads = BatchThreads(batch_threads)
     fast_losses, slow_losses = [], []
     for _ in range(steps):
         x, y = get_batch(corpus.train_data, batch_size, fast.config.block_size, batches)  # fresh, shared
-        _, loss = fast(x, y)
-        fast_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        fast_opt.step()
-        fast_losses.append(loss.item())
+        fast_losses.append(train_step(fast, fast_opt, x, y, threads))
 
         slow_losses.append(reference_step(slow, slow_opts, x, y))
+    threads.close()
     return fast_losses, slow_losses
 
 
-@pytest.mark.parametrize("arch, optimizer", [("nanogpt", "adamw"), ("nanokimi", "truemuon"), ("nanogpt", "truemuon")])
-def test_fifty_training_steps_match_the_naive_reference(shakespeare_path, arch, optimizer):
-    fast, slow = loss_histories(shakespeare_path, arch, optimizer)
+@pytest.mark.parametrize("arch, optimizer, batch_threads", [
+    ("nanogpt", "adamw", 1), ("nanokimi", "truemuon", 1), ("nanogpt", "truemuon", 1),
+    ("nanogpt", "adamw", 2), ("nanokimi", "truemuon", 2)])  # 2: the batch split across threads, as on 2 cores
+def test_fifty_training_steps_match_the_naive_reference(shakespeare_path, arch, optimizer, batch_threads):
+    before = torch.get_num_threads()
+    fast, slow = loss_histories(shakespeare_path, arch, optimizer, batch_threads=batch_threads)
+    torch.set_num_threads(before)
     assert max(abs(f - s) for f, s in zip(fast, slow)) < TOLERANCE
     assert slow[0] - slow[-1] > 0.5  # the models really learned, so equal losses mean equal training
 
