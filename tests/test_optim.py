@@ -248,13 +248,30 @@ def test_adamw_path_is_torch_adamw_on_every_parameter():
     model, twin = tiny_model("moe"), tiny_model("moe")
     optimizer = build_optimizer(model, "adamw")
     assert list(optimizer.optimizers) == ["adamw"]
-    assert sum(len(g["params"]) for g in optimizer.optimizers["adamw"].param_groups) == len(list(model.parameters()))
+    assert optimizer.optimizers["adamw"].members == list(model.parameters())
     losses = train_steps(model, [optimizer], steps=5)
     reference = train_steps(twin, [torch.optim.AdamW(twin.parameters(), lr=1e-3)], steps=5)
     assert losses == pytest.approx(reference, rel=1e-6, abs=1e-7)
     assert len(set(losses)) == 5  # the weights moved
     for a, b in zip(model.parameters(), twin.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_flat_adamw_keeps_the_model_parameters_in_its_buffer_even_after_they_are_replaced():
+    model, twin = tiny_model("dense"), tiny_model("dense")
+    optimizer = build_optimizer(model, "adamw")
+    flat = optimizer.optimizers["adamw"]
+    head = model.head.weight
+    assert head.untyped_storage().data_ptr() == flat.flat.untyped_storage().data_ptr()
+    with torch.no_grad():
+        head.data = head.detach().clone() * 0.5  # storage replaced: the next step must see it
+        twin.head.weight.data = twin.head.weight.detach().clone() * 0.5
+    losses = train_steps(model, [optimizer], steps=3)
+    reference = train_steps(twin, [torch.optim.AdamW(twin.parameters(), lr=1e-3)], steps=3)
+    assert losses == pytest.approx(reference, rel=1e-6, abs=1e-7)
+    torch.testing.assert_close(model.head.weight, twin.head.weight, rtol=1e-5, atol=1e-6)
+    optimizer.zero_grad(set_to_none=True)
+    assert all(p.grad is None for p in model.parameters())
 
 
 def test_muon_qkv_update_equals_torch_muon_on_each_head_matrix_separately(float64):
