@@ -33,20 +33,27 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from nanokimi.data import eval_batches, get_batch, load_corpus  # noqa: E402
+from nanokimi.metrics import usable_cores  # noqa: E402
 from nanokimi.model import LanguageModel, preset  # noqa: E402
 from nanokimi.optim import build_optimizer  # noqa: E402
+from nanokimi.parallel import BatchThreads, plan  # noqa: E402
 from nanokimi.reference import from_fast, reference_optimizers, reference_step  # noqa: E402
-from nanokimi.train import evaluate  # noqa: E402
+from nanokimi.train import evaluate, train_step  # noqa: E402
 
 TARGETS = {"NanoKimi+TrueMuon step": 4.0, "NanoGPT+AdamW step": 2.5, "evaluation (200 batches/split)": 5.0,
            "large config: fraction of matmul peak": 0.5, "whole run": 5.0}
 
 
 def alternate(contenders, rounds, calls):
-    """Median ms per call of each contender, timed in turns: `rounds` rounds of `calls` calls each."""
+    """Median ms per call of each contender, timed in turns: `rounds` rounds of `calls` calls each.
+
+    A contender is (torch threads, function): torch's thread count is process-wide, so it is set
+    before each contender's turn (the engine's batch threads run one op thread each; the reference
+    and the matmul use intra-op threads, as the original script did)."""
     samples = {name: [] for name in contenders}
     for _ in range(rounds):
-        for name, fn in contenders.items():
+        for name, (threads, fn) in contenders.items():
+            torch.set_num_threads(threads)
             t0 = time.perf_counter()
             for _ in range(calls):
                 fn()
@@ -54,15 +61,18 @@ def alternate(contenders, rounds, calls):
     return {name: statistics.median(ms) for name, ms in samples.items()}
 
 
-def engine_step(model, optimizer, data, batch_size, generator):
+def engine_step(model, optimizer, data, batch_size, generator, threads):
+    """train()'s step: get_batch, then train_step (forward and backward on the batch threads, optimizer)."""
     def step():
         x, y = get_batch(data, batch_size, model.config.block_size, generator)
-        _, loss = model(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss.item()
+        train_step(model, optimizer, x, y, threads)
     return step
+
+
+def engine_threads(args):
+    """(BatchThreads, op threads) for the engine at --threads, as train() would plan them."""
+    batch = BatchThreads(plan(args.threads, "cpu", preset("nanogpt"), 16))
+    return batch, (1 if batch.n > 1 else args.threads)
 
 
 def original_step(model, optimizers, data, batch_size, generator):
@@ -88,14 +98,23 @@ def section_step(corpus, args, ratios, lines):
     for label, arch, optimizer in (("NanoGPT+AdamW step", "nanogpt", "adamw"),
                                    ("NanoKimi+TrueMuon step", "nanokimi", "truemuon")):
         model, opt, ref, ref_opts = pair(corpus, arch, optimizer)
-        fast = engine_step(model, opt, corpus.train_data, 16, torch.Generator().manual_seed(1))
-        slow = original_step(ref, ref_opts, corpus.train_data, 16, torch.Generator().manual_seed(1))
-        alternate({"engine": fast, "reference": slow}, 1, args.warmup)
-        ms = alternate({"engine": fast, "reference": slow}, args.rounds, args.calls)
+        batch, op_threads = engine_threads(args)
+        contenders = {
+            "engine": (op_threads, engine_step(model, opt, corpus.train_data, 16, torch.Generator().manual_seed(1), batch)),
+            "reference": (args.threads, original_step(ref, ref_opts, corpus.train_data, 16, torch.Generator().manual_seed(1)))}
+        if batch.n > 1:  # for the record: the same engine with torch's intra-op threads instead
+            twin, twin_opt, _, _ = pair(corpus, arch, optimizer)
+            contenders["engine, intra-op threads"] = (args.threads, engine_step(
+                twin, twin_opt, corpus.train_data, 16, torch.Generator().manual_seed(1), BatchThreads(1)))
+        alternate(contenders, 1, args.warmup)
+        ms = alternate(contenders, args.rounds, args.calls)
         ratios[label] = ms["reference"] / ms["engine"]
         gflops = 3 * model.forward_flops(16 * model.config.block_size) / ms["engine"] / 1e6
         lines.append(f"{label:<40} engine {ms['engine']:7.2f} ms  reference {ms['reference']:7.2f} ms  "
                      f"x{ratios[label]:.2f} (target >= {TARGETS[label]}x)  [model matmuls {gflops:.0f} GFLOP/s]")
+        if "engine, intra-op threads" in ms:
+            lines.append(f"{'  same engine, intra-op threads':<40} engine {ms['engine, intra-op threads']:7.2f} ms  "
+                         f"(batch threads x{ms['engine, intra-op threads'] / ms['engine']:.2f} faster)")
 
 
 def section_eval(corpus, args, ratios, lines):
@@ -113,11 +132,12 @@ def section_eval(corpus, args, ratios, lines):
         m.train()
         return out
 
+    batch, op_threads = engine_threads(args)
     for label, fast_model, slow_model in (("NanoGPT", gpt, gpt_ref), ("NanoKimi", model, ref)):
-        engine_losses, original_losses = evaluate(fast_model, evalset), original_estimate(slow_model)
+        engine_losses, original_losses = evaluate(fast_model, evalset, threads=batch), original_estimate(slow_model)
         diff = max(abs(engine_losses[s] - original_losses[s]) for s in evalset)
-        ms = alternate({"engine": lambda: evaluate(fast_model, evalset),
-                        "reference": lambda: original_estimate(slow_model)}, max(3, args.rounds // 3), 1)
+        ms = alternate({"engine": (op_threads, lambda: evaluate(fast_model, evalset, threads=batch)),
+                        "reference": (args.threads, lambda: original_estimate(slow_model))}, max(3, args.rounds // 3), 1)
         key = f"evaluation {label}"
         ratios[key] = ms["reference"] / ms["engine"]
         lines.append(f"{'evaluation (200 batches/split) ' + label:<40} engine {ms['engine']:7.1f} ms  reference "
@@ -131,16 +151,17 @@ def section_large(corpus, args, ratios, lines):
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     contenders = {}
     models = {}
+    batch, op_threads = engine_threads(args)
     for arch, optimizer in (("nanogpt", "adamw"), ("nanokimi", "truemuon")):
         model = LanguageModel(preset(arch, **config))
         models[arch] = model
-        contenders[arch] = engine_step(model, build_optimizer(model, optimizer), corpus.train_data, 32,
-                                       torch.Generator().manual_seed(1))
-    contenders["matmul 2048"] = lambda: torch.mm(a, b)
+        contenders[arch] = (op_threads, engine_step(model, build_optimizer(model, optimizer), corpus.train_data, 32,
+                                                    torch.Generator().manual_seed(1), batch))
+    contenders["matmul 2048"] = (args.threads, lambda: torch.mm(a, b))
     alternate(contenders, 1, 2)
     ms = alternate(contenders, max(3, args.rounds // 3), 2)
     peak = 2 * 2048 ** 3 / ms["matmul 2048"] / 1e6
-    lines.append(f"{'fp32 matmul 2048x2048':<40} {peak:7.1f} GFLOP/s ({torch.get_num_threads()} threads)")
+    lines.append(f"{'fp32 matmul 2048x2048':<40} {peak:7.1f} GFLOP/s ({args.threads} threads)")
     for arch in models:
         achieved = 3 * models[arch].forward_flops(32 * 128) / ms[arch] / 1e6
         label = f"large {arch}"
@@ -174,7 +195,9 @@ SECTIONS = {"step": section_step, "eval": section_eval, "large": section_large, 
 def main(argv=None):
     p = argparse.ArgumentParser(description="engine vs naive reference, side by side (see the module docstring)")
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"))
-    p.add_argument("--threads", type=int, default=1, help="torch threads for everything (default 1: fastest at the seed size here)")
+    p.add_argument("--threads", type=int, default=usable_cores(),
+                   help="threads for both sides (default: every usable core): the reference and the matmul use "
+                        "them as torch intra-op threads, the engine as train() does (batch threads on the CPU)")
     p.add_argument("--sections", default="step,eval,large,whole")
     p.add_argument("--rounds", type=int, default=9, help="alternating rounds per comparison")
     p.add_argument("--calls", type=int, default=10, help="training steps per round")
@@ -186,7 +209,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     corpus = load_corpus(args.data)
-    print(f"nanokimi speed benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    print(f"nanokimi speed benchmark: torch {torch.__version__}, {args.threads} threads, "
           f"{corpus.name}", flush=True)
     ratios, lines = {}, []
     for name in args.sections.split(","):
