@@ -87,18 +87,18 @@ def original_step(model, optimizers, data, batch_size, generator):
     return step
 
 
-def pair(corpus, arch, optimizer, seed=1337, **overrides):
+def pair(corpus, arch, optimizer, seed=1337, threads=None, **overrides):
     torch.manual_seed(seed)
     model = LanguageModel(preset(arch, vocab_size=corpus.vocab_size, **overrides))
     ref = from_fast(model)
-    return model, build_optimizer(model, optimizer), ref, reference_optimizers(ref, optimizer)
+    return model, build_optimizer(model, optimizer, threads=threads), ref, reference_optimizers(ref, optimizer)
 
 
 def section_step(corpus, args, ratios, lines):
     for label, arch, optimizer in (("NanoGPT+AdamW step", "nanogpt", "adamw"),
                                    ("NanoKimi+TrueMuon step", "nanokimi", "truemuon")):
-        model, opt, ref, ref_opts = pair(corpus, arch, optimizer)
         batch, op_threads = engine_threads(args)
+        model, opt, ref, ref_opts = pair(corpus, arch, optimizer, threads=batch)
         contenders = {
             "engine": (op_threads, engine_step(model, opt, corpus.train_data, 16, torch.Generator().manual_seed(1), batch)),
             "reference": (args.threads, original_step(ref, ref_opts, corpus.train_data, 16, torch.Generator().manual_seed(1)))}
@@ -155,7 +155,7 @@ def section_large(corpus, args, ratios, lines):
     for arch, optimizer in (("nanogpt", "adamw"), ("nanokimi", "truemuon")):
         model = LanguageModel(preset(arch, **config))
         models[arch] = model
-        contenders[arch] = (op_threads, engine_step(model, build_optimizer(model, optimizer), corpus.train_data, 32,
+        contenders[arch] = (op_threads, engine_step(model, build_optimizer(model, optimizer, threads=batch), corpus.train_data, 32,
                                                     torch.Generator().manual_seed(1), batch))
     contenders["matmul 2048"] = (args.threads, lambda: torch.mm(a, b))
     alternate(contenders, 1, 2)

@@ -32,11 +32,10 @@ def bench(run, steps=50, warmup=10, eval_repeats=1):
     corpus = load_corpus(run.data)
     block = run.model.block_size
     corpus.check(block)
-    model, optimizer = build(run, corpus.vocab_size, device)
+    batch_threads = BatchThreads(plan(threads, device, run.model, run.batch_size))
+    model, optimizer = build(run, corpus.vocab_size, device, batch_threads)
     config = model.config
     batches = torch.Generator().manual_seed(run.seed)
-
-    batch_threads = BatchThreads(plan(threads, device, config, run.batch_size))
 
     def step():
         x, y = get_batch(corpus.train_data, run.batch_size, block, batches, device)

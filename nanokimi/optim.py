@@ -77,7 +77,7 @@ class TrueMuon(torch.optim.Optimizer):
     the per-parameter form; both compute the same rule.
     """
 
-    def __init__(self, params, lr=1e-2, beta=0.9, weight_decay=0.01, ns_steps=5):
+    def __init__(self, params, lr=1e-2, beta=0.9, weight_decay=0.01, ns_steps=5, threads=None):
         if lr <= 0 or not 0 <= beta < 1 or weight_decay < 0 or ns_steps < 1:
             raise ValueError(f"invalid TrueMuon settings: lr={lr}, beta={beta}, weight_decay={weight_decay}, ns_steps={ns_steps}")
         super().__init__(params, dict(lr=lr, beta=beta, weight_decay=weight_decay, ns_steps=ns_steps))
@@ -86,6 +86,9 @@ class TrueMuon(torch.optim.Optimizer):
                 if p.ndim < 2:
                     raise ValueError(f"TrueMuon updates matrices only; got a parameter of shape {tuple(p.shape)}")
         self._flat = {}  # id(group) -> _FlatGroup
+        # A BatchThreads: Newton–Schulz of each matrix shape is then split over its threads, each
+        # taking an equal share of every shape's matrices (one call per shape and thread).
+        self.threads = threads
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -99,7 +102,7 @@ class TrueMuon(torch.optim.Optimizer):
                 flat = self._flat.get(id(group))
                 if flat is None or not flat.intact(self.state):
                     flat = self._flat[id(group)] = _FlatGroup(params, self.state)
-                flat.step(group)
+                flat.step(group, self.threads)
             else:
                 self._step_per_parameter(group)
         return loss
@@ -168,17 +171,31 @@ class _FlatGroup:
                    and state[p]["momentum"].data_ptr() == m_ptr
                    for p, (p_ptr, m_ptr) in zip(self.params, self.pointers))
 
-    def step(self, group):
+    def step(self, group, threads=None):
         beta, lr, wd = group["beta"], group["lr"], group["weight_decay"]
         torch.cat([p.grad.reshape(-1) for p in self.params], out=self.grad)
         self.momentum.mul_(beta).add_(self.grad, alpha=1 - beta)
         lookahead = self.grad.add_(self.momentum, alpha=beta)  # g + beta * m (the gradient copy is ours)
-        for start, end, shape in self.shapes:
-            ortho = newton_schulz(lookahead[start:end].view(-1, *shape), group["ns_steps"])
-            params = self.data[start:end].view(-1, *shape)
+
+        def update(part):  # disjoint slices of the buffers, so parts may run on different threads
+            start, end, shape, rows = part
+            ortho = newton_schulz(lookahead[start:end].view(-1, *shape)[rows], group["ns_steps"])
+            params = self.data[start:end].view(-1, *shape)[rows]
             if wd != 0:
                 ortho = ortho.add_(params, alpha=wd)
             params.add_(ortho, alpha=-lr)
+
+        n = threads.n if threads is not None else 1
+        parts = []
+        for start, end, shape in self.shapes:
+            count = (end - start) // (shape[0] * shape[1])  # matrices of this shape
+            edges = [count * i // n for i in range(n + 1)]
+            parts.extend((start, end, shape, slice(lo, hi)) for lo, hi in zip(edges, edges[1:]) if hi > lo)
+        if n == 1:
+            for part in parts:
+                update(part)
+        else:
+            threads.map(update, parts)  # parts handed out in turn: each thread gets a share of every shape
 
 
 class MatrixwiseMuon(torch.optim.Muon):
@@ -322,13 +339,15 @@ def adamw(params, lr):
 
 
 def build_optimizer(model, name, lr=1e-3, matrix_lr=1e-2, beta=0.9, weight_decay=0.01,
-                    ns_steps=5, muon_adjust_lr=None):
-    """An OptimizerSet for `model`: "adamw" (all parameters), "truemuon" or "muon" (hybrid)."""
+                    ns_steps=5, muon_adjust_lr=None, threads=None):
+    """An OptimizerSet for `model`: "adamw" (all parameters), "truemuon" or "muon" (hybrid).
+    `threads` (a BatchThreads) spreads TrueMuon's Newton–Schulz over cores."""
     if name == "adamw":
         return OptimizerSet(adamw=adamw(model.parameters(), lr))
     hidden, others = split_parameters(model)
     if name == "truemuon":
-        matrix_opt = TrueMuon(hidden, lr=matrix_lr, beta=beta, weight_decay=weight_decay, ns_steps=ns_steps)
+        matrix_opt = TrueMuon(hidden, lr=matrix_lr, beta=beta, weight_decay=weight_decay, ns_steps=ns_steps,
+                              threads=threads)
     elif name == "muon":
         matrix_opt = MatrixwiseMuon(hidden, lr=matrix_lr, weight_decay=weight_decay, ns_steps=ns_steps,
                                     adjust_lr_fn=muon_adjust_lr)

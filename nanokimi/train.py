@@ -148,13 +148,14 @@ def train_step(model, optimizer, x, y, threads):
     return loss.item()  # also waits for the device, so a step's time is complete
 
 
-def build(run, vocab_size, device):
-    """The model (initialised from run.seed) and its optimizer, as `run` describes them."""
+def build(run, vocab_size, device, threads=None):
+    """The model (initialised from run.seed) and its optimizer, as `run` describes them; `threads`
+    (a BatchThreads) is what the optimizer may spread its work over."""
     torch.manual_seed(run.seed)
     model = LanguageModel(replace(run.model, vocab_size=vocab_size)).to(device)
     optimizer = build_optimizer(model, run.optimizer, lr=run.lr, matrix_lr=run.matrix_lr, beta=run.beta,
                                 weight_decay=run.weight_decay, ns_steps=run.ns_steps,
-                                muon_adjust_lr=run.muon_adjust_lr)
+                                muon_adjust_lr=run.muon_adjust_lr, threads=threads)
     return model, optimizer
 
 
@@ -170,9 +171,9 @@ def train(run, on_event=None, should_stop=None, corpus=None):
     block = run.model.block_size
     corpus.check(block)
 
-    model, optimizer = build(run, corpus.vocab_size, device)
+    batch_threads = BatchThreads(plan(threads, device, run.model, run.batch_size))
+    model, optimizer = build(run, corpus.vocab_size, device, batch_threads)
     config = model.config
-    batch_threads = BatchThreads(plan(threads, device, config, run.batch_size))
     batch_gen = torch.Generator().manual_seed(run.seed)
     evalset = {split: (x.to(device), y.to(device))
                for split, (x, y) in eval_batches(corpus, run.eval_iters, run.batch_size, block, run.seed).items()}

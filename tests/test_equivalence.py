@@ -28,10 +28,10 @@ def loss_histories(shakespeare_path, arch, optimizer, steps=STEPS, batch_size=16
     torch.manual_seed(1337)
     fast = LanguageModel(preset(arch, vocab_size=corpus.vocab_size, **model_overrides))
     slow = from_fast(fast)
-    fast_opt = build_optimizer(fast, optimizer)
+    threads = BatchThreads(batch_threads)
+    fast_opt = build_optimizer(fast, optimizer, threads=threads)
     slow_opts = reference_optimizers(slow, optimizer)
     batches = torch.Generator().manual_seed(1337)
-    threads = BatchThreads(batch_threads)
     fast_losses, slow_losses = [], []
     for _ in range(steps):
         x, y = get_batch(corpus.train_data, batch_size, fast.config.block_size, batches)  # fresh, shared

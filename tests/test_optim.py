@@ -10,6 +10,7 @@ from nanokimi.model import LanguageModel, ModelConfig
 from nanokimi.optim import (
     NS_COEFFICIENTS, MatrixwiseMuon, TrueMuon, build_optimizer, matrices, newton_schulz, split_parameters,
 )
+from nanokimi.parallel import BatchThreads
 from nanokimi.reference import from_fast, matrix_sign, reference_optimizers, reference_step
 
 TINY = dict(vocab_size=13, block_size=8, n_embd=16, n_head=4, n_layer=2)
@@ -153,11 +154,14 @@ def test_truemuon_applies_momentum_lookahead_and_weight_decay_as_the_original_ru
     torch.testing.assert_close(p.detach(), expected, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("ffn", ["dense", "moe"])
-def test_truemuon_on_the_fused_model_equals_the_per_matrix_original_on_the_unfused_model(float64, ffn):
+@pytest.mark.parametrize("ffn, threads", [("dense", 1), ("moe", 1), ("moe", 3)])  # 3: Newton–Schulz split over threads
+def test_truemuon_on_the_fused_model_equals_the_per_matrix_original_on_the_unfused_model(float64, ffn, threads):
     model = tiny_model(ffn)
     ref = from_fast(model)
-    fast_losses = train_steps(model, [build_optimizer(model, "truemuon")], steps=3)
+    before = torch.get_num_threads()
+    with BatchThreads(threads) as shared:
+        fast_losses = train_steps(model, [build_optimizer(model, "truemuon", threads=shared)], steps=3)
+    torch.set_num_threads(before)
     ref_losses = train_steps(ref, reference_optimizers(ref, "truemuon"), steps=3)
     assert fast_losses == pytest.approx(ref_losses, rel=1e-9)
     assert_same_weights(model, ref, rtol=1e-8, atol=1e-9)
