@@ -4,9 +4,9 @@ At the seed size an op is too small to share: a (512, 64) @ (64, 256) matmul or 
 512 rows finishes before a second thread is worth waking, so intra-op threads leave the other
 cores mostly idle. `BatchThreads(n)` instead gives each of n threads (the caller and n - 1
 workers, one intra-op thread each) a share of the batch's rows: each runs forward and backward on
-its rows, and the gradients accumulate into the shared parameters. With the loss of each share
-weighted by its share of the rows, the summed gradient is the whole batch's mean-loss gradient;
-only the order of float additions differs from one pass over the batch. Evaluation chunks are
+its rows, and the shares' gradients are summed in a fixed order (so a run is reproducible bit for
+bit). With the loss of each share weighted by its share of the rows, the sum is the whole batch's
+mean-loss gradient; only the order of float additions differs from one pass over the batch. Evaluation chunks are
 spread the same way, and come back in order.
 
 It applies only where per-row work is independent and deterministic: on the CPU, without dropout
@@ -68,12 +68,19 @@ class BatchThreads:
             loss.backward()
             return loss.detach()
         rows = x.size(0)
+        params = [p for p in model.parameters() if p.requires_grad]
 
         def share(part):
             xs, ys = part
             _, loss = model(xs, ys)
             weighted = loss * (xs.size(0) / rows)  # mean over the share -> its part of the batch mean
-            weighted.backward()
-            return weighted.detach()
+            return weighted.detach(), torch.autograd.grad(weighted, params, materialize_grads=True)
 
-        return sum(self.map(share, zip(x.tensor_split(self.n), y.tensor_split(self.n))))
+        done = self.map(share, zip(x.tensor_split(self.n), y.tensor_split(self.n)))
+        # Summed in share order, not in whichever order the threads finish: the same bits every run.
+        grads = list(done[0][1])
+        for _, more in done[1:]:
+            torch._foreach_add_(grads, more)
+        for p, grad in zip(params, grads):
+            p.grad = grad if p.grad is None else p.grad + grad
+        return sum(loss for loss, _ in done)

@@ -57,3 +57,13 @@ def test_evaluation_on_batch_threads_gives_the_same_losses_and_gate_probabilitie
     assert len(probs_shared) == len(probs_alone) == 2
     assert all(torch.equal(a, b) and a.shape == (300 * 16 * 8, 3) for a, b in zip(probs_alone, probs_shared))
     assert model.training, "evaluate leaves the model in training mode"
+
+
+def test_training_on_batch_threads_is_reproducible_bit_for_bit(small_text_file):
+    def learned(result):  # everything but the clocks and memory
+        return [(r["step"], r["metric"], r["value"]) for r in result.history
+                if r["metric"] not in ("ms_per_step", "rss_mb", "tokens_per_s")]
+
+    first, second = (train(tiny_run(small_text_file, iters=12, eval_interval=6, batch_size=6, threads=3))
+                     for _ in range(2))
+    assert len(learned(first)) > 12 and learned(first) == learned(second)
