@@ -107,7 +107,8 @@ def add_training_flags(p):
     p.add_argument("--muon-adjust-lr", choices=("original", "match_rms_adamw"), help="torch.optim.Muon's adjust_lr_fn")
     p.add_argument("--seed", type=int, help="torch seed for initialisation and batches (seed: 1337)")
     p.add_argument("--device", help="auto (default: cuda, else mps, else cpu), cpu, cuda or mps")
-    p.add_argument("--threads", type=int, help="torch threads per training process (default: every core this process may use)")
+    p.add_argument("--threads", type=int, help="threads per training process (default: every core this process may use); "
+                                                "on the CPU each batch is split over them, see README 'Batch threads'")
 
 
 def training_settings(args):

@@ -51,7 +51,7 @@ class RunConfig:
     seed: int = 1337
     data: str = "input.txt"            # a path, or "builtin"
     device: str = "auto"
-    threads: int = 0                   # torch intra-op threads; 0 = every core this process may use
+    threads: int = 0                   # threads for this run (batch threads on the CPU, see parallel.py); 0 = every usable core
     gen_chars: int = 200               # characters sampled to measure generation speed
     checkpoint: str | None = None      # where to save the trained weights, if anywhere
 
