@@ -18,22 +18,16 @@ import time
 import torch
 
 from . import metrics
-from .data import eval_batches, get_batch, load_corpus
+from .data import eval_batches, get_batch
 from .model import generate
-from .parallel import BatchThreads, plan
-from .train import build, evaluate, set_threads, train_step
+from .train import evaluate, prepare, train_step
 
 
 def bench(run, steps=50, warmup=10, eval_repeats=1):
     """Time training steps, evaluation, inference and generation of `run`'s model; returns a dict."""
     run.validate()
-    threads = set_threads(run.threads)
-    device = metrics.resolve_device(run.device)
-    corpus = load_corpus(run.data)
+    threads, device, corpus, batch_threads, model, optimizer = prepare(run)
     block = run.model.block_size
-    corpus.check(block)
-    batch_threads = BatchThreads(plan(threads, device, run.model, run.batch_size))
-    model, optimizer = build(run, corpus.vocab_size, device, batch_threads)
     config = model.config
     batches = torch.Generator().manual_seed(run.seed)
 

@@ -159,20 +159,26 @@ def build(run, vocab_size, device, threads=None):
     return model, optimizer
 
 
+def prepare(run, corpus=None):
+    """Everything a run trains with, set up as `run` says: (threads, device, corpus, batch threads,
+    model, optimizer). Sets torch's thread count; checks the corpus fits the block size."""
+    threads = set_threads(run.threads)
+    device = metrics.resolve_device(run.device)
+    corpus = corpus if isinstance(corpus, Corpus) else load_corpus(run.data)
+    corpus.check(run.model.block_size)
+    batch_threads = BatchThreads(plan(threads, device, run.model, run.batch_size))
+    model, optimizer = build(run, corpus.vocab_size, device, batch_threads)
+    return threads, device, corpus, batch_threads, model, optimizer
+
+
 def train(run, on_event=None, should_stop=None, corpus=None):
     """Train one model as `run` says; returns a RunResult (partial if stopped or diverged)."""
     started = time.perf_counter()
     run.validate()
     emit = on_event or (lambda event: None)
     should_stop = should_stop or (lambda: False)
-    threads = set_threads(run.threads)
-    device = metrics.resolve_device(run.device)
-    corpus = corpus if isinstance(corpus, Corpus) else load_corpus(run.data)
+    threads, device, corpus, batch_threads, model, optimizer = prepare(run, corpus)
     block = run.model.block_size
-    corpus.check(block)
-
-    batch_threads = BatchThreads(plan(threads, device, run.model, run.batch_size))
-    model, optimizer = build(run, corpus.vocab_size, device, batch_threads)
     config = model.config
     batch_gen = torch.Generator().manual_seed(run.seed)
     evalset = {split: (x.to(device), y.to(device))
