@@ -1,7 +1,11 @@
+import time
 from pathlib import Path
 
 import pytest
 import torch
+
+from nanokimi import jobs
+from nanokimi.store import Store
 
 torch.set_num_threads(1)  # tiny models: one thread is fastest and leaves the other core free
 
@@ -32,3 +36,15 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(previous)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("NANOKIMI_HOME", str(tmp_path / "home"))
+    yield tmp_path / "home"
+    store = Store(tmp_path / "home")  # leave no runner behind: stop what is left, let it exit
+    for run in store.list_runs(("queued", "running")):
+        store.request_stop(run["id"])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and jobs.Runner(tmp_path / "home").runner_alive():
+        time.sleep(0.2)

@@ -16,22 +16,9 @@ from streamlit.testing.v1 import AppTest
 from nanokimi import jobs, report
 from nanokimi.data import DataError
 from nanokimi.metrics import HISTORY_COLUMNS, RESULT_COLUMNS
-from nanokimi.store import Store
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 TINY = {"n_embd": 16, "n_head": 2, "n_layer": 1, "experts": 2, "iters": 10, "batch_size": 4, "block_size": 8}
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("NANOKIMI_HOME", str(tmp_path / "home"))
-    yield tmp_path / "home"
-    store = Store(tmp_path / "home")  # leave no runner behind: stop what is left, let it exit
-    for run in store.list_runs(("queued", "running")):
-        store.request_stop(run["id"])
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and jobs.Runner(tmp_path / "home").runner_alive():
-        time.sleep(0.2)
 
 
 def app(page=None):

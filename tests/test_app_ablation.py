@@ -14,7 +14,7 @@ from nanokimi import ablation, jobs
 from nanokimi.metrics import RESULT_COLUMNS
 from nanokimi.model import preset
 from nanokimi.train import RunConfig, RunResult
-from tests.test_app import app, errors, home  # noqa: F401  (home: the fixture, shared)
+from tests.test_app import app, errors
 
 PAGE = "pages/ablation.py"
 TINY = {"n_embd": 16, "n_head": 2, "n_layer": 1, "experts": 2, "iters": 10, "batch_size": 4, "block_size": 8}
