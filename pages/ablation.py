@@ -10,12 +10,10 @@ import streamlit as st
 
 from nanokimi import ablation, charts, jobs
 from nanokimi.data import DataError
-from pages.common import corpus_info, dataset, home, run_controls, run_label, runner
+from pages.common import chosen_dataset, live_run, run_controls, run_label, runner, status_note
 
 POLL_S = 1.0
 EMBEDDING_SIZES = [8, 16, 24, 32, 48, 64, 96, 128, 192, 256]
-STATUS_NOTES = {"completed": st.success, "stopped": st.info, "diverged": st.warning, "interrupted": st.warning,
-                "failed": st.error}
 MODEL_KEYS = ("n_embd", "n_head", "n_layer", "experts", "top_k", "iters", "batch_size", "block_size", "ns_steps",
               "seed")
 
@@ -64,17 +62,8 @@ with train_col:
 # --- what those controls ask for ----------------------------------------------------------------
 settings = {key: st.session_state[f"ablation_{key}"] for key in MODEL_KEYS}
 optimizers = ("adamw", "truemuon", "muon") if st.session_state["ablation_muon"] else ("adamw", "truemuon")
-problems, request = [], None
-try:
-    raw = upload.getvalue() if upload is not None else None
-    chosen = dataset(st.session_state["ablation_dataset"], raw, upload.name if upload else None, home())
-    if chosen.notice:
-        st.warning(chosen.notice)
-    info = corpus_info(chosen.source)
-    grid_col.caption(f"{chosen.label}: {info['chars']:,} characters, {info['vocab']:,} distinct")
-except DataError as err:
-    problems.append(str(err))
-    chosen, info = None, None
+request = None
+chosen, info, problems = chosen_dataset(st.session_state["ablation_dataset"], upload, grid_col)
 problems += jobs.settings_problems(settings, info["chars"] if info else None)
 if not problems:
     try:
@@ -98,9 +87,7 @@ if view is None:
 
 def live_view(run_id, was_active):
     """Progress over the whole grid, redrawn from the store (every POLL_S while it trains)."""
-    view = jobs_runner.view(run_id)
-    if was_active and not view.active:
-        st.rerun(scope="app")  # finished: redraw the whole page once, with the results
+    view = live_run(jobs_runner, run_id, was_active)
     fraction, text = view.progress()
     total, done = len(view.models), len(view.results)
     st.markdown(f"**{run_label(view.run)}**")
@@ -123,8 +110,7 @@ st.fragment(live_view, run_every=POLL_S if view.active else None)(view.id, view.
 
 # --- results ------------------------------------------------------------------------------------
 if not view.active:
-    note = STATUS_NOTES.get(view.status, st.info)
-    note(f"Grid #{view.id} {view.status}" + (f": {view.run['message']}" if view.run["message"] else "."))
+    status_note(view, "Grid")
     results = jobs.ablation_results(view.run, view.history)
     if results:
         rows = ablation.run_rows(results)

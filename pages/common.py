@@ -57,6 +57,22 @@ def checkpoint_with_text(path, mtime, source):
     return model, corpus
 
 
+def chosen_dataset(choice, upload, caption_col):
+    """The dataset the controls chose, an upload resolved and checked: (chosen, corpus info, problems).
+    Its notice is shown and its size captioned in caption_col; when it cannot be used, chosen and
+    info are None and problems says why."""
+    try:
+        raw = upload.getvalue() if upload is not None else None
+        chosen = dataset(choice, raw, upload.name if upload else None, home())
+        if chosen.notice:
+            st.warning(chosen.notice)
+        info = corpus_info(chosen.source)
+        caption_col.caption(f"{chosen.label}: {info['chars']:,} characters, {info['vocab']:,} distinct")
+        return chosen, info, []
+    except DataError as err:
+        return None, None, [str(err)]
+
+
 def run_controls(jobs_runner, kind, request, train_label):
     """Train / Stop buttons and the run on show (the URL's, else the active, else the latest of `kind`):
     returns (its view or None, the column beside the buttons)."""
@@ -68,6 +84,25 @@ def run_controls(jobs_runner, kind, request, train_label):
     if stop_col.button("Stop", disabled=not (view and view.active), icon=":material/stop:"):
         jobs_runner.stop(view.id)
     return view, info_col
+
+
+STATUS_NOTES = {"completed": st.success, "stopped": st.info, "diverged": st.warning, "interrupted": st.warning,
+                "failed": st.error}
+
+
+def live_run(jobs_runner, run_id, was_active):
+    """The run's view, re-read from the store for a live fragment. When a run that was active has
+    finished, the whole page is redrawn once, with its results."""
+    view = jobs_runner.view(run_id)
+    if was_active and not view.active:
+        st.rerun(scope="app")
+    return view
+
+
+def status_note(view, noun):
+    """How a finished run ended, coloured by its status: "Run #3 completed." """
+    note = STATUS_NOTES.get(view.status, st.info)
+    note(f"{noun} #{view.id} {view.status}" + (f": {view.run['message']}" if view.run["message"] else "."))
 
 
 def run_label(run):

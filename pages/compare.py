@@ -11,12 +11,10 @@ import streamlit as st
 from nanokimi import charts, jobs, report
 from nanokimi.data import DataError
 from nanokimi.optim import OPTIMIZERS
-from pages.common import OPTIMIZER_LABELS, corpus_info, dataset, home, run_controls, run_label, runner
+from pages.common import OPTIMIZER_LABELS, chosen_dataset, live_run, run_controls, run_label, runner, status_note
 
 POLL_S = 1.0
 EMBEDDING_SIZES = [8, 16, 24, 32, 48, 64, 96, 128, 192, 256]
-STATUS_NOTES = {"completed": st.success, "stopped": st.info, "diverged": st.warning, "interrupted": st.warning,
-                "failed": st.error}
 
 jobs_runner = runner()
 keep = {"persist_state": "session"}  # every control keeps its value when the user visits another page
@@ -77,17 +75,8 @@ seed_col.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="see
 # --- what those controls ask for, and why it cannot train when it cannot --------------------------
 settings = {k: st.session_state[k] for k in ("n_embd", "n_head", "n_layer", "experts", "top_k", "iters",
                                               "batch_size", "block_size", "ns_steps", "seed")}
-problems, request, chosen = [], None, None
-try:
-    raw = upload.getvalue() if upload is not None else None
-    chosen = dataset(st.session_state["dataset"], raw, upload.name if upload else None, home())
-    if chosen.notice:
-        st.warning(chosen.notice)
-    info = corpus_info(chosen.source)
-    data_col.caption(f"{chosen.label}: {info['chars']:,} characters, {info['vocab']:,} distinct")
-except DataError as err:
-    problems.append(str(err))
-    info = None
+request = None
+chosen, info, problems = chosen_dataset(st.session_state["dataset"], upload, data_col)
 problems += jobs.settings_problems(settings, info["chars"] if info else None)
 if not problems:
     try:
@@ -116,9 +105,7 @@ if view is None:
 
 def live_view(run_id, was_active):
     """Progress and charts of one run, redrawn from the store (every POLL_S while it trains)."""
-    view = jobs_runner.view(run_id)
-    if was_active and not view.active:
-        st.rerun(scope="app")  # finished: redraw the whole page once, with the results
+    view = live_run(jobs_runner, run_id, was_active)
     fraction, text = view.progress()
     st.markdown(f"**{run_label(view.run)}**")
     st.progress(fraction, text=text)
@@ -155,8 +142,7 @@ st.fragment(live_view, run_every=POLL_S if view.active else None)(view.id, view.
 
 # --- results ----------------------------------------------------------------------------------
 if not view.active:
-    note = STATUS_NOTES.get(view.status, st.info)
-    note(f"Run #{view.id} {view.status}" + (f": {view.run['message']}" if view.run["message"] else "."))
+    status_note(view, "Run")
     measured = [r for r in view.results if r.get("status") in ("completed", "stopped", "diverged")]
     if measured:
         st.subheader("Results")
