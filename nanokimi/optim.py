@@ -164,6 +164,7 @@ class _FlatGroup:
                 offset += n
             self.shapes.append((start, offset, tuple(shape)))
         self.pointers = [(p.data_ptr(), state[p]["momentum"].data_ptr()) for p in self.params]
+        self._parts = {}  # thread count -> parts(n), the same at every step
 
     def intact(self, state):
         """Does every parameter and momentum still live in the buffers?"""
@@ -186,16 +187,22 @@ class _FlatGroup:
             params.add_(ortho, alpha=-lr)
 
         n = threads.n if threads is not None else 1
-        parts = []
-        for start, end, shape in self.shapes:
-            count = (end - start) // (shape[0] * shape[1])  # matrices of this shape
-            edges = [count * i // n for i in range(n + 1)]
-            parts.extend((start, end, shape, slice(lo, hi)) for lo, hi in zip(edges, edges[1:]) if hi > lo)
         if n == 1:
-            for part in parts:
+            for part in self.parts(1):
                 update(part)
         else:
-            threads.map(update, parts)  # parts handed out in turn: each thread gets a share of every shape
+            threads.map(update, self.parts(n))  # parts handed out in turn: each thread gets a share of every shape
+
+    def parts(self, n):
+        """Each shape's matrices cut into n nearly equal runs: (start, end, shape, rows) per run."""
+        if n not in self._parts:
+            parts = []
+            for start, end, shape in self.shapes:
+                count = (end - start) // (shape[0] * shape[1])  # matrices of this shape
+                edges = [count * i // n for i in range(n + 1)]
+                parts.extend((start, end, shape, slice(lo, hi)) for lo, hi in zip(edges, edges[1:]) if hi > lo)
+            self._parts[n] = parts
+        return self._parts[n]
 
 
 class MatrixwiseMuon(torch.optim.Muon):
