@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from nanokimi import backprop
+
 
 def plan(threads, device, model_config, batch_size):
     """How many batch threads to use (1 = a single pass with `threads` intra-op threads)."""
@@ -36,7 +38,11 @@ class BatchThreads:
         # count is process-wide, so this also holds for the caller.
         if n > 1:
             torch.set_num_threads(1)
-        self.pool = ThreadPoolExecutor(n - 1, thread_name_prefix="nanokimi-batch") if n > 1 else None
+        # A thread's OpenMP team size is its own: set in the workers too, or MKL's matmuls in each
+        # worker start a team per core (measured here: two threads of small matmuls then ran 0.7x
+        # as fast as one thread alone, instead of ~2x).
+        self.pool = ThreadPoolExecutor(n - 1, thread_name_prefix="nanokimi-batch", initializer=torch.set_num_threads,
+                                       initargs=(1,)) if n > 1 else None
 
     def close(self):
         if self.pool:
@@ -62,25 +68,34 @@ class BatchThreads:
         return results
 
     def forward_backward(self, model, x, y):
-        """Forward and backward of the batch (x, y); returns its mean loss as a detached tensor."""
+        """Forward and backward of the batch (x, y); returns its mean loss as a detached tensor.
+
+        Where it can (`backprop.supports`), each share runs the hand-written forward and backward
+        of nanokimi/backprop.py, the same math without autograd's per-operation cost."""
+        if backprop.supports(model):
+            loss_and_grads = backprop.loss_and_grads
+        else:
+            loss_and_grads = _autograd_loss_and_grads
         if self.pool is None:
-            _, loss = model(x, y)
-            loss.backward()
-            return loss.detach()
-        rows = x.size(0)
-        params = [p for p in model.parameters() if p.requires_grad]
-
-        def share(part):
-            xs, ys = part
-            _, loss = model(xs, ys)
-            weighted = loss * (xs.size(0) / rows)  # mean over the share -> its part of the batch mean
-            return weighted.detach(), torch.autograd.grad(weighted, params, materialize_grads=True)
-
-        done = self.map(share, zip(x.tensor_split(self.n), y.tensor_split(self.n)))
-        # Summed in share order, not in whichever order the threads finish: the same bits every run.
-        grads = list(done[0][1])
-        for _, more in done[1:]:
-            torch._foreach_add_(grads, more)
-        for p, grad in zip(params, grads):
+            loss, grads = loss_and_grads(model, x, y)
+        else:
+            rows = x.size(0)
+            # The loss of each share weighted by its share of the rows: the shares' gradients then
+            # add up to the whole batch's mean-loss gradient.
+            done = self.map(lambda part: loss_and_grads(model, *part, weight=part[0].size(0) / rows),
+                            zip(x.tensor_split(self.n), y.tensor_split(self.n)))
+            # Summed in share order, not in whichever order the threads finish: the same bits every run.
+            loss, grads = done[0][0], list(done[0][1])
+            for more_loss, more in done[1:]:
+                loss = loss + more_loss
+                torch._foreach_add_(grads, more)
+        for p, grad in zip(model.parameters(), grads):
             p.grad = grad if p.grad is None else p.grad + grad
-        return sum(loss for loss, _ in done)
+        return loss
+
+
+def _autograd_loss_and_grads(model, x, y, weight=1.0):
+    """backprop.loss_and_grads by autograd, for what the hand-written path doesn't cover."""
+    _, loss = model(x, y)
+    weighted = loss * weight
+    return weighted.detach(), torch.autograd.grad(weighted, list(model.parameters()), materialize_grads=True)
