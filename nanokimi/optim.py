@@ -318,10 +318,13 @@ class FlatAdamW(torch.optim.AdamW):
         super().__init__([self.flat], lr=lr, fused=True)
 
     def _link(self):
+        if not hasattr(self, "_pointers") or self.flat.data_ptr() != self._flat_pointer:
+            self._flat_pointer = self.flat.data_ptr()
+            self._pointers = [self._flat_pointer + part.start * self.flat.element_size() for part in self.slices]
         with torch.no_grad():
-            for p, part in zip(self.members, self.slices):
-                view = self.flat.data[part].view_as(p)
-                if p.data_ptr() != view.data_ptr():
+            for p, part, pointer in zip(self.members, self.slices, self._pointers):
+                if p.data_ptr() != pointer:  # checked without making a view: this runs at every step
+                    view = self.flat.data[part].view_as(p)
                     view.copy_(p.detach())
                     p.data = view
 
