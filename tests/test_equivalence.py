@@ -1,7 +1,7 @@
 """The fast path trains exactly like the naive original: 50 steps, same weights, same batches.
 
 The engine (fused q/k/v + SDPA, stacked experts as two GEMMs, batched Newton–Schulz, fused AdamW,
-its training step with the batch on one thread or split over two)
+its training step's hand-written forward and backward, with the batch on one thread or split over two)
 and nanokimi/reference.py (one Linear per head, one module per expert, one Newton–Schulz call per
 matrix, torch's default AdamW) start from identical weights (`from_fast`) and see identical fresh
 random batches; their training losses must agree within 1e-4 at every step in float32. Every
