@@ -5,8 +5,7 @@ per operation (recording the graph, then a node per op and its views and transpo
 backward: ~2,000 ATen calls a step) is as large as the arithmetic. Here the same model is run as
 one straight-line function with the backward derived by hand: each block is ~12 operations
 forward and ~25 backward, every one a single ATen kernel (the matmuls, LayerNorm's and flash
-attention's own backward kernels, ReLU's and SiLU's), and no graph is built. With fewer calls
-back into Python per step, two batch threads also wait less on each other for the interpreter.
+attention's own backward kernels, ReLU's and SiLU's), and no graph is built.
 
 The math is the model's: `tests/test_backprop.py` checks loss and every gradient against
 autograd on `LanguageModel.forward` in float64, and the 50-step equivalence test trains through
@@ -35,7 +34,8 @@ def supports(model):
     c = model.config
     dense_routing = c.ffn == "dense" or c.top_k in (0, c.experts)
     return (model.head.weight.device.type == "cpu" and c.dropout == 0 and dense_routing
-            and c.aux_loss == 0 and model.head.weight.dtype in (torch.float32, torch.float64))
+            and c.aux_loss == 0 and model.head.weight.dtype in (torch.float32, torch.float64)
+            and all(p.requires_grad for p in model.parameters()))
 
 
 @torch.no_grad()

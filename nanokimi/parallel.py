@@ -89,13 +89,18 @@ class BatchThreads:
             for more_loss, more in done[1:]:
                 loss = loss + more_loss
                 torch._foreach_add_(grads, more)
-        for p, grad in zip(model.parameters(), grads):
+        for p, grad in zip(_trained(model), grads):
             p.grad = grad if p.grad is None else p.grad + grad
         return loss
 
 
+def _trained(model):
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def _autograd_loss_and_grads(model, x, y, weight=1.0):
-    """backprop.loss_and_grads by autograd, for what the hand-written path doesn't cover."""
+    """backprop.loss_and_grads by autograd, for what the hand-written path doesn't cover; the
+    gradients are those of the parameters that require one."""
     _, loss = model(x, y)
     weighted = loss * weight
-    return weighted.detach(), torch.autograd.grad(weighted, list(model.parameters()), materialize_grads=True)
+    return weighted.detach(), torch.autograd.grad(weighted, _trained(model), materialize_grads=True)

@@ -77,3 +77,13 @@ def test_a_too_long_sequence_is_refused():
     x = torch.zeros(1, 9, dtype=torch.long)
     with pytest.raises(ValueError, match="longer than block_size 8"):
         backprop.loss_and_grads(model, x, x)
+
+
+def test_a_frozen_parameter_sends_the_step_through_autograd_and_gets_no_gradient():
+    model = LanguageModel(preset("nanogpt", vocab_size=11, n_layer=1))
+    model.pos_emb.weight.requires_grad_(False)
+    assert not backprop.supports(model)
+    x = torch.randint(0, 11, (2, 8))
+    BatchThreads(1).forward_backward(model, x, x)
+    assert model.pos_emb.weight.grad is None
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
