@@ -18,6 +18,8 @@ import weakref
 
 import torch
 
+from nanokimi.model import MoE
+
 aten = torch.ops.aten
 _layer_norm_backward = aten.native_layer_norm_backward.default
 _attention_backward = aten._scaled_dot_product_flash_attention_for_cpu_backward.default
@@ -105,8 +107,8 @@ def _block_forward(block, p, x, B, T):
     y = out.transpose(1, 2).reshape(B * T, C)  # out is stored (B, T, H, hs): heads side by side
     x1 = torch.addmm(p["attn.proj.bias"], y, p["attn.proj.weight"].t()).add_(x)
     h2, mean2, rstd2 = torch.native_layer_norm(x1, [C], p["ln2.weight"], p["ln2.bias"], 1e-5)
-    if hasattr(block.ffn, "gate"):
-        ffn_out, ffn_kept = _moe_forward(block.ffn.experts, p, h2)
+    if isinstance(block.ffn, MoE):
+        ffn_out, ffn_kept = _moe_forward(block.ffn, p, h2)
     else:
         r = torch.addmm(p["ffn.fc.bias"], h2, p["ffn.fc.weight"].t()).relu_()
         ffn_out, ffn_kept = torch.addmm(p["ffn.out.bias"], r, p["ffn.out.weight"].t()), r
@@ -118,7 +120,7 @@ def _block_backward(block, p, kept, dx, grads, prefix, B, T):
     gradient of its input."""
     x, h1, mean1, rstd1, q, k, v, out, lse, y, x1, h2, mean2, rstd2, ffn_kept = kept
     C = x.size(1)
-    if hasattr(block.ffn, "gate"):
+    if isinstance(block.ffn, MoE):
         dh2 = _moe_backward(block.ffn.experts, p, h2, ffn_kept, dx, grads, prefix)
     else:
         r = ffn_kept
@@ -144,12 +146,12 @@ def _block_backward(block, p, kept, dx, grads, prefix, B, T):
     return dx0.add_(dx1)
 
 
-def _moe_forward(E, p, x):
+def _moe_forward(moe, p, x):
     """MoE._dense on (N, C) rows: every expert on every token, mixed by the softmax gate."""
     N, C = x.shape
+    E = moe.experts
     probs = torch.softmax(torch.addmm(p["ffn.gate.bias"], x, p["ffn.gate.weight"].t()), 1)  # (N, E)
-    w1 = p["ffn.w1"].view(E, C, 2, C).permute(1, 2, 0, 3).reshape(C, 2 * E * C)  # columns [a of each expert | b of each]
-    b1 = p["ffn.b1"].view(E, 2, C).transpose(0, 1).reshape(2 * E * C)
+    w1, b1 = moe.first_layer()
     h = torch.addmm(b1, x, w1).view(N, 2, E, C)
     a, b = h[:, 0], h[:, 1]
     s = torch.nn.functional.silu(a)
