@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nanokimi.model import preset  # noqa: E402  (the configuration only; the models are the reference's)
+from nanokimi.compare import architecture  # noqa: E402  (the configuration only; the models are the reference's)
 from nanokimi.reference import ReferenceModel, reference_optimizers, reference_step  # noqa: E402
 
 
@@ -69,7 +69,7 @@ def main(argv=None):
         return out
 
     def train(name, arch, optimizer):
-        model = ReferenceModel(preset(arch, vocab_size=len(chars)))
+        model = ReferenceModel(architecture(arch, vocab_size=len(chars)))
         optimizers = reference_optimizers(model, optimizer)
         t0 = time.perf_counter()
         for it in range(args.iters):

@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from nanokimi.data import eval_batches, get_batch, load_corpus  # noqa: E402
 from nanokimi.metrics import usable_cores  # noqa: E402
-from nanokimi.model import LanguageModel, preset  # noqa: E402
+from nanokimi.compare import architecture  # noqa: E402
+from nanokimi.model import LanguageModel  # noqa: E402
 from nanokimi.optim import build_optimizer  # noqa: E402
 from nanokimi.parallel import BatchThreads, plan  # noqa: E402
 from nanokimi.reference import from_fast, reference_optimizers, reference_step  # noqa: E402
@@ -76,7 +77,7 @@ def engine_step(model, optimizer, data, batch_size, generator, threads):
 
 def engine_threads(args):
     """(BatchThreads, op threads) for the engine at --threads, as train() would plan them."""
-    batch = BatchThreads(plan(args.threads, "cpu", preset("nanogpt"), 16))
+    batch = BatchThreads(plan(args.threads, "cpu", architecture("nanogpt"), 16))
     return batch, (1 if batch.n > 1 else args.threads)
 
 
@@ -94,7 +95,7 @@ def original_step(model, optimizers, data, batch_size, generator):
 
 def pair(corpus, arch, optimizer, seed=1337, threads=None, **overrides):
     torch.manual_seed(seed)
-    model = LanguageModel(preset(arch, vocab_size=corpus.vocab_size, **overrides))
+    model = LanguageModel(architecture(arch, vocab_size=corpus.vocab_size, **overrides))
     ref = from_fast(model)
     return model, build_optimizer(model, optimizer, threads=threads), ref, reference_optimizers(ref, optimizer)
 
@@ -158,7 +159,7 @@ def section_large(corpus, args, ratios, lines):
     models = {}
     batch, op_threads = engine_threads(args)
     for arch, optimizer in (("nanogpt", "adamw"), ("nanokimi", "truemuon")):
-        model = LanguageModel(preset(arch, **config))
+        model = LanguageModel(architecture(arch, **config))
         models[arch] = model
         contenders[arch] = (op_threads, engine_step(model, build_optimizer(model, optimizer, threads=batch), corpus.train_data, 32,
                                                     torch.Generator().manual_seed(1), batch))

@@ -17,13 +17,15 @@ that is better per step but slower per step can lose in wall time.
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .model import MODEL_FIELDS, architecture_config
-from .train import RunConfig
 
-ARCHITECTURES = {"dense": "nanogpt", "moe": "nanokimi"}
+from .compare import as_architecture, preset, validate_all
+from .optim import OPTIMIZER_LABELS
+from .settings import apply
+
+ARCHITECTURES = {"dense": "nanogpt", "moe": "nanokimi"}  # the grid's architectures: compare.ARCHITECTURES by ffn
 ARM_METRICS = ("best_val_loss", "final_val_loss", "train_ms_per_step")
 SUMMARY_COLUMNS = ["kind", "name", "metric", "n", "mean", "sd", "ci_low", "ci_high", "distinguishable_from_zero", "note"]
 
@@ -74,17 +76,21 @@ def arm_name(architecture, optimizer):
     return f"{architecture}+{optimizer}"
 
 
-def ablation_runs(optimizers=("adamw", "truemuon"), seeds=3, base_seed=1337, data="builtin", **settings):
-    """Every (architecture, optimizer, seed) RunConfig, seed-major so partial grids stay paired."""
-    model_fields = {k: settings.pop(k) for k in list(settings) if k in MODEL_FIELDS}
+def ablation_runs(optimizers=("adamw", "truemuon"), seeds=3, base_seed=1337, data="builtin", preset_name="seed",
+                  **settings):
+    """Every (architecture, optimizer, seed) RunConfig of the grid, seed-major so partial grids stay
+    paired: a preset plus settings, as a comparison's (compare.py). Each run carries its `arm`;
+    it is also its name. Raises SettingError when the engine refuses the settings."""
+    base = apply(replace(preset(preset_name), data=data), **settings)
     runs = []
     for i in range(seeds):
-        for architecture, preset_name in ARCHITECTURES.items():
-            model = architecture_config(preset_name, **model_fields)
+        for architecture, key in ARCHITECTURES.items():
+            model = as_architecture(base.model, key)
             for optimizer in optimizers:
-                runs.append(RunConfig(name=arm_name(architecture, optimizer), model=model,
-                                      optimizer=optimizer, seed=base_seed + i, data=data, **settings).validate())
-    return runs
+                arm = arm_name(architecture, optimizer)
+                runs.append(replace(base, name=arm, arm=arm, model=model, seed=base_seed + i,
+                                    optimizer=replace(base.optimizer, name=optimizer)))
+    return validate_all(runs)
 
 
 def time_to_target(history, target):
@@ -100,9 +106,9 @@ def run_rows(results, target=None):
     rows = []
     for result in results:
         arch = result.config.model.ffn
-        rows.append({"arm": arm_name(arch, result.config.optimizer), "architecture": arch,
+        rows.append({"arm": result.config.arm or arm_name(arch, result.config.optimizer.name), "architecture": arch,
                      **{k: v for k, v in result.results.items() if k != "architecture"},
-                     "optimizer": result.config.optimizer, "seed": result.config.seed})
+                     "optimizer": result.config.optimizer.name, "seed": result.config.seed})
     if target is None:
         target = default_target(rows)
     for row, result in zip(rows, results):
@@ -140,7 +146,7 @@ def effects(rows, metric, optimizers):
     for o in optimizers:
         if o == "adamw":
             continue
-        label = {"truemuon": "TrueMuon", "muon": "Muon"}[o]
+        label = OPTIMIZER_LABELS[o]
         named[f"{label} − AdamW"] = [statistics.fmean([diff(c, (a, o), (a, "adamw")) for a in ARCHITECTURES]) for c in table.values()]
         named[f"interaction (MoE × {label})"] = [
             diff(c, ("moe", o), ("dense", o)) - diff(c, ("moe", "adamw"), ("dense", "adamw")) for c in table.values()]
@@ -182,7 +188,8 @@ def history_rows(results):
     """The runs' history with arm and seed columns, for the per-arm loss bands."""
     rows = []
     for result in results:
-        arm, seed = arm_name(result.config.model.ffn, result.config.optimizer), result.config.seed
+        arm = result.config.arm or arm_name(result.config.model.ffn, result.config.optimizer.name)
+        seed = result.config.seed
         rows.extend({**row, "arm": arm, "seed": seed} for row in result.history)
     return rows
 

@@ -71,7 +71,7 @@ def bench(run, steps=50, warmup=10, eval_repeats=1):
     batch_threads.close()
 
     return {
-        "model": run.name, "architecture": config.ffn, "optimizer": run.optimizer,
+        "model": run.name, "architecture": config.ffn, "optimizer": run.optimizer.name,
         "ms_per_step": ms_per_step,
         "ms_per_step_p10": _quantile(step_ms, 0.1), "ms_per_step_p90": _quantile(step_ms, 0.9),
         "cpu_ms_per_step": statistics.median(step_cpu_ms),

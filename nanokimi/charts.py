@@ -5,6 +5,8 @@ import math
 import altair as alt
 import pandas as pd
 
+from . import routing
+
 MAX_POINTS = 2000  # per series: enough for a smooth line, few enough to redraw every second
 
 # The original script's four bars: quality, training speed, memory, inference speed.
@@ -23,11 +25,9 @@ def downsample(frame, max_points=MAX_POINTS, by=("model", "metric")):
     parts = []
     for _, group in frame.groupby(list(by), sort=False):
         if len(group) > max_points:
-            stride = -(-len(group) // max_points)
-            keep = group.iloc[::stride]
-            if keep.index[-1] != group.index[-1]:
-                keep = pd.concat([keep, group.iloc[[-1]]])
-            group = keep
+            # every stride-th row of all but the last, then the last: at most max_points rows
+            stride = -(-(len(group) - 1) // (max_points - 1))
+            group = pd.concat([group.iloc[:-1:stride], group.iloc[[-1]]])
         parts.append(group)
     return pd.concat(parts)
 
@@ -151,18 +151,21 @@ def save_png(chart, path, scale=2):
 def routing_history(history):
     """Expert load and gate entropy rows of a history, with layer and expert as columns.
 
-    Returns (load: step, layer, expert, load; entropy: step, layer, entropy) from the metrics
-    `expert_load_layer{L}_expert{E}` and `gate_entropy_layer{L}` recorded at every evaluation.
+    Returns (load: step, layer, expert, load; entropy: step, layer, entropy) from the routing
+    metrics recorded at every evaluation (names: routing.parse_metric).
     """
-    parts = history["metric"].astype(str).str.extract(r"^(?:expert_load_layer(\d+)_expert(\d+)|gate_entropy_layer(\d+))$")
-    load_rows = parts[0].notna()
-    load = pd.DataFrame({"step": history.loc[load_rows, "step"].astype(int),
-                         "layer": parts.loc[load_rows, 0].astype(int), "expert": parts.loc[load_rows, 1].astype(int),
-                         "load": history.loc[load_rows, "value"].astype(float)})
-    entropy_rows = parts[2].notna()
-    entropy = pd.DataFrame({"step": history.loc[entropy_rows, "step"].astype(int),
-                            "layer": parts.loc[entropy_rows, 2].astype(int),
-                            "entropy": history.loc[entropy_rows, "value"].astype(float)})
+    names = history["metric"].astype(str)
+    parsed = names.map({name: routing.parse_metric(name) for name in names.unique()})  # (layer, expert or None)
+    routed = parsed.notna()
+    layer = parsed[routed].str[0]
+    expert = parsed[routed].str[1]
+    load_rows, entropy_rows = expert.notna(), expert.isna()
+    rows = history[routed]
+    load = pd.DataFrame({"step": rows.loc[load_rows, "step"].astype(int), "layer": layer[load_rows].astype(int),
+                         "expert": expert[load_rows].astype(int), "load": rows.loc[load_rows, "value"].astype(float)})
+    entropy = pd.DataFrame({"step": rows.loc[entropy_rows, "step"].astype(int),
+                            "layer": layer[entropy_rows].astype(int),
+                            "entropy": rows.loc[entropy_rows, "value"].astype(float)})
     return load.reset_index(drop=True), entropy.reset_index(drop=True)
 
 

@@ -1,19 +1,21 @@
-"""The command line: `python -m nanokimi compare | ablate | bench | runner` (and the internal `worker`).
+"""The command line: `python -m nanokimi compare | ablate | bench | runner`.
 
 `compare` reproduces the original comparison script (with `--preset seed`) and goes beyond it:
 any optimizer on either model, top-k routing, honest timing and memory, and three files in --out.
 """
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-from . import charts, report
-from .compare import PRESETS, TINY_SHAKESPEARE, check_data, comparison_runs, run_comparison, worker_main
-from .data import DataError
+from . import settings
+from .compare import PRESET_HELP, PRESETS, check_data, comparison_runs
+from .data import BUILTIN, TINY_SHAKESPEARE, DataError, resolve_source
 from .optim import OPTIMIZERS
+from .status import FAILED, MEASURED
+from .train import RunConfig
+from .worker import run_many
 
 
 class Progress:
@@ -73,6 +75,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def _positive(type_):
+    """For the commands' own counts (--seeds, --jobs, --steps…); settings are checked by the configs."""
     def parse(text):
         value = type_(text)
         if value <= 0:
@@ -82,40 +85,20 @@ def _positive(type_):
 
 
 def add_training_flags(p):
-    """Flags shared by every command that trains (compare, and later bench and ablate)."""
+    """--data, --preset and one flag per setting of RunConfig, its model and its optimizer (settings.py);
+    unset flags keep the preset's value. The configs validate the values, in their own words."""
     p.add_argument("--data", help=f"text file to train on (default: ./input.txt if present, else the built-in corpus); "
-                                  f"'builtin' or '{TINY_SHAKESPEARE}' (downloaded once and cached)")
-    p.add_argument("--preset", default="seed", choices=sorted(PRESETS),
-                   help="seed: the original script's configuration (default); quick: about a minute on a laptop CPU")
-    p.add_argument("--iters", type=_positive(int), help="training steps per model (seed: 10000)")
-    p.add_argument("--eval-interval", type=_positive(int), help="evaluate every N steps (seed: 100)")
-    p.add_argument("--eval-iters", type=_positive(int), help="batches per split in every evaluation (seed: 200)")
-    p.add_argument("--batch-size", type=_positive(int), help="sequences per batch (seed: 16)")
-    p.add_argument("--block-size", type=_positive(int), help="context length in characters (seed: 32)")
-    p.add_argument("--n-embd", type=_positive(int), help="embedding size (seed: 64)")
-    p.add_argument("--n-head", type=_positive(int), help="attention heads (seed: 4)")
-    p.add_argument("--n-layer", type=_positive(int), help="transformer blocks (seed: 4)")
-    p.add_argument("--experts", type=_positive(int), help="experts per MoE layer (seed: 4)")
-    p.add_argument("--top-k", type=_positive(int), help="route each token to its k most probable experts (default: all, dense routing)")
-    p.add_argument("--aux-loss", type=float, help="Switch-style load-balancing loss coefficient for top-k routing "
-                                                  "(e.g. 0.01; default 0: off, as the original)")
-    p.add_argument("--attn-scale", choices=("seed", "standard"), help="seed: scores * n_embd**-0.5 (the original's quirk); standard: head_size**-0.5")
-    p.add_argument("--dropout", type=float, help="dropout probability (seed: 0)")
-    p.add_argument("--lr", type=_positive(float), help="AdamW learning rate (seed: 1e-3)")
-    p.add_argument("--matrix-lr", type=_positive(float), help="TrueMuon / Muon learning rate (default: 1e-2)")
-    p.add_argument("--ns-steps", type=_positive(int), help="Newton–Schulz steps (default: 5; the original authors suggested 3)")
-    p.add_argument("--muon-adjust-lr", choices=("original", "match_rms_adamw"), help="torch.optim.Muon's adjust_lr_fn")
-    p.add_argument("--seed", type=int, help="torch seed for initialisation and batches (seed: 1337)")
-    p.add_argument("--device", help="auto (default: cuda, else mps, else cpu), cpu, cuda or mps")
-    p.add_argument("--threads", type=int, help="threads per training process (default: every core this process may use); "
-                                                "on the CPU each batch is split over them, see README 'Batch threads'")
+                                  f"'{BUILTIN}' or '{TINY_SHAKESPEARE}' (downloaded once and cached)")
+    p.add_argument("--preset", default="seed", choices=list(PRESETS),
+                   help="; ".join(f"{name}: {text}" for name, text in PRESET_HELP.items()) + " (default: seed)")
+    for f, owner in settings.all_fields(RunConfig):
+        p.add_argument("--" + f.name.replace("_", "-"), type=settings.value_type(f, owner), help=f.metadata["help"],
+                       choices=f.metadata["choices"])
 
 
 def training_settings(args):
-    names = ("iters", "eval_interval", "eval_iters", "batch_size", "block_size", "n_embd", "n_head", "n_layer",
-             "experts", "top_k", "aux_loss", "attn_scale", "dropout", "lr", "matrix_lr", "ns_steps", "muon_adjust_lr",
-             "seed", "device", "threads")
-    return {name: getattr(args, name) for name in names}
+    """The settings given on the command line (None where a flag was not given)."""
+    return {name: getattr(args, name) for name in settings.names(RunConfig)}
 
 
 def build_parser():
@@ -158,10 +141,6 @@ def build_parser():
     b.add_argument("--warmup", type=int, default=10, help="untimed training steps first (default: 10)")
     b.add_argument("--json", action="store_true", help="end with one line holding every figure as a JSON object")
 
-    w = sub.add_parser("worker", help=argparse.SUPPRESS)
-    w.add_argument("config")
-    w.add_argument("result")
-
     sub.add_parser("runner", help="train the app's queued runs one at a time (started by the app)",
                    description="Train the runs queued in the store under $NANOKIMI_HOME (default ./runs), "
                                "one at a time, until the queue is empty. The Streamlit app starts it.")
@@ -175,7 +154,8 @@ def fail(command, message):
 
 def compare_main(args):
     try:
-        runs = comparison_runs(args.preset, args.gpt_optimizer, args.kimi_optimizer, data=args.data, **training_settings(args))
+        runs = comparison_runs(args.preset, args.gpt_optimizer, args.kimi_optimizer, data=resolve_source(args.data),
+                               **training_settings(args))
         check_data(runs)
     except (ValueError, DataError) as err:
         return fail("compare", err)
@@ -188,13 +168,15 @@ def compare_main(args):
     progress = Progress()
     interrupted = False
     try:
-        results = run_comparison(runs, on_event=progress)
+        results = run_many(runs, on_event=progress)
     except KeyboardInterrupt:
         interrupted = True
         results = []
     if interrupted and not results:
         print("interrupted before any model finished; nothing written", file=sys.stderr)
         return 130
+    from . import charts, report  # pandas and altair: only once there is something to write
+
     rows = [r.results for r in results]
     history = [row for r in results for row in r.history]
     (out / "results.csv").write_text(report.results_csv(rows))
@@ -203,28 +185,27 @@ def compare_main(args):
     print(report.report_text(rows))
     print()
     print(report.verdict(rows))
-    finished = [r for r in rows if r.get("status") in ("completed", "stopped", "diverged")]
+    finished = [r for r in rows if r.get("status") in MEASURED]
     if finished:
         frame = report.history_frame(history)
         charts.save_png(charts.comparison_figure(finished, frame), out / "comparison_graph.png")
     print(f"\nwrote {out / 'results.csv'}, {out / 'history.csv'}" + (f", {out / 'comparison_graph.png'}" if finished else ""))
-    failed = [r for r in rows if r.get("status") == "failed"]
+    failed = [r for r in rows if r.get("status") == FAILED]
     return 1 if failed else 0
 
 
 def ablate_main(args):
     from . import ablation
-    from .compare import resolve_data
 
     optimizers = ("adamw", "truemuon", "muon") if args.muon else ("adamw", "truemuon")
-    settings = {k: v for k, v in training_settings(args).items() if v is not None}
-    base_seed = settings.pop("seed", 1337)
-    if args.jobs > 1 and "threads" not in settings:
+    chosen = training_settings(args)
+    base_seed = chosen.pop("seed") or PRESETS[args.preset].seed
+    if args.jobs > 1 and chosen["threads"] is None:
         from .metrics import usable_cores
-        settings["threads"] = max(1, usable_cores() // args.jobs)
+        chosen["threads"] = max(1, usable_cores() // args.jobs)
     try:
-        settings = {**PRESETS[args.preset], **settings}
-        runs = ablation.ablation_runs(optimizers, args.seeds, base_seed, data=resolve_data(args.data), **settings)
+        runs = ablation.ablation_runs(optimizers, args.seeds, base_seed, data=resolve_source(args.data),
+                                      preset_name=args.preset, **chosen)
         check_data(runs)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -236,7 +217,7 @@ def ablate_main(args):
     print(f"{len(runs)} runs: {len(optimizers) * 2} arms x {args.seeds} seeds, {order}", file=sys.stderr)
     progress = Progress(redraw=args.jobs == 1)
     try:
-        results = run_comparison(runs, on_event=progress, jobs=args.jobs)
+        results = run_many(runs, on_event=progress, jobs=args.jobs)
     except KeyboardInterrupt:
         results = []
     if not results:
@@ -248,7 +229,7 @@ def ablate_main(args):
     print()
     print(ablation.summary_text(summary))
     print(f"\nwrote {out / 'ablation.csv'}, {out / 'ablation_summary.csv'}, {out / 'ablation.png'}")
-    return 1 if any(r.status == "failed" for r in results) else 0
+    return 1 if any(r.status == FAILED for r in results) else 0
 
 
 def bench_main(args):
@@ -259,7 +240,7 @@ def bench_main(args):
     if args.warmup < 0:
         return fail("bench", f"--warmup must be 0 or more, got {args.warmup}")
     try:
-        runs = comparison_runs(args.preset, data=args.data, **optimizers, **training_settings(args))
+        runs = comparison_runs(args.preset, data=resolve_source(args.data), **optimizers, **training_settings(args))
         result = bench(runs[0 if args.model == "nanogpt" else 1], steps=args.steps, warmup=args.warmup)
     except (ValueError, DataError) as err:
         return fail("bench", err)
@@ -271,16 +252,9 @@ def bench_main(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.command == "worker":
-        code = worker_main(args.config, args.result)
-        # The worker process is done (result written, output flushed below): skip the interpreter's
-        # teardown, which takes ~1.5 s with torch loaded and would delay every comparison and Stop.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
     if args.command == "runner":
-        from .jobs import runner_main  # the app's runner: not needed by compare or worker
-        return runner_main()
+        from . import runner  # the app's runner: not needed by compare
+        return runner.main()
     if args.command == "compare":
         return compare_main(args)
     if args.command == "bench":

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 BUILTIN = "builtin"
+TINY_SHAKESPEARE = "tinyshakespeare"
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 TINY_SHAKESPEARE_BYTES = 1_115_394
@@ -39,7 +40,12 @@ BUILTIN_MAX_CHARS = 1_000_000
 
 
 class DataError(ValueError):
-    """The text cannot be used for training; the message says why, for the user."""
+    """The text cannot be used for training; the message says why, for the user. `setting` names
+    the setting that would fix it, when one would (a text too short for the block size)."""
+
+    def __init__(self, message, setting=None):
+        super().__init__(message)
+        self.setting = setting
 
 
 def builtin_text(max_chars=BUILTIN_MAX_CHARS):
@@ -127,8 +133,8 @@ class Corpus:
         if len(self.text) < need:
             raise DataError(
                 f"{self.name} has {len(self.text):,} characters; block size {block_size} needs at least "
-                f"{need:,} so that the 10% validation split holds one window of {block_size + 1}"
-            )
+                f"{need:,} so that the 10% validation split holds one window of {block_size + 1}",
+                setting="block_size")
         return self
 
     def split(self, name):
@@ -147,6 +153,30 @@ def load_corpus(source="input.txt", name=None):
 def default_source():
     """`input.txt` in the current directory when present, as the original script; else the built-in corpus."""
     return "input.txt" if Path("input.txt").is_file() else BUILTIN
+
+
+def resolve_source(source=None, home=None, name="uploaded file"):
+    """What RunConfig.data gets for a source key: None (input.txt if present, else the built-in
+    corpus), "builtin", TINY_SHAKESPEARE (downloaded once into the cache, checked), a path, or the bytes of an uploaded text (checked, then saved once under the
+    uploads folder by content hash). Raises DataError when the text cannot be had or used."""
+    from .paths import cache_dir, uploads_dir
+
+    if source is None:
+        source = default_source()
+    if isinstance(source, (bytes, bytearray)):
+        raw = bytes(source)
+        load_corpus(raw, name=name)  # empty, binary or one-character texts fail here, before anything is saved
+        folder = uploads_dir(home)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{hashlib.sha256(raw).hexdigest()[:16]}.txt"
+        if not path.exists():
+            path.write_bytes(raw)
+        return str(path)
+    if source == BUILTIN:
+        return BUILTIN
+    if source == TINY_SHAKESPEARE:
+        return str(download_tiny_shakespeare(cache_dir(home)))
+    return str(source)
 
 
 def get_batch(data, batch_size, block_size, generator, device="cpu"):

@@ -18,52 +18,63 @@ Fast by design, same math as the per-module original (see nanokimi/reference.py)
   runs batched matmuls over the tokens routed to each expert.
 
 Optimizers need to know which matrices the original had (TrueMuon orthogonalises each one on its
-own), so every hidden weight declares its `matrix_shape`: the fused q/k/v weight is 3 * n_head
-matrices of (head_size, C); a stacked expert weight is E matrices of (in, out).
+own): `LanguageModel.matrix_layout()` says, module by module, how each hidden weight splits into
+them (the fused q/k/v weight is 3 * n_head matrices of (head_size, C); a stacked expert weight is
+E matrices of (in, out)). It is worked out from the modules when asked, so a copy of the model
+(`copy.deepcopy`) has it too.
+
+The forward pass returns what it measured: the MoE layers' gate probabilities come back from
+`forward(..., return_gates=True)` (for routing statistics and the balancing loss), never kept on a
+module, so passes on several threads at once don't share state.
 """
 
-import dataclasses
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .settings import Problems, setting
+
 
 @dataclass(frozen=True)
 class ModelConfig:
-    vocab_size: int = 65      # number of distinct characters in the corpus
-    block_size: int = 32      # context length in characters
-    n_embd: int = 64          # model width C
-    n_head: int = 4           # attention heads; head_size = n_embd // n_head
-    n_layer: int = 4          # transformer blocks
-    ffn: str = "dense"        # "dense" (NanoGPT) or "moe" (NanoKimi)
-    experts: int = 4          # experts per MoE layer
-    top_k: int = 0            # 0 = dense routing (all experts); 1..experts = sparse top-k dispatch
-    dropout: float = 0.0
-    attn_scale: str = "seed"  # "seed": scores * n_embd**-0.5, the original's quirk; "standard": head_size**-0.5
-    aux_loss: float = 0.0     # Switch-style load-balancing loss coefficient for top-k routing; 0 = off, as the original
+    vocab_size: int = 65  # number of distinct characters in the corpus (set from the text)
+    block_size: int = setting(32, "context length in characters (seed: 32)")
+    n_embd: int = setting(64, "embedding size, the model width C (seed: 64)")
+    n_head: int = setting(4, "attention heads; head_size = n_embd // n_head (seed: 4)")
+    n_layer: int = setting(4, "transformer blocks (seed: 4)")
+    ffn: str = "dense"    # "dense" (NanoGPT) or "moe" (NanoKimi): which model, not a shared setting
+    experts: int = setting(4, "experts per MoE layer (seed: 4)", moe=True)
+    top_k: int = setting(0, "route each token to its k most probable experts (default 0: all, dense routing)",
+                         moe=True)
+    dropout: float = setting(0.0, "dropout probability (seed: 0)")
+    attn_scale: str = setting("seed", "seed: scores * n_embd**-0.5 (the original's quirk); standard: head_size**-0.5",
+                              choices=("seed", "standard"))
+    aux_loss: float = setting(0.0, "Switch-style load-balancing loss coefficient for top-k routing "
+                                   "(e.g. 0.01; default 0: off, as the original)", moe=True)
 
     def validate(self):
-        """Raise ValueError with a one-line reason when this configuration cannot be built."""
-        for name in ("vocab_size", "block_size", "n_embd", "n_head", "n_layer", "experts"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        """Raise SettingError naming every setting that makes this configuration impossible to build."""
+        problems = Problems()
+        problems.at_least(self, 1, "vocab_size", "block_size", "n_embd", "n_head", "n_layer", "experts")
+        if self.n_head >= 1 and self.n_embd % self.n_head:
+            problems.add("n_head", f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.ffn not in ("dense", "moe"):
-            raise ValueError(f"ffn must be 'dense' or 'moe', got {self.ffn!r}")
+            problems.add("ffn", f"ffn must be 'dense' or 'moe', got {self.ffn!r}")
         if not 0 <= self.top_k <= self.experts:
-            raise ValueError(f"top_k must be between 1 and experts ({self.experts}), or 0 for dense routing; got {self.top_k}")
+            problems.add("top_k", f"top_k must be between 1 and experts ({self.experts}), or 0 for dense routing; "
+                                  f"got {self.top_k}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            problems.add("dropout", f"dropout must be in [0, 1), got {self.dropout}")
         if self.aux_loss < 0:
-            raise ValueError(f"aux_loss must be 0 (off) or positive, got {self.aux_loss}")
-        if self.aux_loss and not (self.ffn == "moe" and 0 < self.top_k < self.experts):
-            raise ValueError("aux_loss balances top-k routing: it needs the MoE model with top_k below experts")
-        if self.attn_scale not in ("seed", "standard"):
-            raise ValueError(f"attn_scale must be 'seed' or 'standard', got {self.attn_scale!r}")
+            problems.add("aux_loss", f"aux_loss must be 0 (off) or positive, got {self.aux_loss}")
+        elif self.aux_loss and not (self.ffn == "moe" and 0 < self.top_k < self.experts):
+            problems.add("aux_loss", "aux_loss balances top-k routing: it needs the MoE model with top_k below experts")
+        problems.check_choices(self)
+        problems.raise_any()
         return self
 
     @property
@@ -76,43 +87,17 @@ class ModelConfig:
         return self.top_k or self.experts
 
 
-PRESETS = {
-    "nanogpt": ModelConfig(ffn="dense"),
-    "nanokimi": ModelConfig(ffn="moe", experts=4),
-}
-
-
-MOE_FIELDS = ("experts", "top_k", "aux_loss")  # settings that only the MoE model has
-MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name not in ("vocab_size", "ffn"))
-
-
-def preset(name, **overrides):
-    """A named model configuration ("nanogpt" or "nanokimi") with fields overridden."""
-    return replace(PRESETS[name], **overrides).validate()
-
-
-def architecture_config(name, **settings):
-    """`preset(name)` with the model settings that apply to it: the dense model ignores MoE_FIELDS,
-    so one set of settings describes both models of a comparison."""
-    chosen = {k: v for k, v in settings.items() if k in MODEL_FIELDS and not (name == "nanogpt" and k in MOE_FIELDS)}
-    return preset(name, **chosen)
-
-
 def _uniform_(tensor, fan_in):
     # nn.Linear's default initialisation, for weights we store ourselves (stacked experts).
     bound = 1.0 / math.sqrt(fan_in)
     return nn.init.uniform_(tensor, -bound, bound)
 
 
-def _declare_matrices(param, *matrix_shape, transposed=False):
-    """Tell the optimizers how `param` splits into the original model's separate matrices.
-
-    `transposed`: stored (in, out), the transpose of the original nn.Linear weight (out, in).
-    Newton–Schulz doesn't care (NS(G^T) = NS(G)^T), but Muon's shape-dependent lr scaling does.
-    """
-    param.matrix_shape = tuple(matrix_shape)
-    param.matrix_transposed = transposed
-    return param
+class MatrixLayout(NamedTuple):
+    """How a stored weight splits into the original model's separate matrices, for the optimizers."""
+    shape: tuple              # (rows, cols) of each original matrix; the weight is a stack of them
+    transposed: bool = False  # stored (in, out), the transpose of the original nn.Linear weight (out, in):
+                              # Newton–Schulz doesn't care (NS(G^T) = NS(G)^T), Muon's lr scaling does
 
 
 class CausalSelfAttention(nn.Module):
@@ -122,9 +107,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         # Rows are [q of head 0..nh-1, k of head 0..nh-1, v of head 0..nh-1], hs rows each.
         self.qkv = nn.Linear(C, 3 * C, bias=False)
-        _declare_matrices(self.qkv.weight, hs, C)
         self.proj = nn.Linear(C, C)
-        _declare_matrices(self.proj.weight, C, C)
         self.scale = C ** -0.5 if config.attn_scale == "seed" else hs ** -0.5
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -138,18 +121,25 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, C)  # heads side by side, as torch.cat of the original heads
         return self.resid_dropout(self.proj(y))
 
+    def matrix_layout(self):
+        C = self.proj.in_features
+        return {self.qkv.weight: MatrixLayout((C // self.n_head, C)),  # q, k and v of every head
+                self.proj.weight: MatrixLayout((C, C))}
+
 
 class DenseFFN(nn.Module):
     def __init__(self, config):
         super().__init__()
         C = config.n_embd
         self.fc = nn.Linear(C, 4 * C)
-        _declare_matrices(self.fc.weight, 4 * C, C)
         self.out = nn.Linear(4 * C, C)
-        _declare_matrices(self.out.weight, C, 4 * C)
 
     def forward(self, x):
         return self.out(F.relu(self.fc(x)))
+
+    def matrix_layout(self):
+        return {self.fc.weight: MatrixLayout(tuple(self.fc.weight.shape)),
+                self.out.weight: MatrixLayout(tuple(self.out.weight.shape))}
 
 
 class MoE(nn.Module):
@@ -159,26 +149,29 @@ class MoE(nn.Module):
         super().__init__()
         C, E = config.n_embd, config.experts
         self.experts, self.top_k = E, config.top_k
-        self.aux_loss = None  # Switch-style load-balancing loss of the last top-k forward (scalar tensor)
         self.gate = nn.Linear(C, E)
-        _declare_matrices(self.gate.weight, E, C)
         # Expert e is x @ w1[e] + b1[e] -> silu(a) * b -> @ w2[e] + b2[e]  (weights stored (in, out)).
-        self.w1 = _declare_matrices(nn.Parameter(_uniform_(torch.empty(E, C, 2 * C), C)), C, 2 * C, transposed=True)
+        self.w1 = nn.Parameter(_uniform_(torch.empty(E, C, 2 * C), C))
         self.b1 = nn.Parameter(_uniform_(torch.empty(E, 2 * C), C))
-        self.w2 = _declare_matrices(nn.Parameter(_uniform_(torch.empty(E, C, C), C)), C, C, transposed=True)
+        self.w2 = nn.Parameter(_uniform_(torch.empty(E, C, C), C))
         self.b2 = nn.Parameter(_uniform_(torch.empty(E, C), C))
-        self.last_gate_probs = None  # (N, E) gate probabilities of the last forward, for routing statistics
 
     def forward(self, x):
+        """(output shaped like x, gate probabilities (N, E) of its N tokens)."""
         shape = x.shape
         x = x.reshape(-1, shape[-1])  # (N, C)
         probs = F.softmax(self.gate(x), dim=-1)  # (N, E)
-        self.last_gate_probs = probs.detach()
         if self.top_k and self.top_k < self.experts:
             y = self._sparse(x, probs)
         else:
             y = self._dense(x, probs)
-        return y.view(shape)
+        return y.view(shape), probs
+
+    def matrix_layout(self):
+        E, C = self.experts, self.w1.size(1)
+        return {self.gate.weight: MatrixLayout((E, C)),
+                self.w1: MatrixLayout((C, 2 * C), transposed=True),  # each expert's fc1 weight, (in, out)
+                self.w2: MatrixLayout((C, C), transposed=True)}
 
     def first_layer(self):
         """Every expert's first Linear as one (C, 2EC) weight and (2EC,) bias, with the columns
@@ -210,9 +203,6 @@ class MoE(nn.Module):
         expert_of = flat_expert[order]
         token_of = order // self.top_k
         counts = torch.bincount(flat_expert, minlength=self.experts)
-        # Switch Transformer (Fedus et al. 2021): E * sum_e f_e * P_e, with f_e the share of token
-        # assignments (no gradient) and P_e the mean gate probability; 1.0 when perfectly balanced.
-        self.aux_loss = self.experts * (counts.to(probs.dtype) / flat_expert.numel() * probs.mean(0)).sum()
         starts = torch.cumsum(counts, 0) - counts
         slot = torch.arange(order.numel(), device=x.device) - starts[expert_of]
         capacity = int(counts.max())
@@ -225,6 +215,16 @@ class MoE(nn.Module):
         return x.new_zeros(N, C).index_add_(0, token_of, contrib)
 
 
+def balancing_loss(probs, top_k):
+    """Switch Transformer's load-balancing loss (Fedus et al. 2021) of top-k routing by the gate
+    probabilities `probs` (N, E): E * sum_e f_e * P_e, with f_e expert e's share of the token
+    assignments (no gradient) and P_e its mean gate probability; 1.0 when perfectly balanced."""
+    experts = probs.size(-1)
+    chosen = probs.topk(top_k, dim=-1).indices.reshape(-1)  # (N*k,)
+    counts = torch.bincount(chosen, minlength=experts)
+    return experts * (counts.to(probs.dtype) / chosen.numel() * probs.mean(0)).sum()
+
+
 class Block(nn.Module):
     def __init__(self, config):
         super().__init__()
@@ -234,8 +234,15 @@ class Block(nn.Module):
         self.ffn = MoE(config) if config.ffn == "moe" else DenseFFN(config)
 
     def forward(self, x):
+        """(output, the MoE's gate probabilities (B*T, E), or None for the dense feed-forward)."""
         x = x + self.attn(self.ln1(x))
-        return x + self.ffn(self.ln2(x))
+        if isinstance(self.ffn, MoE):
+            y, probs = self.ffn(self.ln2(x))
+            return x + y, probs
+        return x + self.ffn(self.ln2(x)), None
+
+    def matrix_layout(self):
+        return self.attn.matrix_layout() | self.ffn.matrix_layout()
 
 
 class LanguageModel(nn.Module):
@@ -250,26 +257,40 @@ class LanguageModel(nn.Module):
         self.head = nn.Linear(config.n_embd, config.vocab_size)
         self.register_buffer("positions", torch.arange(config.block_size), persistent=False)
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx, targets=None, return_gates=False):
+        """(logits, loss), the loss None without targets; with `return_gates`, (logits, loss, gates):
+        the gate probabilities (B*T, E) of every MoE layer in order (none for the dense model)."""
         B, T = idx.shape
         if T > self.config.block_size:
             raise ValueError(f"sequence of {T} characters is longer than block_size {self.config.block_size}")
         x = self.drop(self.tok_emb(idx) + self.pos_emb(self.positions[:T]))  # (B, T, C)
+        gates = []
         for block in self.blocks:
-            x = block(x)
+            x, probs = block(x)
+            if probs is not None:
+                gates.append(probs)
         logits = self.head(self.ln_f(x))  # (B, T, vocab)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(B * T, -1), targets.reshape(B * T))
             if self.config.aux_loss and self.training:  # reported losses stay pure cross-entropy
-                loss = loss + self.config.aux_loss * sum(moe.aux_loss for moe in self.moe_layers())
-        return logits, loss
+                loss = loss + self.config.aux_loss * sum(balancing_loss(probs, self.config.top_k) for probs in gates)
+        return (logits, loss, gates) if return_gates else (logits, loss)
+
+    def matrix_layout(self):
+        """{parameter: MatrixLayout} of the weight matrices inside the transformer blocks (the
+        original's ≥2-D block parameters): what TrueMuon and Muon update, and how each splits into
+        the original's matrices. Stacked expert biases are 2-D here but were 1-D vectors in the
+        original, so they are not in it."""
+        layout = {}
+        for block in self.blocks:
+            layout.update(block.matrix_layout())
+        return layout
 
     def hidden_matrices(self):
-        """The weight matrices inside the transformer blocks (the original's ≥2-D block parameters):
-        what TrueMuon and Muon update. Stacked expert biases are 2-D here but were 1-D vectors in
-        the original, so only parameters that declare a `matrix_shape` count."""
-        return [p for name, p in self.named_parameters() if name.startswith("blocks.") and hasattr(p, "matrix_shape")]
+        """The parameters of `matrix_layout()`, in `parameters()` order."""
+        layout = self.matrix_layout()
+        return [p for p in self.parameters() if p in layout]
 
     def moe_layers(self):
         return [block.ffn for block in self.blocks if isinstance(block.ffn, MoE)]

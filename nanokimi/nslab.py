@@ -48,11 +48,13 @@ def gradient_matrices(model, corpus, batch_size=16, seed=0):
     model.zero_grad(set_to_none=True)
     _, loss = model(x, y)
     loss.backward()
+    layout = model.matrix_layout()
     out = {}
     for name, p in model.named_parameters():
-        if p.grad is None or not hasattr(p, "matrix_shape"):
+        if p.grad is None or p not in layout:
             continue
-        for i, m in enumerate(matrices(p.grad, p)):
-            out[f"{name}[{i}]" if matrices(p, p).size(0) > 1 else name] = m.detach().clone()
+        grads = matrices(p.grad, layout[p].shape)
+        for i, m in enumerate(grads):
+            out[f"{name}[{i}]" if len(grads) > 1 else name] = m.detach().clone()
     model.zero_grad(set_to_none=True)
     return out

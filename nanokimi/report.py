@@ -7,10 +7,12 @@ a CSV from either has the same columns.
 import csv
 import io
 import math
+import numbers
 
 import pandas as pd
 
 from .metrics import HISTORY_COLUMNS, METRIC_BY_NAME, METRICS, RESULT_COLUMNS
+from .status import DIVERGED
 
 
 def results_frame(results):
@@ -86,20 +88,49 @@ def _speed_clause(a, b):
     return f"at {ratio:.2f}× the training time per step " if math.isfinite(ratio) else ""
 
 
+def _finite(value):
+    return isinstance(value, numbers.Real) and math.isfinite(value)
+
+
+def _difference(a, b, metric):
+    """`b − a = +0.0123 unit (1.2%)`: the signed difference and its size relative to a."""
+    m = METRIC_BY_NAME[metric]
+    diff = b[metric] - a[metric]
+    rel = abs(diff) / abs(a[metric]) * 100 if a[metric] else math.inf
+    return f"{b['model']} − {a['model']} = {diff:+.4f} {m.unit} ({rel:.1f}%)"
+
+
 def verdict(results, metric="best_val_loss"):
-    """One sentence that states which model did better on `metric`, by how much, with its sign."""
-    done = [r for r in results if r.get(metric) is not None and math.isfinite(r[metric])]
+    """One sentence that states which model did better on `metric`, by how much, with its sign.
+
+    Compares the first two rows with a finite `metric` (a = first, b = second; the difference is
+    b − a). No winner is named when the comparison is unfair:
+    - a model diverged: its best loss is from before it blew up (and its speed from fewer steps),
+      so the sentence names it, with its message, and gives the others' values without a winner;
+    - the two trained different numbers of steps (one was stopped early): the sentence says so
+      and gives the difference without a winner.
+    """
+    m = METRIC_BY_NAME[metric]
+    diverged = [r for r in results if r.get("status") == DIVERGED]
+    if diverged:
+        what = " and ".join(r["model"] + " diverged" + (f" ({r['message']})" if r.get("message") else "")
+                            for r in diverged)
+        others = [f"{r['model']}: {_fmt(r[metric])} {m.unit}".rstrip()
+                  for r in results if r.get("status") != DIVERGED and _finite(r.get(metric))]
+        return f"{what}, so no winner on {m.label.lower()}" + (f" ({'; '.join(others)})." if others else ".")
+    done = [r for r in results if _finite(r.get(metric))]
     if len(done) < 2:
         return "Not enough finished models to compare."
     a, b = done[0], done[1]
-    m = METRIC_BY_NAME[metric]
+    if a.get("steps") is not None and b.get("steps") is not None and a["steps"] != b["steps"]:
+        return (f"{a['model']} trained {a['steps']:,} steps and {b['model']} {b['steps']:,}: unequal step counts, "
+                f"so no winner on {m.label.lower()}; {_difference(a, b, metric)}.")
     diff = b[metric] - a[metric]
     if diff == 0:
         return f"{a['model']} and {b['model']} tie on {m.label.lower()} ({a[metric]:.4f} {m.unit})."
     b_better = diff < 0 if m.better == "lower" else diff > 0
     winner, loser = (b, a) if b_better else (a, b)
-    rel = abs(diff) / abs(a[metric]) * 100 if a[metric] else math.inf
     return (f"{winner['model']} ({winner['optimizer']}) beat {loser['model']} ({loser['optimizer']}) on "
-            f"{m.label.lower()}: {b['model']} − {a['model']} = {diff:+.4f} {m.unit} ({rel:.1f}%), "
+            f"{m.label.lower()}: {_difference(a, b, metric)}, "
             f"{_speed_clause(a, b)}"
             f"(one seed: see `nanokimi ablate` for the spread over seeds).")

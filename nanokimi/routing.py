@@ -1,16 +1,49 @@
 """How NanoKimi routes characters to experts: load, gate entropy, and per-character preferences.
 
-The MoE layers keep the gate probabilities of their last forward pass (`MoE.last_gate_probs`,
-(N, E)); these functions run text through a model and summarise them. With dense routing every
+The model's forward pass returns the gate probabilities of every MoE layer (`model(idx,
+return_gates=True)`, (N, E) per layer); these functions summarise them. With dense routing every
 expert sees every token, so "load" is each expert's share of the total gate weight; with top-k it
 is each expert's share of the token assignments. Gate entropy (nats) is log(E) for a uniform gate
 and falls toward 0 as the gate commits to one expert — routing collapse shows up as a load share
 near 1 for one expert.
+
+Training records both at every evaluation under the history metric names this module writes
+(`entropy_metric`, `load_metric`) and reads back (`parse_metric`).
 """
 
 import math
+import re
 
 import torch
+
+
+def entropy_metric(layer):
+    """The history metric name of MoE layer `layer`'s gate entropy."""
+    return f"gate_entropy_layer{layer}"
+
+
+def load_metric(layer, expert):
+    """The history metric name of expert `expert`'s load share in MoE layer `layer`."""
+    return f"expert_load_layer{layer}_expert{expert}"
+
+
+_METRIC_NAME = re.compile(r"gate_entropy_layer(\d+)|expert_load_layer(\d+)_expert(\d+)")
+
+
+def parse_metric(name):
+    """The inverse of entropy_metric and load_metric: (layer, None) for a gate entropy, (layer,
+    expert) for an expert load, None for any other metric name."""
+    match = _METRIC_NAME.fullmatch(name)
+    if match is None:
+        return None
+    entropy_layer, load_layer, expert = match.groups()
+    return (int(entropy_layer), None) if entropy_layer is not None else (int(load_layer), int(expert))
+
+
+def routing_metrics(layers, experts):
+    """Every routing metric name of a model with `layers` MoE layers of `experts` experts."""
+    return [entropy_metric(layer) for layer in range(layers)] + [
+        load_metric(layer, expert) for layer in range(layers) for expert in range(experts)]
 
 
 def gate_statistics(probs, top_k=0):
@@ -40,9 +73,9 @@ def routing_table(model, ids, block_size=None, max_tokens=65_536):
     model.eval()
     layers = [[] for _ in model.moe_layers()]
     for chunk in x.split(256):
-        model(chunk)
-        for i, moe in enumerate(model.moe_layers()):
-            layers[i].append(moe.last_gate_probs.cpu())
+        _, _, gates = model(chunk, return_gates=True)
+        for parts, probs in zip(layers, gates):
+            parts.append(probs.cpu())
     model.train(was_training)
     return [torch.cat(parts) for parts in layers], x.reshape(-1).cpu()
 

@@ -15,22 +15,23 @@ transaction (the write lock is taken up front, so two writers never deadlock hal
 timeout makes a writer wait its turn instead of failing. The schema is created once, guarded by
 `PRAGMA user_version`. All of nanokimi's SQL lives in this file.
 
-Run statuses: queued -> running -> completed | stopped | diverged | failed | interrupted.
+Run statuses are those of nanokimi/status.py: queued -> running -> completed | stopped | diverged | failed |
+interrupted.
 """
 
 import json
-import os
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
+from .paths import home_dir
+from .status import QUEUED, RUNNING, STOPPED
 
 SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE runs (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,
-    status         TEXT NOT NULL,              -- queued | running | completed | stopped | diverged | failed | interrupted
+    status         TEXT NOT NULL,              -- one of status.ALL: queued, running, completed, stopped, ...
     label          TEXT NOT NULL DEFAULT '',   -- one line for lists: preset, optimizers, data
     config         TEXT NOT NULL,              -- JSON: {"request": {...}, "runs": [RunConfig dicts]}
     created_at     REAL NOT NULL,              -- seconds since the epoch
@@ -55,17 +56,10 @@ CREATE TABLE queue (
     enqueued_at REAL NOT NULL
 );
 """
-ACTIVE = ("queued", "running")
-FINISHED = ("completed", "stopped", "diverged", "failed", "interrupted")
 # A run's kind is in its request: "comparison" (the default: older requests have no kind) or "ablation".
 KIND = "COALESCE(json_extract(config, '$.request.kind'), 'comparison')"
 RUN_COLUMNS = ("id", "status", "label", "config", "created_at", "started_at", "finished_at", "message",
                "stop_requested", "progress", "results")
-
-
-def home_dir(home=None):
-    """The data directory: `home`, else $NANOKIMI_HOME, else ./runs; absolute, so child processes agree."""
-    return Path(home or os.environ.get("NANOKIMI_HOME", "runs")).resolve()
 
 
 class Store:
@@ -116,8 +110,8 @@ class Store:
         """Record a new comparison and put it at the back of the queue; returns its id."""
         now = time.time()
         with self.write() as db:
-            run_id = db.execute("INSERT INTO runs (status, label, config, created_at) VALUES ('queued', ?, ?, ?)",
-                                (label, json.dumps(config), now)).lastrowid
+            run_id = db.execute("INSERT INTO runs (status, label, config, created_at) VALUES (?, ?, ?, ?)",
+                                (QUEUED, label, json.dumps(config), now)).lastrowid
             db.execute("INSERT INTO queue (run_id, enqueued_at) VALUES (?, ?)", (run_id, now))
         return run_id
 
@@ -129,7 +123,7 @@ class Store:
                 return None
             run_id = row[0]
             db.execute("DELETE FROM queue WHERE run_id = ?", (run_id,))
-            db.execute("UPDATE runs SET status = 'running', started_at = ? WHERE id = ?", (time.time(), run_id))
+            db.execute("UPDATE runs SET status = ?, started_at = ? WHERE id = ?", (RUNNING, time.time(), run_id))
         return self.get_run(run_id)
 
     def queued_count(self):
@@ -160,7 +154,7 @@ class Store:
     def latest_active_run(self, kind=None):
         """The run training now, else the next queued one (optionally of one `kind`); None when nothing is waiting."""
         where, params = (f" AND {KIND} = ?", (kind,)) if kind else ("", ())
-        rows = self._read(f"SELECT id FROM runs WHERE status = 'running'{where} ORDER BY id DESC LIMIT 1", params)
+        rows = self._read(f"SELECT id FROM runs WHERE status = ?{where} ORDER BY id DESC LIMIT 1", (RUNNING,) + params)
         rows = rows or self._read(f"SELECT run_id FROM queue JOIN runs ON runs.id = queue.run_id WHERE 1{where} "
                                   f"ORDER BY enqueued_at, run_id LIMIT 1", params)
         return rows[0][0] if rows else None
@@ -169,10 +163,10 @@ class Store:
         """Stop a run: a queued one leaves the queue at once, a running one is told to stop."""
         with self.write() as db:
             if db.execute("DELETE FROM queue WHERE run_id = ?", (run_id,)).rowcount:
-                db.execute("UPDATE runs SET status = 'stopped', finished_at = ?, message = ? WHERE id = ?",
-                           (time.time(), "stopped before it started", run_id))
+                db.execute("UPDATE runs SET status = ?, finished_at = ?, message = ? WHERE id = ?",
+                           (STOPPED, time.time(), "stopped before it started", run_id))
             else:
-                db.execute("UPDATE runs SET stop_requested = 1 WHERE id = ? AND status = 'running'", (run_id,))
+                db.execute("UPDATE runs SET stop_requested = 1 WHERE id = ? AND status = ?", (run_id, RUNNING))
 
     def stop_requested(self, run_id):
         rows = self._read("SELECT stop_requested FROM runs WHERE id = ?", (run_id,))
@@ -211,9 +205,9 @@ class Store:
     def mark_orphans(self, status, message):
         """Runs still marked running although no runner owns them (the caller holds the runner lock)."""
         with self.write() as db:
-            ids = [r[0] for r in db.execute("SELECT id FROM runs WHERE status = 'running'").fetchall()]
-            db.execute("UPDATE runs SET status = ?, message = ?, finished_at = ? WHERE status = 'running'",
-                       (status, message, time.time()))
+            ids = [r[0] for r in db.execute("SELECT id FROM runs WHERE status = ?", (RUNNING,)).fetchall()]
+            db.execute("UPDATE runs SET status = ?, message = ?, finished_at = ? WHERE status = ?",
+                       (status, message, time.time(), RUNNING))
         return ids
 
     def delete_runs(self, run_ids):
@@ -224,7 +218,7 @@ class Store:
         marks = ", ".join("?" * len(run_ids))
         with self.write() as db:
             ids = [r[0] for r in db.execute(
-                f"SELECT id FROM runs WHERE id IN ({marks}) AND status NOT IN ('queued', 'running')", run_ids)]
+                f"SELECT id FROM runs WHERE id IN ({marks}) AND status NOT IN (?, ?)", run_ids + [QUEUED, RUNNING])]
             if ids:
                 marks = ", ".join("?" * len(ids))
                 db.execute(f"DELETE FROM metrics WHERE run_id IN ({marks})", ids)

@@ -12,19 +12,19 @@ and nothing else; evaluation, inference and generation are timed separately.
 import dataclasses
 import math
 import statistics
-import threading
 import time
 from dataclasses import dataclass, field, replace
 
 import torch
-import torch.nn.functional as F
 
 from . import metrics
 from .data import Corpus, eval_batches, get_batch, load_corpus
-from .model import LanguageModel, ModelConfig, generate, preset
-from .optim import OPTIMIZERS, build_optimizer
+from .model import LanguageModel, ModelConfig, generate
+from .optim import OptimizerConfig, build_optimizer
 from .parallel import BatchThreads, plan
-from .routing import gate_statistics
+from .routing import entropy_metric, gate_statistics, load_metric
+from .settings import Problems, setting
+from .status import COMPLETED, DIVERGED, RUNNING, STOPPED
 
 # Evaluation runs many batches per forward pass, this many tokens at a time. On the CPU, chunks
 # whose activations stay in cache win: 2,048 tokens evaluated the seed models 1.1-1.2x faster than
@@ -35,40 +35,31 @@ EVAL_CHUNK_TOKENS_CPU = 2_048
 
 @dataclass
 class RunConfig:
-    name: str = "NanoGPT"              # display name of the model in reports
-    model: ModelConfig = field(default_factory=lambda: preset("nanogpt"))
-    optimizer: str = "adamw"           # adamw | truemuon | muon
-    lr: float = 1e-3                   # AdamW learning rate
-    matrix_lr: float = 1e-2            # TrueMuon / Muon learning rate
-    beta: float = 0.9                  # TrueMuon momentum
-    weight_decay: float = 0.01         # TrueMuon / Muon weight decay
-    ns_steps: int = 5                  # Newton–Schulz steps
-    muon_adjust_lr: str | None = None  # torch.optim.Muon's adjust_lr_fn: None/"original" or "match_rms_adamw"
-    iters: int = 10_000
-    eval_interval: int = 100
-    eval_iters: int = 200              # batches per split in every evaluation
-    batch_size: int = 16
-    seed: int = 1337
-    data: str = "input.txt"            # a path, or "builtin"
-    device: str = "auto"
-    threads: int = 0                   # threads for this run (batch threads on the CPU, see parallel.py); 0 = every usable core
+    name: str = "NanoGPT"              # the model's name in reports and the store; unique within a stored run
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    arm: str = ""                      # a grid's arm ("moe+truemuon"); "" for a comparison's models
+    iters: int = setting(10_000, "training steps per model (seed: 10000)")
+    eval_interval: int = setting(100, "evaluate every N steps (seed: 100)")
+    eval_iters: int = setting(200, "batches per split in every evaluation (seed: 200)")
+    batch_size: int = setting(16, "sequences per batch (seed: 16)")
+    seed: int = setting(1337, "torch seed for initialisation and batches (seed: 1337)")
+    data: str = "input.txt"            # a path, or "builtin" (see data.resolve_source for the other keys)
+    device: str = setting("auto", "auto (default: cuda, else mps, else cpu), cpu, cuda or mps")
+    threads: int = setting(0, "threads per training process (default 0: every core this process may use); "
+                              "on the CPU each batch is split over them, see README 'Batch threads'")
     gen_chars: int = 200               # characters sampled to measure generation speed
     checkpoint: str | None = None      # where to save the trained weights, if anywhere
 
     def validate(self):
-        self.model.validate()
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        for name in ("iters", "eval_interval", "eval_iters", "batch_size", "ns_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "matrix_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.threads < 0:
-            raise ValueError(f"threads must be 0 (all cores) or more, got {self.threads}")
-        if self.muon_adjust_lr not in (None, "original", "match_rms_adamw"):
-            raise ValueError(f"muon_adjust_lr must be 'original' or 'match_rms_adamw', got {self.muon_adjust_lr!r}")
+        """Raise SettingError naming every setting (of the run, its model and its optimizer) that cannot train."""
+        problems = Problems()
+        problems.extend_from(self.model.validate)
+        problems.extend_from(self.optimizer.validate)
+        problems.at_least(self, 1, "iters", "eval_interval", "eval_iters", "batch_size")
+        problems.at_least(self, 0, "threads")
+        problems.check_choices(self)
+        problems.raise_any()
         return self
 
     def to_dict(self):
@@ -76,15 +67,23 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d):
+        """A RunConfig from to_dict(), or from a run stored before OptimizerConfig existed (its
+        optimizer settings were fields of the run; its grid arm was only in its name)."""
         d = dict(d)
         d["model"] = ModelConfig(**d["model"])
+        if isinstance(d.get("optimizer", "adamw"), str):
+            settings = {f.name for f in dataclasses.fields(OptimizerConfig)} - {"name"}
+            legacy = {k: d.pop(k) for k in list(d) if k in settings}
+            d["optimizer"] = OptimizerConfig(name=d.pop("optimizer", "adamw"), **legacy)
+        else:
+            d["optimizer"] = OptimizerConfig(**d["optimizer"])
         return cls(**d)
 
 
 @dataclass
 class RunResult:
     config: RunConfig
-    status: str = "running"            # completed | stopped | diverged | failed
+    status: str = RUNNING              # COMPLETED | STOPPED | DIVERGED | FAILED (status.py)
     message: str = ""
     results: dict = field(default_factory=dict)   # results.csv row
     history: list = field(default_factory=list)   # tidy rows: model, step, wall_time_s, metric, value
@@ -106,37 +105,27 @@ def evaluate(model, batches, gate_probs=None, threads=None):
     """
     threads = threads or BatchThreads(1)
     model.eval()
-    layers = model.moe_layers() if gate_probs is not None else []
-    local = threading.local()  # the gate probabilities seen by this thread's current chunk
-
-    def keep(module, args, logits):
-        if getattr(local, "probs", None) is not None:
-            local.probs.append(F.softmax(logits, dim=-1))  # what MoE.forward computes from the same logits
 
     def chunk(job):
         split, x, y = job
         with torch.inference_mode():  # thread-local, so entered in the thread that runs the chunk
-            local.probs = [] if split == "val" and layers else None
-            _, loss = model(x, y)
-            return split, loss.item() * x.size(0), local.probs
+            _, loss, gates = model(x, y, return_gates=True)  # each chunk's own: nothing shared between threads
+            return split, loss.item() * x.size(0), gates if split == "val" and gate_probs is not None else None
 
     jobs = []
     for split, (x, y) in batches.items():
         chunk_tokens = EVAL_CHUNK_TOKENS_CPU if x.device.type == "cpu" else EVAL_CHUNK_TOKENS
         rows = max(1, chunk_tokens // x.size(1))
         jobs.extend((split, x[i:i + rows], y[i:i + rows]) for i in range(0, x.size(0), rows))
-    hooks = [moe.gate.register_forward_hook(keep) for moe in layers]
     try:
         done = threads.map(chunk, jobs)
     finally:
-        for hook in hooks:
-            hook.remove()
         model.train()
     # every batch the same size: the mean of per-batch means
     losses = {split: sum(total for s, total, _ in done if s == split) / x.size(0) for split, (x, _) in batches.items()}
     if gate_probs is not None:
-        parts = [probs for s, _, probs in done if s == "val"]
-        gate_probs.extend(torch.cat([part[layer] for part in parts]) for layer in range(len(layers)))
+        parts = [gates for s, _, gates in done if s == "val"]
+        gate_probs.extend(torch.cat(layer) for layer in zip(*parts))  # per layer, the chunks in order
     return losses
 
 
@@ -153,9 +142,7 @@ def build(run, vocab_size, device, threads=None):
     (a BatchThreads) is what the optimizer may spread its work over."""
     torch.manual_seed(run.seed)
     model = LanguageModel(replace(run.model, vocab_size=vocab_size)).to(device)
-    optimizer = build_optimizer(model, run.optimizer, lr=run.lr, matrix_lr=run.matrix_lr, beta=run.beta,
-                                weight_decay=run.weight_decay, ns_steps=run.ns_steps,
-                                muon_adjust_lr=run.muon_adjust_lr, threads=threads)
+    optimizer = build_optimizer(model, run.optimizer, threads)
     return model, optimizer
 
 
@@ -195,7 +182,7 @@ def train(run, on_event=None, should_stop=None, corpus=None):
     eval_seconds, clock = 0.0, 0.0  # clock: training time only, evaluation excluded
     emit({"event": "start", "model": run.name, "iters": run.iters, "params": model.num_params(),
           "device": device, "threads": threads})
-    status, message = "completed", ""
+    status, message = COMPLETED, ""
     step = 0
     while True:
         if step % run.eval_interval == 0 or step == run.iters:
@@ -205,9 +192,9 @@ def train(run, on_event=None, should_stop=None, corpus=None):
             eval_seconds += time.perf_counter() - t0
             for layer, probs in enumerate(gate_probs):  # MoE only: watch for routing collapse
                 entropy, load = gate_statistics(probs, config.top_k)
-                record(step, clock, f"gate_entropy_layer{layer}", entropy)
+                record(step, clock, entropy_metric(layer), entropy)
                 for expert, share in enumerate(load):
-                    record(step, clock, f"expert_load_layer{layer}_expert{expert}", share)
+                    record(step, clock, load_metric(layer, expert), share)
             val_losses.append(losses["val"])
             record(step, clock, "val_loss", losses["val"])
             record(step, clock, "eval_train_loss", losses["train"])
@@ -218,12 +205,12 @@ def train(run, on_event=None, should_stop=None, corpus=None):
             emit({"event": "eval", "model": run.name, "step": step, "iters": run.iters, "wall_time_s": clock,
                   "val_loss": losses["val"], "train_loss": losses["train"]})
             if not math.isfinite(losses["val"]):
-                status, message = "diverged", f"validation loss became {losses['val']} at step {step}"
+                status, message = DIVERGED, f"validation loss became {losses['val']} at step {step}"
                 break
         if step == run.iters:
             break
         if should_stop():
-            status, message = "stopped", f"stopped by request after {step} of {run.iters} steps"
+            status, message = STOPPED, f"stopped by request after {step} of {run.iters} steps"
             break
 
         t0 = time.perf_counter()
@@ -238,17 +225,17 @@ def train(run, on_event=None, should_stop=None, corpus=None):
         emit({"event": "step", "model": run.name, "step": step, "iters": run.iters, "wall_time_s": clock,
               "loss": loss_value, "ms": ms})
         if not math.isfinite(loss_value):
-            status, message = "diverged", f"training loss became {loss_value} at step {step}; the run was stopped"
+            status, message = DIVERGED, f"training loss became {loss_value} at step {step}; the run was stopped"
             break
 
     batch_threads.close()
     results = {
-        "model": run.name, "architecture": config.ffn, "optimizer": run.optimizer, "seed": run.seed,
+        "model": run.name, "architecture": config.ffn, "optimizer": run.optimizer.name, "seed": run.seed,
         "params": model.num_params(), "active_params": model.active_params(),
         "best_val_loss": min(val_losses) if val_losses else math.nan,
         # A diverged model has no final loss worth reporting: the last finite evaluation was of
         # an earlier model, so report NaN (best_val_loss still says what was reached before).
-        "final_val_loss": val_losses[-1] if val_losses and status != "diverged" else math.nan,
+        "final_val_loss": val_losses[-1] if val_losses and status != DIVERGED else math.nan,
         "steps": step, "device": device, "threads": threads,
     }
     results.update(metrics.derived(results["final_val_loss"], results["params"]))
@@ -259,7 +246,7 @@ def train(run, on_event=None, should_stop=None, corpus=None):
     results.update(metrics.memory_breakdown(model, optimizer))
     results["state_mb"] = results["param_mb"] + results["grad_mb"] + results["optimizer_mb"]
 
-    if status != "diverged":
+    if status != DIVERGED:
         results.update(measure_inference(model, corpus, run, device))
     else:
         results.update(inference_ms=math.nan, gen_chars_per_s=math.nan)

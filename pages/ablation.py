@@ -8,22 +8,16 @@ the URL (`?run=ID`), else the one training now, else the latest, and polls while
 import pandas as pd
 import streamlit as st
 
-from nanokimi import ablation, charts, jobs
-from nanokimi.data import DataError
-from pages.common import chosen_dataset, live_run, run_controls, run_label, runner, status_note
+from nanokimi import ablation, charts, jobs, request
+from nanokimi.status import RUNNING
+from pages.common import (KEEP, POLL_S, build_request, dataset_control, job_queue, live_run, model_controls,
+                          preset_values, run_controls, run_label, set_controls, status_note)
 
-POLL_S = 1.0
-EMBEDDING_SIZES = [8, 16, 24, 32, 48, 64, 96, 128, 192, 256]
-MODEL_KEYS = ("n_embd", "n_head", "n_layer", "experts", "top_k", "iters", "batch_size", "block_size", "ns_steps",
-              "seed")
+PREFIX = "ablation_"
+queue = job_queue()
 
-jobs_runner = runner()
-keep = {"persist_state": "session"}  # every control keeps its value when the user visits another page
-
-if "ablation_iters" not in st.session_state:  # the quick preset, as on the Compare page
-    for key, value in jobs.preset_settings("quick").items():
-        if key in MODEL_KEYS:
-            st.session_state[f"ablation_{key}"] = value
+if PREFIX + "iters" not in st.session_state:  # the quick preset, as on the Compare page
+    set_controls(PREFIX, preset_values("quick"))
 
 st.title("Ablation")
 st.caption("Which change helps: the Mixture-of-Experts, TrueMuon, or both? Every arm of architecture (dense, MoE) × "
@@ -31,55 +25,32 @@ st.caption("Which change helps: the Mixture-of-Experts, TrueMuon, or both? Every
            "intervals from the paired seeds.")
 
 # --- controls ---------------------------------------------------------------------------------
-grid_col, model_col, moe_col, train_col = st.columns(4)
+grid_col, *setting_cols = st.columns(4)
 with grid_col:
-    st.slider("Seeds", 1, 5, 3, key="ablation_seeds", **keep,
-              help="Runs per arm. With one seed there is no interval; three is the least that says much.")
-    st.checkbox("Include Muon (PyTorch)", key="ablation_muon", **keep,
-                help="A third optimizer: the 2×3 grid (6 arms) instead of 2×2.")
-    st.selectbox("Dataset", jobs.dataset_choices(), key="ablation_dataset", **keep,
-                 help="input.txt in the working directory when present; the built-in corpus; Tiny Shakespeare "
-                      "(downloaded once, then cached); or your own text.")
-    upload = None
-    if st.session_state["ablation_dataset"] == jobs.UPLOAD_LABEL:
-        upload = st.file_uploader("Upload a text file", type=["txt"], key="ablation_upload")
-with model_col:
-    st.select_slider("Embedding size", EMBEDDING_SIZES, key="ablation_n_embd", **keep)
-    st.slider("Heads", 1, 16, key="ablation_n_head", **keep, help="Embedding size must be divisible by heads.")
-    st.slider("Layers", 1, 8, key="ablation_n_layer", **keep)
-with moe_col:
-    st.slider("Experts", 1, 16, key="ablation_experts", **keep, help="Experts per layer of the MoE arms.")
-    st.select_slider("Top-k experts", list(range(0, 17)), key="ablation_top_k", **keep,
-                     format_func=lambda k: "dense (all)" if k == 0 else str(k))
-    st.slider("Newton–Schulz steps", 1, 10, key="ablation_ns_steps", **keep)
-with train_col:
-    st.slider("Iterations", 10, 20_000, step=10, key="ablation_iters", **keep, help="Training steps per run.")
-    st.slider("Batch size", 1, 128, key="ablation_batch_size", **keep)
-    st.slider("Block size", 4, 256, key="ablation_block_size", **keep, help="Context length in characters.")
-    st.number_input("First seed", min_value=0, max_value=2**31 - 100, step=1, key="ablation_seed", **keep,
-                    help="Seeds are this, this + 1, …; every arm shares each seed (a paired design).")
+    seeds = st.slider("Seeds", 1, 5, 3, key="ablation_seeds", **KEEP,
+                      help="Runs per arm. With one seed there is no interval; three is the least that says much.")
+    muon = st.checkbox("Include Muon (PyTorch)", key="ablation_muon", **KEEP,
+                       help="A third optimizer: the 2×3 grid (6 arms) instead of 2×2.")
+data = dataset_control("ablation_dataset", grid_col)
+values = model_controls(PREFIX, setting_cols)
+with setting_cols[2]:
+    values["seed"] = st.number_input("First seed", min_value=0, max_value=2**31 - 100, step=1, key=PREFIX + "seed",
+                                     help="Seeds are this, this + 1, …; every arm shares each seed (a paired design).",
+                                     **KEEP)
 
-# --- what those controls ask for ----------------------------------------------------------------
-settings = {key: st.session_state[f"ablation_{key}"] for key in MODEL_KEYS}
-optimizers = ("adamw", "truemuon", "muon") if st.session_state["ablation_muon"] else ("adamw", "truemuon")
-request = None
-chosen, info, problems = chosen_dataset(st.session_state["ablation_dataset"], upload, grid_col)
-problems += jobs.settings_problems(settings, info["chars"] if info else None)
-if not problems:
-    try:
-        request = jobs.ablation_request(st.session_state["ablation_seeds"], optimizers, chosen, **settings,
-                                        **jobs.eval_schedule("quick", settings["iters"]))
-    except (ValueError, DataError) as err:
-        problems.append(str(err))
-st.session_state["ablation_request"] = request  # what Train grid would queue (read by the tests)
+# --- what those controls ask for --------------------------------------------------------------------
+optimizers = ("adamw", "truemuon", "muon") if muon else ("adamw", "truemuon")
+grid, problems = build_request(request.ablation, values, data, seeds, optimizers,
+                               **request.eval_schedule("quick", values["iters"]))
+st.session_state["ablation_request"] = grid  # what Train grid would queue (read by the tests)
 for problem in problems:
     st.error(problem)
 
 # --- the grid on show ---------------------------------------------------------------------------
-view, info_col = run_controls(jobs_runner, jobs.ABLATION, request, "Train grid")
-if request is not None:
-    info_col.caption(f"{len(request['runs'])} runs: {len(optimizers) * 2} arms × {request['request']['seeds']} "
-                     f"seed(s), trained one after the other with {request['runs'][0]['threads']} torch thread(s).")
+view, info_col = run_controls(queue, request.ABLATION, grid, "Train grid")
+if grid is not None:
+    info_col.caption(f"{len(grid.runs)} runs: {len(grid.arms)} arms × {seeds} seed(s), trained one after the other "
+                     f"with {grid.runs[0].threads} torch thread(s).")
 if view is None:
     st.info("No ablation yet: choose settings and press Train grid.")
     st.stop()
@@ -87,19 +58,20 @@ if view is None:
 
 def live_view(run_id, was_active):
     """Progress over the whole grid, redrawn from the store (every POLL_S while it trains)."""
-    view = live_run(jobs_runner, run_id, was_active)
+    view = live_run(queue, run_id, was_active)
     fraction, text = view.progress()
     total, done = len(view.models), len(view.results)
     st.markdown(f"**{run_label(view.run)}**")
     st.progress(fraction, text=f"{done} of {total} runs done · {text}")
-    if view.active and view.status == "running":
-        arm, _, seed = view.run["progress"].get("model", view.models[0]).partition("/s")
-        st.caption(f"Training arm **{arm}**, seed **{seed}** (run {view.run['progress'].get('index', 0) + 1} of {total}).")
+    if view.status == RUNNING:
+        index = view.run["progress"].get("index", 0)
+        now = view.request.runs[index]
+        st.caption(f"Training arm **{now.arm}**, seed **{now.seed}** (run {index + 1} of {total}).")
     if view.run["stop_requested"] and view.active:
         st.caption("Stopping…")
     history = jobs.ablation_history(view.run, view.history)
     if (history["metric"] == "val_loss").any():
-        over_time = st.toggle("Over wall time", key="ablation_over_time", **keep,
+        over_time = st.toggle("Over wall time", key="ablation_over_time", **KEEP,
                               help="Training time (evaluation excluded), mean over seeds.")
         st.altair_chart(charts.arm_band_chart(history, x="wall_time_s" if over_time else "step"),
                         key="ablation_band_chart", width="stretch")
@@ -114,11 +86,11 @@ if not view.active:
     results = jobs.ablation_results(view.run, view.history)
     if results:
         rows = ablation.run_rows(results)
-        summary = ablation.summary_rows(rows, view.run["config"]["request"]["optimizers"])
+        summary = ablation.summary_rows(rows, view.request.asked["optimizers"])
         summary_frame = pd.DataFrame(summary, columns=ablation.SUMMARY_COLUMNS)
         st.subheader("Effects")
         metric = st.radio("Effects on", ["best_val_loss", "final_val_loss"], horizontal=True, key="ablation_metric",
-                          **keep, format_func=lambda m: m.replace("_", " "))
+                          **KEEP, format_func=lambda m: m.replace("_", " "))
         st.altair_chart(charts.effects_chart(summary_frame, metric), key="ablation_effects_chart", width="stretch")
         for line in summary_frame[(summary_frame["kind"] == "effect") & (summary_frame["metric"] == metric)]["note"]:
             st.markdown(f"- {line}")

@@ -1,103 +1,67 @@
 """Compare: set up NanoGPT vs NanoKimi, press Train, watch both learn, read the verdict.
 
 Training never runs in this script: Train queues the comparison in the run store and the runner
-process trains it (nanokimi/jobs.py). The page shows the run named in the URL (`?run=ID`), else the
+process trains it (nanokimi/jobs.py, nanokimi/runner.py). The page shows the run named in the URL (`?run=ID`), else the
 one training now, else the latest, and polls the store every second while it is active.
 """
 
 import pandas as pd
 import streamlit as st
 
-from nanokimi import charts, jobs, report
-from nanokimi.data import DataError
-from nanokimi.optim import OPTIMIZERS
-from pages.common import OPTIMIZER_LABELS, chosen_dataset, live_run, run_controls, run_label, runner, status_note
+from nanokimi import charts, report, request
+from nanokimi.compare import PRESET_HELP
+from nanokimi.optim import OPTIMIZER_LABELS, OPTIMIZERS
+from nanokimi.status import MEASURED
+from pages.common import (KEEP, POLL_S, build_request, dataset_control, job_queue, live_run, model_controls,
+                          preset_values, run_controls, run_label, set_controls, status_note)
 
-POLL_S = 1.0
-EMBEDDING_SIZES = [8, 16, 24, 32, 48, 64, 96, 128, 192, 256]
-
-jobs_runner = runner()
-keep = {"persist_state": "session"}  # every control keeps its value when the user visits another page
+queue = job_queue()
 
 
 def apply_preset():
-    for key, value in jobs.preset_settings(st.session_state["preset"]).items():
-        st.session_state[key] = value
+    set_controls("", preset_values(st.session_state["preset"]))
 
 
 if "preset" not in st.session_state:
     st.session_state["preset"] = "quick"
     apply_preset()
+    st.session_state.update(gpt_optimizer="adamw", kimi_optimizer="truemuon")
 
 st.title("NanoGPT vs NanoKimi")
 st.caption("A dense GPT trained with AdamW against a Mixture-of-Experts model trained with TrueMuon, "
            "on the same text and the same evaluation batches.")
 
 # --- controls ---------------------------------------------------------------------------------
-data_col, model_col, moe_col, train_col = st.columns(4)
+data_col, *setting_cols = st.columns(4)
 with data_col:
-    st.selectbox("Preset", ["quick", "seed"], key="preset", on_change=apply_preset, **keep,
-                 format_func=lambda p: {"quick": "quick (about a minute on a laptop CPU)",
-                                        "seed": "seed (the original configuration)"}[p],
-                 help="Sets every control below. seed: the original script (10,000 iterations); "
-                      "quick: 1,000 iterations and smaller evaluations.")
-    choices = jobs.dataset_choices()
-    st.selectbox("Dataset", choices, key="dataset", **keep,
-                 help="input.txt in the working directory when present; the built-in corpus (this Python's "
-                      "standard-library sources, no download); Tiny Shakespeare (downloaded once, then cached); "
-                      "or your own text.")
-    limit_mb = st.get_option("server.maxUploadSize")
-    upload = None
-    if st.session_state["dataset"] == jobs.UPLOAD_LABEL:
-        upload = st.file_uploader("Upload a text file", type=["txt"],
-                                  help=f"UTF-8 plain text, up to {limit_mb} MB. Longer than the block size.")
-with model_col:
-    st.select_slider("Embedding size", EMBEDDING_SIZES, key="n_embd", **keep)
-    st.slider("Heads", 1, 16, key="n_head", **keep, help="Embedding size must be divisible by heads.")
-    st.slider("Layers", 1, 8, key="n_layer", **keep)
-with moe_col:
-    st.slider("Experts", 1, 16, key="experts", **keep, help="NanoKimi's experts per layer.")
-    st.select_slider("Top-k experts", list(range(0, 17)), key="top_k", **keep,
-                     format_func=lambda k: "dense (all)" if k == 0 else str(k),
-                     help="Experts each token is routed to; dense (all) is the original (every expert, softmax-weighted).")
-    st.slider("Newton–Schulz steps", 1, 10, key="ns_steps", **keep,
-              help="Iterations of the orthogonalisation in TrueMuon and Muon (the original authors suggested trying 3).")
-with train_col:
-    st.slider("Iterations", 10, 20_000, step=10, key="iters", **keep, help="Training steps per model.")
-    st.slider("Batch size", 1, 128, key="batch_size", **keep)
-    st.slider("Block size", 4, 256, key="block_size", **keep, help="Context length in characters.")
+    st.selectbox("Preset", list(PRESET_HELP), key="preset", on_change=apply_preset, **KEEP,
+                 format_func=lambda p: f"{p} ({PRESET_HELP[p]})", help="Sets every control below.")
+data = dataset_control("dataset", data_col)
+values = model_controls("", setting_cols)
 opt_gpt, opt_kimi, seed_col = st.columns([1, 1, 2])
-opt_gpt.selectbox("NanoGPT optimizer", OPTIMIZERS, key="gpt_optimizer", format_func=OPTIMIZER_LABELS.get, **keep)
-opt_kimi.selectbox("NanoKimi optimizer", OPTIMIZERS, key="kimi_optimizer", format_func=OPTIMIZER_LABELS.get, **keep)
-seed_col.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="seed", **keep,
+opt_gpt.selectbox("NanoGPT optimizer", OPTIMIZERS, key="gpt_optimizer", format_func=OPTIMIZER_LABELS.get, **KEEP)
+opt_kimi.selectbox("NanoKimi optimizer", OPTIMIZERS, key="kimi_optimizer", format_func=OPTIMIZER_LABELS.get, **KEEP)
+seed_col.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="seed", **KEEP,
                       help="Initialisation and batch order; both models share it.")
+values["seed"] = st.session_state["seed"]
 
-# --- what those controls ask for, and why it cannot train when it cannot --------------------------
-settings = {k: st.session_state[k] for k in ("n_embd", "n_head", "n_layer", "experts", "top_k", "iters",
-                                              "batch_size", "block_size", "ns_steps", "seed")}
-request = None
-chosen, info, problems = chosen_dataset(st.session_state["dataset"], upload, data_col)
-problems += jobs.settings_problems(settings, info["chars"] if info else None)
-if not problems:
-    try:
-        request = jobs.comparison_request(st.session_state["preset"], st.session_state["gpt_optimizer"],
-                                          st.session_state["kimi_optimizer"], chosen,
-                                          **settings, **jobs.eval_schedule(st.session_state["preset"], settings["iters"]))
-    except (ValueError, DataError) as err:
-        problems.append(str(err))
-st.session_state["run_request"] = request  # what Train would queue (read by the tests)
+# --- what those controls ask for, or why it cannot train ------------------------------------------
+preset = st.session_state["preset"]
+run_request, problems = build_request(request.comparison, values, data, preset, st.session_state["gpt_optimizer"],
+                                      st.session_state["kimi_optimizer"], **request.eval_schedule(preset, values["iters"]))
+st.session_state["run_request"] = run_request  # what Train would queue (read by the tests)
 for problem in problems:
     st.error(problem)
 
 # --- the run on show ------------------------------------------------------------------------------
-view, info_col = run_controls(jobs_runner, jobs.COMPARISON, request, "Train")
-if request is not None:
-    first = request["runs"][0]
-    every = "every step" if first["eval_interval"] == 1 else f"every {first['eval_interval']} steps"
-    info_col.caption(f"Evaluates {every} on {first['eval_iters']} batches per split; "
-                     f"trains with {first['threads']} torch thread(s), one model after the other.")
+view, info_col = run_controls(queue, request.COMPARISON, run_request, "Train")
+if run_request is not None:
+    first = run_request.runs[0]
+    every = "every step" if first.eval_interval == 1 else f"every {first.eval_interval} steps"
+    info_col.caption(f"Evaluates {every} on {first.eval_iters} batches per split; "
+                     f"trains with {first.threads} torch thread(s), one model after the other.")
     with info_col.expander("Run configuration"):
-        st.json(request, expanded=False)
+        st.json(run_request.to_stored(), expanded=False)
 if view is None:
     st.info("No runs yet: choose settings and press Train.")
     st.stop()
@@ -105,7 +69,7 @@ if view is None:
 
 def live_view(run_id, was_active):
     """Progress and charts of one run, redrawn from the store (every POLL_S while it trains)."""
-    view = live_run(jobs_runner, run_id, was_active)
+    view = live_run(queue, run_id, was_active)
     fraction, text = view.progress()
     st.markdown(f"**{run_label(view.run)}**")
     st.progress(fraction, text=text)
@@ -114,10 +78,10 @@ def live_view(run_id, was_active):
     loss_col, side_col = st.columns([3, 2])
     with loss_col:
         toggles = st.columns(3)
-        over_time = toggles[0].toggle("Over wall time", key="loss_over_time", **keep,
+        over_time = toggles[0].toggle("Over wall time", key="loss_over_time", **KEEP,
                                       help="Training time, evaluation excluded.")
-        log_scale = toggles[1].toggle("Log scale", key="loss_log", **keep)
-        smoothing = toggles[2].slider("Smoothing", 1, 50, 1, key="loss_smoothing", **keep,
+        log_scale = toggles[1].toggle("Log scale", key="loss_log", **KEEP)
+        smoothing = toggles[2].slider("Smoothing", 1, 50, 1, key="loss_smoothing", **KEEP,
                                       help="Rolling mean over this many points.")
         st.altair_chart(charts.loss_chart(view.history, x="wall_time_s" if over_time else "step",
                                           log_scale=log_scale, smoothing=smoothing),
@@ -143,7 +107,7 @@ st.fragment(live_view, run_every=POLL_S if view.active else None)(view.id, view.
 # --- results ----------------------------------------------------------------------------------
 if not view.active:
     status_note(view, "Run")
-    measured = [r for r in view.results if r.get("status") in ("completed", "stopped", "diverged")]
+    measured = [r for r in view.results if r.get("status") in MEASURED]
     if measured:
         st.subheader("Results")
         st.markdown(f"**{report.verdict(measured)}**")

@@ -12,11 +12,11 @@ import torch
 
 from nanokimi import charts, jobs, routing
 from nanokimi.data import DataError
-from nanokimi.store import FINISHED
-from pages.common import checkpoint_with_text, run_label, runner
+from nanokimi.request import COMPARISON
+from nanokimi.status import FINISHED
+from pages.common import KEEP, checkpoint_with_text, job_queue, pick_run
 
-jobs_runner = runner()
-keep = {"persist_state": "session"}
+queue = job_queue()
 
 
 def moe_config(run):
@@ -36,17 +36,14 @@ def preferences(path, mtime, source):
 st.title("Experts")
 st.caption("How NanoKimi's softmax gate shares the work between its experts. A healthy gate keeps several experts "
            "busy; routing collapse shows as the gate entropy falling toward 0 and one expert's load nearing 1.")
-runs = [r for r in jobs_runner.store.list_runs(FINISHED, kind=jobs.COMPARISON) if moe_config(r)]
+runs = [r for r in queue.store.list_runs(FINISHED, kind=COMPARISON) if moe_config(r)]
 if not runs:
     st.info("No finished run with a NanoKimi (Mixture-of-Experts) model yet: train one on the Compare page. "
             "A run whose models are both dense has no experts to show.")
     st.stop()
 
-by_id = {r["id"]: r for r in runs}
-if st.session_state.get("experts_run") not in by_id:
-    st.session_state.pop("experts_run", None)
-run_id = st.selectbox("Run", list(by_id), key="experts_run", **keep, format_func=lambda i: run_label(by_id[i]))
-run = by_id[run_id]
+run = pick_run(runs, "experts_run")
+run_id = run["id"]
 kimi = moe_config(run)
 name, experts, layers = kimi["name"], kimi["model"]["experts"], kimi["model"]["n_layer"]
 top_k = kimi["model"].get("top_k") or 0
@@ -55,9 +52,8 @@ st.caption(f"{name}: {layers} layer(s) × {experts} experts, "
               else f"top-{top_k} routing: load = share of token assignments."))
 
 # --- over training, from the history -------------------------------------------------------------
-wanted = [f"gate_entropy_layer{layer}" for layer in range(layers)] + [
-    f"expert_load_layer{layer}_expert{expert}" for layer in range(layers) for expert in range(experts)]
-history = jobs.history_frame(jobs_runner.store.history(run_id, wanted))
+wanted = routing.routing_metrics(layers, experts)
+history = jobs.history_frame(queue.store.history(run_id, wanted))
 load, entropy = charts.routing_history(history[history["model"] == name])
 if load.empty:
     st.info(f"This run's history has no routing metrics for {name}: they are recorded at every evaluation "
@@ -76,7 +72,7 @@ else:
 
 # --- which characters each expert prefers, from the checkpoint --------------------------------------
 st.subheader("Which characters each expert prefers")
-path = jobs_runner.checkpoints(run).get(name)
+path = queue.checkpoints(run).get(name)
 if path is None:
     st.info(f"{name}'s weights were not saved for this run (it stopped or failed before the end of training), "
             "so its routing per character can't be measured.")
@@ -92,8 +88,8 @@ if not any(by_layer):
     st.info("The validation text is too short: no character occurs often enough (20 times) to measure its routing.")
     st.stop()
 layer_col, color_col = st.columns(2)
-layer = layer_col.selectbox("Layer", list(range(len(by_layer))), key="experts_layer", **keep) if len(by_layer) > 1 else 0
-relative = color_col.toggle("Relative to each expert's average", key="experts_relative", **keep,
+layer = layer_col.selectbox("Layer", list(range(len(by_layer))), key="experts_layer", **KEEP) if len(by_layer) > 1 else 0
+relative = color_col.toggle("Relative to each expert's average", key="experts_relative", **KEEP,
                             help="Divides by the expert's average weight, so an expert that takes most of every token "
                                  "doesn't paint every row: above 1, the character prefers this expert.")
 st.altair_chart(charts.character_heatmap(by_layer[layer], relative=relative), width="stretch")

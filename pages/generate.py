@@ -6,33 +6,30 @@ The weights come from the checkpoints the runner saved for each model, loaded wi
 
 import streamlit as st
 
-from nanokimi import jobs, sampling
-from pages.common import checkpoint, run_label, runner
+from nanokimi import sampling
+from nanokimi.request import COMPARISON
+from nanokimi.status import COMPLETED
+from pages.common import KEEP, checkpoint, job_queue, pick_run
 
-jobs_runner = runner()
-keep = {"persist_state": "session"}
+queue = job_queue()
 
 st.title("Generate")
-runs = [r for r in jobs_runner.store.list_runs(kind=jobs.COMPARISON) if jobs_runner.checkpoints(r)]
+runs = [r for r in queue.store.list_runs(kind=COMPARISON) if queue.checkpoints(r)]
 if not runs:
     st.info("No finished run with saved weights yet: train one on the Compare page.")
     st.stop()
 
-by_id = {r["id"]: r for r in runs}
-if st.session_state.get("generate_run") not in by_id:
-    st.session_state.pop("generate_run", None)
 # newest first; the newest completed run by default, since a stopped run may have only one model
-default = next((i for i, r in enumerate(runs) if r["status"] == "completed"), 0)
-run_id = st.selectbox("Run", list(by_id), index=default, key="generate_run", **keep,
-                      format_func=lambda i: run_label(by_id[i]))
-prompt = st.text_area("Prompt", "The ", key="generate_prompt", **keep, height=80)
+default = next((i for i, r in enumerate(runs) if r["status"] == COMPLETED), 0)
+run = pick_run(runs, "generate_run", default=default)
+prompt = st.text_area("Prompt", "The ", key="generate_prompt", **KEEP, height=80)
 temp_col, length_col = st.columns(2)
-temperature = temp_col.slider("Temperature", 0.1, 2.0, 0.8, 0.1, key="generate_temperature", **keep,
+temperature = temp_col.slider("Temperature", 0.1, 2.0, 0.8, 0.1, key="generate_temperature", **KEEP,
                               help="Below 1: safer, more repetitive; above 1: more surprising.")
-length = length_col.slider("Length", 10, 1000, 200, 10, key="generate_length", **keep, help="New characters per model.")
+length = length_col.slider("Length", 10, 1000, 200, 10, key="generate_length", **KEEP, help="New characters per model.")
 
 if st.button("Generate", type="primary", icon=":material/edit_note:"):
-    paths = jobs_runner.checkpoints(by_id[run_id])
+    paths = queue.checkpoints(run)
     columns = st.columns(len(paths))
     for column, (name, path) in zip(columns, paths.items()):
         model, chars = checkpoint(str(path), path.stat().st_mtime)

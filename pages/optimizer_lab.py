@@ -10,15 +10,15 @@ import math
 import streamlit as st
 import torch
 
-from nanokimi import charts, jobs, nslab
+from nanokimi import charts, nslab
 from nanokimi.data import DataError
 from nanokimi.optim import NS_COEFFICIENTS
-from pages.common import checkpoint_with_text, run_label, runner
+from nanokimi.request import COMPARISON
+from pages.common import KEEP, checkpoint_with_text, job_queue, pick_run
 
 RANDOM, GRADIENT = "Random matrix", "Gradient from a run"
 
-jobs_runner = runner()
-keep = {"persist_state": "session"}
+queue = job_queue()
 torch.set_num_threads(1)
 
 
@@ -36,29 +36,26 @@ def source_of(run, name):
 
 def gradient_matrix():
     """The gradient chosen in the widgets, or None (with the reason shown) when there is none to pick."""
-    runs = [r for r in jobs_runner.store.list_runs(kind=jobs.COMPARISON) if jobs_runner.checkpoints(r)]
+    runs = [r for r in queue.store.list_runs(kind=COMPARISON) if queue.checkpoints(r)]
     if not runs:
         st.info("No finished run with saved weights yet: train one on the Compare page, or use a random matrix.")
         return None
-    by_id = {r["id"]: r for r in runs}
-    if st.session_state.get("lab_run") not in by_id:
-        st.session_state.pop("lab_run", None)
     run_col, model_col, matrix_col = st.columns([2, 1, 2])
-    run_id = run_col.selectbox("Run", list(by_id), key="lab_run", **keep, format_func=lambda i: run_label(by_id[i]))
-    paths = jobs_runner.checkpoints(by_id[run_id])
+    run = pick_run(runs, "lab_run", column=run_col)
+    paths = queue.checkpoints(run)
     if st.session_state.get("lab_model") not in paths:
         st.session_state.pop("lab_model", None)
-    name = model_col.selectbox("Model", list(paths), index=len(paths) - 1, key="lab_model", **keep)
+    name = model_col.selectbox("Model", list(paths), index=len(paths) - 1, key="lab_model", **KEEP)
     path = paths[name]
     try:
-        matrices = gradients(str(path), path.stat().st_mtime, source_of(by_id[run_id], name))
+        matrices = gradients(str(path), path.stat().st_mtime, source_of(run, name))
     except DataError as err:
         st.info(f"This run's training text can't be used to compute a gradient ({err}); use a random matrix.")
         return None
     labels = list(matrices)
     if st.session_state.get("lab_matrix") not in labels:
         st.session_state.pop("lab_matrix", None)
-    label = matrix_col.selectbox("Matrix", labels, key="lab_matrix", **keep,
+    label = matrix_col.selectbox("Matrix", labels, key="lab_matrix", **KEEP,
                                  format_func=lambda k: f"{k}  ({matrices[k].shape[0]}×{matrices[k].shape[1]})",
                                  help="The gradient of each hidden weight matrix (experts one by one) for one "
                                       "training batch; TrueMuon orthogonalises its momentum of exactly these.")
@@ -71,12 +68,12 @@ st.caption("TrueMuon replaces each update matrix by an almost orthogonal one wit
            "s → a·s + b·s³ + c·s⁵. The default coefficients push small singular values up fast and leave them all "
            "in a band near 1 (roughly 0.7–1.2), not exactly at 1: a steep start bought with a little wobble.")
 
-source = st.radio("Matrix", [RANDOM, GRADIENT], key="lab_source", horizontal=True, **keep)
+source = st.radio("Matrix", [RANDOM, GRADIENT], key="lab_source", horizontal=True, **KEEP)
 if source == RANDOM:
     rows_col, cols_col, seed_col = st.columns(3)
-    rows = rows_col.slider("Rows", 2, 512, 64, key="lab_rows", **keep)
-    cols = cols_col.slider("Columns", 2, 512, 256, key="lab_cols", **keep)
-    seed = seed_col.number_input("Seed", 0, 2**31 - 1, 0, key="lab_seed", **keep)
+    rows = rows_col.slider("Rows", 2, 512, 64, key="lab_rows", **KEEP)
+    cols = cols_col.slider("Columns", 2, 512, 256, key="lab_cols", **KEEP)
+    seed = seed_col.number_input("Seed", 0, 2**31 - 1, 0, key="lab_seed", **KEEP)
     G = nslab.random_matrix(rows, cols, int(seed))
 else:
     G = gradient_matrix()
@@ -84,11 +81,11 @@ else:
         st.stop()
 
 steps_col, a_col, b_col, c_col = st.columns(4)
-steps = steps_col.slider("Newton–Schulz steps", 1, 10, 5, key="lab_steps", **keep,
+steps = steps_col.slider("Newton–Schulz steps", 1, 10, 5, key="lab_steps", **KEEP,
                          help="TrueMuon's default is 5; the original authors suggested trying 3.")
-a = a_col.number_input("a", value=NS_COEFFICIENTS[0], step=0.1, format="%.4f", key="lab_a", **keep)
-b = b_col.number_input("b", value=NS_COEFFICIENTS[1], step=0.1, format="%.4f", key="lab_b", **keep)
-c = c_col.number_input("c", value=NS_COEFFICIENTS[2], step=0.1, format="%.4f", key="lab_c", **keep)
+a = a_col.number_input("a", value=NS_COEFFICIENTS[0], step=0.1, format="%.4f", key="lab_a", **KEEP)
+b = b_col.number_input("b", value=NS_COEFFICIENTS[1], step=0.1, format="%.4f", key="lab_b", **KEEP)
+c = c_col.number_input("c", value=NS_COEFFICIENTS[2], step=0.1, format="%.4f", key="lab_c", **KEEP)
 coefficients = (a, b, c)
 if coefficients != NS_COEFFICIENTS:
     st.caption(f"Defaults: a = {NS_COEFFICIENTS[0]}, b = {NS_COEFFICIENTS[1]}, c = {NS_COEFFICIENTS[2]}. "

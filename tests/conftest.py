@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanokimi import jobs
+from nanokimi.runner import runner_alive
+from nanokimi.status import ACTIVE
 from nanokimi.store import Store
 
 torch.set_num_threads(1)  # tiny models: one thread is fastest and leaves the other core free
@@ -43,8 +44,15 @@ def home(tmp_path, monkeypatch):
     monkeypatch.setenv("NANOKIMI_HOME", str(tmp_path / "home"))
     yield tmp_path / "home"
     store = Store(tmp_path / "home")  # leave no runner behind: stop what is left, let it exit
-    for run in store.list_runs(("queued", "running")):
+    for run in store.list_runs(ACTIVE):
         store.request_stop(run["id"])
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and jobs.Runner(tmp_path / "home").runner_alive():
+    while time.monotonic() < deadline and runner_alive(store.home):
         time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def equivalence_corpus():
+    """Tiny Shakespeare when ../shared has it, else the built-in corpus: checks that need real text never skip."""
+    from nanokimi.data import BUILTIN, load_corpus
+    return load_corpus(SHAKESPEARE if SHAKESPEARE.is_file() else BUILTIN)

@@ -1,7 +1,14 @@
+import io
 import math
 import statistics
 
+import pandas as pd
 import pytest
+
+from nanokimi import ablation, compare
+from nanokimi.metrics import RESULT_COLUMNS
+from nanokimi.optim import OptimizerConfig
+from nanokimi.train import RunConfig, RunResult
 
 from nanokimi.metrics import usable_cores
 from nanokimi.ablation import (ablation_runs, default_target, effects, estimate, summary_rows, t_quantile_975,
@@ -75,7 +82,8 @@ def test_default_target_is_the_worst_arms_mean_final_loss():
 def test_ablation_grid_is_paired_by_seed():
     runs = ablation_runs(optimizers=("adamw", "truemuon", "muon"), seeds=2, iters=10, n_layer=1, n_embd=16, n_head=2)
     assert len(runs) == 12
-    assert {(r.model.ffn, r.optimizer) for r in runs} == {(a, o) for a in ("dense", "moe") for o in ("adamw", "truemuon", "muon")}
+    assert {(r.model.ffn, r.optimizer.name) for r in runs} == {(a, o) for a in ("dense", "moe") for o in ("adamw", "truemuon", "muon")}
+    assert all(r.arm == f"{r.model.ffn}+{r.optimizer.name}" for r in runs), "each run carries its arm"
     assert sorted({r.seed for r in runs}) == [1337, 1338]
     assert all(r.model.n_layer == 1 and r.iters == 10 for r in runs)
 
@@ -112,3 +120,31 @@ def test_ablate_refuses_bad_flags_before_training(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "divisible" in proc.stderr
     assert not (tmp_path / "never").exists()
+
+
+def fake_result(architecture, optimizer, seed, final):
+    arm = f"{architecture}+{optimizer}"
+    config = RunConfig(name=f"{arm}/s{seed}", arm=arm, optimizer=OptimizerConfig(optimizer), seed=seed,
+                       model=compare.ARCHITECTURES[ablation.ARCHITECTURES[architecture]])
+    history = [{"model": config.name, "step": s, "wall_time_s": 0.1 * s, "metric": "val_loss", "value": final + 1 - s / 10}
+               for s in range(0, 11, 5)]
+    results = {"model": config.name, "architecture": architecture, "optimizer": optimizer, "seed": seed,
+               "best_val_loss": final, "final_val_loss": final, "train_ms_per_step": 5.0, "status": "completed"}
+    return RunResult(config, "completed", "", results, history)
+
+
+def test_csv_builders_have_one_row_per_run_and_per_summary_line():
+    results = [fake_result(a, o, seed, 1.0 + 0.1 * (a == "moe") - 0.05 * (o == "truemuon") + 0.01 * seed)
+               for seed in (1, 2, 3) for a in ("dense", "moe") for o in ("adamw", "truemuon")]
+    rows = ablation.run_rows(results)
+    runs = pd.read_csv(io.StringIO(ablation.runs_csv(rows)))
+    assert list(runs.columns[:4]) == ["arm", "architecture", "optimizer", "seed"]
+    assert list(runs.columns[-2:]) == ["target_val_loss", "time_to_target_s"]
+    assert set(RESULT_COLUMNS) - {"model"} <= set(runs.columns) and "model" in runs.columns
+    assert len(runs) == 12 and runs["seed"].tolist()[:4] == [1, 1, 1, 1]
+    summary = ablation.summary_rows(rows, ("adamw", "truemuon"))
+    frame = pd.read_csv(io.StringIO(ablation.summary_csv(summary)))
+    assert list(frame.columns) == ablation.SUMMARY_COLUMNS
+    assert len(frame) == 4 * 4 + 3 * 2, "4 arms × 4 metrics, then 3 effects × 2 metrics"
+    moe = frame[(frame["name"] == "MoE − dense") & (frame["metric"] == "final_val_loss")].iloc[0]
+    assert moe["mean"] == pytest.approx(0.1) and moe["distinguishable_from_zero"] == "yes"

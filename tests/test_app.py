@@ -2,20 +2,18 @@
 
 AppTest runs the real pages (via the entry file's navigation) in this process; Train really queues
 a run that a runner process trains. `run_every` fragments never fire in AppTest, so the tests poll
-by re-running the app, and download bytes can't be read, so the CSV builders are tested directly.
+by re-running the app, and download bytes can't be read, so the CSV builders are tested in tests/test_report.py.
 """
 
-import io
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from nanokimi import jobs, report
 from nanokimi.data import DataError
-from nanokimi.metrics import HISTORY_COLUMNS, RESULT_COLUMNS
+from nanokimi.request import comparison
+from pages.common import BUILTIN_LABEL, UPLOAD_LABEL, build_request, resolve_dataset
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 TINY = {"n_embd": 16, "n_head": 2, "n_layer": 1, "experts": 2, "iters": 10, "batch_size": 4, "block_size": 8}
@@ -54,27 +52,30 @@ def test_every_page_loads_on_a_fresh_machine(home, page):
 def test_controls_change_the_run_config(home):
     at = app()
     request = at.session_state["run_request"]
-    assert request["runs"][0]["iters"] == 1000, "the quick preset is the default"
-    set_controls(at, dataset=jobs.BUILTIN_LABEL, n_embd=32, n_head=8, n_layer=2, experts=6, top_k=2, iters=300,
+    assert request.runs[0].iters == 1000, "the quick preset is the default"
+    set_controls(at, dataset=BUILTIN_LABEL, n_embd=32, n_head=8, n_layer=2, experts=6, top_k=2, iters=300,
                  batch_size=8, block_size=16, ns_steps=3, seed=7, gpt_optimizer="truemuon", kimi_optimizer="muon")
-    gpt, kimi = at.session_state["run_request"]["runs"]
-    assert (gpt["optimizer"], kimi["optimizer"]) == ("truemuon", "muon")
-    assert kimi["model"]["experts"] == 6 and kimi["model"]["top_k"] == 2 and kimi["model"]["ffn"] == "moe"
+    gpt, kimi = at.session_state["run_request"].runs
+    assert (gpt.optimizer.name, kimi.optimizer.name) == ("truemuon", "muon")
+    assert kimi.model.experts == 6 and kimi.model.top_k == 2 and kimi.model.ffn == "moe"
     for run in (gpt, kimi):
-        assert (run["model"]["n_embd"], run["model"]["n_head"], run["model"]["n_layer"]) == (32, 8, 2)
-        assert (run["model"]["block_size"], run["batch_size"], run["iters"]) == (16, 8, 300)
-        assert (run["ns_steps"], run["seed"], run["eval_interval"]) == (3, 7, 30)
+        assert (run.model.n_embd, run.model.n_head, run.model.n_layer) == (32, 8, 2)
+        assert (run.model.block_size, run.batch_size, run.iters) == (16, 8, 300)
+        assert (run.optimizer.ns_steps, run.seed, run.eval_interval) == (3, 7, 30)
     set_controls(at, preset="seed")
     assert at.slider(key="iters").value == 10_000, "the seed preset is the original configuration"
-    assert at.session_state["run_request"]["runs"][0]["eval_iters"] == 200
+    assert at.session_state["run_request"].runs[0].eval_iters == 200
 
 
 def test_impossible_combinations_are_explained_and_cannot_train(home):
     at = set_controls(app(), n_embd=48, n_head=5)
-    assert any("cannot be split into 5 heads" in e for e in errors(at))
+    # the engine's sentence, once, with the app's advice
+    assert errors(at) == ["N_embd (48) must be divisible by n_head (5). Choose 1, 2, 3, 4, 6, 8, 12 or 16 heads, "
+                          "or another embedding size."]
     assert next(b for b in at.button if b.label == "Train").disabled
     at = set_controls(at, n_head=4, experts=3, top_k=5)
-    assert any("Top-k experts (5) is more than Experts (3)" in e for e in errors(at))
+    assert errors(at) == ["Top_k must be between 1 and experts (3), or 0 for dense routing; got 5. Choose at most 3 "
+                          "(Experts), or dense (all)."]
     assert next(b for b in at.button if b.label == "Train").disabled
     at = set_controls(at, top_k=3)
     assert not errors(at) and not next(b for b in at.button if b.label == "Train").disabled
@@ -92,15 +93,17 @@ def test_bad_uploads_get_a_clear_message(home):
     for raw, expected in ((b"", "is empty"), (b"\x89PNG\r\n\x1a\n\x00\xff\xfe", "is not UTF-8 text"),
                           (b"aaaaaaaa", "single repeated character")):
         with pytest.raises(DataError, match=expected):
-            jobs.resolve_dataset(jobs.UPLOAD_LABEL, raw, "bad.txt", home)
-    short = jobs.resolve_dataset(jobs.UPLOAD_LABEL, b"to be or not to be", "short.txt", home)
-    chars = jobs.describe_corpus(short.source)["chars"]
-    [problem] = jobs.settings_problems({"n_embd": 64, "n_head": 4, "experts": 4, "top_k": 0, "block_size": 32}, chars)
-    assert "block size 32 needs at least" in problem
+            resolve_dataset(UPLOAD_LABEL, raw, "bad.txt", str(home))
+    source, label, _ = resolve_dataset(UPLOAD_LABEL, b"to be or not to be", "short.txt", str(home))
+    assert label == "upload short.txt" and Path(source).read_bytes() == b"to be or not to be"
+    _, problems = build_request(comparison, {"block_size": 32}, (source, label))
+    [problem] = problems
+    assert problem.startswith("Upload short.txt has 18 characters; block size 32 needs at least ")
+    assert problem.endswith("Choose a smaller Block size or a longer text.")
 
 
 def test_train_runs_to_completion_and_shows_results(home):
-    at = set_controls(app(), dataset=jobs.BUILTIN_LABEL, **TINY)
+    at = set_controls(app(), dataset=BUILTIN_LABEL, **TINY)
     next(b for b in at.button if b.label == "Train").click().run()
     run_id = at.query_params["run"]
     assert run_id, "the run id is in the URL, so a refresh re-attaches"
@@ -135,27 +138,3 @@ def test_train_runs_to_completion_and_shows_results(home):
     assert all(len(code.value) == len("def ") + 20 for code in gen.code)
     assert all("'☃'" in w.value for w in gen.warning), "unknown prompt characters are explained"
     assert len(gen.warning) == 2
-
-
-def test_results_csv_has_the_engine_columns():
-    rows = [{"model": "NanoGPT", "best_val_loss": 1.5, "status": "completed"},
-            {"model": "NanoKimi", "best_val_loss": 1.4, "status": "completed"}]
-    frame = pd.read_csv(io.StringIO(report.results_csv(rows)))
-    assert list(frame.columns) == RESULT_COLUMNS
-    assert frame["model"].tolist() == ["NanoGPT", "NanoKimi"] and frame["best_val_loss"].tolist() == [1.5, 1.4]
-
-
-def test_runs_results_csv_names_the_run_of_every_row():
-    runs = [{"id": 3, "results": [{"model": "NanoGPT", "steps": 10}, {"model": "NanoKimi", "steps": 10}]},
-            {"id": 5, "results": [{"model": "NanoGPT", "steps": 4}]}]
-    frame = pd.read_csv(io.StringIO(report.runs_results_csv(runs)))
-    assert list(frame.columns) == ["run_id"] + RESULT_COLUMNS
-    assert list(zip(frame["run_id"], frame["model"], frame["steps"])) == [(3, "NanoGPT", 10), (3, "NanoKimi", 10), (5, "NanoGPT", 4)]
-
-
-def test_history_csv_is_tidy():
-    history = [{"model": "NanoGPT", "step": 1, "wall_time_s": 0.01, "metric": "train_loss", "value": 4.1},
-               {"model": "NanoKimi", "step": 0, "wall_time_s": 0.0, "metric": "val_loss", "value": 4.2}]
-    frame = pd.read_csv(io.StringIO(report.history_csv(history)))
-    assert list(frame.columns) == HISTORY_COLUMNS
-    assert frame.to_dict("records") == history

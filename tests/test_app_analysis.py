@@ -1,4 +1,4 @@
-"""The Experts and Optimizer lab pages as a user meets them (AppTest), and their chart builders.
+"""The Experts and Optimizer lab pages as a user meets them (AppTest); their charts: tests/test_charts.py.
 
 A finished run is made in this process, the way the runner would record it (train each model with
 a checkpoint, `finish_model`, `finish_run`), without a runner process: a few seconds, not minutes.
@@ -8,13 +8,14 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from nanokimi import charts, jobs, nslab
+from nanokimi.paths import checkpoint_path
+from nanokimi.request import comparison
+from nanokimi.status import COMPLETED
 from nanokimi.store import Store
-from nanokimi.train import RunConfig, train
+from nanokimi.train import train
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 TINY = {"n_embd": 16, "n_head": 2, "n_layer": 1, "experts": 2, "iters": 10, "batch_size": 4, "block_size": 8,
@@ -22,24 +23,17 @@ TINY = {"n_embd": 16, "n_head": 2, "n_layer": 1, "experts": 2, "iters": 10, "bat
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("NANOKIMI_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
-@pytest.fixture
 def finished_run(home, small_text_file):
     """A completed tiny comparison in the store, both checkpoints saved; returns its id."""
-    request = jobs.comparison_request("quick", dataset=jobs.Dataset(str(small_text_file), "small text"), **TINY)
+    asked = comparison("quick", data=str(small_text_file), data_label="small text", **TINY)
     store = Store(home)
-    run_id = store.create_run(request, jobs.request_label(request))
+    run_id = store.create_run(asked.to_stored(), asked.label())
     store.claim_next()
     (home / "checkpoints").mkdir()
-    for config in request["runs"]:
-        config = RunConfig.from_dict(config)
-        result = train(replace(config, checkpoint=str(jobs.checkpoint_path(home, run_id, config.name))))
+    for config in asked.runs:
+        result = train(replace(config, checkpoint=str(checkpoint_path(home, run_id, config.name))))
         store.finish_model(run_id, config.name, result.history, result.results)
-    store.finish_run(run_id, "completed")
+    store.finish_run(run_id, COMPLETED)
     store.close()
     return run_id
 
@@ -92,7 +86,7 @@ def test_experts_page_shows_load_entropy_and_preferences(home, finished_run):
 
 
 def test_experts_page_explains_a_missing_checkpoint_and_text(home, finished_run):
-    checkpoint = jobs.checkpoint_path(home, finished_run, "NanoKimi")
+    checkpoint = checkpoint_path(home, finished_run, "NanoKimi")
     data = Path(Store(home).get_run(finished_run)["config"]["runs"][1]["data"])
     data.write_text(data.read_text() + "§")  # the text changed: a character the model never saw
     at = page("pages/experts.py")
@@ -128,34 +122,3 @@ def test_optimizer_lab_real_gradient(home, finished_run):
     at.selectbox(key="lab_matrix").set_value(at.selectbox(key="lab_matrix").options[-1]).run()
     assert not at.exception and len(at.dataframe[0].value) == 6
 
-
-# --- chart builders ----------------------------------------------------------------------------
-
-def test_routing_history_splits_layer_and_expert():
-    history = pd.DataFrame([
-        {"model": "NanoKimi", "step": 0, "wall_time_s": 0.0, "metric": "expert_load_layer1_expert3", "value": 0.4},
-        {"model": "NanoKimi", "step": 0, "wall_time_s": 0.0, "metric": "gate_entropy_layer1", "value": 1.2},
-        {"model": "NanoKimi", "step": 0, "wall_time_s": 0.0, "metric": "val_loss", "value": 4.0}])
-    load, entropy = charts.routing_history(history)
-    assert load.to_dict("records") == [{"step": 0, "layer": 1, "expert": 3, "load": 0.4}]
-    assert entropy.to_dict("records") == [{"step": 0, "layer": 1, "entropy": 1.2}]
-    assert set(charts.expert_load_chart(load).data.columns) >= {"step", "layer", "expert", "load"}
-    layered = charts.gate_entropy_chart(entropy, experts=4).to_dict()
-    assert math.log(4) in [v["entropy"] for d in layered["datasets"].values() for v in d], "the uniform line"
-
-
-def test_character_heatmap_relative_weights():
-    rows = [{"character": c, "expert": e, "weight": w, "count": n}
-            for c, n, weights in (("a", 30, (0.9, 0.1)), (" ", 10, (0.5, 0.5))) for e, w in enumerate(weights)]
-    frame = charts.character_heatmap(rows, relative=True).data
-    assert {"label", "expert", "weight", "relative", "count"} <= set(frame.columns)
-    average = (0.9 * 30 + 0.5 * 10) / 40  # expert 0's count-weighted mean weight
-    assert frame.loc[(frame["label"] == "a") & (frame["expert"] == 0), "relative"].item() == pytest.approx(0.9 / average)
-    assert "␣ (space)" in set(frame["label"])
-
-
-def test_singular_value_charts_carry_the_trajectory():
-    trajectory = nslab.singular_value_trajectory(nslab.random_matrix(4, 6), steps=2)
-    for chart in (charts.singular_value_chart(trajectory), charts.singular_value_curves(trajectory)):
-        data = chart.layer[0].data if hasattr(chart, "layer") else chart.data
-        assert list(data.columns) == ["step", "index", "singular_value"] and len(data) == 3 * 4

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from nanokimi import backprop
-from nanokimi.model import LanguageModel, preset
+from nanokimi.model import LanguageModel
+from nanokimi.compare import architecture
 from nanokimi.parallel import BatchThreads
 
 CONFIGS = [
@@ -25,7 +26,7 @@ def autograd_reference(model, x, y, weight):
 @pytest.mark.parametrize("length", [None, 7])  # a full block, and a sequence shorter than the block
 def test_loss_and_every_gradient_match_autograd(float64, arch, overrides, length):
     torch.manual_seed(0)
-    model = LanguageModel(preset(arch, vocab_size=31, **overrides))
+    model = LanguageModel(architecture(arch, vocab_size=31, **overrides))
     T = length or model.config.block_size
     x, y = torch.randint(0, 31, (5, T)), torch.randint(0, 31, (5, T))
     assert backprop.supports(model)
@@ -44,7 +45,7 @@ def test_loss_and_every_gradient_match_autograd(float64, arch, overrides, length
 
 
 def test_unused_positions_get_a_zero_gradient(float64):
-    model = LanguageModel(preset("nanogpt", vocab_size=11, n_layer=1))
+    model = LanguageModel(architecture("nanogpt", vocab_size=11, n_layer=1))
     x = torch.randint(0, 11, (2, 5))
     _, grads = backprop.loss_and_grads(model, x, x)
     pos = grads[[n for n, _ in model.named_parameters()].index("pos_emb.weight")]
@@ -53,13 +54,13 @@ def test_unused_positions_get_a_zero_gradient(float64):
 
 @pytest.mark.parametrize("overrides", [{"dropout": 0.1}, {"top_k": 2}, {"top_k": 2, "aux_loss": 0.01}])
 def test_what_it_does_not_cover_goes_through_autograd(overrides):
-    model = LanguageModel(preset("nanokimi", vocab_size=11, **overrides))
+    model = LanguageModel(architecture("nanokimi", vocab_size=11, **overrides))
     assert not backprop.supports(model)
 
 
 def test_batch_threads_use_it_and_give_the_same_gradients(float64):
     torch.manual_seed(1)
-    model = LanguageModel(preset("nanokimi", vocab_size=23, n_layer=2))
+    model = LanguageModel(architecture("nanokimi", vocab_size=23, n_layer=2))
     x, y = torch.randint(0, 23, (6, 32)), torch.randint(0, 23, (6, 32))
     want_loss, want_grads = autograd_reference(model, x, y, 1.0)
     for n in (1, 2, 3):
@@ -73,14 +74,14 @@ def test_batch_threads_use_it_and_give_the_same_gradients(float64):
 
 
 def test_a_too_long_sequence_is_refused():
-    model = LanguageModel(preset("nanogpt", vocab_size=11, block_size=8))
+    model = LanguageModel(architecture("nanogpt", vocab_size=11, block_size=8))
     x = torch.zeros(1, 9, dtype=torch.long)
     with pytest.raises(ValueError, match="longer than block_size 8"):
         backprop.loss_and_grads(model, x, x)
 
 
 def test_a_frozen_parameter_sends_the_step_through_autograd_and_gets_no_gradient():
-    model = LanguageModel(preset("nanogpt", vocab_size=11, n_layer=1))
+    model = LanguageModel(architecture("nanogpt", vocab_size=11, n_layer=1))
     model.pos_emb.weight.requires_grad_(False)
     assert not backprop.supports(model)
     x = torch.randint(0, 11, (2, 8))

@@ -83,15 +83,25 @@ def test_invalid_model_flags_are_refused_with_status_2_before_training(small_tex
     assert not out.exists()  # refused before the output directory, let alone training
 
 
-@pytest.mark.parametrize("flags,flag", [(["--iters", "0"], "--iters"), (["--ns-steps", "-1"], "--ns-steps")])
-def test_non_positive_counts_are_refused_with_status_2(tmp_path, capsys, flags, flag):
+@pytest.mark.parametrize("flags,message", [(["--iters", "0"], "iters must be at least 1, got 0"),
+                                           (["--ns-steps", "-1"], "ns_steps must be at least 1, got -1")])
+def test_non_positive_counts_are_refused_with_status_2_in_the_configs_words(tmp_path, capsys, flags, message):
     out = tmp_path / "out"
-    with pytest.raises(SystemExit) as exit_:
-        main(["compare", *flags, "--out", str(out)])
-    assert exit_.value.code == 2
+    assert main(["compare", *flags, "--out", str(out)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and "error:" in lines[0] and flag in lines[0] and "must be positive" in lines[0]
+    assert lines == [f"nanokimi compare: error: {message}"]
     assert not out.exists()
+
+
+def test_every_setting_of_the_configs_has_a_flag_and_no_flag_is_written_by_hand():
+    from nanokimi.cli import build_parser
+    from nanokimi.settings import names
+    from nanokimi.train import RunConfig
+
+    given = vars(build_parser().parse_args(["compare"]))
+    flags = set(given) - {"command", "data", "preset", "gpt_optimizer", "kimi_optimizer", "out"}
+    assert flags == set(names(RunConfig))
+    assert {"n_embd", "experts", "lr", "matrix_lr", "ns_steps", "iters", "seed"} <= flags  # the three configs' settings
 
 
 def test_a_missing_data_file_is_refused_with_status_2(tmp_path, capsys):

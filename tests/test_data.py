@@ -12,7 +12,8 @@ from nanokimi.data import (
     BUILTIN_MAX_CHARS, Corpus, DataError, builtin_text, download_tiny_shakespeare, eval_batches, get_batch,
     load_corpus, min_chars,
 )
-from nanokimi.model import preset
+from nanokimi.compare import architecture
+from nanokimi.optim import OptimizerConfig
 from nanokimi.train import RunConfig, train
 
 
@@ -148,8 +149,8 @@ def test_a_vocabulary_of_3000_cjk_characters_trains():
     text = "".join(chars) + "".join(chars[i] for i in picks)
     corpus = Corpus(text, "cjk.txt")
     assert corpus.vocab_size == 3000
-    run = RunConfig(model=preset("nanokimi", n_layer=1, n_embd=16, n_head=2, block_size=8, experts=2),
-                    optimizer="truemuon", iters=3, eval_interval=3, eval_iters=1, batch_size=4,
+    run = RunConfig(model=architecture("nanokimi", n_layer=1, n_embd=16, n_head=2, block_size=8, experts=2),
+                    optimizer=OptimizerConfig("truemuon"), iters=3, eval_interval=3, eval_iters=1, batch_size=4,
                     threads=1, gen_chars=4)
     result = train(run, corpus=corpus)
     assert result.status == "completed"

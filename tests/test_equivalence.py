@@ -12,8 +12,9 @@ those ratios "at identical math".
 import pytest
 import torch
 
-from nanokimi.data import get_batch, load_corpus
-from nanokimi.model import LanguageModel, preset
+from nanokimi.data import get_batch
+from nanokimi.model import LanguageModel
+from nanokimi.compare import architecture
 from nanokimi.optim import build_optimizer
 from nanokimi.parallel import BatchThreads
 from nanokimi.reference import from_fast, reference_optimizers, reference_step
@@ -23,10 +24,9 @@ STEPS = 50
 TOLERANCE = 1e-4
 
 
-def loss_histories(shakespeare_path, arch, optimizer, steps=STEPS, batch_size=16, batch_threads=1, **model_overrides):
-    corpus = load_corpus(shakespeare_path)
+def loss_histories(corpus, arch, optimizer, steps=STEPS, batch_size=16, batch_threads=1, **model_overrides):
     torch.manual_seed(1337)
-    fast = LanguageModel(preset(arch, vocab_size=corpus.vocab_size, **model_overrides))
+    fast = LanguageModel(architecture(arch, vocab_size=corpus.vocab_size, **model_overrides))
     slow = from_fast(fast)
     threads = BatchThreads(batch_threads)
     fast_opt = build_optimizer(fast, optimizer, threads=threads)
@@ -45,17 +45,17 @@ def loss_histories(shakespeare_path, arch, optimizer, steps=STEPS, batch_size=16
 @pytest.mark.parametrize("arch, optimizer, batch_threads", [
     ("nanogpt", "adamw", 1), ("nanokimi", "truemuon", 1), ("nanogpt", "truemuon", 1),
     ("nanogpt", "adamw", 2), ("nanokimi", "truemuon", 2)])  # 2: the batch split across threads, as on 2 cores
-def test_fifty_training_steps_match_the_naive_reference(shakespeare_path, arch, optimizer, batch_threads):
+def test_fifty_training_steps_match_the_naive_reference(equivalence_corpus, arch, optimizer, batch_threads):
     before = torch.get_num_threads()
-    fast, slow = loss_histories(shakespeare_path, arch, optimizer, batch_threads=batch_threads)
+    fast, slow = loss_histories(equivalence_corpus, arch, optimizer, batch_threads=batch_threads)
     torch.set_num_threads(before)
     assert max(abs(f - s) for f, s in zip(fast, slow)) < TOLERANCE
     assert slow[0] - slow[-1] > 0.5  # the models really learned, so equal losses mean equal training
 
 
-def test_top_k_dispatch_trains_like_the_per_token_reference(shakespeare_path):
+def test_top_k_dispatch_trains_like_the_per_token_reference(equivalence_corpus):
     # The reference routes token by token in Python, so a small batch keeps this test fast.
-    fast, slow = loss_histories(shakespeare_path, "nanokimi", "truemuon", steps=10, batch_size=2,
+    fast, slow = loss_histories(equivalence_corpus, "nanokimi", "truemuon", steps=10, batch_size=2,
                                 top_k=2, block_size=16)
     assert max(abs(f - s) for f, s in zip(fast, slow)) < TOLERANCE
     assert len(set(slow)) == len(slow)

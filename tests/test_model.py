@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from nanokimi.data import Corpus, DataError
-from nanokimi.model import MoE, CausalSelfAttention, LanguageModel, ModelConfig, generate, preset
+from nanokimi.model import MoE, CausalSelfAttention, LanguageModel, ModelConfig, balancing_loss, generate
+from nanokimi.compare import architecture
 from nanokimi.reference import from_fast
 
 TINY = dict(vocab_size=11, block_size=8, n_embd=16, n_head=4, n_layer=1)
@@ -90,8 +91,10 @@ def test_stacked_dense_routing_equals_a_per_expert_loop(float64):
     torch.manual_seed(0)
     moe = MoE(ModelConfig(**TINY, ffn="moe", experts=4))
     x = torch.randn(2, 8, 16)
-    torch.testing.assert_close(moe(x), per_expert_loop(moe, x), rtol=1e-10, atol=1e-10)
-    assert moe.last_gate_probs.shape == (16, 4)
+    out, probs = moe(x)
+    torch.testing.assert_close(out, per_expert_loop(moe, x), rtol=1e-10, atol=1e-10)
+    # The gate probabilities come back with the output, one row per token.
+    torch.testing.assert_close(probs, F.softmax(moe.gate(x), dim=-1).view(16, 4), rtol=1e-12, atol=1e-12)
 
 
 def test_a_one_expert_moe_equals_a_single_swiglu_expert(float64):
@@ -100,7 +103,7 @@ def test_a_one_expert_moe_equals_a_single_swiglu_expert(float64):
     x = torch.randn(2, 8, 16)
     # A softmax over one expert is 1: the layer is exactly that expert.
     expected = swiglu_expert(x, moe.w1[0], moe.b1[0], moe.w2[0], moe.b2[0])
-    torch.testing.assert_close(moe(x), expected, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(moe(x)[0], expected, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("k", [1, 2])
@@ -108,7 +111,7 @@ def test_top_k_sparse_dispatch_equals_a_per_token_loop(float64, k):
     torch.manual_seed(k)
     moe = MoE(ModelConfig(**TINY, ffn="moe", experts=4, top_k=k))
     x = torch.randn(3, 8, 16)
-    torch.testing.assert_close(moe(x), per_token_top_k(moe, x, k), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(moe(x)[0], per_token_top_k(moe, x, k), rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("k", [1, 2])
@@ -121,7 +124,7 @@ def test_top_k_sparse_dispatch_equals_a_per_token_loop_with_uneven_routing(float
     chosen = F.softmax(moe.gate(x.reshape(-1, 16)), -1).topk(k).indices
     counts = torch.bincount(chosen.reshape(-1), minlength=4)
     assert counts.max() > 4 * counts.min()  # the routing really is uneven
-    torch.testing.assert_close(moe(x), per_token_top_k(moe, x, k), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(moe(x)[0], per_token_top_k(moe, x, k), rtol=1e-10, atol=1e-10)
 
 
 def test_top_k_equal_to_the_number_of_experts_is_dense_routing(float64):
@@ -130,7 +133,7 @@ def test_top_k_equal_to_the_number_of_experts_is_dense_routing(float64):
     all_k = MoE(ModelConfig(**TINY, ffn="moe", experts=4, top_k=4))
     all_k.load_state_dict(dense.state_dict())
     x = torch.randn(2, 8, 16)
-    torch.testing.assert_close(all_k(x), dense(x), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(all_k(x)[0], dense(x)[0], rtol=1e-10, atol=1e-10)
 
 
 def test_top_k_gives_unchosen_experts_exactly_zero_gradient():
@@ -138,7 +141,7 @@ def test_top_k_gives_unchosen_experts_exactly_zero_gradient():
     moe = MoE(ModelConfig(**TINY, ffn="moe", experts=4, top_k=1))
     with torch.no_grad():
         moe.gate.bias.copy_(torch.tensor([0.0, 0.0, 0.0, -100.0]))  # expert 3 is never in the top 1
-    moe(torch.randn(2, 8, 16)).sum().backward()
+    moe(torch.randn(2, 8, 16))[0].sum().backward()
     for p in (moe.w1, moe.b1, moe.w2, moe.b2):
         assert torch.count_nonzero(p.grad[3]) == 0
         assert torch.count_nonzero(p.grad[:3]) > 0
@@ -172,11 +175,11 @@ def test_top_k_computes_fewer_flops_than_dense_routing_when_tokens_spread_over_e
 
 
 def test_forward_flops_drop_with_top_k_and_active_params_count_routed_experts():
-    dense = LanguageModel(preset("nanokimi", vocab_size=65))
-    top1 = LanguageModel(preset("nanokimi", vocab_size=65, top_k=1))
+    dense = LanguageModel(architecture("nanokimi", vocab_size=65))
+    top1 = LanguageModel(architecture("nanokimi", vocab_size=65, top_k=1))
     assert top1.forward_flops(512) < dense.forward_flops(512)
     assert dense.active_params() == dense.num_params() == 278_097
-    gpt = LanguageModel(preset("nanogpt", vocab_size=65))
+    gpt = LanguageModel(architecture("nanogpt", vocab_size=65))
     assert gpt.active_params() == gpt.num_params()
 
 
@@ -197,9 +200,9 @@ def test_language_model_equals_the_per_module_reference(float64, ffn, top_k):
 
 def test_seed_preset_is_the_original_configuration():
     for name in ("nanogpt", "nanokimi"):
-        c = preset(name)
+        c = architecture(name)
         assert (c.block_size, c.n_embd, c.n_head, c.n_layer, c.dropout, c.attn_scale) == (32, 64, 4, 4, 0.0, "seed")
-    assert preset("nanokimi").experts == 4 and preset("nanokimi").top_k == 0
+    assert architecture("nanokimi").experts == 4 and architecture("nanokimi").top_k == 0
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -262,7 +265,7 @@ def test_a_prompt_with_characters_outside_the_vocabulary_is_refused_before_sampl
 
 def _top1_moe_model(aux_loss):
     torch.manual_seed(0)
-    return LanguageModel(preset("nanokimi", vocab_size=20, block_size=8, n_embd=16, n_head=2, n_layer=1,
+    return LanguageModel(architecture("nanokimi", vocab_size=20, block_size=8, n_embd=16, n_head=2, n_layer=1,
                                 experts=4, top_k=1, aux_loss=aux_loss))
 
 
@@ -273,20 +276,18 @@ def test_switch_aux_loss_is_one_for_a_uniform_gate_and_near_e_for_a_collapsed_on
     with torch.no_grad():
         moe.gate.weight.zero_()
         moe.gate.bias.zero_()
-    moe(x)
-    assert moe.aux_loss.item() == pytest.approx(1.0)
+    assert balancing_loss(moe(x)[1], 1).item() == pytest.approx(1.0)
     with torch.no_grad():
         moe.gate.bias.copy_(torch.tensor([20.0, 0.0, 0.0, 0.0]))
-    moe(x)
-    assert moe.aux_loss.item() == pytest.approx(4.0, rel=1e-3)
+    assert balancing_loss(moe(x)[1], 1).item() == pytest.approx(4.0, rel=1e-3)
 
 
 def test_aux_loss_trains_the_gate_but_never_enters_reported_losses():
     idx = torch.randint(0, 20, (4, 8), generator=torch.Generator().manual_seed(1))
     plain, balanced = _top1_moe_model(0.0), _top1_moe_model(0.5)
     _, plain_loss = plain(idx, idx)
-    _, balanced_loss = balanced(idx, idx)
-    aux = balanced.moe_layers()[0].aux_loss
+    _, balanced_loss, gates = balanced(idx, idx, return_gates=True)
+    aux = balancing_loss(gates[0], 1)
     assert balanced_loss.item() == pytest.approx(plain_loss.item() + 0.5 * aux.item(), rel=1e-6)
     balanced_loss.backward()
     plain_loss.backward()
@@ -299,4 +300,4 @@ def test_aux_loss_trains_the_gate_but_never_enters_reported_losses():
 
 def test_aux_loss_needs_top_k_routing():
     with pytest.raises(ValueError, match="top-k"):
-        preset("nanokimi", aux_loss=0.01)
+        architecture("nanokimi", aux_loss=0.01)

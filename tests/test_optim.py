@@ -8,7 +8,7 @@ import torch
 
 from nanokimi.model import LanguageModel, ModelConfig
 from nanokimi.optim import (
-    NS_COEFFICIENTS, MatrixwiseMuon, TrueMuon, build_optimizer, matrices, newton_schulz, split_parameters,
+    NS_COEFFICIENTS, MatrixwiseMuon, OptimizerConfig, TrueMuon, build_optimizer, matrices, newton_schulz, split_parameters,
 )
 from nanokimi.parallel import BatchThreads
 from nanokimi.reference import from_fast, matrix_sign, reference_optimizers, reference_step
@@ -117,7 +117,7 @@ def test_fused_qkv_update_orthogonalises_each_head_q_k_v_separately(float64):
     grad = torch.randn_like(qkv)
     qkv.grad = grad.clone()
     # beta 0, no weight decay, lr 1: the step is exactly -NS(g) per original matrix.
-    TrueMuon([qkv], lr=1.0, beta=0.0, weight_decay=0.0).step()
+    TrueMuon([qkv], lr=1.0, beta=0.0, weight_decay=0.0, layout=model.matrix_layout()).step()
     update = before - qkv.detach()
     per_head = torch.cat([one_matrix_newton_schulz(grad[i * hs:(i + 1) * hs]) for i in range(3 * C // hs)])
     torch.testing.assert_close(update, per_head, rtol=1e-10, atol=1e-10)
@@ -132,7 +132,7 @@ def test_stacked_expert_update_orthogonalises_each_expert_matrix_separately(floa
     torch.manual_seed(6)
     grad = torch.randn_like(w1)
     w1.grad = grad.clone()
-    TrueMuon([w1], lr=1.0, beta=0.0, weight_decay=0.0).step()
+    TrueMuon([w1], lr=1.0, beta=0.0, weight_decay=0.0, layout=model.matrix_layout()).step()
     for e in range(4):
         # The original's fc1.weight is (2C, C) (tall): NS of the transpose is the transpose of NS.
         expected = one_matrix_newton_schulz(grad[e].T).T
@@ -185,7 +185,7 @@ def test_truemuon_ns_steps_are_honoured(float64):
 
 def test_build_optimizer_passes_ns_steps_to_truemuon():
     model = tiny_model("moe")
-    optimizer = build_optimizer(model, "truemuon", ns_steps=3)
+    optimizer = build_optimizer(model, OptimizerConfig("truemuon", ns_steps=3))
     assert optimizer.optimizers["matrix"].param_groups[0]["ns_steps"] == 3
 
 
@@ -241,7 +241,8 @@ def test_parameter_split_covers_every_parameter_once_and_matches_the_original_ru
     # The same original matrices as the reference's rule (≥2-D parameters inside the blocks).
     ref = from_fast(model)
     ref_hidden = [p for n, p in ref.named_parameters() if p.ndim >= 2 and "blocks" in n]
-    original_matrices = sorted(tuple(sorted(m.shape)) for p in hidden for m in matrices(p))
+    layout = model.matrix_layout()
+    original_matrices = sorted(tuple(sorted(m.shape)) for p in hidden for m in matrices(p, layout[p].shape))
     assert original_matrices == sorted(tuple(sorted(p.shape)) for p in ref_hidden)
     assert sum(p.numel() for p in hidden) == sum(p.numel() for p in ref_hidden)
 
@@ -283,7 +284,7 @@ def test_muon_qkv_update_equals_torch_muon_on_each_head_matrix_separately(float6
     qkv = model.blocks[0].attn.qkv.weight
     hs = 4
     heads = [torch.nn.Parameter(m.detach().clone()) for m in qkv.detach().split(hs)]
-    mine = MatrixwiseMuon([qkv], lr=0.02, weight_decay=0.01, ns_steps=5)
+    mine = MatrixwiseMuon([qkv], layout=model.matrix_layout(), lr=0.02, weight_decay=0.01, ns_steps=5)
     theirs = torch.optim.Muon(heads, lr=0.02, weight_decay=0.01, ns_steps=5)
     torch.manual_seed(3)
     for _ in range(3):
@@ -318,7 +319,7 @@ def test_muon_path_updates_every_original_matrix_as_torch_muon_does(adjust_lr):
     model_before = copy.deepcopy(model)
     ref = from_fast(model)
     ref_before = copy.deepcopy(ref.state_dict())
-    optimizer = build_optimizer(model, "muon", matrix_lr=0.02, muon_adjust_lr=adjust_lr)
+    optimizer = build_optimizer(model, OptimizerConfig("muon", matrix_lr=0.02, muon_adjust_lr=adjust_lr))
     hidden = [p for n, p in ref.named_parameters() if p.ndim >= 2 and "blocks" in n]
     hidden_ids = {id(p) for p in hidden}
     ref_optimizers = [
@@ -385,3 +386,96 @@ def test_muon_path_state_dict_round_trip_reproduces_the_next_steps():
 def test_unknown_optimizer_is_refused():
     with pytest.raises(ValueError, match="unknown optimizer"):
         build_optimizer(tiny_model("dense"), "sgd")
+
+
+# --- one rule, two paths; frozen parameters; copies -------------------------------------------------
+
+def hidden_grads(model, seed):
+    model.zero_grad(set_to_none=True)
+    x, y = batch(seed, model.config.vocab_size)
+    model(x, y)[1].backward()
+
+
+def test_truemuon_flat_buffer_path_equals_the_per_parameter_path(float64):
+    flat_model, per_model = tiny_model("moe"), tiny_model("moe")
+    flat_opt = TrueMuon(flat_model.hidden_matrices(), layout=flat_model.matrix_layout())
+    # A parameter that never gets a gradient sends every step of its group down the per-parameter path.
+    idle = torch.nn.Parameter(torch.ones(4, 4))
+    per_opt = TrueMuon(per_model.hidden_matrices() + [idle], layout=per_model.matrix_layout())
+    for step in range(4):
+        for model, opt in ((flat_model, flat_opt), (per_model, per_opt)):
+            hidden_grads(model, step)
+            opt.step()
+    # Each took the path it was meant to: the flat one's parameters share one buffer, the other's don't.
+    storage = lambda params: {p.untyped_storage().data_ptr() for p in params}
+    assert len(storage(flat_model.hidden_matrices())) == 1
+    assert len(storage(per_model.hidden_matrices())) == len(per_model.hidden_matrices())
+    assert torch.equal(idle, torch.ones(4, 4))
+    for (name, a), b in zip(flat_model.named_parameters(), per_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12, msg=lambda m: f"{name}: {m}")
+    for a, b in zip(flat_model.hidden_matrices(), per_model.hidden_matrices()):
+        torch.testing.assert_close(flat_opt.state[a]["momentum"], per_opt.state[b]["momentum"], rtol=0, atol=1e-12)
+    # Four steps moved the weights far more than the tolerance.
+    moved = flat_model.blocks[0].ffn.w1 - tiny_model("moe").blocks[0].ffn.w1
+    assert moved.abs().max() > 1e-3
+
+
+def test_a_deep_copy_of_the_model_keeps_the_optimizer_split():
+    model = tiny_model("moe")
+    twin = copy.deepcopy(model)
+    assert len(split_parameters(twin)[0]) == len(split_parameters(model)[0]) == 2 * 5  # qkv, proj, gate, w1, w2
+    assert list(twin.matrix_layout().values()) == list(model.matrix_layout().values())
+    # The layout is not the stored shape: a copy that lost it would orthogonalise q, k and v as one matrix.
+    assert twin.matrix_layout()[twin.blocks[0].attn.qkv.weight].shape == (4, 16)
+    losses = train_steps(model, [build_optimizer(model, "truemuon")], steps=3)
+    assert train_steps(twin, [build_optimizer(twin, "truemuon")], steps=3) == losses
+    for (name, a), b in zip(model.named_parameters(), twin.parameters()):
+        assert torch.equal(a, b), name
+    assert (twin.blocks[0].attn.qkv.weight - tiny_model("moe").blocks[0].attn.qkv.weight).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_adamw_path_leaves_a_frozen_parameter_alone_as_torch_adamw_does(fused):
+    model, twin = tiny_model("moe"), tiny_model("moe")
+    for m in (model, twin):
+        m.pos_emb.weight.requires_grad_(False)  # never a gradient
+    frozen = model.pos_emb.weight.detach().clone()
+    optimizer = build_optimizer(model, "adamw")
+    losses = train_steps(model, [optimizer], steps=5)
+    reference = train_steps(twin, [torch.optim.AdamW(twin.parameters(), lr=1e-3, fused=fused)], steps=5)
+    assert losses == pytest.approx(reference, rel=1e-6, abs=1e-7)
+    for (name, a), b in zip(model.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
+    # Unchanged to the bit: weight decay alone would have moved it by ~5e-5 of its size in 5 steps.
+    assert torch.equal(model.pos_emb.weight, frozen)
+
+
+def test_adamw_path_counts_steps_per_parameter_when_one_sits_some_out():
+    """A parameter without a gradient at some steps has taken fewer steps: its bias correction
+    differs, as in torch.optim.AdamW; and a state_dict carries that on."""
+    models = [tiny_model("dense") for _ in range(4)]
+    mine, resumed_model, theirs, zeroed = models
+    optimizers = [build_optimizer(mine, "adamw"), None, torch.optim.AdamW(theirs.parameters(), lr=1e-3),
+                  torch.optim.AdamW(zeroed.parameters(), lr=1e-3)]
+
+    def step(model, optimizer, i):
+        hidden_grads(model, i)
+        if i in (0, 2):  # the head's bias sits steps 0 and 2 out
+            model.head.bias.grad = None if model is not zeroed else torch.zeros_like(model.head.bias)
+        optimizer.step()
+
+    for i in range(3):
+        for model, optimizer in zip(models, optimizers):
+            if optimizer is not None:
+                step(model, optimizer, i)
+    resumed_model.load_state_dict(mine.state_dict())
+    optimizers[1] = build_optimizer(resumed_model, "adamw")
+    optimizers[1].load_state_dict(copy.deepcopy(optimizers[0].state_dict()))
+    for i in range(3, 6):
+        for model, optimizer in zip(models, optimizers):
+            step(model, optimizer, i)
+    for model in (mine, resumed_model):
+        for (name, a), b in zip(model.named_parameters(), theirs.parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
+    # A zero gradient instead of none is a different update: the test tells them apart.
+    assert (zeroed.head.bias - theirs.head.bias).abs().max() > 1e-4

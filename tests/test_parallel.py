@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from nanokimi.data import eval_batches, load_corpus
-from nanokimi.model import LanguageModel, preset
+from nanokimi.model import LanguageModel
+from nanokimi.compare import architecture
 from nanokimi.parallel import BatchThreads, plan
 from nanokimi.train import evaluate, train
 from test_train import losses, tiny_run
@@ -18,13 +19,13 @@ def keep_torch_threads():
 
 
 def test_plan_splits_the_batch_only_where_rows_are_independent():
-    dense, kimi = preset("nanogpt"), preset("nanokimi")
+    dense, kimi = architecture("nanogpt"), architecture("nanokimi")
     assert plan(2, "cpu", dense, 16) == 2
     assert plan(4, "cpu", kimi, 3) == 3, "never more threads than rows"
     assert plan(1, "cpu", dense, 16) == 1
     assert plan(2, "cuda", dense, 16) == 1
-    assert plan(2, "cpu", preset("nanogpt", dropout=0.1), 16) == 1, "dropout masks would depend on thread timing"
-    assert plan(2, "cpu", preset("nanokimi", top_k=1, aux_loss=0.01), 16) == 1, "the balancing loss is not a sum over rows"
+    assert plan(2, "cpu", architecture("nanogpt", dropout=0.1), 16) == 1, "dropout masks would depend on thread timing"
+    assert plan(2, "cpu", architecture("nanokimi", top_k=1, aux_loss=0.01), 16) == 1, "the balancing loss is not a sum over rows"
 
 
 def test_map_keeps_the_order_of_its_items():
@@ -46,7 +47,7 @@ def test_training_on_batch_threads_follows_the_single_pass_losses(small_text_fil
 def test_evaluation_on_batch_threads_gives_the_same_losses_and_gate_probabilities(small_text_file):
     corpus = load_corpus(small_text_file)
     torch.manual_seed(0)
-    model = LanguageModel(preset("nanokimi", vocab_size=corpus.vocab_size, block_size=8, n_embd=16, n_head=2,
+    model = LanguageModel(architecture("nanokimi", vocab_size=corpus.vocab_size, block_size=8, n_embd=16, n_head=2,
                                  n_layer=2, experts=3))
     evalset = eval_batches(corpus, 300, 16, 8, seed=1)  # 4,800 rows: several 2,048-token chunks per split
     probs_alone, probs_shared = [], []

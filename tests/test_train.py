@@ -8,19 +8,23 @@ import torch
 
 from nanokimi import metrics
 from nanokimi.data import eval_batches, get_batch, load_corpus
-from nanokimi.model import LanguageModel, preset
+from nanokimi.model import LanguageModel
+from nanokimi.compare import architecture
 from nanokimi.reference import from_fast
+from nanokimi.optim import OptimizerConfig
+from nanokimi.settings import apply
 from nanokimi.train import RunConfig, RunResult, evaluate, load_checkpoint, train
 
 
 def tiny_run(data, name="NanoKimi", arch="nanokimi", **overrides):
     model_overrides = {k: overrides.pop(k) for k in ("top_k", "experts", "n_layer") if k in overrides}
-    model = preset(arch, block_size=8, n_embd=16, n_head=2, n_layer=model_overrides.pop("n_layer", 1),
+    model = architecture(arch, block_size=8, n_embd=16, n_head=2, n_layer=model_overrides.pop("n_layer", 1),
                    **({"experts": 2} | model_overrides if arch == "nanokimi" else {}))
-    settings = dict(name=name, model=model, optimizer="truemuon" if arch == "nanokimi" else "adamw",
-                    iters=6, eval_interval=3, eval_iters=2, batch_size=4, seed=3, data=str(data),
-                    threads=1, gen_chars=4)
-    return RunConfig(**{**settings, **overrides})
+    optimizer = overrides.pop("optimizer", "truemuon" if arch == "nanokimi" else "adamw")
+    run = RunConfig(name=name, model=model, optimizer=OptimizerConfig(optimizer), data=str(data), gen_chars=4,
+                    **{k: overrides.pop(k) for k in ("checkpoint", "arm") if k in overrides})
+    return apply(run, **{"iters": 6, "eval_interval": 3, "eval_iters": 2, "batch_size": 4, "seed": 3, "threads": 1,
+                         **overrides})
 
 
 def losses(history, metric):

@@ -1,16 +1,16 @@
-"""run_comparison with jobs > 1: the same numbers as one after the other, in order, and stoppable."""
+"""worker.run_many with jobs > 1: the same numbers as one after the other, in order, and stoppable."""
 
 import threading
 
-from nanokimi.compare import run_comparison
+from nanokimi.worker import run_many
 from test_train import tiny_run
 
 
 def test_parallel_runs_give_the_same_losses_as_one_after_the_other_in_run_order(small_text_file):
     runs = [tiny_run(small_text_file, name=f"run{seed}", seed=seed) for seed in (3, 4, 5)]
     events = []
-    alone = run_comparison(runs)
-    together = run_comparison(runs, on_event=events.append, jobs=2)
+    alone = run_many(runs)
+    together = run_many(runs, on_event=events.append, jobs=2)
     assert [r.config.seed for r in together] == [3, 4, 5]
     assert [r.status for r in together] == ["completed"] * 3
     assert [r.results["best_val_loss"] for r in together] == [r.results["best_val_loss"] for r in alone]
@@ -28,6 +28,6 @@ def test_a_stop_request_reaches_every_parallel_run_and_nothing_more_starts(small
             if event["event"] == "step":
                 started.add(event["seed"])
 
-    results = run_comparison(runs, on_event=on_event, should_stop=lambda: started == {3, 4}, jobs=2)
+    results = run_many(runs, on_event=on_event, should_stop=lambda: started == {3, 4}, jobs=2)
     assert [r.config.seed for r in results] == [3, 4], "the third run never starts"
     assert all(r.status == "stopped" and r.results["steps"] < 400 for r in results)

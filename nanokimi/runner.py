@@ -1,0 +1,209 @@
+"""The runner: `python -m nanokimi runner`, the process that trains the app's queued runs.
+
+Streamlit reruns a page's script on every interaction and must not train in it, so the app only
+writes a request into the run store (`JobQueue.submit`, jobs.py) and starts, if none is alive, this
+process, with `subprocess.Popen` (not `multiprocessing`, whose spawn would re-run the page script).
+Its life:
+
+1. Take the runner lock (an exclusive `flock` on `NANOKIMI_HOME/runner.lock`, held while it works
+   and released by the OS when the process dies, so "is a runner alive?" is "is the lock taken?").
+   Runs still marked running with no runner alive were left by a process that was killed: they are
+   marked interrupted.
+2. Claim the oldest queued run and train its RunConfigs (a comparison's two models, or a grid's
+   arms × seeds) one after the other, each in its own worker process (worker.py: honest per-model
+   peak memory, step times that don't compete for the cores). The workers' events become history
+   rows and progress in the store, written in short transactions at least every FLUSH_S.
+3. Repeat until the queue is empty, then exit. Any number of browser tabs can press Train: their
+   runs are done one at a time, in order.
+
+- Stop: the page sets the run's stop flag in the store; a thread polls it every POLL_S and sends
+  SIGTERM to the worker, which finishes its current step (or evaluation), writes what it measured,
+  and the run ends stopped with its history and results kept.
+- A worker that dies (killed, out of memory) makes its run failed with the worker's last error
+  line; a grid stops at that run. SIGTERM or SIGINT to the runner end its current run interrupted.
+  Nothing that was measured is deleted in any of these cases.
+"""
+
+import fcntl
+import signal
+import statistics
+import sys
+import threading
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+
+from .paths import checkpoint_path
+from .request import Request
+from .status import COMPLETED, DIVERGED, FAILED, INTERRUPTED, STOPPED
+from .store import Store
+from .worker import run_isolated
+
+POLL_S = 0.1   # how often the runner looks at the stop flag
+FLUSH_S = 0.5  # live history reaches the store at least this often (short write transactions)
+INTERRUPTED_MESSAGE = "the app was stopped while this run was training; what it measured is kept"
+
+
+class RunnerLock:
+    """An exclusive lock on NANOKIMI_HOME/runner.lock, released when its holder exits or dies."""
+
+    def __init__(self, home):
+        self.path = Path(home) / "runner.lock"
+        self.file = None
+
+    def acquire(self, wait_s=0.0):
+        deadline = time.monotonic() + wait_s
+        self.file = open(self.path, "a")
+        while True:
+            try:
+                fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self.file.close()
+                    self.file = None
+                    return False
+                time.sleep(0.05)
+
+    def release(self):
+        if self.file is not None:
+            fcntl.flock(self.file, fcntl.LOCK_UN)
+            self.file.close()
+            self.file = None
+
+
+def runner_alive(home):
+    """Does a runner hold the lock of this data directory?"""
+    probe = RunnerLock(home)
+    if probe.acquire():
+        probe.release()
+        return False
+    return True
+
+
+class Recorder:
+    """Turns a worker's events into store rows, written in short batches at least every FLUSH_S."""
+
+    def __init__(self, store, run_id, configs):
+        self.store, self.run_id, self.configs = store, run_id, configs
+        self.pending, self.recent_ms = [], []
+        self.last_flush = 0.0
+        self.progress = {"index": 0, "model": configs[0].name, "step": 0}
+
+    def begin(self, index, config):
+        self.config = config
+        self.recent_ms = []
+        self.progress = {"index": index, "model": config.name, "step": 0}
+        self.flush()
+
+    def point(self, event, metric, value):
+        self.pending.append({"model": event["model"], "step": event["step"], "wall_time_s": event["wall_time_s"],
+                             "metric": metric, "value": value})
+
+    def __call__(self, event):
+        kind = event["event"]
+        if kind == "step":
+            self.point(event, "train_loss", event["loss"])
+            self.point(event, "ms_per_step", event["ms"])
+            self.recent_ms.append(event["ms"])
+            self.progress["step"] = event["step"]
+        elif kind == "eval":
+            self.point(event, "val_loss", event["val_loss"])
+            self.point(event, "eval_train_loss", event["train_loss"])
+            if event.get("rss_mb") is not None:
+                self.point(event, "rss_mb", event["rss_mb"])
+            if self.recent_ms:  # live estimate from the sampled steps; the worker's exact figure replaces it
+                tokens = self.config.batch_size * self.config.model.block_size
+                self.point(event, "tokens_per_s", tokens / statistics.median(self.recent_ms) * 1000)
+                self.recent_ms = []
+            self.progress["step"] = event["step"]
+        if kind != "step" or time.monotonic() - self.last_flush >= FLUSH_S:
+            self.flush()
+
+    def flush(self):
+        self.store.record(self.run_id, self.pending, dict(self.progress))
+        self.pending = []
+        self.last_flush = time.monotonic()
+
+
+def execute(store, run, shutdown):
+    """Train the RunConfigs of a claimed run, one after the other, each in its own worker process.
+
+    A comparison has two (NanoGPT, NanoKimi); an ablation has its whole grid, seed-major, so a grid
+    stopped halfway has its earlier seeds complete and paired. Either way a failed model ends the run.
+    """
+    run_id = run["id"]
+    (store.home / "checkpoints").mkdir(exist_ok=True)
+    configs = Request.from_stored(run["config"]).runs
+    configs = [replace(c, checkpoint=str(checkpoint_path(store.home, run_id, c.name))) for c in configs]
+
+    def should_stop():
+        return shutdown.is_set() or store.stop_requested(run_id)
+
+    recorder = Recorder(store, run_id, configs)
+    results = []
+    try:
+        for index, config in enumerate(configs):
+            if should_stop():
+                break
+            recorder.begin(index, config)
+            result = run_isolated(config, on_event=recorder, should_stop=should_stop, poll_s=POLL_S)
+            recorder.flush()
+            store.finish_model(run_id, config.name, result.history, result.results)
+            results.append(result)
+            if result.status == FAILED:
+                break
+        status, message = outcome(results, configs, store.stop_requested(run_id), shutdown.is_set())
+    except Exception as err:  # the runner must outlive one bad run; the traceback goes to runner.log
+        traceback.print_exc()
+        status, message = FAILED, f"{type(err).__name__}: {err}"
+    store.finish_run(run_id, status, message)
+    return status
+
+
+def outcome(results, configs, stop_requested, shutting_down):
+    """The run's status and message from its models' results."""
+    untrained = [c.name for c in configs[len(results):]]
+    rest = f"; {', '.join(untrained)} did not train" if untrained else ""
+    failed = [r for r in results if r.status == FAILED]
+    if failed:
+        return FAILED, f"{failed[0].config.name}: {failed[0].message}{rest}"
+    if shutting_down:
+        return INTERRUPTED, "the app was stopped during this run; what it measured is kept" + rest
+    if stop_requested:
+        stopped = [f"{r.config.name}: {r.message}" for r in results if r.status == STOPPED]
+        return STOPPED, "; ".join(stopped or ["stopped by request"]) + rest
+    diverged = [r for r in results if r.status == DIVERGED]
+    if diverged:
+        return DIVERGED, "; ".join(f"{r.config.name}: {r.message}" for r in diverged)
+    return COMPLETED, ""
+
+
+def main(home=None):
+    """`python -m nanokimi runner`: train the queued runs one at a time until the queue is empty."""
+    store = Store(home)
+    lock = RunnerLock(store.home)
+    if not lock.acquire(wait_s=5):
+        print("another runner is already training the queue", file=sys.stderr)
+        return 0
+    shutdown = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: shutdown.set())
+    store.mark_orphans(INTERRUPTED, INTERRUPTED_MESSAGE)
+    try:
+        while not shutdown.is_set():
+            run = store.claim_next()
+            if run is not None:
+                print(f"run {run['id']}: {run['label']}", file=sys.stderr, flush=True)
+                print(f"run {run['id']}: {execute(store, run, shutdown)}", file=sys.stderr, flush=True)
+                continue
+            # Release, then look again: a run queued while we were deciding to exit is not stranded
+            # (its submitter's runner could not take the lock, so it exited; we see the run here).
+            lock.release()
+            if not store.queued_count() or not lock.acquire(wait_s=1):
+                return 0
+    finally:
+        lock.release()
+        store.close()
+    return 0

@@ -1,0 +1,132 @@
+"""The job lifecycle: the app queues runs, one runner trains them; stop, a dead worker, a dead runner,
+a killed server. Runs here are real: a runner process drains the queue and trains tiny models in
+worker processes, exactly as when the app's Train button is pressed.
+"""
+
+import signal
+import time
+
+import psutil
+import pytest
+
+from nanokimi import jobs
+from nanokimi.request import comparison, training_threads
+from nanokimi.status import ACTIVE
+from nanokimi.store import Store
+
+TINY = dict(n_embd=16, n_head=2, n_layer=1, experts=2, batch_size=4, block_size=8, eval_iters=2, threads=1)
+
+
+@pytest.fixture
+def text_dataset(tmp_path):
+    words = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex jovial kings".split()
+    path = tmp_path / "text.txt"
+    path.write_text("\n".join(" ".join(words[(i * 7 + j) % len(words)] for j in range(9)) for i in range(200)))
+    return str(path)
+
+
+@pytest.fixture
+def runner(tmp_path):
+    handle = jobs.JobQueue(tmp_path / "home")
+    yield handle
+    for run in handle.store.list_runs(ACTIVE):
+        handle.stop(run["id"])
+    handle.shutdown()
+    wait_for(lambda: not handle.runner_alive(), 30)
+
+
+def request(data, iters, kimi_optimizer="truemuon", **overrides):
+    return comparison("quick", "adamw", kimi_optimizer, data, "test text",
+                      **{**TINY, "iters": iters, "eval_interval": max(1, iters // 5), **overrides})
+
+
+def wait_for(condition, timeout, poll=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def finished(runner, run_id, timeout=120):
+    return wait_for(lambda: (v := runner.view(run_id)) and not v.active and v, timeout)
+
+
+def training(runner, run_id, timeout=60):
+    """Wait until the run has recorded training steps; returns the runner's worker process."""
+    wait_for(lambda: (runner.view(run_id).history["metric"] == "train_loss").any(), timeout)
+    workers = [p for p in psutil.Process(runner.process.pid).children(recursive=True) if "nanokimi.worker" in p.cmdline()]
+    assert workers, "the runner trains in a worker process"
+    return workers[0]
+
+
+def test_runs_from_two_tabs_are_trained_one_after_the_other(runner, text_dataset):
+    other_tab = jobs.JobQueue(runner.home)  # another session: its own handle on the same store
+    first = runner.submit(request(text_dataset, 6))
+    second = other_tab.submit(request(text_dataset, 6, kimi_optimizer="muon"))
+    done = [finished(runner, first), finished(runner, second)]
+    assert [v.status for v in done] == ["completed", "completed"]
+    assert done[0].run["finished_at"] <= done[1].run["started_at"], "one run at a time, in submission order"
+    for view in done:
+        assert [r["model"] for r in view.results] == ["NanoGPT", "NanoKimi"]
+        assert all(r["steps"] == 6 for r in view.results)
+        val = view.history[view.history["metric"] == "val_loss"]
+        assert set(val["model"]) == {"NanoGPT", "NanoKimi"}
+        assert set(runner.checkpoints(view.run)) == {"NanoGPT", "NanoKimi"}
+    assert done[1].results[1]["optimizer"] == "muon"
+
+
+def test_stop_ends_the_run_and_keeps_what_it_measured(runner, text_dataset):
+    run_id = runner.submit(request(text_dataset, 1_000_000))
+    training(runner, run_id)
+    runner.stop(run_id)
+    view = finished(runner, run_id, timeout=30)
+    assert view.status == "stopped"
+    assert "NanoKimi did not train" in view.run["message"]
+    [gpt] = view.results
+    assert gpt["status"] == "stopped" and 0 < gpt["steps"] < 1_000_000
+    steps = view.history[view.history["metric"] == "train_loss"]
+    assert len(steps) == gpt["steps"], "the complete history of the steps it made is kept"
+
+
+def test_a_worker_that_dies_fails_its_run_and_the_queue_goes_on(runner, text_dataset):
+    doomed = runner.submit(request(text_dataset, 1_000_000))
+    after = runner.submit(request(text_dataset, 4))
+    training(runner, doomed).send_signal(signal.SIGKILL)
+    view = finished(runner, doomed, timeout=30)
+    assert view.status == "failed"
+    assert "NanoGPT: worker process failed" in view.run["message"]
+    assert (view.history["metric"] == "train_loss").any(), "the live history survives the worker"
+    assert finished(runner, after).status == "completed"
+
+
+def test_a_runner_that_dies_fails_its_run(runner, text_dataset):
+    run_id = runner.submit(request(text_dataset, 1_000_000))
+    worker = training(runner, run_id)
+    runner.process.send_signal(signal.SIGKILL)
+    runner.process.wait()
+    worker.kill()
+    runner.check()  # what every page does on every poll
+    view = runner.view(run_id)
+    assert view.status == "failed"
+    assert "ended unexpectedly (killed by signal 9)" in view.run["message"]
+    assert (view.history["metric"] == "train_loss").any()
+
+
+def test_a_run_left_running_by_a_killed_server_is_interrupted_at_the_next_start(tmp_path):
+    store = Store(tmp_path)
+    run_id = store.create_run({"request": {}, "runs": [{"name": "NanoGPT", "iters": 10}]}, "killed")
+    store.claim_next()
+    store.record(run_id, [{"model": "NanoGPT", "step": 1, "wall_time_s": 0.01, "metric": "train_loss", "value": 4.2}])
+    jobs.JobQueue(tmp_path)  # the app starting again
+    run = store.get_run(run_id)
+    assert run["status"] == "interrupted"
+    assert store.history(run_id)[0]["value"] == 4.2, "nothing already measured is lost"
+
+
+def test_training_threads_leave_a_core_for_the_app():
+    assert training_threads(2) == 1
+    assert training_threads(1) == 1
+    assert training_threads(8) == 7
