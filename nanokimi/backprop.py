@@ -10,15 +10,16 @@ attention's own backward kernels, ReLU's and SiLU's), and no graph is built.
 The math is the model's: `tests/test_backprop.py` checks loss and every gradient against
 autograd on `LanguageModel.forward` in float64, and the 50-step equivalence test trains through
 this path. It covers what the original comparison trains: no dropout, the dense feed-forward or
-the MoE with dense routing (every expert on every token). Anything else (dropout, top-k
-dispatch, the balancing loss, other devices) goes through autograd: see `supports`.
+the MoE with dense routing (every expert on every token), and the dense SwiGLU control. Anything
+else (dropout, top-k dispatch, the balancing loss, other devices) goes through autograd: see
+`supports`.
 """
 
 import weakref
 
 import torch
 
-from nanokimi.model import MoE
+from nanokimi.model import MoE, SwiGLU
 
 aten = torch.ops.aten
 _layer_norm_backward = aten.native_layer_norm_backward.default
@@ -34,7 +35,7 @@ _MEAN = 1  # torch's Reduction::Mean
 def supports(model):
     """Can `loss_and_grads` train `model` (same loss, same gradients as autograd)?"""
     c = model.config
-    dense_routing = c.ffn == "dense" or c.top_k in (0, c.experts)
+    dense_routing = c.ffn != "moe" or c.top_k in (0, c.experts)
     return (model.head.weight.device.type == "cpu" and c.dropout == 0 and dense_routing
             and c.aux_loss == 0 and model.head.weight.dtype in (torch.float32, torch.float64)
             and all(p.requires_grad for p in model.parameters()))
@@ -109,6 +110,8 @@ def _block_forward(block, p, x, B, T):
     h2, mean2, rstd2 = torch.native_layer_norm(x1, [C], p["ln2.weight"], p["ln2.bias"], 1e-5)
     if isinstance(block.ffn, MoE):
         ffn_out, ffn_kept = _moe_forward(block.ffn, p, h2)
+    elif isinstance(block.ffn, SwiGLU):
+        ffn_out, ffn_kept = _swiglu_forward(p, h2)
     else:
         r = torch.addmm(p["ffn.fc.bias"], h2, p["ffn.fc.weight"].t()).relu_()
         ffn_out, ffn_kept = torch.addmm(p["ffn.out.bias"], r, p["ffn.out.weight"].t()), r
@@ -122,6 +125,8 @@ def _block_backward(block, p, kept, dx, grads, prefix, B, T):
     C = x.size(1)
     if isinstance(block.ffn, MoE):
         dh2 = _moe_backward(block.ffn.experts, p, h2, ffn_kept, dx, grads, prefix)
+    elif isinstance(block.ffn, SwiGLU):
+        dh2 = _swiglu_backward(p, h2, ffn_kept, dx, grads, prefix)
     else:
         r = ffn_kept
         grads[prefix + "ffn.out.weight"] = dx.t().mm(r)
@@ -149,32 +154,54 @@ def _block_backward(block, p, kept, dx, grads, prefix, B, T):
 def _moe_forward(moe, p, x):
     """MoE._dense on (N, C) rows: every expert on every token, mixed by the softmax gate."""
     N, C = x.shape
-    E = moe.experts
+    E, H = moe.experts, p["ffn.w2"].size(1)
     probs = torch.softmax(torch.addmm(p["ffn.gate.bias"], x, p["ffn.gate.weight"].t()), 1)  # (N, E)
     w1, b1 = moe.first_layer()
-    h = torch.addmm(b1, x, w1).view(N, 2, E, C)
+    h = torch.addmm(b1, x, w1).view(N, 2, E, H)
     a, b = h[:, 0], h[:, 1]
     s = torch.nn.functional.silu(a)
     m = s * b
-    mixed = m * probs.unsqueeze(-1)  # (N, E, C)
-    out = torch.addmm(probs.mm(p["ffn.b2"]), mixed.view(N, E * C), p["ffn.w2"].view(E * C, C))
+    mixed = m * probs.unsqueeze(-1)  # (N, E, H)
+    out = torch.addmm(probs.mm(p["ffn.b2"]), mixed.view(N, E * H), p["ffn.w2"].view(E * H, C))
     return out, (probs, w1, a, b, s, m, mixed)
 
 
 def _moe_backward(E, p, x, kept, dout, grads, prefix):
     probs, w1, a, b, s, m, mixed = kept
     N, C = x.shape
-    grads[prefix + "ffn.w2"] = mixed.view(N, E * C).t().mm(dout).view(E, C, C)
+    H = p["ffn.w2"].size(1)
+    grads[prefix + "ffn.w2"] = mixed.view(N, E * H).t().mm(dout).view(E, H, C)
     grads[prefix + "ffn.b2"] = probs.t().mm(dout)
-    dmixed = dout.mm(p["ffn.w2"].view(E * C, C).t()).view(N, E, C)
+    dmixed = dout.mm(p["ffn.w2"].view(E * H, C).t()).view(N, E, H)
     dprobs = dout.mm(p["ffn.b2"].t()).add_((dmixed * m).sum(-1))
     dm = dmixed.mul_(probs.unsqueeze(-1))
-    dh = torch.stack((_silu_backward(dm * b, a), dm.mul_(s)), 1)  # (N, 2, E, C), h's layout
-    dw1 = x.t().mm(dh.view(N, 2 * E * C))  # (C, 2EC) in w1's reordered columns
-    grads[prefix + "ffn.w1"] = dw1.view(C, 2, E, C).permute(2, 0, 1, 3).reshape(E, C, 2 * C)
-    grads[prefix + "ffn.b1"] = dh.sum(0).transpose(0, 1).reshape(E, 2 * C)
-    dx = dh.view(N, 2 * E * C).mm(w1.t())
+    dh = torch.stack((_silu_backward(dm * b, a), dm.mul_(s)), 1)  # (N, 2, E, H), h's layout
+    dw1 = x.t().mm(dh.view(N, 2 * E * H))  # (C, 2EH) in w1's reordered columns
+    grads[prefix + "ffn.w1"] = dw1.view(C, 2, E, H).permute(2, 0, 1, 3).reshape(E, C, 2 * H)
+    grads[prefix + "ffn.b1"] = dh.sum(0).transpose(0, 1).reshape(E, 2 * H)
+    dx = dh.view(N, 2 * E * H).mm(w1.t())
     dlogits = torch._softmax_backward_data(dprobs, probs, 1, probs.dtype)
     grads[prefix + "ffn.gate.weight"] = dlogits.t().mm(x)
     grads[prefix + "ffn.gate.bias"] = dlogits.sum(0)
     return dx.addmm_(dlogits, p["ffn.gate.weight"])
+
+
+def _swiglu_forward(p, x):
+    """SwiGLU.forward on (N, C) rows."""
+    H = p["ffn.out.weight"].size(1)
+    h = torch.addmm(p["ffn.fc.bias"], x, p["ffn.fc.weight"].t())  # (N, 2H): [a | b]
+    a, b = h[:, :H], h[:, H:]
+    s = torch.nn.functional.silu(a)
+    m = s * b
+    return torch.addmm(p["ffn.out.bias"], m, p["ffn.out.weight"].t()), (a, b, s, m)
+
+
+def _swiglu_backward(p, x, kept, dout, grads, prefix):
+    a, b, s, m = kept
+    grads[prefix + "ffn.out.weight"] = dout.t().mm(m)
+    grads[prefix + "ffn.out.bias"] = dout.sum(0)
+    dm = dout.mm(p["ffn.out.weight"])  # (N, H)
+    dh = torch.cat((_silu_backward(dm * b, a), dm.mul_(s)), 1)  # (N, 2H), h's layout
+    grads[prefix + "ffn.fc.weight"] = dh.t().mm(x)
+    grads[prefix + "ffn.fc.bias"] = dh.sum(0)
+    return dh.mm(p["ffn.fc.weight"])

@@ -135,10 +135,53 @@ def effects_chart(summary, metric="best_val_loss", height=160):
     return (bars + points + zero).properties(title="Effects with 95% confidence intervals (negative = lower loss)")
 
 
+def effects_side_by_side_chart(summary, metric="best_val_loss", by="learning rates", height=None):
+    """The effects of one metric under several conditions (column `by`, e.g. a sweep's tuned and
+    original learning rates), one interval per condition side by side on each effect's row; zero
+    marked, an interval that excludes zero drawn solid."""
+    frame = summary[(summary["kind"] == "effect") & (summary["metric"] == metric)]
+    conditions = list(dict.fromkeys(frame[by]))
+    base = alt.Chart(frame).encode(
+        y=alt.Y("name:N", title=None, sort=None, axis=alt.Axis(labelLimit=400)),
+        yOffset=alt.YOffset(f"{by}:N", sort=conditions),
+        color=alt.Color(f"{by}:N", sort=conditions, title=by))
+    rules = base.mark_rule(strokeWidth=2).encode(
+        x=alt.X("ci_low:Q", title=f"difference in {metric.replace('_', ' ')} (nats/char)"), x2="ci_high:Q")
+    points = base.mark_point(filled=True, size=60).encode(
+        x="mean:Q", opacity=alt.Opacity("distinguishable_from_zero:N", title="CI excludes 0",
+                                        scale=alt.Scale(domain=["yes", "no"], range=[1.0, 0.35])),
+        tooltip=["name", by, "n", alt.Tooltip("mean:Q", format="+.4f"), alt.Tooltip("ci_low:Q", format="+.4f"),
+                 alt.Tooltip("ci_high:Q", format="+.4f")])
+    zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 4], color="gray").encode(x="x:Q")
+    return (rules + points + zero).properties(
+        # the height holds the title, the x axis and the two legends too (Streamlit fits the whole chart into it)
+        height=height or 140 + 24 * len(frame),
+        title=f"Effects with 95% confidence intervals, by {by} (negative = lower loss)")
+
+
 def ablation_figure(history, summary):
     return alt.vconcat(arm_band_chart(history).properties(width=700),
                        effects_chart(summary).properties(width=700)
                        ).resolve_scale(color="independent").properties(title="nanokimi ablation")
+
+
+def lr_sweep_chart(sweep, height=300):
+    """Learning-rate tuning: final validation loss against learning rate per arm (log x), the mean
+    over tuning seeds as a line, each run as a point; a diverged run is drawn as a cross at the top."""
+    frame = sweep.assign(diverged=~sweep["score"].apply(math.isfinite))
+    finite = frame[~frame["diverged"]]
+    top = finite["score"].max() if len(finite) else 1.0
+    frame = frame.assign(shown=frame["score"].where(~frame["diverged"], top))
+    means = finite.groupby(["arm", "lr"], as_index=False)["score"].mean()
+    x = alt.X("lr:Q", scale=alt.Scale(type="log"), title="learning rate (AdamW's lr, or TrueMuon/Muon's matrix lr)")
+    line = alt.Chart(means, height=height).mark_line(point=True).encode(
+        x=x, y=alt.Y("score:Q", title="final validation loss (nats/char)", scale=alt.Scale(zero=False)),
+        color=alt.Color("arm:N", title="arm"))
+    runs = alt.Chart(frame).mark_point(size=40).encode(
+        x=x, y="shown:Q", color="arm:N", shape=alt.Shape("diverged:N", title="diverged",
+                                                          scale=alt.Scale(domain=[False, True], range=["circle", "cross"])),
+        tooltip=["arm", "seed", alt.Tooltip("lr:Q", format=".3g"), alt.Tooltip("score:Q", format=".4f"), "diverged"])
+    return (line + runs).properties(title="Final validation loss against learning rate (tuning seeds)")
 
 
 def save_png(chart, path, scale=2):

@@ -1,4 +1,4 @@
-"""The command line: `python -m nanokimi compare | ablate | bench | runner`.
+"""The command line: `python -m nanokimi compare | ablate | sweep | bench | runner`.
 
 `compare` reproduces the original comparison script (with `--preset seed`) and goes beyond it:
 any optimizer on either model, top-k routing, honest timing and memory, and three files in --out.
@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from . import settings
-from .compare import PRESET_HELP, PRESETS, check_data, comparison_runs
+from .compare import ARCHITECTURES, PRESET_HELP, PRESETS, check_data, comparison_runs
 from .data import BUILTIN, TINY_SHAKESPEARE, DataError, resolve_source
 from .optim import OPTIMIZERS
 from .status import FAILED, MEASURED
@@ -46,7 +46,8 @@ class Progress:
             if self.tty or kind == "eval":
                 self._draw(model, event["iters"], final=False)
         if kind == "done":
-            self._draw(model, state.get("step", 0) or 1, final=True, status=event["status"], message=event["message"])
+            state["step"] = event["results"].get("steps", state.get("step", 0))  # step events are sampled
+            self._draw(model, state["step"] or 1, final=True, status=event["status"], message=event["message"])
 
     def _draw(self, model, iters, final, status="", message=""):
         state = self.last[model]
@@ -96,6 +97,40 @@ def add_training_flags(p):
                        choices=f.metadata["choices"])
 
 
+def add_arm_flags(p):
+    """--arms, --controls, --optimizers, --muon: which arms a grid trains (ablate, sweep)."""
+    p.add_argument("--arms", help="comma-separated ARCHITECTURE+OPTIMIZER pairs, e.g. nanogpt+adamw,nanokimi+truemuon; "
+                                  f"architectures: {', '.join(ARCHITECTURES)} (default: nanogpt and nanokimi, "
+                                  "or the four --controls, with each of --optimizers)")
+    p.add_argument("--controls", action="store_true",
+                   help="the four architectures nanogpt, relu-matched, swiglu-matched, nanokimi (the controls match "
+                        "NanoKimi's parameter count) instead of nanogpt and nanokimi")
+    p.add_argument("--optimizers", default="adamw,truemuon",
+                   help="comma-separated optimizers of every architecture (default: adamw,truemuon)")
+    p.add_argument("--muon", action="store_true", help="add PyTorch's Muon to --optimizers")
+
+
+def chosen_arms(args):
+    """The (architecture, optimizer) arms the arm flags ask for; SettingError when one is unknown."""
+    from . import ablation
+
+    if args.arms:
+        return ablation.parse_arms(args.arms)
+    optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()] + (["muon"] if args.muon else [])
+    architectures = ablation.CONTROLS if args.controls else ablation.DEFAULT_ARCHITECTURES
+    return ablation.grid_arms(architectures, list(dict.fromkeys(optimizers)))  # the configs check the names
+
+
+def grid_settings(args):
+    """The settings of a grid command, with --jobs sharing out the cores; (settings, base seed)."""
+    chosen = training_settings(args)
+    base_seed = chosen.pop("seed") or PRESETS[args.preset].seed
+    if args.jobs > 1 and chosen["threads"] is None:
+        from .metrics import usable_cores
+        chosen["threads"] = max(1, usable_cores() // args.jobs)
+    return chosen, base_seed
+
+
 def training_settings(args):
     """The settings given on the command line (None where a flag was not given)."""
     return {name: getattr(args, name) for name in settings.names(RunConfig)}
@@ -105,7 +140,7 @@ def build_parser():
     parser = Parser(prog="python -m nanokimi", description=(
         "nanokimi: does a Kimi-style model (MoE + TrueMuon) beat a plain GPT (AdamW), and at what cost?"))
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser,
-                                metavar="{compare,ablate,bench,runner}")
+                                metavar="{compare,ablate,sweep,bench,runner}")
 
     p = sub.add_parser("compare", help="train NanoGPT and NanoKimi on the same text and compare them",
                        description="Train NanoGPT and NanoKimi, print the comparison and write results.csv, "
@@ -115,20 +150,42 @@ def build_parser():
     p.add_argument("--kimi-optimizer", default="truemuon", choices=OPTIMIZERS, help="optimizer for NanoKimi (default: truemuon)")
     p.add_argument("--out", default=".", help="directory for results.csv, history.csv, comparison_graph.png (default: .)")
 
-    a = sub.add_parser("ablate", help="architecture x optimizer over several seeds, with confidence intervals",
-                       description="Train the 2x2 grid dense/MoE x AdamW/TrueMuon (optionally Muon too) for "
-                                   "--seeds seeds, paired by seed, and report each arm and the main effects with "
-                                   "95%% confidence intervals. Writes ablation.csv, ablation_summary.csv and "
-                                   "ablation.png into --out.")
+    a = sub.add_parser("ablate", help="arms of architecture x optimizer over several seeds, with confidence intervals",
+                       description="Train every arm (architecture + optimizer) for --seeds seeds, paired by seed, "
+                                   "and report each arm, the main effects and, with the controls, the decomposition "
+                                   "of NanoKimi - NanoGPT into parameters, activation and routing, each with a 95%% "
+                                   "confidence interval, a paired t-test p-value and Holm's correction. Writes "
+                                   "ablation.csv, ablation_summary.csv, ablation.png and runs/ into --out; run again "
+                                   "with the same --out, it trains only what is missing or failed.")
     add_training_flags(a)
     a.add_argument("--seeds", type=_positive(int), default=3, help="seeds per arm (default: 3): --seed, --seed+1, ...")
-    a.add_argument("--muon", action="store_true", help="add PyTorch's Muon as a third optimizer")
+    add_arm_flags(a)
     a.add_argument("--target", type=_positive(float),
                    help="validation loss for time-to-target (default: the worst arm's mean final loss)")
     a.add_argument("--out", default=".", help="directory for the ablation files (default: .)")
     a.add_argument("--jobs", type=_positive(int), default=1,
                    help="runs trained at once (default: 1). Each gets cores/jobs threads unless --threads says "
                         "otherwise; parallel runs share memory bandwidth, so compare their times only with each other")
+
+    w = sub.add_parser("sweep", help="tune each arm's learning rate on tuning seeds, then compare at tuned learning rates",
+                       description="For every arm, train a log-spaced grid of learning rates (--lr-factors x the "
+                                   "arm's original: AdamW's lr, or TrueMuon/Muon's matrix lr with the AdamW part at "
+                                   "its original lr) on tuning seeds that are never confirmation seeds, choose the "
+                                   "lowest mean final validation loss (a diverged run counts as worst), then train "
+                                   "--seeds confirmation seeds at the chosen and at the original learning rates and "
+                                   "report the ablation's effects for both. Writes sweep.csv, chosen_lrs.csv, "
+                                   "sweep.png, tuned/, original/ and runs/ into --out; resumable.")
+    add_training_flags(w)
+    add_arm_flags(w)
+    w.add_argument("--seeds", type=_positive(int), default=3, help="confirmation seeds per arm (default: 3)")
+    w.add_argument("--tuning-seeds", type=_positive(int), default=1,
+                   help="tuning seeds per arm and learning rate (default: 1), numbered from --seed + 100000")
+    w.add_argument("--lr-factors", default="0.111,0.333,1,3,9",
+                   help="the learning-rate grid as factors of each arm's original (default: 0.111,0.333,1,3,9)")
+    w.add_argument("--target", type=_positive(float),
+                   help="validation loss for time-to-target (default: the worst arm's mean final loss)")
+    w.add_argument("--out", default=".", help="directory for the sweep files (default: .)")
+    w.add_argument("--jobs", type=_positive(int), default=1, help="runs trained at once (default: 1)")
 
     b = sub.add_parser("bench", help="time training steps, evaluation and generation of one model",
                        description="Time real engine training steps (batch + forward + backward + optimizer) "
@@ -197,39 +254,92 @@ def compare_main(args):
 def ablate_main(args):
     from . import ablation
 
-    optimizers = ("adamw", "truemuon", "muon") if args.muon else ("adamw", "truemuon")
-    chosen = training_settings(args)
-    base_seed = chosen.pop("seed") or PRESETS[args.preset].seed
-    if args.jobs > 1 and chosen["threads"] is None:
-        from .metrics import usable_cores
-        chosen["threads"] = max(1, usable_cores() // args.jobs)
+    chosen, base_seed = grid_settings(args)
     try:
-        runs = ablation.ablation_runs(optimizers, args.seeds, base_seed, data=resolve_source(args.data),
+        arms = chosen_arms(args)
+        runs = ablation.ablation_runs(arms, args.seeds, base_seed, data=resolve_source(args.data),
                                       preset_name=args.preset, **chosen)
         check_data(runs)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-    except (ValueError, DataError) as err:
+        out = make_out(args.out)
+    except (ValueError, DataError, OSError) as err:
         return fail("ablate", err)
-    except OSError as err:
-        return fail("ablate", f"cannot create --out directory {args.out}: {err.strerror}")
     order = "one after the other" if args.jobs == 1 else f"{args.jobs} at a time, {runs[0].threads} threads each"
-    print(f"{len(runs)} runs: {len(optimizers) * 2} arms x {args.seeds} seeds, {order}", file=sys.stderr)
+    print(f"{len(runs)} runs: {len(arms)} arms x {args.seeds} seeds, {order}", file=sys.stderr)
     progress = Progress(redraw=args.jobs == 1)
     try:
-        results = run_many(runs, on_event=progress, jobs=args.jobs)
+        results, reused = ablation.train_grid(runs, out, jobs=args.jobs, on_event=progress)
     except KeyboardInterrupt:
-        results = []
+        results, reused = list(ablation.load_finished(out, runs).values()), 0
+    if reused:
+        print(f"{reused} of {len(runs)} runs were already trained in {out / 'runs'}: not trained again", file=sys.stderr)
     if not results:
         print("interrupted before any run finished; nothing written", file=sys.stderr)
         return 130
     if len(results) < len(runs):
         print(f"stopped after {len(results)} of {len(runs)} runs; summarising those", file=sys.stderr)
-    rows, summary = ablation.write_files(out, results, optimizers, args.target)
+    rows, summary = ablation.write_files(out, results, args.target)
     print()
     print(ablation.summary_text(summary))
     print(f"\nwrote {out / 'ablation.csv'}, {out / 'ablation_summary.csv'}, {out / 'ablation.png'}")
     return 1 if any(r.status == FAILED for r in results) else 0
+
+
+def make_out(path):
+    """The --out directory, created; OSError with a sentence when it cannot be."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(f"cannot create --out directory {out}: {err.strerror}") from None
+    return out
+
+
+def sweep_main(args):
+    from . import ablation, charts, sweep
+
+    import pandas as pd
+
+    chosen, base_seed = grid_settings(args)
+    try:
+        arms = chosen_arms(args)
+        factors = [float(f) for f in args.lr_factors.split(",") if f.strip()]
+        if not factors or min(factors) <= 0:
+            raise ValueError(f"--lr-factors must be positive numbers, got {args.lr_factors!r}")
+        grid = {"data": resolve_source(args.data), "preset_name": args.preset, **chosen}
+        check_data(sweep.tuning_runs(arms, factors, args.tuning_seeds, base_seed, **grid))
+        out = make_out(args.out)
+    except (ValueError, DataError, OSError) as err:
+        return fail("sweep", err)
+    total = len(arms) * (len(factors) * args.tuning_seeds + 2 * args.seeds)
+    print(f"up to {total} runs: {len(arms)} arms x {len(factors)} learning rates x {args.tuning_seeds} tuning seed(s), "
+          f"then {args.seeds} confirmation seeds at the chosen and the original learning rates", file=sys.stderr)
+    try:
+        tuned, chosen_lrs, at_tuned, at_original = sweep.run_sweep(
+            arms, out, args.seeds, base_seed, factors, args.tuning_seeds, args.jobs,
+            on_event=Progress(redraw=args.jobs == 1), **grid)
+    except KeyboardInterrupt:
+        print(f"interrupted: the runs that finished are kept in {out / 'runs'}; run again to go on", file=sys.stderr)
+        return 130
+    rows = sweep.sweep_rows(tuned)
+    frame = pd.DataFrame(rows)
+    frame[sweep.SWEEP_COLUMNS_FIRST + [c for c in frame.columns if c not in sweep.SWEEP_COLUMNS_FIRST]].to_csv(
+        out / "sweep.csv", index=False)
+    choice = pd.DataFrame([{"arm": arm, **c, "tried": " ".join(f"{lr:.3g}" for lr in c["tried"])}
+                           for arm, c in chosen_lrs.items()])
+    choice.to_csv(out / "chosen_lrs.csv", index=False)
+    charts.save_png(charts.lr_sweep_chart(frame), out / "sweep.png")
+    print("\nchosen learning rates (lowest mean final validation loss on the tuning seeds):")
+    for arm, c in chosen_lrs.items():
+        edge = "  (at the edge of the grid: the best may lie beyond it)" if c["at_edge"] else ""
+        print(f"  {arm:<24} {c['tuned']} = {c['lr']:.3g}  final val loss {c['loss']:.4f}{edge}")
+    for name, results in (("tuned", at_tuned), ("original", at_original)):
+        (out / name).mkdir(exist_ok=True)
+        _, summary = ablation.write_files(out / name, results, args.target)
+        print(f"\nat the {'tuned' if name == 'tuned' else 'original'} learning rates:")
+        print("\n".join(r["note"] for r in summary if r["kind"] == "effect"))
+    print(f"\nwrote {out / 'sweep.csv'}, {out / 'chosen_lrs.csv'}, {out / 'sweep.png'}, {out / 'tuned'}/, "
+          f"{out / 'original'}/")
+    return 1 if any(r.status == FAILED for r in at_tuned + at_original) else 0
 
 
 def bench_main(args):
@@ -261,6 +371,8 @@ def main(argv=None):
         return bench_main(args)
     if args.command == "ablate":
         return ablate_main(args)
+    if args.command == "sweep":
+        return sweep_main(args)
     return 2
 
 

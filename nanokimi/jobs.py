@@ -32,6 +32,7 @@ from .request import COMPARISON, Request
 from .runner import INTERRUPTED_MESSAGE, RunnerLock, runner_alive
 from .status import ACTIVE, COMPLETED, FAILED, INTERRUPTED, QUEUED, TRAINED_TO_THE_END
 from .store import Store
+from .sweep import learning_rate, tuned_setting
 from .train import RunResult
 from .worker import PACKAGE_ROOT
 
@@ -47,16 +48,19 @@ def request_kind(config):
     return config["request"].get("kind", COMPARISON)
 
 
-def ablation_results(run, history):
-    """The runs of a stored ablation that trained to the end, as train.RunResults (config, results
-    row, history) in grid order, for nanokimi.ablation's run_rows / summary_rows / history_rows.
+def ablation_results(run, history=None):
+    """The runs of a stored ablation or sweep that trained to the end, as train.RunResults (config,
+    results row, history) in grid order, for nanokimi.ablation's run_rows / summary_rows /
+    history_rows and nanokimi.sweep's choose / sweep_rows. Without `history` they carry none.
 
     A run stopped halfway is left out: its losses are from fewer steps than its arm's other seeds.
     """
     configs = {c.name: c for c in Request.from_stored(run["config"]).runs}
     finished = {r["model"]: r for r in run["results"]
                 if r.get("model") in configs and r.get("status") in TRAINED_TO_THE_END}
-    by_model = {name: rows for name, rows in history.groupby("model", sort=False)} if len(history) else {}
+    by_model = {}
+    if history is not None and len(history):
+        by_model = {name: rows for name, rows in history.groupby("model", sort=False)}
     results = []
     for name, config in configs.items():
         if name in finished:
@@ -67,9 +71,14 @@ def ablation_results(run, history):
     return results
 
 
-def ablation_history(run, history):
-    """A stored ablation's history (live or finished) with the arm and seed of every row, for the bands."""
-    arms = {c.name: (c.arm, c.seed) for c in Request.from_stored(run["config"]).runs}
+def ablation_history(run, history, runs=None, by_learning_rate=False):
+    """A stored ablation's history (live or finished) with the arm and seed of every row, for the bands.
+
+    `runs` (RunConfigs of the run) keeps only theirs; `by_learning_rate` makes each learning rate of
+    an arm its own series, "nanogpt+adamw · lr=0.003" (a sweep's), so no band mixes learning rates."""
+    runs = Request.from_stored(run["config"]).runs if runs is None else runs
+    arms = {c.name: (f"{c.arm} · {tuned_setting(c)}={learning_rate(c):.3g}" if by_learning_rate else c.arm, c.seed)
+            for c in runs}
     frame = history[history["model"].isin(list(arms))].copy()
     frame["arm"] = frame["model"].map(lambda name: arms[name][0]).astype("string")
     frame["seed"] = frame["model"].map(lambda name: arms[name][1]).astype("int64")
@@ -109,7 +118,9 @@ class RunView:
 
     def progress(self, now=None):
         """(fraction done, "NanoGPT step 120/1000 · ETA 0:42") over every model of the run."""
-        iters = [run.iters for run in self.request.runs]
+        runs = self.request.runs
+        # a sweep's confirmation runs are stored once tuning has chosen: counted before that at most
+        iters = [run.iters for run in runs] + [runs[0].iters] * (self.request.planned_runs() - len(runs))
         total = sum(iters)
         if self.status == QUEUED:
             where = f"position {self.queue_position} in the queue" if self.queue_position else "queued"
@@ -190,11 +201,12 @@ class JobQueue:
         self.store.request_stop(run_id)
 
     def run_to_show(self, kind, requested=None):
-        """The run a page of `kind` shows: `requested` (the URL's ?run=) if it is of that kind, else
-        the one training or queued, else the latest; None when there is none."""
+        """The run a page of `kind` (one kind or a tuple) shows: `requested` (the URL's ?run=) if it is of
+        that kind, else the one training or queued, else the latest; None when there is none."""
+        kinds = (kind,) if isinstance(kind, str) else tuple(kind)
         if requested is not None and str(requested).isdigit():
             run = self.store.get_run(int(requested))
-            if run is not None and request_kind(run["config"]) == kind:
+            if run is not None and request_kind(run["config"]) in kinds:
                 return run["id"]
         run_id = self.store.latest_active_run(kind)
         if run_id is None:

@@ -28,6 +28,7 @@ class Metric:
 METRICS = [
     Metric("params", "Parameters", "count", "", "all trainable parameters"),
     Metric("active_params", "Active parameters", "count", "", "parameters used per token: with top-k routing, unchosen experts don't count"),
+    Metric("flops_per_token", "Forward FLOPs per token", "FLOP", "", "matmul FLOPs of one token's forward pass (2 per multiply-add; attention over a full block)"),
     Metric("best_val_loss", "Best val loss", "nats/char", "lower", "lowest validation loss over all evaluations, each on the same fixed evaluation batches"),
     Metric("final_val_loss", "Final val loss", "nats/char", "lower", "validation loss after the last training step"),
     Metric("perplexity", "Perplexity", "", "lower", "exp(final val loss)"),
@@ -125,10 +126,17 @@ def median_time_ms(fn, device, repeats=20, warmup=3):
 
 
 def derived(final_val_loss, params):
-    """Perplexity, bits per character and parameter efficiency from a validation loss."""
+    """Perplexity, bits per character and parameter efficiency from a validation loss.
+
+    Never raises: a loss above ~709.8 nats has a perplexity beyond the largest float, reported as
+    inf (math.exp would raise OverflowError); a missing or non-finite loss gives NaN throughout.
+    """
     if final_val_loss is None or not math.isfinite(final_val_loss):
         return {"perplexity": math.nan, "bits_per_char": math.nan, "param_efficiency": math.nan}
-    perplexity = math.exp(final_val_loss)
+    try:
+        perplexity = math.exp(final_val_loss)
+    except OverflowError:
+        perplexity = math.inf
     return {
         "perplexity": perplexity,
         "bits_per_char": final_val_loss / math.log(2),

@@ -9,6 +9,13 @@ a final LayerNorm and an untied output head with bias. `config.ffn` picks the fe
   mixed by a softmax gate Linear(C, E). By default every expert sees every token (dense routing,
   as in the original); `top_k` keeps the k most probable experts per token, renormalises their
   weights and computes only those experts.
+- "swiglu": one dense SwiGLU, Linear(C, 2H) -> silu(a) * b -> Linear(H, C), H = E·C by default:
+  the MoE's experts fused, without the gate (`fused_experts`). A control, not an original model.
+
+`ffn_hidden` sets the hidden width H of any of them (per expert in the MoE); 0 keeps the
+original's. With dense routing the MoE computes a SwiGLU of width E·C whose hidden units are
+scaled in blocks by the gate, and it has 33% more parameters than NanoGPT: the controls of
+compare.py (a ReLU MLP of NanoKimi's size, the fused SwiGLU) separate size, activation and routing.
 
 Fast by design, same math as the per-module original (see nanokimi/reference.py):
 - q, k and v of every head come from one fused Linear(C, 3C), and attention runs in
@@ -39,6 +46,9 @@ import torch.nn.functional as F
 from .settings import Problems, setting
 
 
+FFNS = ("dense", "swiglu", "moe")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     vocab_size: int = 65  # number of distinct characters in the corpus (set from the text)
@@ -46,7 +56,9 @@ class ModelConfig:
     n_embd: int = setting(64, "embedding size, the model width C (seed: 64)")
     n_head: int = setting(4, "attention heads; head_size = n_embd // n_head (seed: 4)")
     n_layer: int = setting(4, "transformer blocks (seed: 4)")
-    ffn: str = "dense"    # "dense" (NanoGPT) or "moe" (NanoKimi): which model, not a shared setting
+    ffn: str = "dense"    # "dense" (ReLU MLP, NanoGPT), "swiglu" (one SwiGLU) or "moe" (NanoKimi): which model
+    ffn_hidden: int = setting(0, "hidden width of the feed-forward (per expert in the MoE); 0: the original's, "
+                                 "4·n_embd for the ReLU MLP, n_embd per expert, experts·n_embd for a dense SwiGLU")
     experts: int = setting(4, "experts per MoE layer (seed: 4)", moe=True)
     top_k: int = setting(0, "route each token to its k most probable experts (default 0: all, dense routing)",
                          moe=True)
@@ -60,10 +72,11 @@ class ModelConfig:
         """Raise SettingError naming every setting that makes this configuration impossible to build."""
         problems = Problems()
         problems.at_least(self, 1, "vocab_size", "block_size", "n_embd", "n_head", "n_layer", "experts")
+        problems.at_least(self, 0, "ffn_hidden")
         if self.n_head >= 1 and self.n_embd % self.n_head:
             problems.add("n_head", f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if self.ffn not in ("dense", "moe"):
-            problems.add("ffn", f"ffn must be 'dense' or 'moe', got {self.ffn!r}")
+        if self.ffn not in FFNS:
+            problems.add("ffn", f"ffn must be one of {', '.join(FFNS)}, got {self.ffn!r}")
         if not 0 <= self.top_k <= self.experts:
             problems.add("top_k", f"top_k must be between 1 and experts ({self.experts}), or 0 for dense routing; "
                                   f"got {self.top_k}")
@@ -80,6 +93,26 @@ class ModelConfig:
     @property
     def head_size(self):
         return self.n_embd // self.n_head
+
+    @property
+    def hidden(self):
+        """The feed-forward's hidden width (per expert in the MoE)."""
+        if self.ffn_hidden:
+            return self.ffn_hidden
+        return {"dense": 4 * self.n_embd, "swiglu": self.experts * self.n_embd}.get(self.ffn, self.n_embd)
+
+    def forward_flops(self, tokens):
+        """Matmul FLOPs of one forward pass over `tokens` tokens (2 per multiply-add), for throughput figures."""
+        C, T, H = self.n_embd, self.block_size, self.hidden
+        attn = 2 * (3 * C * C + C * C) + 2 * 2 * T * C  # projections + scores and weighted values (causal: ~half of T^2, counted full)
+        if self.ffn == "dense":
+            ffn = 2 * 2 * H * C
+        elif self.ffn == "swiglu":
+            ffn = 2 * 3 * H * C
+        else:
+            ffn = 2 * C * self.experts + self.routed_experts * 2 * 3 * H * C
+        head = 2 * C * self.vocab_size
+        return tokens * (self.n_layer * (attn + ffn) + head)
 
     @property
     def routed_experts(self):
@@ -128,11 +161,13 @@ class CausalSelfAttention(nn.Module):
 
 
 class DenseFFN(nn.Module):
+    """NanoGPT's feed-forward: Linear(C, H) -> ReLU -> Linear(H, C), H = 4C in the original."""
+
     def __init__(self, config):
         super().__init__()
-        C = config.n_embd
-        self.fc = nn.Linear(C, 4 * C)
-        self.out = nn.Linear(4 * C, C)
+        C, H = config.n_embd, config.hidden
+        self.fc = nn.Linear(C, H)
+        self.out = nn.Linear(H, C)
 
     def forward(self, x):
         return self.out(F.relu(self.fc(x)))
@@ -142,19 +177,40 @@ class DenseFFN(nn.Module):
                 self.out.weight: MatrixLayout(tuple(self.out.weight.shape))}
 
 
-class MoE(nn.Module):
-    """E SwiGLU experts mixed by a softmax gate; stacked weights, batched matmuls."""
+class SwiGLU(nn.Module):
+    """One dense SwiGLU: Linear(C, 2H) -> silu(a) * b -> Linear(H, C), the rows of `fc` being
+    [a (H) | b (H)]. With H = E·C it is the MoE's E experts fused into one, without the gate
+    (`fused_experts`): the control that tells routing from activation and size."""
 
     def __init__(self, config):
         super().__init__()
-        C, E = config.n_embd, config.experts
+        C, H = config.n_embd, config.hidden
+        self.fc = nn.Linear(C, 2 * H)
+        self.out = nn.Linear(H, C)
+
+    def forward(self, x):
+        a, b = self.fc(x).chunk(2, dim=-1)
+        return self.out(F.silu(a) * b)
+
+    def matrix_layout(self):
+        return {self.fc.weight: MatrixLayout(tuple(self.fc.weight.shape)),
+                self.out.weight: MatrixLayout(tuple(self.out.weight.shape))}
+
+
+class MoE(nn.Module):
+    """E SwiGLU experts of hidden width H (C in the original) mixed by a softmax gate; stacked
+    weights, batched matmuls."""
+
+    def __init__(self, config):
+        super().__init__()
+        C, E, H = config.n_embd, config.experts, config.hidden
         self.experts, self.top_k = E, config.top_k
         self.gate = nn.Linear(C, E)
         # Expert e is x @ w1[e] + b1[e] -> silu(a) * b -> @ w2[e] + b2[e]  (weights stored (in, out)).
-        self.w1 = nn.Parameter(_uniform_(torch.empty(E, C, 2 * C), C))
-        self.b1 = nn.Parameter(_uniform_(torch.empty(E, 2 * C), C))
-        self.w2 = nn.Parameter(_uniform_(torch.empty(E, C, C), C))
-        self.b2 = nn.Parameter(_uniform_(torch.empty(E, C), C))
+        self.w1 = nn.Parameter(_uniform_(torch.empty(E, C, 2 * H), C))
+        self.b1 = nn.Parameter(_uniform_(torch.empty(E, 2 * H), C))
+        self.w2 = nn.Parameter(_uniform_(torch.empty(E, H, C), H))
+        self.b2 = nn.Parameter(_uniform_(torch.empty(E, C), H))
 
     def forward(self, x):
         """(output shaped like x, gate probabilities (N, E) of its N tokens)."""
@@ -168,30 +224,30 @@ class MoE(nn.Module):
         return y.view(shape), probs
 
     def matrix_layout(self):
-        E, C = self.experts, self.w1.size(1)
+        E, C, H = self.experts, self.w1.size(1), self.w2.size(1)
         return {self.gate.weight: MatrixLayout((E, C)),
-                self.w1: MatrixLayout((C, 2 * C), transposed=True),  # each expert's fc1 weight, (in, out)
-                self.w2: MatrixLayout((C, C), transposed=True)}
+                self.w1: MatrixLayout((C, 2 * H), transposed=True),  # each expert's fc1 weight, (in, out)
+                self.w2: MatrixLayout((H, C), transposed=True)}
 
     def first_layer(self):
-        """Every expert's first Linear as one (C, 2EC) weight and (2EC,) bias, with the columns
-        reordered to [a of every expert | b of every expert]: a and b then come out as two (N, E, C)
+        """Every expert's first Linear as one (C, 2EH) weight and (2EH,) bias, with the columns
+        reordered to [a of every expert | b of every expert]: a and b then come out as two (N, E, H)
         blocks whose rows are contiguous (in profiles here silu's backward took ~1.7 ms per call on
         chunks of the (N, E, 2C) layout, ~0.6 ms on these)."""
-        E, C = self.experts, self.w1.size(1)
-        w1 = self.w1.view(E, C, 2, C).permute(1, 2, 0, 3).reshape(C, 2 * E * C)
-        b1 = self.b1.view(E, 2, C).transpose(0, 1).reshape(2 * E * C)
+        E, C, H = self.experts, self.w1.size(1), self.w2.size(1)
+        w1 = self.w1.view(E, C, 2, H).permute(1, 2, 0, 3).reshape(C, 2 * E * H)
+        b1 = self.b1.view(E, 2, H).transpose(0, 1).reshape(2 * E * H)
         return w1, b1
 
     def _dense(self, x, probs):
-        """Every expert on every token as two GEMMs: (N, C) @ (C, 2EC), then (N, EC) @ (EC, C)."""
+        """Every expert on every token as two GEMMs: (N, C) @ (C, 2EH), then (N, EH) @ (EH, C)."""
         N, C = x.shape
-        E = self.experts
+        E, H = self.experts, self.w2.size(1)
         w1, b1 = self.first_layer()
-        h = torch.addmm(b1, x, w1).view(N, 2, E, C)
-        h = F.silu(h[:, 0]) * h[:, 1] * probs.unsqueeze(-1)  # (N, E, C), each expert's hidden scaled by its gate weight
-        # sum_e p_e (h_e @ w2[e] + b2[e]) as one contraction over (e, c); w2 (E, C, C) is already (EC, C).
-        return torch.addmm(probs @ self.b2, h.view(N, E * C), self.w2.view(E * C, C))
+        h = torch.addmm(b1, x, w1).view(N, 2, E, H)
+        h = F.silu(h[:, 0]) * h[:, 1] * probs.unsqueeze(-1)  # (N, E, H), each expert's hidden scaled by its gate weight
+        # sum_e p_e (h_e @ w2[e] + b2[e]) as one contraction over (e, h); w2 (E, H, C) is already (EH, C).
+        return torch.addmm(probs @ self.b2, h.view(N, E * H), self.w2.view(E * H, C))
 
     def _sparse(self, x, probs):
         """Top-k dispatch: each expert runs only on the tokens routed to it, padded to one batch."""
@@ -215,6 +271,30 @@ class MoE(nn.Module):
         return x.new_zeros(N, C).index_add_(0, token_of, contrib)
 
 
+def ffn_params(config):
+    """Parameters of one block's feed-forward under `config` (counted on the meta device: nothing
+    is allocated or initialised)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in FFN_CLASSES[config.ffn](config).parameters())
+
+
+@torch.no_grad()
+def fused_experts(moe):
+    """The SwiGLU that computes what `moe` computes with every gate weight fixed at 1: its experts'
+    first layers side by side, their second layers stacked, their output biases summed."""
+    E, C, H = moe.experts, moe.w1.size(1), moe.w2.size(1)
+    fused = SwiGLU(ModelConfig(n_embd=C, ffn="swiglu", ffn_hidden=E * H))
+    w1, b1 = moe.first_layer()  # columns [a of every expert | b of every expert]: SwiGLU's [a | b]
+    fused.fc.weight.copy_(w1.t())
+    fused.fc.bias.copy_(b1)
+    fused.out.weight.copy_(moe.w2.reshape(E * H, C).t())
+    fused.out.bias.copy_(moe.b2.sum(0))
+    return fused
+
+
+FFN_CLASSES = {"dense": DenseFFN, "swiglu": SwiGLU, "moe": MoE}
+
+
 def balancing_loss(probs, top_k):
     """Switch Transformer's load-balancing loss (Fedus et al. 2021) of top-k routing by the gate
     probabilities `probs` (N, E): E * sum_e f_e * P_e, with f_e expert e's share of the token
@@ -231,7 +311,7 @@ class Block(nn.Module):
         self.ln1 = nn.LayerNorm(config.n_embd)
         self.attn = CausalSelfAttention(config)
         self.ln2 = nn.LayerNorm(config.n_embd)
-        self.ffn = MoE(config) if config.ffn == "moe" else DenseFFN(config)
+        self.ffn = FFN_CLASSES[config.ffn](config)
 
     def forward(self, x):
         """(output, the MoE's gate probabilities (B*T, E), or None for the dense feed-forward)."""
@@ -307,16 +387,7 @@ class LanguageModel(nn.Module):
         return self.num_params() - skipped
 
     def forward_flops(self, tokens):
-        """Matmul FLOPs of one forward pass over `tokens` tokens (2 per multiply-add), for throughput figures."""
-        c = self.config
-        C, T = c.n_embd, c.block_size
-        attn = 2 * (3 * C * C + C * C) + 2 * 2 * T * C  # projections + scores and weighted values (causal: ~half of T^2, counted full)
-        if c.ffn == "dense":
-            ffn = 2 * 2 * 4 * C * C
-        else:
-            ffn = 2 * C * c.experts + c.routed_experts * 2 * (2 * C * C + C * C)
-        head = 2 * C * c.vocab_size
-        return tokens * (c.n_layer * (attn + ffn) + head)
+        return self.config.forward_flops(tokens)
 
 
 @torch.no_grad()

@@ -44,10 +44,18 @@ def history_csv(history):
     return buf.getvalue()
 
 
+# Above this a float is written in scientific notation: a blown-up loss's perplexity has 100+ digits.
+SCIENTIFIC_FROM = 1e9
+
+
 def _fmt(value):
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, float):
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        if abs(value) >= SCIENTIFIC_FROM:
+            return f"{value:.4g}"
         if abs(value) >= 1000:
             return f"{value:,.0f}"
         return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
@@ -97,10 +105,43 @@ def _difference(a, b, metric):
     m = METRIC_BY_NAME[metric]
     diff = b[metric] - a[metric]
     rel = abs(diff) / abs(a[metric]) * 100 if a[metric] else math.inf
-    return f"{b['model']} − {a['model']} = {diff:+.4f} {m.unit} ({rel:.1f}%)"
+    signed = f"{diff:+.4g}" if abs(diff) >= SCIENTIFIC_FROM else f"{diff:+.4f}"
+    return f"{b['model']} − {a['model']} = {signed} {m.unit} ({rel:.1f}%)"
 
 
-def verdict(results, metric="best_val_loss"):
+# A results row's `architecture` is its feed-forward: how each reads in a sentence, and its activation.
+FFN_WORDS = {"dense": "a ReLU MLP", "swiglu": "a SwiGLU MLP", "moe": "SwiGLU experts"}
+ACTIVATIONS = {"dense": "ReLU", "swiglu": "SwiGLU", "moe": "SwiGLU"}
+SAME_SIZE = 0.01  # parameter counts within 1% are matched (the controls are, by construction)
+QUALITY = ("best_val_loss", "final_val_loss", "perplexity", "bits_per_char")  # where size and activation confound
+CONTROLS_HINT = "`python -m nanokimi ablate --controls`"
+
+
+def confound(winner, other, see=CONTROLS_HINT):
+    """Why the winner's lower loss may not be its routing: it is bigger, or its activation differs.
+
+    "NanoKimi has 33% more parameters and SwiGLU experts where NanoGPT has a ReLU MLP: a lower loss
+    may come from size or activation, not the experts — see …"; "" when the two are matched in size
+    (within SAME_SIZE) and activation, or the winner is the smaller one with the same activation.
+    """
+    pw, po = winner.get("params"), other.get("params")
+    bigger = _finite(pw) and _finite(po) and po > 0 and (pw - po) / po > SAME_SIZE
+    fw, fo = winner.get("architecture"), other.get("architecture")
+    activated = fw in ACTIVATIONS and fo in ACTIVATIONS and ACTIVATIONS[fw] != ACTIVATIONS[fo]
+    if not (bigger or activated):
+        return ""
+    more = f"{(pw - po) / po * 100:.0f}% more parameters" if bigger else ""
+    if activated:
+        has = f"{more} and " if bigger else ""
+        claim = f"{winner['model']} has {has}{FFN_WORDS[fw]} where {other['model']} has {FFN_WORDS[fo]}"
+    else:
+        claim = f"{winner['model']} has {more} than {other['model']}"
+    causes = "size or activation" if bigger and activated else "its size" if bigger else "the activation"
+    experts = ", not the experts" if fw == "moe" and fo != "moe" else ""
+    return f"{claim}: a lower loss may come from {causes}{experts} — see {see}."
+
+
+def verdict(results, metric="best_val_loss", see=CONTROLS_HINT):
     """One sentence that states which model did better on `metric`, by how much, with its sign.
 
     Compares the first two rows with a finite `metric` (a = first, b = second; the difference is
@@ -109,6 +150,8 @@ def verdict(results, metric="best_val_loss"):
       so the sentence names it, with its message, and gives the others' values without a winner;
     - the two trained different numbers of steps (one was stopped early): the sentence says so
       and gives the difference without a winner.
+    When a winner on a loss is named and it is bigger or has another activation, a second sentence
+    says so (`confound`), pointing to `see`: the controls that separate those from the routing.
     """
     m = METRIC_BY_NAME[metric]
     diverged = [r for r in results if r.get("status") == DIVERGED]
@@ -127,10 +170,13 @@ def verdict(results, metric="best_val_loss"):
                 f"so no winner on {m.label.lower()}; {_difference(a, b, metric)}.")
     diff = b[metric] - a[metric]
     if diff == 0:
-        return f"{a['model']} and {b['model']} tie on {m.label.lower()} ({a[metric]:.4f} {m.unit})."
+        tie = f"{a[metric]:.4g}" if abs(a[metric]) >= SCIENTIFIC_FROM else f"{a[metric]:.4f}"
+        return f"{a['model']} and {b['model']} tie on {m.label.lower()} ({tie} {m.unit})."
     b_better = diff < 0 if m.better == "lower" else diff > 0
     winner, loser = (b, a) if b_better else (a, b)
-    return (f"{winner['model']} ({winner['optimizer']}) beat {loser['model']} ({loser['optimizer']}) on "
-            f"{m.label.lower()}: {_difference(a, b, metric)}, "
-            f"{_speed_clause(a, b)}"
-            f"(one seed: see `nanokimi ablate` for the spread over seeds).")
+    sentence = (f"{winner['model']} ({winner['optimizer']}) beat {loser['model']} ({loser['optimizer']}) on "
+                f"{m.label.lower()}: {_difference(a, b, metric)}, "
+                f"{_speed_clause(a, b)}"
+                f"(one seed: see `nanokimi ablate` for the spread over seeds).")
+    caveat = confound(winner, loser, see) if metric in QUALITY else ""
+    return f"{sentence} {caveat}" if caveat else sentence

@@ -9,9 +9,10 @@ Its life:
    and released by the OS when the process dies, so "is a runner alive?" is "is the lock taken?").
    Runs still marked running with no runner alive were left by a process that was killed: they are
    marked interrupted.
-2. Claim the oldest queued run and train its RunConfigs (a comparison's two models, or a grid's
-   arms × seeds) one after the other, each in its own worker process (worker.py: honest per-model
-   peak memory, step times that don't compete for the cores). The workers' events become history
+2. Claim the oldest queued run and train its RunConfigs (a comparison's two models, a grid's
+   arms × seeds, a sweep's tuning runs and then the confirmation runs it chose) one after the
+   other, each in its own worker process (worker.py: honest per-model peak memory, step times
+   that don't compete for the cores). The workers' events become history
    rows and progress in the store, written in short transactions at least every FLUSH_S.
 3. Repeat until the queue is empty, then exit. Any number of browser tabs can press Train: their
    runs are done one at a time, in order.
@@ -35,9 +36,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from .paths import checkpoint_path
-from .request import Request
+from .request import SWEEP, Request
 from .status import COMPLETED, DIVERGED, FAILED, INTERRUPTED, STOPPED
 from .store import Store
+from .sweep import choose
 from .worker import run_isolated
 
 POLL_S = 0.1   # how often the runner looks at the stop flag
@@ -131,30 +133,48 @@ def execute(store, run, shutdown):
     """Train the RunConfigs of a claimed run, one after the other, each in its own worker process.
 
     A comparison has two (NanoGPT, NanoKimi); an ablation has its whole grid, seed-major, so a grid
-    stopped halfway has its earlier seeds complete and paired. Either way a failed model ends the run.
+    stopped halfway has its earlier seeds complete and paired. A sweep has two phases: its tuning
+    runs, then, when every one of them has trained, the learning rate of each arm is chosen
+    (sweep.choose), the confirmation runs are appended to the stored run (Request.confirmed,
+    Store.replace_config) and trained in the same job. Either way a failed model ends the run.
     """
     run_id = run["id"]
     (store.home / "checkpoints").mkdir(exist_ok=True)
-    configs = Request.from_stored(run["config"]).runs
-    configs = [replace(c, checkpoint=str(checkpoint_path(store.home, run_id, c.name))) for c in configs]
+    request = Request.from_stored(run["config"])
+
+    def with_checkpoints(configs):
+        return [replace(c, checkpoint=str(checkpoint_path(store.home, run_id, c.name))) for c in configs]
 
     def should_stop():
         return shutdown.is_set() or store.stop_requested(run_id)
 
+    configs = with_checkpoints(request.runs)
     recorder = Recorder(store, run_id, configs)
     results = []
-    try:
-        for index, config in enumerate(configs):
+
+    def train():
+        """Train the configs not trained yet; True when every one of them trained and no stop was asked."""
+        for index in range(len(results), len(configs)):
             if should_stop():
-                break
+                return False
+            config = configs[index]
             recorder.begin(index, config)
             result = run_isolated(config, on_event=recorder, should_stop=should_stop, poll_s=POLL_S)
             recorder.flush()
             store.finish_model(run_id, config.name, result.history, result.results)
             results.append(result)
             if result.status == FAILED:
-                break
-        status, message = outcome(results, configs, store.stop_requested(run_id), shutdown.is_set())
+                return False
+        return not should_stop()
+
+    try:
+        if train() and request.kind == SWEEP and not request.chosen:
+            request = request.confirmed(choose(results))
+            store.replace_config(run_id, request.to_stored())
+            configs = with_checkpoints(request.runs)
+            train()
+        tuning = {c.name for c in request.tuning} if request.kind == SWEEP else set()
+        status, message = outcome(results, configs, store.stop_requested(run_id), shutdown.is_set(), tuning)
     except Exception as err:  # the runner must outlive one bad run; the traceback goes to runner.log
         traceback.print_exc()
         status, message = FAILED, f"{type(err).__name__}: {err}"
@@ -162,8 +182,10 @@ def execute(store, run, shutdown):
     return status
 
 
-def outcome(results, configs, stop_requested, shutting_down):
-    """The run's status and message from its models' results."""
+def outcome(results, configs, stop_requested, shutting_down, tuning=()):
+    """The run's status and message from its models' results. A sweep's tuning runs (names in
+    `tuning`) that diverged are part of its design (they score worst), so they are named in the
+    message but do not make the run diverged."""
     untrained = [c.name for c in configs[len(results):]]
     rest = f"; {', '.join(untrained)} did not train" if untrained else ""
     failed = [r for r in results if r.status == FAILED]
@@ -174,9 +196,13 @@ def outcome(results, configs, stop_requested, shutting_down):
     if stop_requested:
         stopped = [f"{r.config.name}: {r.message}" for r in results if r.status == STOPPED]
         return STOPPED, "; ".join(stopped or ["stopped by request"]) + rest
-    diverged = [r for r in results if r.status == DIVERGED]
+    diverged = [r for r in results if r.status == DIVERGED and r.config.name not in tuning]
     if diverged:
         return DIVERGED, "; ".join(f"{r.config.name}: {r.message}" for r in diverged)
+    tuned_away = [r.config.name for r in results if r.status == DIVERGED]
+    if tuned_away:
+        return COMPLETED, (f"{len(tuned_away)} tuning run(s) diverged and count as the worst at their learning "
+                           f"rate: {', '.join(tuned_away)}")
     return COMPLETED, ""
 
 

@@ -1,7 +1,8 @@
 """How a run ends, in one vocabulary for the engine, the store, the runner and the app.
 
 A model's training ends COMPLETED, STOPPED (by request, keeping what it measured), DIVERGED (its
-loss stopped being finite) or FAILED (an error; the message says which). A stored run (a
+loss stopped being finite, or became clearly worse than the untrained model's: train.diverged) or
+FAILED (an error; the message says which). A stored run (a
 comparison or a grid) goes QUEUED -> RUNNING -> one of those, or INTERRUPTED when the app or the
 runner was stopped while it trained.
 """

@@ -1,11 +1,11 @@
-"""The run store: every comparison and ablation ever made on this machine, in one SQLite file.
+"""The run store: every comparison, ablation and sweep ever made on this machine, in one SQLite file.
 
 `NANOKIMI_HOME` (default `./runs/`) holds `nanokimi.db`, the checkpoints and uploaded texts. The
 database has three tables:
 
-- `runs`: one row per comparison or ablation grid (the request's `kind`): its request and its
-  RunConfigs (JSON), status, timestamps, live progress, a stop flag, and the results.csv rows of
-  the models that finished;
+- `runs`: one row per comparison, ablation grid or sweep (the request's `kind`): its request and its
+  RunConfigs (JSON; a sweep's grow once, when tuning has chosen its learning rates), status,
+  timestamps, live progress, a stop flag, and the results.csv rows of the models that finished;
 - `metrics`: the history in long format, one row per (model, step, metric) point, as history.csv;
 - `queue`: the runs waiting for the runner, oldest first.
 
@@ -56,7 +56,7 @@ CREATE TABLE queue (
     enqueued_at REAL NOT NULL
 );
 """
-# A run's kind is in its request: "comparison" (the default: older requests have no kind) or "ablation".
+# A run's kind is in its request: "comparison" (the default: older requests have no kind), "ablation" or "sweep".
 KIND = "COALESCE(json_extract(config, '$.request.kind'), 'comparison')"
 RUN_COLUMNS = ("id", "status", "label", "config", "created_at", "started_at", "finished_at", "message",
                "stop_requested", "progress", "results")
@@ -140,20 +140,20 @@ class Store:
         return _run_dict(rows[0]) if rows else None
 
     def list_runs(self, statuses=None, kind=None):
-        """Every run, newest first (optionally only those with one of `statuses`, or of one `kind`)."""
+        """Every run, newest first (optionally only those with one of `statuses`, or of `kind`: one
+        kind or a tuple of kinds)."""
         sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE 1"
         params = ()
         if statuses:
             sql += f" AND status IN ({', '.join('?' * len(statuses))})"
             params = tuple(statuses)
-        if kind:
-            sql += f" AND {KIND} = ?"
-            params += (kind,)
-        return [_run_dict(row) for row in self._read(sql + " ORDER BY id DESC", params)]
+        where, kinds = _of_kind(kind)
+        return [_run_dict(row) for row in self._read(sql + where + " ORDER BY id DESC", params + kinds)]
 
     def latest_active_run(self, kind=None):
-        """The run training now, else the next queued one (optionally of one `kind`); None when nothing is waiting."""
-        where, params = (f" AND {KIND} = ?", (kind,)) if kind else ("", ())
+        """The run training now, else the next queued one (optionally of `kind`: one kind or a tuple of
+        kinds); None when nothing is waiting."""
+        where, params = _of_kind(kind)
         rows = self._read(f"SELECT id FROM runs WHERE status = ?{where} ORDER BY id DESC LIMIT 1", (RUNNING,) + params)
         rows = rows or self._read(f"SELECT run_id FROM queue JOIN runs ON runs.id = queue.run_id WHERE 1{where} "
                                   f"ORDER BY enqueued_at, run_id LIMIT 1", params)
@@ -196,6 +196,11 @@ class Store:
             results = json.loads(db.execute("SELECT results FROM runs WHERE id = ?", (run_id,)).fetchone()[0])
             results = [r for r in results if r.get("model") != model] + [results_row]
             db.execute("UPDATE runs SET results = ? WHERE id = ?", (json.dumps(results), run_id))
+
+    def replace_config(self, run_id, config):
+        """A run's request and RunConfigs, stored again: a sweep's confirmation runs are added after tuning."""
+        with self.write() as db:
+            db.execute("UPDATE runs SET config = ? WHERE id = ?", (json.dumps(config), run_id))
 
     def finish_run(self, run_id, status, message=""):
         with self.write() as db:
@@ -240,6 +245,14 @@ class Store:
             params += list(metrics)
         rows = self._read(sql + " ORDER BY run_id, rowid", params)
         return [dict(row) for row in rows]
+
+
+def _of_kind(kind):
+    """(SQL condition, parameters) selecting runs of `kind`: None (any), one kind, or a tuple of kinds."""
+    if not kind:
+        return "", ()
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+    return f" AND {KIND} IN ({', '.join('?' * len(kinds))})", kinds
 
 
 def _run_dict(row):

@@ -5,6 +5,11 @@ on the comparison's fixed evaluation batches, measures, and returns a `RunResult
 metric of results.csv and the tidy history. It reports progress through `on_event(dict)` and
 stops within one step once `should_stop()` is true, returning what it measured so far.
 
+A run ends `diverged` as soon as its loss is not finite or clearly worse than the untrained
+model's (`diverged()`: the rule, with its reasons). Whatever happens, nothing measured is lost:
+an error in a training step or in the measurements after training ends the run `failed` (a
+diverged run stays diverged), with the error in its message and its history complete.
+
 Timing is honest: a step's time covers batch sampling, forward, backward and the optimizer step,
 and nothing else; evaluation, inference and generation are timed separately.
 """
@@ -24,7 +29,7 @@ from .optim import OptimizerConfig, build_optimizer
 from .parallel import BatchThreads, plan
 from .routing import entropy_metric, gate_statistics, load_metric
 from .settings import Problems, setting
-from .status import COMPLETED, DIVERGED, RUNNING, STOPPED
+from .status import COMPLETED, DIVERGED, FAILED, RUNNING, STOPPED
 
 # Evaluation runs many batches per forward pass, this many tokens at a time. On the CPU, chunks
 # whose activations stay in cache win: 2,048 tokens evaluated the seed models 1.1-1.2x faster than
@@ -38,7 +43,7 @@ class RunConfig:
     name: str = "NanoGPT"              # the model's name in reports and the store; unique within a stored run
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    arm: str = ""                      # a grid's arm ("moe+truemuon"); "" for a comparison's models
+    architecture: str = ""             # the named architecture the model was built as (compare.ARCHITECTURES)
     iters: int = setting(10_000, "training steps per model (seed: 10000)")
     eval_interval: int = setting(100, "evaluate every N steps (seed: 100)")
     eval_iters: int = setting(200, "batches per split in every evaluation (seed: 200)")
@@ -62,14 +67,20 @@ class RunConfig:
         problems.raise_any()
         return self
 
+    @property
+    def arm(self):
+        """A grid's arm: its architecture and optimizer ("nanokimi+truemuon"); "" when built directly."""
+        return f"{self.architecture}+{self.optimizer.name}" if self.architecture else ""
+
     def to_dict(self):
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d):
         """A RunConfig from to_dict(), or from a run stored before OptimizerConfig existed (its
-        optimizer settings were fields of the run; its grid arm was only in its name)."""
+        optimizer settings were fields of the run)."""
         d = dict(d)
+        d.pop("arm", None)  # briefly a field; now derived from the architecture
         d["model"] = ModelConfig(**d["model"])
         if isinstance(d.get("optimizer", "adamw"), str):
             settings = {f.name for f in dataclasses.fields(OptimizerConfig)} - {"name"}
@@ -158,6 +169,52 @@ def prepare(run, corpus=None):
     return threads, device, corpus, batch_threads, model, optimizer
 
 
+# Divergence: besides a loss that stops being finite, a loss that stays finite but is clearly worse
+# than the untrained model's. A learning-rate sweep hits this on purpose: learning rate 10 took the
+# quick preset's validation losses from 4.6 to between 250 and 3,700 nats, finite all along.
+DIVERGENCE_WINDOW = 50  # training steps whose mean loss is watched between evaluations
+
+
+def divergence_limit(untrained_loss):
+    """The loss above which a run has diverged: the untrained model's loss + max(1 nat, half of it).
+
+    `untrained_loss` is the validation loss measured at step 0. An untrained char model predicts
+    about uniformly, so that is roughly ln(vocab): 4.2-4.7 nats on Tiny Shakespeare, a limit near
+    7. Training only ever has to lower it; a model half as bad again as no training at all is not
+    learning slowly, it has blown up. The 1-nat floor keeps the margin clear for tiny vocabularies,
+    whose untrained loss is small.
+    """
+    return untrained_loss + max(1.0, 0.5 * untrained_loss)
+
+
+def diverged(untrained_loss, loss):
+    """True when `loss` shows a diverged run: not finite, or above divergence_limit(untrained_loss).
+
+    `loss` is a validation loss, or smoothed_train_loss() of the training losses: one noisy batch
+    must not end a run, a window of them far above the limit does.
+    """
+    return not math.isfinite(loss) or loss > divergence_limit(untrained_loss)
+
+
+def smoothed_train_loss(train_losses, window=DIVERGENCE_WINDOW):
+    """Mean of the last `window` training losses; None until there are that many."""
+    return statistics.fmean(train_losses[-window:]) if len(train_losses) >= window else None
+
+
+def _loss_text(loss):
+    return f"{loss:,.2f}" if abs(loss) < 1e6 else f"{loss:.3g}"
+
+
+def _divergence_message(what, loss, when, untrained_loss):
+    """E.g. 'validation loss 1,900.30 at step 200 is above 6.98, far worse than the untrained model's 4.65: ...'."""
+    return (f"{what} {_loss_text(loss)} {when} is above {_loss_text(divergence_limit(untrained_loss))}, far worse "
+            f"than the untrained model's {_loss_text(untrained_loss)}: the run diverged")
+
+
+def _error_text(err):
+    return f"{type(err).__name__}: {err}"
+
+
 def train(run, on_event=None, should_stop=None, corpus=None):
     """Train one model as `run` says; returns a RunResult (partial if stopped or diverged)."""
     started = time.perf_counter()
@@ -184,77 +241,103 @@ def train(run, on_event=None, should_stop=None, corpus=None):
           "device": device, "threads": threads})
     status, message = COMPLETED, ""
     step = 0
-    while True:
-        if step % run.eval_interval == 0 or step == run.iters:
-            t0 = time.perf_counter()
-            gate_probs = []
-            losses = evaluate(model, evalset, gate_probs, batch_threads)
-            eval_seconds += time.perf_counter() - t0
-            for layer, probs in enumerate(gate_probs):  # MoE only: watch for routing collapse
-                entropy, load = gate_statistics(probs, config.top_k)
-                record(step, clock, entropy_metric(layer), entropy)
-                for expert, share in enumerate(load):
-                    record(step, clock, load_metric(layer, expert), share)
-            val_losses.append(losses["val"])
-            record(step, clock, "val_loss", losses["val"])
-            record(step, clock, "eval_train_loss", losses["train"])
-            record(step, clock, "rss_mb", metrics.rss_mb())
-            if step > 0:
-                recent = statistics.median(step_ms[-run.eval_interval:])
-                record(step, clock, "tokens_per_s", run.batch_size * block / recent * 1000)
-            emit({"event": "eval", "model": run.name, "step": step, "iters": run.iters, "wall_time_s": clock,
-                  "val_loss": losses["val"], "train_loss": losses["train"]})
-            if not math.isfinite(losses["val"]):
-                status, message = DIVERGED, f"validation loss became {losses['val']} at step {step}"
+    train_losses = []
+    try:
+        while True:
+            if step % run.eval_interval == 0 or step == run.iters:
+                t0 = time.perf_counter()
+                gate_probs = []
+                losses = evaluate(model, evalset, gate_probs, batch_threads)
+                eval_seconds += time.perf_counter() - t0
+                for layer, probs in enumerate(gate_probs):  # MoE only: watch for routing collapse
+                    entropy, load = gate_statistics(probs, config.top_k)
+                    record(step, clock, entropy_metric(layer), entropy)
+                    for expert, share in enumerate(load):
+                        record(step, clock, load_metric(layer, expert), share)
+                val_losses.append(losses["val"])
+                record(step, clock, "val_loss", losses["val"])
+                record(step, clock, "eval_train_loss", losses["train"])
+                record(step, clock, "rss_mb", metrics.rss_mb())
+                if step > 0:
+                    recent = statistics.median(step_ms[-run.eval_interval:])
+                    record(step, clock, "tokens_per_s", run.batch_size * block / recent * 1000)
+                emit({"event": "eval", "model": run.name, "step": step, "iters": run.iters, "wall_time_s": clock,
+                      "val_loss": losses["val"], "train_loss": losses["train"]})
+                if not math.isfinite(losses["val"]):
+                    status, message = DIVERGED, f"validation loss became {losses['val']} at step {step}"
+                    break
+                if diverged(val_losses[0], losses["val"]):
+                    status, message = DIVERGED, _divergence_message("validation loss", losses["val"], f"at step {step}", val_losses[0])
+                    break
+            if step == run.iters:
                 break
-        if step == run.iters:
-            break
-        if should_stop():
-            status, message = STOPPED, f"stopped by request after {step} of {run.iters} steps"
-            break
+            if should_stop():
+                status, message = STOPPED, f"stopped by request after {step} of {run.iters} steps"
+                break
 
-        t0 = time.perf_counter()
-        x, y = get_batch(train_data, run.batch_size, block, batch_gen, device)
-        loss_value = train_step(model, optimizer, x, y, batch_threads)
-        ms = (time.perf_counter() - t0) * 1000
-        step += 1
-        step_ms.append(ms)
-        clock += ms / 1000
-        record(step, clock, "train_loss", loss_value)
-        record(step, clock, "ms_per_step", ms)
-        emit({"event": "step", "model": run.name, "step": step, "iters": run.iters, "wall_time_s": clock,
-              "loss": loss_value, "ms": ms})
-        if not math.isfinite(loss_value):
-            status, message = DIVERGED, f"training loss became {loss_value} at step {step}; the run was stopped"
-            break
+            t0 = time.perf_counter()
+            x, y = get_batch(train_data, run.batch_size, block, batch_gen, device)
+            loss_value = train_step(model, optimizer, x, y, batch_threads)
+            ms = (time.perf_counter() - t0) * 1000
+            step += 1
+            step_ms.append(ms)
+            clock += ms / 1000
+            train_losses.append(loss_value)
+            record(step, clock, "train_loss", loss_value)
+            record(step, clock, "ms_per_step", ms)
+            emit({"event": "step", "model": run.name, "step": step, "iters": run.iters, "wall_time_s": clock,
+                  "loss": loss_value, "ms": ms})
+            if not math.isfinite(loss_value):
+                status, message = DIVERGED, f"training loss became {loss_value} at step {step}; the run was stopped"
+                break
+            smoothed = smoothed_train_loss(train_losses)
+            if smoothed is not None and diverged(val_losses[0], smoothed):
+                status, message = DIVERGED, _divergence_message(
+                    "mean training loss", smoothed, f"over steps {step - DIVERGENCE_WINDOW + 1}-{step}", val_losses[0])
+                break
+    except Exception as err:  # keep every point measured so far; the message says what went wrong
+        status, message = FAILED, f"training stopped by an error after {step} steps: {_error_text(err)}"
 
-    batch_threads.close()
-    results = {
-        "model": run.name, "architecture": config.ffn, "optimizer": run.optimizer.name, "seed": run.seed,
-        "params": model.num_params(), "active_params": model.active_params(),
-        "best_val_loss": min(val_losses) if val_losses else math.nan,
-        # A diverged model has no final loss worth reporting: the last finite evaluation was of
-        # an earlier model, so report NaN (best_val_loss still says what was reached before).
-        "final_val_loss": val_losses[-1] if val_losses and status != DIVERGED else math.nan,
-        "steps": step, "device": device, "threads": threads,
-    }
-    results.update(metrics.derived(results["final_val_loss"], results["params"]))
-    median_ms = statistics.median(step_ms) if step_ms else math.nan
-    results["train_ms_per_step"] = median_ms
-    results["tokens_per_s"] = run.batch_size * block / median_ms * 1000 if step_ms else math.nan
-    results["eval_time_s"] = eval_seconds
-    results.update(metrics.memory_breakdown(model, optimizer))
-    results["state_mb"] = results["param_mb"] + results["grad_mb"] + results["optimizer_mb"]
+    results = {"model": run.name, "architecture": config.ffn, "optimizer": run.optimizer.name, "seed": run.seed}
+    try:
+        batch_threads.close()
+        results.update({
+            "params": model.num_params(), "active_params": model.active_params(),
+            "flops_per_token": model.forward_flops(1),
+            "best_val_loss": min(val_losses) if val_losses else math.nan,
+            # A diverged model has no final loss worth reporting: the model at the end is blown up
+            # (or was last evaluated before it blew up), so report NaN; best_val_loss stays as
+            # measured and the status says the run diverged. A run that failed in its loop was last
+            # evaluated before its last step.
+            "final_val_loss": val_losses[-1] if val_losses and status not in (DIVERGED, FAILED) else math.nan,
+            "steps": step, "device": device, "threads": threads,
+        })
+        results.update(metrics.derived(results["final_val_loss"], results["params"]))
+        median_ms = statistics.median(step_ms) if step_ms else math.nan
+        results["train_ms_per_step"] = median_ms
+        results["tokens_per_s"] = run.batch_size * block / median_ms * 1000 if step_ms else math.nan
+        results["eval_time_s"] = eval_seconds
+        results.update(metrics.memory_breakdown(model, optimizer))
+        results["state_mb"] = results["param_mb"] + results["grad_mb"] + results["optimizer_mb"]
 
-    if status != DIVERGED:
-        results.update(measure_inference(model, corpus, run, device))
-    else:
-        results.update(inference_ms=math.nan, gen_chars_per_s=math.nan)
-    if run.checkpoint:
-        save_checkpoint(run.checkpoint, model, corpus, run)
-    results["peak_rss_mb"] = metrics.peak_rss_mb()
-    results["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / metrics.MB if device.startswith("cuda") else math.nan
+        if status not in (DIVERGED, FAILED):
+            results.update(measure_inference(model, corpus, run, device))
+        else:
+            results.update(inference_ms=math.nan, gen_chars_per_s=math.nan)
+        if run.checkpoint and status != FAILED:
+            save_checkpoint(run.checkpoint, model, corpus, run)
+        results["peak_rss_mb"] = metrics.peak_rss_mb()
+        results["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / metrics.MB if device.startswith("cuda") else math.nan
+    except Exception as err:  # the history is measured already: return it with what went wrong
+        failure = f"measuring or saving the model after {step} steps failed: {_error_text(err)}"
+        status = DIVERGED if status == DIVERGED else FAILED  # a diverged run stays diverged
+        message = f"{message}; {failure}" if message else failure
+    results.setdefault("steps", step)
+    results.setdefault("device", device)
+    results.setdefault("threads", threads)
     results["total_time_s"] = time.perf_counter() - started
+    for m in metrics.METRICS:  # whatever was not measured
+        results.setdefault(m.name, math.nan)
     results["status"], results["message"] = status, message
     result.status, result.message, result.results = status, message, results
     emit({"event": "done", "model": run.name, "status": status, "message": message, "results": results})

@@ -84,15 +84,16 @@ def _watch_stop(proc, should_stop, finished, poll_s):
             return
 
 
-def run_many(runs, on_event=None, should_stop=None, isolate=True, jobs=1):
+def run_many(runs, on_event=None, should_stop=None, isolate=True, jobs=1, on_result=None):
     """Train every run; stops early (and keeps what was measured) when should_stop() is true.
+    `on_result(result)` is called as each run ends (one at a time), so a caller can keep it at once.
 
     jobs > 1 trains that many runs at once, each in its own worker (for grids of tiny models on a
     many-core machine); results come back in the order of `runs`. Runs that share the machine share
     its memory bandwidth, so their step times are comparable with each other, not with a run alone.
     """
     if jobs > 1:
-        return _run_parallel(runs, on_event, should_stop, jobs)
+        return _run_parallel(runs, on_event, should_stop, jobs, on_result)
     results = []
     for run in runs:
         if should_stop and should_stop():
@@ -101,12 +102,14 @@ def run_many(runs, on_event=None, should_stop=None, isolate=True, jobs=1):
             results.append(run_isolated(run, on_event=on_event, should_stop=should_stop))
         else:
             results.append(train(run, on_event=on_event, should_stop=should_stop))
+        if on_result:
+            on_result(results[-1])
         if results[-1].status == STOPPED:  # by request or Ctrl-C: don't start the next model
             break
     return results
 
 
-def _run_parallel(runs, on_event, should_stop, jobs):
+def _run_parallel(runs, on_event, should_stop, jobs, on_result):
     from concurrent.futures import ThreadPoolExecutor, wait
 
     halt = threading.Event()  # set by Ctrl-C, a stop request or a stopped run: start nothing more
@@ -130,6 +133,9 @@ def _run_parallel(runs, on_event, should_stop, jobs):
         result = run_isolated(run, on_event=tagged(run), should_stop=stopping)
         if result.status == STOPPED:
             halt.set()
+        if on_result:
+            with lock:
+                on_result(result)
         return result
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -167,9 +173,13 @@ def main(config_path, result_path):
         result = train(run, on_event=emit, should_stop=lambda: stop["requested"])
         payload = {"status": result.status, "message": result.message, "results": result.results,
                    "history": result.history}
-    except (DataError, ValueError) as err:
+    except (DataError, ValueError) as err:  # refused before training: settings, data, device
         payload = {"status": FAILED, "message": str(err), "history": [],
                    "results": {"model": run.name, "status": FAILED, "message": str(err)}}
+    except Exception as err:  # train() keeps its history through errors in and after its loop: this is before it
+        message = f"{type(err).__name__}: {err}"
+        payload = {"status": FAILED, "message": message, "history": [],
+                   "results": {"model": run.name, "status": FAILED, "message": message}}
     tmp = Path(str(result_path) + ".part")
     tmp.write_text(json.dumps(payload, default=_json_default))
     os.replace(tmp, result_path)

@@ -1,108 +1,350 @@
-"""Ablation: the 2×2 (or 2×3) grid of architecture × optimizer over several seeds, with the effects' CIs.
+"""Ablation: arms of architecture × optimizer over several seeds, with the effects' CIs; optionally
+each arm at its own tuned learning rate.
 
-The same grid as `python -m nanokimi ablate`. Train grid queues it in the run store and the runner
-process trains its runs one after the other (nanokimi/jobs.py); the page shows the grid named in
-the URL (`?run=ID`), else the one training now, else the latest, and polls while it is active.
+The same grids as `python -m nanokimi ablate` (the four controls: `--controls`) and, with "Tune
+learning rates", `python -m nanokimi sweep`. Train grid queues it in the run store and the runner
+process trains its runs one after the other (nanokimi/jobs.py); a sweep's confirmation runs are
+added by the runner once its tuning runs have chosen the learning rates. The page shows the grid
+named in the URL (`?run=ID`), else the one training now, else the latest, and polls while it is
+active.
 """
+
+from fractions import Fraction
 
 import pandas as pd
 import streamlit as st
 
-from nanokimi import ablation, charts, jobs, request
+from nanokimi import ablation, charts, jobs, request, sweep
+from nanokimi.compare import ARCHITECTURE_LABELS, ARCHITECTURES
+from nanokimi.metrics import METRIC_BY_NAME
+from nanokimi.optim import OPTIMIZER_LABELS, OPTIMIZERS
 from nanokimi.status import RUNNING
-from pages.common import (KEEP, POLL_S, build_request, dataset_control, job_queue, live_run, model_controls,
+from pages.common import (KEEP, POLL_S, build_request, corpus, dataset_control, job_queue, live_run, model_controls,
                           preset_values, run_controls, run_label, set_controls, status_note)
 
 PREFIX = "ablation_"
+FACTOR_CHOICES = (1 / 27, 1 / 9, 1 / 3, 1.0, 3.0, 9.0, 27.0)  # learning-rate factors offered; the CLI's default below
+# The decomposition's arms in sentences, and what each of its contrasts isolates (ablation.DECOMPOSITION).
+SHORT_NAMES = {"nanogpt": "NanoGPT", "relu-matched": "matched ReLU", "swiglu-matched": "matched SwiGLU",
+               "nanokimi": "NanoKimi"}
+ISOLATES = {"parameters": "size alone", "activation": "SwiGLU for ReLU at equal size",
+            "routing": "the gate and the split into experts at equal size"}
+EFFECT_NAMES = {f"{contrast} ({with_change} − {without}), {OPTIMIZER_LABELS[o]}":
+                (f"{contrast.capitalize()}, {OPTIMIZER_LABELS[o]}: {SHORT_NAMES[with_change]} − {SHORT_NAMES[without]}",
+                 ISOLATES[contrast])
+                for contrast, with_change, without in ablation.DECOMPOSITION for o in OPTIMIZERS}
+WIDE_LABELS = {"labelLimit": 0}  # arm and effect names are long: show them whole in legends and axes
 queue = job_queue()
 
 if PREFIX + "iters" not in st.session_state:  # the quick preset, as on the Compare page
     set_controls(PREFIX, preset_values("quick"))
+for name, value in {"architectures": list(ablation.DEFAULT_ARCHITECTURES), "optimizers": ["adamw", "truemuon"],
+                    "factors": list(sweep.DEFAULT_FACTORS)}.items():  # the 2×2 grid; the CLI's sweep
+    st.session_state.setdefault(PREFIX + name, value)
+
+
+def choose_controls():
+    st.session_state[PREFIX + "architectures"] = list(ablation.CONTROLS)
+
+
+def factor_label(factor):
+    return f"×{Fraction(factor).limit_denominator(100)}"
+
+
+def effect_name(name):
+    """An effect's name for reading: the decomposition's architectures by name, not by key."""
+    return EFFECT_NAMES.get(name, (name, ""))[0]
+
+
+def effect_sentence(row):
+    """The engine's sentence about an effect (its `note`), with the effect, what it isolates and the
+    metric named for reading."""
+    name, isolates = EFFECT_NAMES.get(row["name"], (row["name"], ""))
+    metric = METRIC_BY_NAME[row["metric"]].label.lower()
+    subject = f"**{name}**" + (f" ({isolates})" if isolates else "")
+    return row["note"].replace(f"{row['name']} on {row['metric']}", f"{subject} on {metric}", 1)
+
 
 st.title("Ablation")
-st.caption("Which change helps: the Mixture-of-Experts, TrueMuon, or both? Every arm of architecture (dense, MoE) × "
-           "optimizer trains with every seed on the same batches, and the effects come with 95% confidence "
-           "intervals from the paired seeds.")
+st.caption("Which change helps: the Mixture-of-Experts, TrueMuon, or both, and does NanoKimi win by its experts or "
+           "by its size and activation? Every arm (architecture × optimizer) trains with every seed on the same "
+           "batches, and the effects come with 95% confidence intervals from the paired seeds.")
 
 # --- controls ---------------------------------------------------------------------------------
+architectures_col, controls_col, optimizers_col = st.columns([5, 2, 3], vertical_alignment="bottom")
+chosen_architectures = architectures_col.multiselect(
+    "Architectures", list(ARCHITECTURES), key=PREFIX + "architectures", format_func=ARCHITECTURE_LABELS.get, **KEEP,
+    help="NanoGPT and NanoKimi, and the two controls between them: NanoGPT's ReLU MLP and one SwiGLU, each widened "
+         "to NanoKimi's parameter count.")
+controls_col.button("The four controls", on_click=choose_controls, key=PREFIX + "controls_button", width="stretch",
+                    icon=":material/account_tree:", help="NanoGPT, both controls and NanoKimi: NanoKimi − NanoGPT "
+                                                         "split into parameters, activation and routing.")
+chosen_optimizers = optimizers_col.multiselect("Optimizers", OPTIMIZERS, key=PREFIX + "optimizers",
+                                               format_func=OPTIMIZER_LABELS.get, **KEEP,
+                                               help="Every architecture trains with each of these.")
 grid_col, *setting_cols = st.columns(4)
 with grid_col:
-    seeds = st.slider("Seeds", 1, 5, 3, key="ablation_seeds", **KEEP,
-                      help="Runs per arm. With one seed there is no interval; three is the least that says much.")
-    muon = st.checkbox("Include Muon (PyTorch)", key="ablation_muon", **KEEP,
-                       help="A third optimizer: the 2×3 grid (6 arms) instead of 2×2.")
-data = dataset_control("ablation_dataset", grid_col)
+    seeds = st.slider("Seeds", 1, 5, 3, key=PREFIX + "seeds", **KEEP,
+                      help="Runs per arm (with tuning: confirmation seeds). With one seed there is no interval; "
+                           "three is the least that says much.")
+data = dataset_control(PREFIX + "dataset", grid_col)
 values = model_controls(PREFIX, setting_cols)
 with setting_cols[2]:
     values["seed"] = st.number_input("First seed", min_value=0, max_value=2**31 - 100, step=1, key=PREFIX + "seed",
                                      help="Seeds are this, this + 1, …; every arm shares each seed (a paired design).",
                                      **KEEP)
+tune_col, factors_col, tuning_seeds_col = st.columns([1, 2, 1])
+tune = tune_col.toggle("Tune learning rates", key=PREFIX + "tune", **KEEP,
+                       help="First train every arm at several learning rates on tuning seeds (never the seeds the "
+                            "effects are measured on), then compare each arm at its best one and at the original's.")
+factors = factors_col.multiselect(
+    "Learning-rate factors", FACTOR_CHOICES, key=PREFIX + "factors", format_func=factor_label, disabled=not tune, **KEEP,
+    help="Learning rates tried, as factors of each arm's original: AdamW's lr, or TrueMuon's / Muon's matrix lr.")
+tuning_seeds = tuning_seeds_col.slider("Tuning seeds", 1, 3, 1, key=PREFIX + "tuning_seeds", disabled=not tune,
+                                       **KEEP, help="Runs per arm and learning rate while tuning.")
 
 # --- what those controls ask for --------------------------------------------------------------------
-optimizers = ("adamw", "truemuon", "muon") if muon else ("adamw", "truemuon")
-grid, problems = build_request(request.ablation, values, data, seeds, optimizers,
-                               **request.eval_schedule("quick", values["iters"]))
+architectures = [a for a in ARCHITECTURES if a in chosen_architectures]  # grid order, whatever the clicking order
+optimizers = [o for o in OPTIMIZERS if o in chosen_optimizers]
+schedule = request.eval_schedule("quick", values["iters"])
+if tune:
+    grid, problems = build_request(request.sweep, values, data, seeds, optimizers, architectures=architectures,
+                                   factors=sorted(factors), tuning_seeds=tuning_seeds, **schedule)
+else:
+    grid, problems = build_request(request.ablation, values, data, seeds, optimizers, architectures=architectures,
+                                   **schedule)
 st.session_state["ablation_request"] = grid  # what Train grid would queue (read by the tests)
 for problem in problems:
     st.error(problem)
 
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def arm_sizes(runs, vocab_size):
+    return request.arm_sizes(runs, vocab_size)
+
+
+def arms_table(grid, vocab_size):
+    """One row per arm of the grid: what it is, its size (the controls within 1% of NanoKimi), what a sweep tries."""
+    sizes = arm_sizes(tuple(grid.runs), vocab_size)
+    arms = {run.arm: run for run in grid.runs}  # an arm's runs share its model
+    kimi = next((sizes[arm][0] for arm, run in arms.items() if run.architecture == "nanokimi"), None)
+    rows = []
+    for arm, (params, active) in sizes.items():
+        run = arms[arm]
+        row = {"arm": arm, "architecture": ARCHITECTURE_LABELS[run.architecture],
+               "optimizer": OPTIMIZER_LABELS[run.optimizer.name], "parameters": params, "active parameters": active}
+        if kimi:
+            row["vs NanoKimi"] = (params - kimi) / kimi * 100
+        if grid.kind == request.SWEEP:
+            tried = sorted({sweep.learning_rate(r) for r in grid.runs if r.arm == arm})
+            row["learning rates tried"] = f"{sweep.tuned_setting(run)} " + ", ".join(f"{lr:.3g}" for lr in tried)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    same = (table["active parameters"] == table["parameters"]).all()  # differs under top-k routing only
+    return table.drop(columns="active parameters") if same else table
+
+
 # --- the grid on show ---------------------------------------------------------------------------
-view, info_col = run_controls(queue, request.ABLATION, grid, "Train grid")
+view, info_col = run_controls(queue, request.GRIDS, grid, "Train grid")
 if grid is not None:
-    info_col.caption(f"{len(grid.runs)} runs: {len(grid.arms)} arms × {seeds} seed(s), trained one after the other "
-                     f"with {grid.runs[0].threads} torch thread(s).")
+    threads = grid.runs[0].threads
+    if grid.kind == request.SWEEP:
+        info_col.caption(f"{len(grid.runs)} tuning runs ({len(grid.arms)} arms × {len(factors)} learning rates × "
+                         f"{tuning_seeds} tuning seed(s)), then up to {2 * len(grid.arms) * seeds} confirmation runs "
+                         f"({seeds} seed(s) at the chosen and at the original learning rates), one after the other "
+                         f"with {threads} torch thread(s).")
+    else:
+        info_col.caption(f"{len(grid.runs)} runs: {len(grid.arms)} arms × {seeds} seed(s), trained one after the "
+                         f"other with {threads} torch thread(s).")
+    st.dataframe(arms_table(grid, corpus(*data).vocab_size), hide_index=True, width="stretch", key=PREFIX + "arms_table",
+                 column_config={"parameters": st.column_config.NumberColumn(format="localized"),
+                                "active parameters": st.column_config.NumberColumn(format="localized"),
+                                "vs NanoKimi": st.column_config.NumberColumn(format="%+.1f%%")})
 if view is None:
     st.info("No ablation yet: choose settings and press Train grid.")
     st.stop()
 
 
+def phase_runs(view):
+    """The runs whose curves the page draws: a sweep's tuning runs until its confirmation starts."""
+    if view.request.kind != request.SWEEP:
+        return view.request.runs
+    tuning = view.request.tuning
+    names = {r.name for r in tuning}
+    confirming = [r for r in view.request.runs if r.name not in names]
+    started = view.status != RUNNING or view.run["progress"].get("index", 0) >= len(tuning)
+    return confirming if confirming and started else tuning
+
+
 def live_view(run_id, was_active):
     """Progress over the whole grid, redrawn from the store (every POLL_S while it trains)."""
     view = live_run(queue, run_id, was_active)
+    is_sweep = view.request.kind == request.SWEEP
     fraction, text = view.progress()
-    total, done = len(view.models), len(view.results)
+    total, done = view.request.planned_runs(), len(view.results)
+    up_to = "up to " if total > len(view.models) else ""  # a sweep before tuning has chosen
     st.markdown(f"**{run_label(view.run)}**")
-    st.progress(fraction, text=f"{done} of {total} runs done · {text}")
+    st.progress(fraction, text=f"{done} of {up_to}{total} runs done · {text}")
     if view.status == RUNNING:
         index = view.run["progress"].get("index", 0)
         now = view.request.runs[index]
-        st.caption(f"Training arm **{now.arm}**, seed **{now.seed}** (run {index + 1} of {total}).")
+        if is_sweep:
+            phase = "Tuning" if index < len(view.request.tuning) else "Confirming"
+            st.caption(f"{phase}: arm **{now.arm}** at {sweep.tuned_setting(now)} **{sweep.learning_rate(now):.3g}**, "
+                       f"seed **{now.seed}** (run {index + 1} of {up_to}{total}).")
+        else:
+            st.caption(f"Training arm **{now.arm}**, seed **{now.seed}** (run {index + 1} of {total}).")
     if view.run["stop_requested"] and view.active:
         st.caption("Stopping…")
-    history = jobs.ablation_history(view.run, view.history)
+    if is_sweep:
+        names = {r.name for r in view.request.tuning}
+        tuned = [r for r in jobs.ablation_results(view.run) if r.config.name in names]
+        if tuned:
+            st.altair_chart(charts.lr_sweep_chart(pd.DataFrame(sweep.sweep_rows(tuned))).configure_legend(**WIDE_LABELS),
+                            key=PREFIX + "lr_chart", width="stretch")
+    history = jobs.ablation_history(view.run, view.history, phase_runs(view), by_learning_rate=is_sweep)
     if (history["metric"] == "val_loss").any():
-        over_time = st.toggle("Over wall time", key="ablation_over_time", **KEEP,
+        over_time = st.toggle("Over wall time", key=PREFIX + "over_time", **KEEP,
                               help="Training time (evaluation excluded), mean over seeds.")
-        st.altair_chart(charts.arm_band_chart(history, x="wall_time_s" if over_time else "step"),
-                        key="ablation_band_chart", width="stretch")
+        st.altair_chart(charts.arm_band_chart(history, x="wall_time_s" if over_time else "step").configure_legend(
+            **WIDE_LABELS), key=PREFIX + "band_chart", width="stretch")
 
 
 st.divider()
 st.fragment(live_view, run_every=POLL_S if view.active else None)(view.id, view.active)
 
 # --- results ------------------------------------------------------------------------------------
+NUMBER = st.column_config.NumberColumn
+EFFECT_COLUMNS = {"name": "effect", "n": "seeds", "mean": "difference", "ci_low": "95% CI low",
+                  "ci_high": "95% CI high", "p_value": "p", "p_holm": "p (Holm)", "survives_holm": "survives Holm"}
+EFFECT_FORMATS = {"difference": NUMBER(format="%+.4f"), "95% CI low": NUMBER(format="%+.4f"),
+                  "95% CI high": NUMBER(format="%+.4f"), "p": NUMBER(format="%.3g"), "p (Holm)": NUMBER(format="%.3g")}
+
+
+def summarise(results):
+    """(run rows, summary rows, summary frame with readable effect names) of some finished runs of a grid."""
+    rows = ablation.run_rows(results)
+    summary = ablation.summary_rows(rows)
+    frame = pd.DataFrame(summary, columns=ablation.SUMMARY_COLUMNS)
+    frame["sentence"] = [effect_sentence(row) if row["kind"] == "effect" else "" for row in summary]
+    frame["name"] = [effect_name(name) if kind == "effect" else name for kind, name in zip(frame["kind"], frame["name"])]
+    return rows, summary, frame
+
+
+def effects_of(frame, metric):
+    return frame[(frame["kind"] == "effect") & (frame["metric"] == metric)]
+
+
+def effects_block(frame, metric, key):
+    """The effects on `metric`: their intervals, their table, and a sentence each."""
+    if effects_of(frame, metric).empty:
+        st.caption("No effect to estimate: these arms share no contrast.")
+        return
+    rows = len(effects_of(frame, metric))
+    st.altair_chart(charts.effects_chart(frame, metric).properties(height=100 + 32 * rows).configure_axisY(
+        **WIDE_LABELS), key=f"{key}_chart", width="stretch")
+    st.dataframe(effects_of(frame, metric)[list(EFFECT_COLUMNS)].rename(columns=EFFECT_COLUMNS), hide_index=True,
+                 width="stretch", key=f"{key}_table", column_config=EFFECT_FORMATS)
+    for sentence in effects_of(frame, metric)["sentence"]:
+        st.markdown(f"- {sentence}")
+
+
+def per_arm(rows, summary, frame, name):
+    """The per-arm table, time to target and the CSV downloads of some finished runs of a grid."""
+    st.dataframe(frame[frame["kind"] == "arm"].drop(columns=["kind", "distinguishable_from_zero", "sentence"]),
+                 hide_index=True, width="stretch", key=f"{PREFIX}{name}_summary_table")
+    st.caption(f"Time to target: training seconds until validation loss first reached {rows[0]['target_val_loss']:.4f} "
+               f"(the worst arm's mean final validation loss).")
+    downloads = st.container(horizontal=True)
+    downloads.download_button("Download ablation CSV", ablation.runs_csv(rows), file_name=f"{name}-run{view.id}.csv",
+                              mime="text/csv", icon=":material/download:", key=f"{PREFIX}{name}_runs_csv")
+    downloads.download_button("Download summary CSV", ablation.summary_csv(summary),
+                              file_name=f"{name}_summary-run{view.id}.csv", mime="text/csv",
+                              icon=":material/download:", key=f"{PREFIX}{name}_summary_csv")
+
+
+def metric_choice():
+    return st.radio("Effects on", ["best_val_loss", "final_val_loss"], horizontal=True, key=PREFIX + "metric", **KEEP,
+                    format_func=lambda m: METRIC_BY_NAME[m].label.lower())
+
+
+def grid_results(results):
+    rows, summary, frame = summarise(results)
+    st.subheader("Effects")
+    effects_block(frame, metric_choice(), PREFIX + "effects")
+    st.subheader("Per arm")
+    per_arm(rows, summary, frame, "ablation")
+
+
+def sweep_results(results):
+    stored = view.request
+    names = {r.name for r in stored.tuning}
+    tuned = [r for r in results if r.config.name in names]
+    st.subheader("Learning rates")
+    if not tuned:
+        st.caption("No tuning run trained to the end: no learning rate to choose.")
+        return
+    chosen = sweep.choose(tuned)
+    _, original_runs = stored.confirmation({})
+    original_lr = {run.arm: sweep.learning_rate(run) for run in original_runs}
+    st.dataframe(pd.DataFrame([{
+        "arm": arm, "tuned": c["tuned"], "original": original_lr[arm], "chosen": c["lr"],
+        "× original": c["lr"] / original_lr[arm], "final val loss": c["loss"],
+        "tried": ", ".join(f"{lr:.3g}" for lr in c["tried"]), "at the edge": c["at_edge"]} for arm, c in chosen.items()]),
+        hide_index=True, width="stretch", key=PREFIX + "chosen_table",
+        column_config={"original": NUMBER(format="%.3g"), "chosen": NUMBER(format="%.3g"),
+                       "× original": NUMBER(format="%.3g"), "final val loss": NUMBER(
+                           format="%.4f", help="Mean over the tuning seeds at the chosen learning rate.")})
+    st.caption("Each arm's learning rate with the lowest mean final validation loss on the tuning seeds (a run "
+               "that diverged counts as the worst).")
+    edges = [f"{arm} ({c['tuned']} {c['lr']:.3g}, the {'lowest' if c['lr'] == c['tried'][0] else 'highest'} tried)"
+             for arm, c in chosen.items() if c["at_edge"]]
+    if edges:
+        st.warning(f"At the edge of the learning rates tried, so the best may lie beyond: {'; '.join(edges)}. "
+                   f"Widen the learning-rate factors and tune again.", icon=":material/warning:")
+    sweep_csv = pd.DataFrame(sweep.sweep_rows(tuned))
+    st.download_button("Download sweep CSV", sweep_csv.to_csv(index=False), file_name=f"sweep-run{view.id}.csv",
+                       mime="text/csv", icon=":material/download:", key=PREFIX + "sweep_csv")
+    if not stored.chosen:
+        return
+    at_chosen, at_original = stored.confirmation()
+    by_name = {r.config.name: r for r in results}
+    phases = {"tuned": [by_name[r.name] for r in at_chosen if r.name in by_name],
+              "original": [by_name[r.name] for r in at_original if r.name in by_name]}
+    if not any(phases.values()):
+        return
+    st.subheader("Effects at the tuned and at the original learning rates")
+    metric = metric_choice()
+    summaries = {name: summarise(phase) for name, phase in phases.items() if phase}
+    both = pd.concat([frame.assign(**{"learning rates": name}) for name, (_, _, frame) in summaries.items()])
+    if effects_of(both, metric).empty:
+        st.caption("No effect to estimate: these arms share no contrast.")
+    else:
+        st.altair_chart(charts.effects_side_by_side_chart(both, metric), key=PREFIX + "sweep_effects_chart",
+                        width="stretch")
+        side_by_side = pd.DataFrame({"effect": list(dict.fromkeys(effects_of(both, metric)["name"]))})
+        for name, (_, _, frame) in summaries.items():
+            effects = effects_of(frame, metric)[list(EFFECT_COLUMNS)].rename(columns=EFFECT_COLUMNS).rename(
+                columns=lambda c: c if c == "effect" else f"{c} · {name}")
+            side_by_side = side_by_side.merge(effects, on="effect", how="left")
+        st.dataframe(side_by_side, hide_index=True, width="stretch", key=PREFIX + "sweep_effects_table",
+                     column_config={f"{c} · {name}": fmt for c, fmt in EFFECT_FORMATS.items() for name in summaries})
+        for column, (name, (_, _, frame)) in zip(st.columns(len(summaries)), summaries.items()):
+            with column:
+                st.markdown(f"**At the {name} learning rates**")
+                for sentence in effects_of(frame, metric)["sentence"]:
+                    st.markdown(f"- {sentence}")
+    st.subheader("Per arm")
+    for tab, (name, summarised) in zip(st.tabs([f"At the {name} learning rates" for name in summaries]),
+                                       summaries.items()):
+        with tab:
+            per_arm(*summarised, name)
+
+
 if not view.active:
-    status_note(view, "Grid")
+    status_note(view, "Sweep" if view.request.kind == request.SWEEP else "Grid")
     results = jobs.ablation_results(view.run, view.history)
-    if results:
-        rows = ablation.run_rows(results)
-        summary = ablation.summary_rows(rows, view.request.asked["optimizers"])
-        summary_frame = pd.DataFrame(summary, columns=ablation.SUMMARY_COLUMNS)
-        st.subheader("Effects")
-        metric = st.radio("Effects on", ["best_val_loss", "final_val_loss"], horizontal=True, key="ablation_metric",
-                          **KEEP, format_func=lambda m: m.replace("_", " "))
-        st.altair_chart(charts.effects_chart(summary_frame, metric), key="ablation_effects_chart", width="stretch")
-        for line in summary_frame[(summary_frame["kind"] == "effect") & (summary_frame["metric"] == metric)]["note"]:
-            st.markdown(f"- {line}")
-        st.subheader("Per arm")
-        st.dataframe(summary_frame[summary_frame["kind"] == "arm"].drop(columns=["kind", "distinguishable_from_zero"]),
-                     hide_index=True, width="stretch", key="ablation_summary_table")
-        target = rows[0]["target_val_loss"]
-        st.caption(f"Time to target: training seconds until validation loss first reached {target:.4f} "
-                   f"(the worst arm's mean final validation loss).")
-        downloads = st.container(horizontal=True)
-        downloads.download_button("Download ablation CSV", ablation.runs_csv(rows), file_name=f"ablation-run{view.id}.csv",
-                                  mime="text/csv", icon=":material/download:")
-        downloads.download_button("Download summary CSV", ablation.summary_csv(summary),
-                                  file_name=f"ablation_summary-run{view.id}.csv", mime="text/csv",
-                                  icon=":material/download:")
+    if results and view.request.kind == request.SWEEP:
+        sweep_results(results)
+    elif results:
+        grid_results(results)

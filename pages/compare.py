@@ -16,6 +16,7 @@ from pages.common import (KEEP, POLL_S, build_request, dataset_control, job_queu
                           preset_values, run_controls, run_label, set_controls, status_note)
 
 queue = job_queue()
+CONTROLS_HINT = "the Ablation page's controls"  # where the verdict sends a reader when size or activation differ
 
 
 def apply_preset():
@@ -110,7 +111,7 @@ if not view.active:
     measured = [r for r in view.results if r.get("status") in MEASURED]
     if measured:
         st.subheader("Results")
-        st.markdown(f"**{report.verdict(measured)}**")
+        st.markdown(f"**{report.verdict(measured, see=CONTROLS_HINT)}**")
         rows = pd.DataFrame(report.report_rows(measured))
         rows["better"] = rows["better"].map({"lower": "↓ lower", "higher": "↑ higher"}).fillna("")
         st.dataframe(rows, hide_index=True, width="stretch", height="content", key="results_table")

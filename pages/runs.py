@@ -11,12 +11,12 @@ import pandas as pd
 import streamlit as st
 
 from nanokimi import charts, report
-from nanokimi.request import ABLATION, Request
+from nanokimi.request import ABLATION, GRIDS, SWEEP, Request
 from nanokimi.status import ACTIVE, ALL, MEASURED, TRAINED_TO_THE_END
 from pages.common import KEEP, job_queue, run_label
 
 queue = job_queue()
-PAGES = {ABLATION: "pages/ablation.py"}  # where Open shows a run of each kind; comparisons: Compare
+PAGES = {ABLATION: "pages/ablation.py", SWEEP: "pages/ablation.py"}  # where Open shows a run; else Compare
 
 st.title("Runs")
 runs = queue.store.list_runs()
@@ -32,12 +32,16 @@ shown = [r for r in runs if (not statuses or r["status"] in statuses)
 
 
 def best_losses(run):
-    """{"best val loss · NanoGPT": …} per model of a comparison, per arm of a grid (mean over its seeds)."""
+    """{"best val loss · NanoGPT": …} per model of a comparison, per arm of a grid (mean over its seeds;
+    a sweep's at its chosen learning rates, once it has chosen)."""
     stored = Request.from_stored(run["config"])
+    configs = stored.runs
+    if stored.kind == SWEEP:
+        configs = stored.confirmation()[0] if stored.chosen else []
     groups = {}
-    for config in stored.runs:
-        groups.setdefault(config.arm or config.name, []).append(config.name)
-    counted = TRAINED_TO_THE_END if stored.kind == ABLATION else MEASURED  # a grid's stopped run is from fewer steps
+    for config in configs:
+        groups.setdefault(config.arm if stored.kind in GRIDS else config.name, []).append(config.name)
+    counted = TRAINED_TO_THE_END if stored.kind in GRIDS else MEASURED  # a grid's stopped run is from fewer steps
     rows = {r.get("model"): r for r in run["results"] if r.get("status") in counted}
     out = {}
     for group, members in groups.items():

@@ -10,35 +10,38 @@ from nanokimi.metrics import RESULT_COLUMNS
 from nanokimi.optim import OptimizerConfig
 from nanokimi.train import RunConfig, RunResult
 
+from nanokimi.ablation import (ablation_runs, default_target, effects, estimate, grid_arms, holm, parse_arms,
+                               summary_rows, time_to_target)
 from nanokimi.metrics import usable_cores
-from nanokimi.ablation import (ablation_runs, default_target, effects, estimate, summary_rows, t_quantile_975,
-                               time_to_target)
+from nanokimi.settings import SettingError
 
 
-def test_t_quantiles_match_known_values():
-    assert t_quantile_975(1) == pytest.approx(12.706, abs=1e-3)
-    assert t_quantile_975(2) == pytest.approx(4.303, abs=1e-3)
-    assert t_quantile_975(60) == pytest.approx(2.000, abs=2e-3)   # beyond the table: Cornish–Fisher
-    assert t_quantile_975(1000) == pytest.approx(1.962, abs=2e-3)
-
-
-def test_estimate_gives_the_t_interval():
+def test_estimate_gives_the_t_interval_and_p_value_of_scipy():
     values = [1.0, 2.0, 3.0]
     est = estimate(values)
-    half = 4.303 * 1.0 / math.sqrt(3)  # sd of 1,2,3 is 1
+    half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(2) 97.5% quantile; the sd of 1, 2, 3 is 1
     assert (est.n, est.mean, est.sd) == (3, 2.0, 1.0)
-    assert est.ci_low == pytest.approx(2.0 - half, abs=1e-3)
-    assert est.ci_high == pytest.approx(2.0 + half, abs=1e-3)
+    assert est.ci_low == pytest.approx(2.0 - half, rel=1e-9)
+    assert est.ci_high == pytest.approx(2.0 + half, rel=1e-9)
+    # t = mean / (sd / sqrt(n)) = 2 sqrt(3) = 3.464 on 2 degrees of freedom: two-sided p = 0.0742
+    assert est.p_value == pytest.approx(0.07417990022744853, rel=1e-9)
     assert not est.excludes_zero  # t(2) = 4.3: three seeds make a wide interval
     assert estimate([2.0, 2.1, 1.9]).excludes_zero
     assert estimate([math.nan, 2.0]).n == 1
+
+
+def test_holm_adjusts_step_down_and_keeps_order():
+    # sorted 0.01, 0.02, 0.04 of a family of 3: 0.03, 0.04, 0.04 (monotone), given back in the given order
+    assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    assert holm([0.5, math.nan])[0] == 0.5 and math.isnan(holm([0.5, math.nan])[1])
+    assert holm([0.3, 0.4, 0.9]) == pytest.approx([0.9, 0.9, 0.9])
 
 
 def _rows(effect_moe, effect_opt, interaction, noise):
     """Synthetic ablation rows with known effects: loss = 2 + moe*a + opt*b + moe*opt*c + noise[seed]."""
     rows = []
     for seed, eps in enumerate(noise):
-        for arch, moe in (("dense", 0), ("moe", 1)):
+        for arch, moe in (("nanogpt", 0), ("nanokimi", 1)):
             for opt, tm in (("adamw", 0), ("truemuon", 1)):
                 loss = 2.0 + effect_moe * moe + effect_opt * tm + interaction * moe * tm + eps * (1 + moe + 2 * tm)
                 rows.append({"arm": f"{arch}+{opt}", "architecture": arch, "optimizer": opt, "seed": seed,
@@ -48,7 +51,7 @@ def _rows(effect_moe, effect_opt, interaction, noise):
 
 def test_paired_effects_recover_known_differences():
     rows = _rows(effect_moe=-0.05, effect_opt=-0.03, interaction=0.02, noise=[0.0, 0.001, -0.002])
-    eff = effects(rows, "best_val_loss", ("adamw", "truemuon"))
+    eff = effects(rows, "best_val_loss")
     moe, opt, inter = eff["MoE − dense"], eff["TrueMuon − AdamW"], eff["interaction (MoE × TrueMuon)"]
     # MoE − dense averaged over optimizers = a + c/2 (+ its share of the seed noise)
     assert moe.mean == pytest.approx(-0.05 + 0.01 + statistics.fmean([0.0, 0.001, -0.002]) * 1, abs=1e-9)
@@ -59,12 +62,48 @@ def test_paired_effects_recover_known_differences():
 
 def test_an_effect_buried_in_noise_is_reported_as_indistinguishable():
     rows = _rows(effect_moe=0.0, effect_opt=0.0, interaction=0.0, noise=[0.03, -0.02, 0.01])
-    summary = summary_rows(rows, ("adamw", "truemuon"))
+    summary = summary_rows(rows)
     moe = next(r for r in summary if r["kind"] == "effect" and r["name"] == "MoE − dense" and r["metric"] == "best_val_loss")
-    assert moe["distinguishable_from_zero"] == "no"
+    assert moe["distinguishable_from_zero"] == "no" and moe["survives_holm"] == "no"
     assert "not distinguishable from zero at 3 seeds" in moe["note"]
     arms = {r["name"] for r in summary if r["kind"] == "arm"}
-    assert arms == {"dense+adamw", "dense+truemuon", "moe+adamw", "moe+truemuon"}
+    assert arms == {"nanogpt+adamw", "nanogpt+truemuon", "nanokimi+adamw", "nanokimi+truemuon"}
+
+
+def _control_rows(steps, noise, optimizer="adamw"):
+    """The four control arms with known steps: NanoGPT, + parameters, + activation, + routing."""
+    rows = []
+    for seed, eps in enumerate(noise):
+        loss = 2.0
+        for arch, step in zip(("nanogpt", "relu-matched", "swiglu-matched", "nanokimi"), (0.0, *steps)):
+            loss += step
+            rows.append({"arm": f"{arch}+{optimizer}", "architecture": arch, "optimizer": optimizer, "seed": seed,
+                         "best_val_loss": loss + eps * (1 + len(rows) % 4), "final_val_loss": loss})
+    return rows
+
+
+def test_the_decomposition_recovers_each_step_and_adds_up_to_the_whole():
+    steps = (-0.002, -0.03, -0.015)  # parameters, activation, routing
+    rows = _control_rows(steps, noise=[0.0, 0.004, -0.003, 0.001])
+    eff = effects(rows, "final_val_loss")
+    named = {name.split(" ")[0]: est for name, est in eff.items()}
+    assert set(eff) == {"MoE − dense", "parameters (relu-matched − nanogpt), AdamW",
+                        "activation (swiglu-matched − relu-matched), AdamW", "routing (nanokimi − swiglu-matched), AdamW"}
+    for contrast, step in zip(("parameters", "activation", "routing"), steps):
+        assert named[contrast].mean == pytest.approx(step, abs=1e-12)
+    assert sum(named[c].mean for c in ("parameters", "activation", "routing")) == pytest.approx(eff["MoE − dense"].mean)
+    noisy = effects(rows, "best_val_loss")
+    assert noisy["parameters (relu-matched − nanogpt), AdamW"].p_value > 0.05, "a 0.002 step drowns in this noise"
+    summary = [r for r in summary_rows(rows) if r["kind"] == "effect" and r["metric"] == "best_val_loss"]
+    assert all(r["p_holm"] >= r["p_value"] for r in summary), "Holm only ever raises p-values"
+    assert any(r["survives_holm"] == "yes" for r in summary) and any(r["survives_holm"] == "no" for r in summary)
+
+
+def test_arms_are_parsed_and_refused_in_the_engines_words():
+    assert parse_arms("nanogpt+adamw, nanokimi+truemuon") == [("nanogpt", "adamw"), ("nanokimi", "truemuon")]
+    with pytest.raises(SettingError, match="arm 'dense\\+sgd' is not ARCHITECTURE\\+OPTIMIZER"):
+        parse_arms("nanogpt+adamw,dense+sgd")
+    assert grid_arms(("nanogpt", "nanokimi"), ("adamw",)) == [("nanogpt", "adamw"), ("nanokimi", "adamw")]
 
 
 def test_time_to_target_is_the_first_evaluation_at_or_below_it():
@@ -80,10 +119,11 @@ def test_default_target_is_the_worst_arms_mean_final_loss():
 
 
 def test_ablation_grid_is_paired_by_seed():
-    runs = ablation_runs(optimizers=("adamw", "truemuon", "muon"), seeds=2, iters=10, n_layer=1, n_embd=16, n_head=2)
+    runs = ablation_runs(grid_arms(("nanogpt", "nanokimi"), ("adamw", "truemuon", "muon")), seeds=2, iters=10,
+                         n_layer=1, n_embd=16, n_head=2)
     assert len(runs) == 12
     assert {(r.model.ffn, r.optimizer.name) for r in runs} == {(a, o) for a in ("dense", "moe") for o in ("adamw", "truemuon", "muon")}
-    assert all(r.arm == f"{r.model.ffn}+{r.optimizer.name}" for r in runs), "each run carries its arm"
+    assert all(r.arm == f"{r.architecture}+{r.optimizer.name}" and r.name == f"{r.arm}/s{r.seed}" for r in runs)
     assert sorted({r.seed for r in runs}) == [1337, 1338]
     assert all(r.model.n_layer == 1 and r.iters == 10 for r in runs)
 
@@ -101,7 +141,7 @@ def test_ablate_cli_writes_both_csvs_and_the_chart(tmp_path, small_text_file):
     assert proc.returncode == 0, proc.stderr
     assert "2 at a time" in proc.stderr
     runs = list(csv.DictReader((out / "ablation.csv").open()))
-    assert sorted(r["arm"] for r in runs) == ["dense+adamw", "dense+truemuon", "moe+adamw", "moe+truemuon"]
+    assert sorted(r["arm"] for r in runs) == ["nanogpt+adamw", "nanogpt+truemuon", "nanokimi+adamw", "nanokimi+truemuon"]
     assert all(r["status"] == "completed" and r["time_to_target_s"] != "" for r in runs)
     assert {r["threads"] for r in runs} == {str(max(1, usable_cores() // 2))}, "the cores are shared by the jobs"
     summary = list(csv.DictReader((out / "ablation_summary.csv").open()))
@@ -109,6 +149,41 @@ def test_ablate_cli_writes_both_csvs_and_the_chart(tmp_path, small_text_file):
         "MoE − dense", "TrueMuon − AdamW", "interaction (MoE × TrueMuon)"}
     assert (out / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "MoE − dense on best_val_loss" in proc.stdout
+
+
+def test_ablate_controls_trains_four_matched_architectures_and_resumes(tmp_path, small_text_file):
+    import csv
+    import subprocess
+    import sys
+
+    out = tmp_path / "controls"
+    command = [sys.executable, "-m", "nanokimi", "ablate", "--controls", "--optimizers", "adamw", "--data",
+               str(small_text_file), "--seeds", "2", "--iters", "4", "--eval-interval", "2", "--eval-iters", "1",
+               "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--block-size", "8", "--threads", "1",
+               "--out", str(out)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    runs = list(csv.DictReader((out / "ablation.csv").open()))
+    params = {r["architecture"]: int(r["params"]) for r in runs}
+    assert set(params) == {"nanogpt", "relu-matched", "swiglu-matched", "nanokimi"} and len(runs) == 8
+    assert params["nanokimi"] > 1.05 * params["nanogpt"]
+    for control in ("relu-matched", "swiglu-matched"):
+        assert abs(params[control] - params["nanokimi"]) / params["nanokimi"] < 0.01, control
+    effects = {r["name"] for r in csv.DictReader((out / "ablation_summary.csv").open()) if r["kind"] == "effect"}
+    assert {"parameters (relu-matched − nanogpt), AdamW", "activation (swiglu-matched − relu-matched), AdamW",
+            "routing (nanokimi − swiglu-matched), AdamW"} <= effects
+    assert len(list((out / "runs").glob("*.json.gz"))) == 8, "every finished run is kept as it ends"
+
+    (out / "runs" / "nanokimi+adamw-s1338.json.gz").unlink()  # as if the grid had stopped before its last run
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "7 of 8 runs were already trained" in again.stderr
+    assert again.stderr.count("parameters on") == 1, "only the missing run trains"
+    retrained = list(csv.DictReader((out / "ablation.csv").open()))
+    assert [r["best_val_loss"] for r in retrained] == [r["best_val_loss"] for r in runs], "the same losses"
+    last = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert "8 of 8 runs were already trained" in last.stderr and "parameters on" not in last.stderr
+    assert list(csv.DictReader((out / "ablation.csv").open())) == retrained, "the same rows, read back"
 
 
 def test_ablate_refuses_bad_flags_before_training(tmp_path):
@@ -123,9 +198,8 @@ def test_ablate_refuses_bad_flags_before_training(tmp_path):
 
 
 def fake_result(architecture, optimizer, seed, final):
-    arm = f"{architecture}+{optimizer}"
-    config = RunConfig(name=f"{arm}/s{seed}", arm=arm, optimizer=OptimizerConfig(optimizer), seed=seed,
-                       model=compare.ARCHITECTURES[ablation.ARCHITECTURES[architecture]])
+    config = RunConfig(name=f"{architecture}+{optimizer}/s{seed}", architecture=architecture, seed=seed,
+                       optimizer=OptimizerConfig(optimizer), model=compare.ARCHITECTURES[architecture])
     history = [{"model": config.name, "step": s, "wall_time_s": 0.1 * s, "metric": "val_loss", "value": final + 1 - s / 10}
                for s in range(0, 11, 5)]
     results = {"model": config.name, "architecture": architecture, "optimizer": optimizer, "seed": seed,
@@ -134,17 +208,17 @@ def fake_result(architecture, optimizer, seed, final):
 
 
 def test_csv_builders_have_one_row_per_run_and_per_summary_line():
-    results = [fake_result(a, o, seed, 1.0 + 0.1 * (a == "moe") - 0.05 * (o == "truemuon") + 0.01 * seed)
-               for seed in (1, 2, 3) for a in ("dense", "moe") for o in ("adamw", "truemuon")]
+    results = [fake_result(a, o, seed, 1.0 + 0.1 * (a == "nanokimi") - 0.05 * (o == "truemuon") + 0.01 * seed)
+               for seed in (1, 2, 3) for a in ("nanogpt", "nanokimi") for o in ("adamw", "truemuon")]
     rows = ablation.run_rows(results)
     runs = pd.read_csv(io.StringIO(ablation.runs_csv(rows)))
     assert list(runs.columns[:4]) == ["arm", "architecture", "optimizer", "seed"]
     assert list(runs.columns[-2:]) == ["target_val_loss", "time_to_target_s"]
     assert set(RESULT_COLUMNS) - {"model"} <= set(runs.columns) and "model" in runs.columns
     assert len(runs) == 12 and runs["seed"].tolist()[:4] == [1, 1, 1, 1]
-    summary = ablation.summary_rows(rows, ("adamw", "truemuon"))
+    summary = ablation.summary_rows(rows)
     frame = pd.read_csv(io.StringIO(ablation.summary_csv(summary)))
     assert list(frame.columns) == ablation.SUMMARY_COLUMNS
-    assert len(frame) == 4 * 4 + 3 * 2, "4 arms × 4 metrics, then 3 effects × 2 metrics"
+    assert len(frame) == 4 * 7 + 3 * 2, "4 arms × 7 metrics, then 3 effects × 2 metrics"
     moe = frame[(frame["name"] == "MoE − dense") & (frame["metric"] == "final_val_loss")].iloc[0]
     assert moe["mean"] == pytest.approx(0.1) and moe["distinguishable_from_zero"] == "yes"

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from nanokimi.data import DataError
+from nanokimi.data import BUILTIN, DataError
 from nanokimi.request import comparison
+from nanokimi.store import Store
 from pages.common import BUILTIN_LABEL, UPLOAD_LABEL, build_request, resolve_dataset
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
@@ -100,6 +101,25 @@ def test_bad_uploads_get_a_clear_message(home):
     [problem] = problems
     assert problem.startswith("Upload short.txt has 18 characters; block size 32 needs at least ")
     assert problem.endswith("Choose a smaller Block size or a longer text.")
+
+
+def test_the_verdict_says_when_the_models_differ_in_size_and_activation(home):
+    # A finished comparison in the store, with the seed configuration's sizes (no training needed to read it).
+    store = Store(home)
+    asked = comparison("quick", data=BUILTIN, **TINY)
+    run_id = store.create_run(asked.to_stored(), asked.label())
+    store.claim_next()
+    for run, params, loss in zip(asked.runs, (209_729, 278_097), (1.73, 1.68)):
+        store.finish_model(run_id, run.name, [], {
+            "model": run.name, "architecture": run.model.ffn, "optimizer": run.optimizer.name, "seed": run.seed,
+            "status": "completed", "message": "", "steps": run.iters, "params": params, "best_val_loss": loss,
+            "final_val_loss": loss, "train_ms_per_step": 1.0, "peak_rss_mb": 300.0, "inference_ms": 1.0})
+    store.finish_run(run_id, "completed")
+    at = app()
+    [verdict] = [m.value for m in at.markdown if "beat" in m.value]
+    assert verdict.startswith("**NanoKimi (truemuon) beat NanoGPT (adamw) on best val loss")
+    assert ("NanoKimi has 33% more parameters and SwiGLU experts where NanoGPT has a ReLU MLP: a lower loss may come "
+            "from size or activation, not the experts — see the Ablation page's controls.**") in verdict
 
 
 def test_train_runs_to_completion_and_shows_results(home):

@@ -1,16 +1,23 @@
-"""The Ablation page and the ablation grid as a stored job.
+"""The Ablation page, the ablation grid and the learning-rate sweep as stored jobs.
 
 As in test_app.py, runs are real: Train grid queues the grid in the store and a runner process
 trains every arm and seed in worker processes; the tests poll by re-running the app.
 """
 
+import math
 import time
+from dataclasses import replace
 
 import pytest
 
-from nanokimi import jobs, request
+from nanokimi import jobs, request, sweep
+from nanokimi.ablation import CONTROLS, holm
+from nanokimi.compare import ARCHITECTURE_LABELS
+from nanokimi.data import BUILTIN, load_corpus
+from nanokimi.model import LanguageModel
 from nanokimi.paths import checkpoint_path
 from nanokimi.status import ACTIVE, STOPPED
+from nanokimi.store import Store
 from pages.common import BUILTIN_LABEL
 from tests.test_app import app, errors
 
@@ -20,11 +27,26 @@ TINY = {"n_embd": 16, "n_head": 2, "n_layer": 1, "experts": 2, "iters": 10, "bat
 
 def set_controls(at, **values):
     for key, value in values.items():
-        widget = next(w for kind in ("slider", "select_slider", "selectbox", "number_input", "checkbox")
+        widget = next(w for kind in ("slider", "select_slider", "selectbox", "number_input", "multiselect", "toggle")
                       for w in getattr(at, kind) if w.key == f"ablation_{key}")
         widget.set_value(value)
     at.run()
     assert not at.exception, at.exception
+    return at
+
+
+def table(at, column):
+    """The first table on the page with `column`."""
+    return next(frame.value for frame in at.dataframe if column in frame.value.columns)
+
+
+def until_finished(at, word, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not at.success and time.monotonic() < deadline:  # run_every doesn't fire here: poll by re-running
+        time.sleep(1)
+        at.run()
+        assert not at.exception, at.exception
+    assert at.success and word in at.success[0].value, [i.value for i in at.info + at.warning + at.error]
     return at
 
 
@@ -38,12 +60,12 @@ def test_the_page_loads_on_an_empty_store(home):
 
 
 def test_controls_change_the_request(home):
-    at = set_controls(app(PAGE), dataset=BUILTIN_LABEL, seeds=2, muon=True, n_embd=32, n_head=4, n_layer=2,
-                      experts=3, top_k=1, iters=200, seed=7)
+    at = set_controls(app(PAGE), dataset=BUILTIN_LABEL, seeds=2, optimizers=["muon", "adamw", "truemuon"], n_embd=32,
+                      n_head=4, n_layer=2, experts=3, top_k=1, iters=200, seed=7)
     runs = at.session_state["ablation_request"].runs
     assert len(runs) == 2 * 6, "Muon makes it 2×3 arms"
-    assert [(r.arm, r.seed) for r in runs[:6]] == [("dense+adamw", 7), ("dense+truemuon", 7), ("dense+muon", 7),
-                                                   ("moe+adamw", 7), ("moe+truemuon", 7), ("moe+muon", 7)]
+    assert [(r.arm, r.seed) for r in runs[:6]] == [("nanogpt+adamw", 7), ("nanogpt+truemuon", 7), ("nanogpt+muon", 7),
+                                                   ("nanokimi+adamw", 7), ("nanokimi+truemuon", 7), ("nanokimi+muon", 7)]
     assert {r.seed for r in runs} == {7, 8}
     for run in runs:
         assert (run.model.n_embd, run.model.n_head, run.model.n_layer, run.iters) == (32, 4, 2, 200)
@@ -53,6 +75,73 @@ def test_controls_change_the_request(home):
     at = set_controls(at, n_head=5)
     assert any(e.startswith("N_embd (32) must be divisible by n_head (5). Choose") for e in errors(at))
     assert next(b for b in at.button if b.label == "Train grid").disabled
+
+
+def test_the_arms_picker_builds_the_grid_and_shows_each_arms_size(home):
+    at = set_controls(app(PAGE), dataset=BUILTIN_LABEL)
+    assert at.session_state["ablation_request"].arms == ["nanogpt+adamw", "nanogpt+truemuon", "nanokimi+adamw",
+                                                         "nanokimi+truemuon"], "NanoGPT and NanoKimi by default"
+    next(b for b in at.button if b.label == "The four controls").click().run()
+    at = set_controls(at, optimizers=["adamw"])
+    grid = at.session_state["ablation_request"]
+    assert grid.arms == [f"{architecture}+adamw" for architecture in CONTROLS]
+    assert [r.architecture for r in grid.runs] == list(CONTROLS) * 3, "four arms × three seeds"
+    # Each arm's size before training, as the engine counts it: the controls within 1% of NanoKimi.
+    sizes = table(at, "parameters")
+    assert list(sizes["architecture"]) == [ARCHITECTURE_LABELS[a] for a in CONTROLS]
+    params = dict(zip(sizes["arm"], sizes["parameters"]))
+    kimi = params["nanokimi+adamw"]
+    assert params["nanogpt+adamw"] < 0.9 * kimi, "NanoGPT really is smaller: the 1% below can fail"
+    assert all(abs(params[f"{a}+adamw"] - kimi) / kimi < 0.01 for a in ("relu-matched", "swiglu-matched"))
+    vocab = load_corpus(BUILTIN).vocab_size
+    assert params["nanogpt+adamw"] == LanguageModel(replace(grid.runs[0].model, vocab_size=vocab)).num_params()
+    # No architecture: said, and nothing to train (not the default grid in its place).
+    at = set_controls(at, architectures=[])
+    assert "Choose at least one architecture" in errors(at)
+    assert next(b for b in at.button if b.label == "Train grid").disabled
+    # Tuning on: a sweep of the same arms, its tuning runs at each factor of the original learning rate.
+    at = set_controls(at, architectures=["nanokimi", "nanogpt"], tune=True)
+    assert at.session_state["ablation_request"].kind == request.SWEEP
+    at = set_controls(at, factors=[3.0, 1 / 3], tuning_seeds=2)  # enabled once tuning is on, as in a browser
+    grid = at.session_state["ablation_request"]
+    assert grid.kind == request.SWEEP and grid.arms == ["nanogpt+adamw", "nanokimi+adamw"]
+    assert len(grid.runs) == 2 * 2 * 2, "2 arms × 2 learning rates × 2 tuning seeds"
+    assert sorted({r.optimizer.lr for r in grid.runs}) == pytest.approx([1e-3 / 3, 3e-3])
+    assert set(table(at, "learning rates tried")["learning rates tried"]) == {"lr 0.000333, 0.003"}
+    assert not next(b for b in at.button if b.label == "Train grid").disabled
+
+
+def test_the_decomposition_shows_each_contrast_with_its_interval_p_values_and_a_readable_sentence(home):
+    # A finished four-controls grid, its results rows written into the store as the runner writes them.
+    store = Store(home)
+    grid = request.ablation(2, ("adamw",), BUILTIN, architectures=CONTROLS, **{**TINY, "threads": 1})
+    run_id = store.create_run(grid.to_stored(), grid.label())
+    store.claim_next()
+    losses = {"nanogpt": (2.00, 2.10), "relu-matched": (1.95, 2.06), "swiglu-matched": (1.90, 2.00),
+              "nanokimi": (1.85, 1.96)}
+    for run in grid.runs:
+        loss = losses[run.architecture][run.seed - 1337]
+        store.finish_model(run_id, run.name, [], {"model": run.name, "status": "completed", "message": "",
+                                                  "architecture": run.model.ffn, "optimizer": "adamw", "seed": run.seed,
+                                                  "steps": run.iters, "best_val_loss": loss, "final_val_loss": loss})
+    store.finish_run(run_id, "completed")
+    at = app(PAGE)
+    assert at.success and f"Grid #{run_id} completed" in at.success[0].value
+    effects = table(at, "p (Holm)")
+    assert list(effects["effect"]) == ["MoE − dense", "Parameters, AdamW: matched ReLU − NanoGPT",
+                                       "Activation, AdamW: matched SwiGLU − matched ReLU",
+                                       "Routing, AdamW: NanoKimi − matched SwiGLU"]
+    assert list(effects["difference"]) == pytest.approx([-0.145, -0.045, -0.055, -0.045])
+    assert sum(effects["difference"][1:]) == pytest.approx(effects["difference"].iloc[0]), "the three add up"
+    assert all(effects["95% CI low"] < effects["difference"]) and all(effects["difference"] < effects["95% CI high"])
+    assert list(effects["p (Holm)"]) == pytest.approx(holm(list(effects["p"])))
+    assert (effects["p (Holm)"] > effects["p"]).any(), "Holm's correction really adjusts: the check above can fail"
+    sentences = [m.value for m in at.markdown if " on best val loss: " in m.value]
+    assert len(sentences) == 4
+    assert sentences[1].startswith("- **Parameters, AdamW: matched ReLU − NanoGPT** (size alone) on best val loss: ")
+    assert sentences[3].startswith("- **Routing, AdamW: NanoKimi − matched SwiGLU** (the gate and the split into experts "
+                                   "at equal size) on best val loss: ")
+    assert not any(raw in sentence for sentence in sentences for raw in ("relu-matched", "swiglu-matched", "best_val_loss"))
 
 
 def results_mean(run, arm):
@@ -70,20 +159,19 @@ def test_a_tiny_grid_trains_to_completion_shows_its_effects_and_can_be_stopped(h
     run_id = handle.submit(grid)
     at = app(PAGE)
     assert any("runs done" in p.proto.text for p in at.get("progress")), "live progress over the whole grid"
-    deadline = time.monotonic() + 120
-    while not at.success and time.monotonic() < deadline:  # run_every doesn't fire here: poll by re-running
-        time.sleep(1)
-        at.run()
-        assert not at.exception, at.exception
-    assert at.success and f"Grid #{run_id} completed" in at.success[0].value
+    until_finished(at, f"Grid #{run_id} completed")
     assert {c.proto.label for c in at.get("download_button")} == {"Download ablation CSV", "Download summary CSV"}
     assert len(at.get("vega_lite_chart")) == 2, "the per-arm band chart and the effects chart"
-    assert set(at.dataframe[0].value["name"]) == {"dense+adamw", "moe+adamw"}
-    assert any("MoE − dense on best_val_loss" in m.value and "at 2 seeds" in m.value for m in at.markdown)
+    assert set(table(at, "metric")["name"]) == {"nanogpt+adamw", "nanokimi+adamw"}
+    effects = table(at, "p (Holm)")
+    assert list(effects["effect"]) == ["MoE − dense"] and list(effects["seeds"]) == [2]
+    [effect] = effects.to_dict("records")
+    assert effect["95% CI low"] < effect["difference"] < effect["95% CI high"]
+    assert any("MoE − dense** on best val loss" in m.value and "at 2 seeds" in m.value for m in at.markdown)
 
     # The runner kept the grid under one job: every run's results row, history and checkpoint.
     run = handle.store.get_run(run_id)
-    names = ["dense+adamw/s1337", "moe+adamw/s1337", "dense+adamw/s1338", "moe+adamw/s1338"]
+    names = ["nanogpt+adamw/s1337", "nanokimi+adamw/s1337", "nanogpt+adamw/s1338", "nanokimi+adamw/s1338"]
     assert [r["model"] for r in run["results"]] == names
     history = jobs.history_frame(handle.store.history(run_id)).drop(columns="run_id")
     assert set(history["model"]) == set(names)
@@ -92,7 +180,7 @@ def test_a_tiny_grid_trains_to_completion_shows_its_effects_and_can_be_stopped(h
     assert [(r.config.model.ffn, r.config.seed) for r in results] == [("dense", 1337), ("moe", 1337),
                                                                        ("dense", 1338), ("moe", 1338)]
     bands = jobs.ablation_history(run, history)
-    assert set(bands["arm"]) == {"dense+adamw", "moe+adamw"} and set(bands["seed"]) == {1337, 1338}
+    assert set(bands["arm"]) == {"nanogpt+adamw", "nanokimi+adamw"} and set(bands["seed"]) == {1337, 1338}
     assert handle.store.latest_active_run(request.COMPARISON) is None
     assert not app().exception, "the Compare page is unbothered by a grid in the store"
 
@@ -100,7 +188,7 @@ def test_a_tiny_grid_trains_to_completion_shows_its_effects_and_can_be_stopped(h
     runs = app("pages/runs.py")
     row = runs.dataframe[0].value.iloc[0]
     assert row["kind"] == request.ABLATION
-    means = {arm: results_mean(run, arm) for arm in ("dense+adamw", "moe+adamw")}
+    means = {arm: results_mean(run, arm) for arm in ("nanogpt+adamw", "nanokimi+adamw")}
     assert {arm: row[f"best val loss · {arm}"] for arm in means} == pytest.approx(means)
     runs.multiselect(key="runs_selected").set_value([run_id]).run()
     next(b for b in runs.button if b.label == "Open").click().run()
@@ -118,3 +206,44 @@ def test_a_tiny_grid_trains_to_completion_shows_its_effects_and_can_be_stopped(h
     at.run()
     assert handle.store.get_run(second)["status"] == STOPPED
     assert not at.exception and any(f"Grid #{second} stopped" in i.value for i in at.info)
+
+
+def test_a_tiny_sweep_tunes_then_confirms_in_one_job_and_shows_its_learning_rates(home, small_text_file):
+    # Two factors without 1: every chosen rate differs from the original (so both confirmations train) and
+    # lies at an edge of the two tried (so the page must warn).
+    handle = jobs.JobQueue(home)
+    asked = request.sweep(1, ("adamw",), str(small_text_file), "small", factors=(1 / 3, 3.0), tuning_seeds=1,
+                          **{**TINY, "iters": 4, "eval_interval": 2, "eval_iters": 2, "threads": 1})
+    run_id = handle.submit(asked)
+    at = until_finished(app(PAGE), f"Sweep #{run_id} completed")
+
+    # The runner tuned, chose, stored the confirmation runs with the sweep and trained them in the same job.
+    run = handle.store.get_run(run_id)
+    stored = request.Request.from_stored(run["config"])
+    assert stored.tuning == asked.runs and len(stored.runs) == 4 + 2 * 2
+    assert [r["model"] for r in run["results"]] == [c.name for c in stored.runs], "tuning first, then confirmation"
+    tuned = jobs.ablation_results(run)[:4]
+    assert [r.config for r in tuned] == asked.runs
+    chosen = sweep.choose(tuned)
+    assert stored.chosen == {arm: c["lr"] for arm, c in chosen.items()}, "the lowest final loss on the tuning seed"
+    at_chosen, original = stored.confirmation()
+    assert {sweep.learning_rate(r) for r in original} == {1e-3}
+    assert all(sweep.learning_rate(r) == stored.chosen[r.arm] != 1e-3 for r in at_chosen)
+    assert {r.seed for r in at_chosen + original} == {1337}, "confirmed on the confirmation seed, not the tuning one"
+
+    # The page: the loss-vs-learning-rate chart, the choice per arm with its edge warning, both sets of effects.
+    specs = [c.proto.spec for c in at.get("vega_lite_chart")]
+    assert any("Final validation loss against learning rate" in spec for spec in specs)
+    shown = table(at, "chosen")
+    assert dict(zip(shown["arm"], shown["chosen"])) == pytest.approx(stored.chosen)
+    assert list(shown["original"]) == pytest.approx([1e-3, 1e-3]) and all(shown["at the edge"])
+    [edge] = [w.value for w in at.warning if "At the edge of the learning rates tried" in w.value]
+    assert all(f"{arm} (lr {lr:.3g}, the" in edge for arm, lr in stored.chosen.items()), "one warning naming each arm"
+    assert [m.value for m in at.markdown if m.value.startswith("**At the")] == [
+        "**At the tuned learning rates**", "**At the original learning rates**"]
+    assert len([m for m in at.markdown if "MoE − dense** on best val loss" in m.value]) == 2
+    [effect] = table(at, "p (Holm) · tuned").to_dict("records")
+    assert effect["effect"] == "MoE − dense"
+    assert math.isfinite(effect["difference · tuned"]) and math.isfinite(effect["difference · original"])
+    assert effect["difference · tuned"] != effect["difference · original"], "different runs, different effects"
+    assert any("by learning rates" in spec for spec in specs), "both sets of intervals in one chart"

@@ -14,6 +14,9 @@ CONFIGS = [
     ("nanokimi", {"top_k": 3, "experts": 3}),  # top-k with k = experts is dense routing
     ("nanogpt", {"attn_scale": "standard", "n_layer": 2, "n_embd": 48, "n_head": 3, "block_size": 24}),
     ("nanokimi", {"attn_scale": "standard", "n_layer": 1, "n_embd": 24, "n_head": 2, "experts": 2}),
+    ("nanokimi", {"n_layer": 1, "n_embd": 16, "n_head": 2, "experts": 3, "ffn_hidden": 10}),
+    ("swiglu-matched", {"n_layer": 2, "n_embd": 16, "n_head": 2, "experts": 3}),
+    ("relu-matched", {"n_layer": 1, "n_embd": 16, "n_head": 2, "experts": 3}),
 ]
 
 

@@ -185,6 +185,29 @@ def test_effects_chart_shows_the_effects_of_one_metric_with_zero_marked():
     assert [(r["name"], r["mean"]) for r in spec_rows(final, final["datasets"])] == [("muon − adamw", -0.2)]
 
 
+def test_effects_side_by_side_chart_draws_each_condition_on_each_effects_row():
+    def effect(name, condition, mean, metric="best_val_loss"):
+        return {"kind": "effect", "name": name, "metric": metric, "n": 2, "mean": mean, "ci_low": mean - 0.01,
+                "ci_high": mean + 0.01, "distinguishable_from_zero": "yes", "learning rates": condition}
+    summary = pd.DataFrame([effect("MoE − dense", "tuned", -0.05), effect("routing", "tuned", -0.02),
+                            effect("MoE − dense", "original", -0.03), effect("routing", "original", 0.01),
+                            effect("MoE − dense", "tuned", -0.5, metric="final_val_loss"),
+                            {**effect("nanogpt+adamw", "tuned", 1.9), "kind": "arm"}])
+    spec = charts.effects_side_by_side_chart(summary).to_dict()
+    rules, points, zero = spec["layer"]
+    rows = spec_rows(spec, spec["datasets"])
+    assert [(r["name"], r["learning rates"], r["mean"]) for r in rows] == [
+        ("MoE − dense", "tuned", -0.05), ("routing", "tuned", -0.02), ("MoE − dense", "original", -0.03),
+        ("routing", "original", 0.01)], "one metric's effects, no arm rows"
+    for layer in (rules, points):
+        assert layer["encoding"]["yOffset"] == {"field": "learning rates", "sort": ["tuned", "original"],
+                                                "type": "nominal"}
+        assert layer["encoding"]["color"]["field"] == "learning rates", "each condition its own colour"
+    assert (rules["encoding"]["x"]["field"], rules["encoding"]["x2"]["field"]) == ("ci_low", "ci_high")
+    assert points["encoding"]["x"]["field"] == "mean" and spec_rows(zero, spec["datasets"]) == [{"x": 0.0}]
+    assert rules["encoding"]["y"]["axis"]["labelLimit"] == 400, "long effect names are not cut"
+
+
 # --- Experts and Optimizer lab charts (moved from test_app_analysis.py) ---------------------------
 
 def test_routing_history_splits_layer_and_expert():

@@ -5,14 +5,17 @@ worker processes, exactly as when the app's Train button is pressed.
 
 import signal
 import time
+from dataclasses import replace
 
 import psutil
 import pytest
 
 from nanokimi import jobs
-from nanokimi.request import comparison, training_threads
-from nanokimi.status import ACTIVE
+from nanokimi.request import comparison, sweep, training_threads
+from nanokimi.runner import outcome
+from nanokimi.status import ACTIVE, COMPLETED, DIVERGED
 from nanokimi.store import Store
+from nanokimi.train import RunResult
 
 TINY = dict(n_embd=16, n_head=2, n_layer=1, experts=2, batch_size=4, block_size=8, eval_iters=2, threads=1)
 
@@ -89,6 +92,30 @@ def test_stop_ends_the_run_and_keeps_what_it_measured(runner, text_dataset):
     assert gpt["status"] == "stopped" and 0 < gpt["steps"] < 1_000_000
     steps = view.history[view.history["metric"] == "train_loss"]
     assert len(steps) == gpt["steps"], "the complete history of the steps it made is kept"
+
+
+def test_a_sweep_stopped_while_tuning_ends_stopped_without_a_confirmation(runner, text_dataset):
+    asked = sweep(1, ("adamw",), text_dataset, "test text", architectures=("nanogpt",), factors=(1.0, 3.0),
+                  **{**TINY, "iters": 1_000_000, "eval_interval": 1000})
+    run_id = runner.submit(asked)
+    training(runner, run_id)
+    runner.stop(run_id)
+    view = finished(runner, run_id, timeout=30)
+    assert view.status == "stopped" and "nanogpt+adamw/lr=0.003/s101337 did not train" in view.run["message"]
+    assert view.request.runs == asked.runs and not view.request.chosen, "nothing chosen from a stopped tuning"
+    assert [r["status"] for r in view.results] == ["stopped"]
+
+
+def test_diverged_tuning_runs_are_part_of_a_sweep_not_its_outcome():
+    [base] = sweep(1, ("adamw",), "builtin", architectures=("nanogpt",), factors=(1.0,), **TINY).runs
+    tuning = RunResult(base, DIVERGED, "loss became nan at step 3", {}, [])
+    confirmation = RunResult(replace(base, name="nanogpt+adamw/s1337", seed=1337), COMPLETED, "", {}, [])
+    assert outcome([tuning, confirmation], [base, confirmation.config], False, False, {base.name}) == (
+        COMPLETED, f"1 tuning run(s) diverged and count as the worst at their learning rate: {base.name}")
+    diverged = RunResult(confirmation.config, DIVERGED, "loss became inf at step 2", {}, [])
+    assert outcome([tuning, diverged], [base, diverged.config], False, False, {base.name}) == (
+        DIVERGED, "nanogpt+adamw/s1337: loss became inf at step 2"), "a confirmation run that diverged still counts"
+    assert outcome([tuning], [base], False, False)[0] == DIVERGED, "in a grid, a diverged run makes it diverged"
 
 
 def test_a_worker_that_dies_fails_its_run_and_the_queue_goes_on(runner, text_dataset):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from nanokimi.data import Corpus, DataError
-from nanokimi.model import MoE, CausalSelfAttention, LanguageModel, ModelConfig, balancing_loss, generate
+from nanokimi.model import MoE, CausalSelfAttention, LanguageModel, ModelConfig, balancing_loss, ffn_params, fused_experts, generate
 from nanokimi.compare import architecture
 from nanokimi.reference import from_fast
 
@@ -301,3 +301,45 @@ def test_aux_loss_trains_the_gate_but_never_enters_reported_losses():
 def test_aux_loss_needs_top_k_routing():
     with pytest.raises(ValueError, match="top-k"):
         architecture("nanokimi", aux_loss=0.01)
+
+
+# --- the controls: feed-forward variants and parameter matching ------------------------------------
+
+@pytest.mark.parametrize("settings", [{}, {"n_embd": 32, "n_head": 4, "experts": 8, "n_layer": 2},
+                                      {"n_embd": 96, "n_head": 4, "experts": 2, "ffn_hidden": 48}])
+def test_the_controls_are_within_one_percent_of_nanokimis_parameters(settings):
+    kimi = LanguageModel(architecture("nanokimi", **settings)).num_params()
+    gpt = LanguageModel(architecture("nanogpt", **settings)).num_params()
+    assert kimi > gpt * 1.05, "the comparison's two models really differ in size"
+    for control in ("relu-matched", "swiglu-matched"):
+        params = LanguageModel(architecture(control, **settings)).num_params()
+        assert abs(params - kimi) / kimi < 0.01, (control, params, kimi)
+
+
+def test_the_seed_configurations_controls():
+    relu, swiglu = architecture("relu-matched"), architecture("swiglu-matched")
+    assert (relu.ffn, relu.hidden, swiglu.ffn, swiglu.hidden) == ("dense", 388, "swiglu", 258)  # fused experts: 256
+    assert [LanguageModel(c).num_params() for c in (relu, swiglu)] == [277_841, 277_841]  # NanoKimi: 278,097
+
+
+def test_the_fused_swiglu_is_the_moe_with_every_gate_weight_at_one(float64):
+    torch.manual_seed(0)
+    moe = MoE(architecture("nanokimi", n_embd=12, n_head=2, experts=3, ffn_hidden=5))
+    x = torch.randn(7, 12)
+    ones = torch.ones(7, 3)
+    fused = fused_experts(moe)
+    assert fused.out.in_features == 3 * 5
+    assert torch.allclose(fused(x), moe._dense(x, ones), rtol=1e-12, atol=1e-12)
+    gated, _ = moe(x)
+    assert not torch.allclose(fused(x), gated, atol=1e-3), "the real gate weighs the experts differently"
+
+
+@pytest.mark.parametrize("ffn", ["dense", "swiglu", "moe"])
+def test_the_hidden_width_sets_each_feed_forwards_size(ffn):
+    config = ModelConfig(n_embd=16, n_head=2, experts=2, ffn=ffn, ffn_hidden=24)
+    block = LanguageModel(config).blocks[0].ffn
+    hidden = {"dense": block.fc.out_features if ffn == "dense" else None,
+              "swiglu": block.fc.out_features // 2 if ffn == "swiglu" else None,
+              "moe": block.w2.size(1) if ffn == "moe" else None}[ffn]
+    assert hidden == 24
+    assert ffn_params(config) == sum(p.numel() for p in block.parameters())

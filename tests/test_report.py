@@ -85,6 +85,41 @@ def test_verdict_says_when_the_step_counts_differ():
     assert report.verdict([gpt, {**kimi, "steps": 2000}]).startswith("NanoGPT (adamw) beat NanoKimi (truemuon)")
 
 
+def test_verdict_names_size_and_activation_when_the_models_differ_in_them():
+    # Rows as the engine writes them: `architecture` is the feed-forward, `params` every trainable parameter.
+    gpt = row("NanoGPT", "adamw", best_val_loss=1.73, train_ms_per_step=10.0, architecture="dense", params=209_729)
+    kimi = row("NanoKimi", "truemuon", best_val_loss=1.68, train_ms_per_step=15.0, architecture="moe", params=278_097)
+    sentence = report.verdict([gpt, kimi], see="the Ablation page's controls")
+    assert sentence.startswith("NanoKimi (truemuon) beat NanoGPT (adamw) on best val loss: ")
+    assert sentence.endswith(" NanoKimi has 33% more parameters and SwiGLU experts where NanoGPT has a ReLU MLP: a lower "
+                             "loss may come from size or activation, not the experts — see the Ablation page's controls.")
+    assert "`python -m nanokimi ablate --controls`" in report.verdict([gpt, kimi]), "the CLI points to its own flag"
+    # Matched in size (the relu-matched control, within 1%): only the activation is left to name.
+    matched = {**gpt, "params": 278_000}
+    assert report.verdict([matched, kimi]).endswith("NanoKimi has SwiGLU experts where NanoGPT has a ReLU MLP: a lower "
+                                                    "loss may come from the activation, not the experts — see "
+                                                    "`python -m nanokimi ablate --controls`.")
+    # Matched in size and activation (the swiglu-matched control): nothing but the routing differs, no caveat.
+    fused = {**matched, "architecture": "swiglu"}
+    assert report.confound(kimi, fused) == "" and report.verdict([fused, kimi]).endswith("spread over seeds).")
+    # The bigger model lost: its size explains nothing; no claim on speed either.
+    assert "more parameters" not in report.verdict([{**gpt, "best_val_loss": 1.6}, kimi])
+    assert "may come from" not in report.verdict([gpt, kimi], metric="train_ms_per_step")
+
+
+# --- the terminal table ---------------------------------------------------------------------------
+
+def test_report_text_writes_huge_and_infinite_numbers_readably():
+    rows = [row("NanoGPT", "adamw", perplexity=math.exp(345.6), final_val_loss=345.6, tokens_per_s=123_456.7),
+            row("NanoKimi", "truemuon", perplexity=math.inf, final_val_loss=1_900.3, tokens_per_s=math.nan)]
+    assert len(f"{rows[0]['perplexity']:,.0f}") > 150, "the number really is that long"
+    text = report.report_text(rows)
+    assert "1.236e+150" in text and " inf" in text and "1,900" in text and "123,457" in text
+    assert max(len(line) for line in text.splitlines()) < 120
+    assert report.verdict([row("NanoGPT", "adamw", perplexity=2e20), row("NanoKimi", "adamw", perplexity=1e20)],
+                          metric="perplexity").count("-1e+20 ") == 1
+
+
 # --- CSV builders (the app's download buttons serve these bytes) ----------------------------------
 
 def test_results_csv_has_the_engine_columns():

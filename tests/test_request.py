@@ -1,10 +1,13 @@
 """What the app queues: requests built from settings, stored, and read back (also as older versions stored them)."""
 
 import dataclasses
+from dataclasses import replace
 
 import pytest
 
 from nanokimi import request
+from nanokimi.ablation import CONTROLS
+from nanokimi.model import LanguageModel
 from nanokimi.optim import OptimizerConfig
 from nanokimi.settings import SettingError, apply, flatten, names
 from nanokimi.train import RunConfig
@@ -27,10 +30,56 @@ def test_a_grid_carries_arm_and_seed_as_data():
     grid = request.ablation(2, ("adamw", "truemuon"), "builtin", seed=40, iters=10, **TINY)
     back = request.Request.from_stored(grid.to_stored())
     assert [(r.arm, r.seed) for r in back.runs[:4]] == [
-        ("dense+adamw", 40), ("dense+truemuon", 40), ("moe+adamw", 40), ("moe+truemuon", 40)]
+        ("nanogpt+adamw", 40), ("nanogpt+truemuon", 40), ("nanokimi+adamw", 40), ("nanokimi+truemuon", 40)]
     assert {r.seed for r in back.runs} == {40, 41}
     assert len({r.name for r in back.runs}) == 8, "names are unique keys in the store"
-    assert back.arms == ["dense+adamw", "dense+truemuon", "moe+adamw", "moe+truemuon"]
+    assert back.arms == ["nanogpt+adamw", "nanogpt+truemuon", "nanokimi+adamw", "nanokimi+truemuon"]
+
+
+def test_the_controls_grid_has_four_architectures_and_matched_sizes():
+    grid = request.ablation(1, ("adamw",), "builtin", architectures=CONTROLS, iters=10, threads=1)  # the seed's model
+    assert [r.architecture for r in grid.runs] == list(CONTROLS)
+    sizes = request.arm_sizes(grid.runs, vocab_size=65)
+    kimi = sizes["nanokimi+adamw"][0]
+    assert sizes["nanogpt+adamw"][0] < 0.9 * kimi, "NanoGPT really is smaller: the check below can fail"
+    for arm in ("relu-matched+adamw", "swiglu-matched+adamw"):
+        assert abs(sizes[arm][0] - kimi) / kimi < 0.01, "the controls are within 1% of NanoKimi"
+    built = LanguageModel(replace(grid.runs[0].model, vocab_size=65)).num_params()
+    assert sizes["nanogpt+adamw"] == (built, built), "counted on the meta device as a real model counts"
+
+
+def test_an_empty_arm_list_is_refused_not_replaced_by_the_default_grid():
+    with pytest.raises(SettingError) as err:
+        request.ablation(1, (), "builtin", architectures=(), **TINY)
+    assert err.value.settings == ["architectures", "optimizers"]
+    with pytest.raises(SettingError, match="factor"):
+        request.sweep(1, ("adamw",), "builtin", factors=(), **TINY)
+
+
+def test_a_sweep_stores_its_tuning_runs_then_its_confirmation():
+    asked = request.sweep(2, ("adamw", "truemuon"), "builtin", seed=40, architectures=("nanogpt",),
+                          factors=(1 / 3, 1.0, 3.0), tuning_seeds=1, iters=10, **TINY)
+    back = request.Request.from_stored(asked.to_stored())
+    assert back.kind == request.SWEEP and back.runs == asked.runs and back.tuning == back.runs
+    assert len(back.runs) == 2 * 3 and {r.seed for r in back.runs} == {40 + 100_000}
+    assert back.planned_runs() == 6 + 2 * 2 * 2, "the confirmation is counted before it is stored"
+    assert back.label() == ("sweep · 2 arms × 3 learning rates × 1 tuning seed(s), then 2 seed(s) · AdamW, TrueMuon · "
+                            "10 iters · built-in corpus")
+    # Tuning chose AdamW × 3 and TrueMuon's original: the confirmation is both learning rates for AdamW, one for TrueMuon.
+    choice = {"nanogpt+adamw": {"lr": 3e-3}, "nanogpt+truemuon": {"lr": 1e-2}}
+    confirmed = request.Request.from_stored(back.confirmed(choice).to_stored())
+    assert confirmed.chosen == {"nanogpt+adamw": 3e-3, "nanogpt+truemuon": 1e-2}
+    assert confirmed.runs[:6] == back.runs and confirmed.tuning == back.runs, "tuning runs keep their place"
+    at_chosen, original = confirmed.confirmation()
+    assert [(r.arm, r.seed, r.optimizer.lr) for r in original if r.optimizer.name == "adamw"] == [
+        ("nanogpt+adamw", 40, 1e-3), ("nanogpt+adamw", 41, 1e-3)]
+    assert [r.optimizer.lr for r in at_chosen if r.optimizer.name == "adamw"] == [3e-3, 3e-3]
+    assert ([r for r in at_chosen if r.optimizer.name == "truemuon"]
+            == [r for r in original if r.optimizer.name == "truemuon"]), "chosen = original: the same runs"
+    assert [r.name for r in confirmed.runs[6:]] == ["nanogpt+adamw/lr=0.003/s40", "nanogpt+truemuon/s40",
+                                                    "nanogpt+adamw/lr=0.003/s41", "nanogpt+truemuon/s41",
+                                                    "nanogpt+adamw/s40", "nanogpt+adamw/s41"]
+    assert confirmed.planned_runs() == len(confirmed.runs) == 12
 
 
 def test_runs_stored_by_earlier_versions_still_load():
@@ -45,7 +94,7 @@ def test_runs_stored_by_earlier_versions_still_load():
                           "data_label": "built-in corpus"}, "runs": [legacy]}
     [run] = request.Request.from_stored(stored).runs
     assert run.optimizer == OptimizerConfig("truemuon", lr=0.002, matrix_lr=0.03, ns_steps=3)
-    assert run.arm == "moe+truemuon", "the arm comes from the config, not from parsing the name"
+    assert run.arm == "nanokimi+truemuon", "the arm comes from the config (the MoE of the time), not from the name"
     # A comparison stored before requests had a kind.
     old = {"request": {"preset": "quick", "gpt_optimizer": "adamw", "kimi_optimizer": "truemuon", "data": "builtin",
                        "data_label": "built-in corpus"}, "runs": [dict(legacy, name="NanoGPT")]}

@@ -1,4 +1,4 @@
-"""train(): determinism, stopping, divergence, events, the results row, evaluation points and checkpoints."""
+"""train(): determinism, stopping, divergence, failures, events, the results row, evaluation points and checkpoints."""
 
 import math
 from dataclasses import replace
@@ -13,7 +13,9 @@ from nanokimi.compare import architecture
 from nanokimi.reference import from_fast
 from nanokimi.optim import OptimizerConfig
 from nanokimi.settings import apply
-from nanokimi.train import RunConfig, RunResult, evaluate, load_checkpoint, train
+from nanokimi import train as train_module
+from nanokimi.train import (DIVERGENCE_WINDOW, RunConfig, RunResult, divergence_limit, diverged, evaluate,
+                            load_checkpoint, smoothed_train_loss, train)
 
 
 def tiny_run(data, name="NanoKimi", arch="nanokimi", **overrides):
@@ -89,6 +91,109 @@ def test_divergence_stops_with_status_diverged_a_message_and_the_partial_history
     assert math.isnan(result.results["inference_ms"])
     # the diverged model has no final loss: no perplexity from the untrained model's evaluation
     assert math.isnan(result.results["final_val_loss"]) and math.isnan(result.results["perplexity"])
+
+
+def test_the_divergence_rule_on_numbers():
+    untrained = 4.65  # the seed models' step-0 validation loss on Tiny Shakespeare
+    assert divergence_limit(untrained) == pytest.approx(4.65 * 1.5)
+    assert divergence_limit(0.7) == pytest.approx(1.7)  # tiny vocabulary: at least 1 nat of margin
+    # A finite blow-up is flagged; so is anything not finite.
+    assert diverged(untrained, 1_900.3) and diverged(untrained, 7.0)
+    assert diverged(untrained, math.inf) and diverged(untrained, math.nan)
+    # A loss that stays near the untrained model's, or a bit above it, is not.
+    assert not diverged(untrained, untrained) and not diverged(untrained, 5.5) and not diverged(untrained, 6.9)
+
+    # Normal noisy training with single-batch spikes above the limit: the smoothed loss never trips.
+    gen = torch.Generator().manual_seed(0)
+    noisy = [1.5 + 3.15 * math.exp(-i / 150) + 0.3 * float(torch.randn(1, generator=gen)) for i in range(1_000)]
+    for i in (10, 60, 61, 400):
+        noisy[i] = 9.0
+    assert max(noisy) > divergence_limit(untrained), "single batches do cross the limit"
+    assert [smoothed_train_loss(noisy[:3]), smoothed_train_loss(noisy[:DIVERGENCE_WINDOW - 1])] == [None, None]
+    assert not any(diverged(untrained, smoothed_train_loss(noisy[:n])) for n in range(DIVERGENCE_WINDOW, 1_001))
+    # A run that blows up to a finite 1,000 nats is flagged once its window is mostly blown up.
+    blown = noisy[:100] + [1_000.0] * 100
+    first = next(n for n in range(DIVERGENCE_WINDOW, 201) if diverged(untrained, smoothed_train_loss(blown[:n])))
+    assert 100 < first <= 101
+
+
+@pytest.mark.parametrize("eval_interval, caught_by", [(20, "validation loss"), (500, "mean training loss")])
+def test_a_finite_blow_up_is_marked_diverged_with_its_history_kept(small_text_file, eval_interval, caught_by):
+    # AdamW at lr 10 takes this tiny model from 3.5 nats to thousands, finite all along.
+    events = []
+    result = train(tiny_run(small_text_file, arch="nanogpt", optimizer="adamw", lr=10.0, iters=200,
+                            eval_interval=eval_interval), on_event=events.append)
+    train_losses = [v for _, v in losses(result.history, "train_loss")]
+    val = losses(result.history, "val_loss")
+    assert all(math.isfinite(v) for v in train_losses + [v for _, v in val]), "finite: the old rule missed it"
+    assert max(train_losses) > 100
+    assert result.status == "diverged" and result.results["status"] == "diverged"
+    assert result.message.startswith(caught_by) and "far worse than the untrained model's" in result.message
+    steps = result.results["steps"]
+    assert len(train_losses) == steps
+    if caught_by == "validation loss":  # the first evaluation after step 0 sees it
+        assert steps == 20 and [step for step, _ in val] == [0, 20]
+        assert f"{val[1][1]:,.2f} at step 20" in result.message
+    else:  # between evaluations: the first full window of training losses sees it
+        assert steps == DIVERGENCE_WINDOW and [step for step, _ in val] == [0]
+        assert f"over steps 1-{DIVERGENCE_WINDOW}" in result.message
+    assert result.results["best_val_loss"] == val[0][1]  # as measured; the status says it diverged
+    assert math.isnan(result.results["final_val_loss"]) and math.isnan(result.results["perplexity"])
+    assert math.isnan(result.results["inference_ms"])
+    assert events[-1]["event"] == "done" and events[-1]["status"] == "diverged"
+
+
+def test_derived_metrics_of_a_huge_loss_do_not_overflow():
+    with pytest.raises(OverflowError):
+        math.exp(1_900.3)  # what derived() must not do
+    row = metrics.derived(1_900.3, 2_000_000)
+    assert row["perplexity"] == math.inf and row["param_efficiency"] == math.inf
+    assert row["bits_per_char"] == pytest.approx(1_900.3 / math.log(2))
+    assert metrics.derived(700.0, 1e6)["perplexity"] == pytest.approx(math.exp(700.0))  # still exact below
+
+
+def test_an_error_after_training_keeps_the_history_and_says_failed(small_text_file, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("no inference today")
+
+    monkeypatch.setattr(train_module, "measure_inference", broken)
+    events = []
+    result = train(tiny_run(small_text_file), on_event=events.append)
+    assert result.status == "failed" and result.results["status"] == "failed"
+    assert "RuntimeError: no inference today" in result.message and "after 6 steps" in result.message
+    assert len(losses(result.history, "train_loss")) == 6
+    val = losses(result.history, "val_loss")
+    assert [step for step, _ in val] == [0, 3, 6]
+    assert result.results["final_val_loss"] == val[-1][1]  # measured before the failure
+    assert set(metrics.RESULT_COLUMNS) <= set(result.results) and math.isnan(result.results["inference_ms"])
+    assert events[-1]["event"] == "done" and events[-1]["status"] == "failed"
+
+
+def test_an_error_in_a_training_step_keeps_the_history_and_says_failed(small_text_file, monkeypatch):
+    real_step, calls = train_module.train_step, []
+
+    def fails_at_step_4(*args):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("out of memory")
+        return real_step(*args)
+
+    monkeypatch.setattr(train_module, "train_step", fails_at_step_4)
+    result = train(tiny_run(small_text_file))
+    assert result.status == "failed"
+    assert result.message == "training stopped by an error after 3 steps: RuntimeError: out of memory"
+    assert len(losses(result.history, "train_loss")) == 3 and result.results["steps"] == 3
+    assert [step for step, _ in losses(result.history, "val_loss")] == [0, 3]
+    assert math.isnan(result.results["final_val_loss"])  # the last evaluation was not after the last step
+    assert math.isfinite(result.results["best_val_loss"])
+
+
+def test_a_diverged_run_stays_diverged_when_saving_its_checkpoint_fails(small_text_file, tmp_path):
+    result = train(tiny_run(small_text_file, arch="nanogpt", optimizer="adamw", lr=10.0, iters=200, eval_interval=20,
+                            checkpoint=str(tmp_path / "no" / "such" / "dir" / "model.pt")))
+    assert result.status == "diverged"
+    assert "the run diverged; measuring or saving the model after 20 steps failed:" in result.message
+    assert len(losses(result.history, "train_loss")) == 20
 
 
 def test_events_start_step_eval_done_are_emitted_in_order(small_text_file):

@@ -1,9 +1,34 @@
-"""worker.run_many with jobs > 1: the same numbers as one after the other, in order, and stoppable."""
+"""The worker process: a run's history always comes back; run_many with jobs > 1 gives the same numbers
+as one after the other, in order, and is stoppable."""
 
+import math
 import threading
 
-from nanokimi.worker import run_many
-from test_train import tiny_run
+from nanokimi.train import train
+from nanokimi.worker import run_isolated, run_many
+from test_train import losses, tiny_run
+
+
+def test_a_diverged_run_comes_back_from_its_worker_with_its_whole_history(small_text_file):
+    run = tiny_run(small_text_file, arch="nanogpt", optimizer="adamw", lr=10.0, iters=200, eval_interval=20)
+    here = train(run)
+    there = run_isolated(run)
+    assert there.status == here.status == "diverged" and there.message == here.message
+    assert there.results["steps"] == 20
+    for metric in ("train_loss", "val_loss", "eval_train_loss"):
+        assert losses(there.history, metric) == losses(here.history, metric), metric
+    assert len(losses(there.history, "train_loss")) == 20
+    assert math.isnan(there.results["final_val_loss"]) and there.results["best_val_loss"] == here.results["best_val_loss"]
+
+
+def test_a_worker_that_fails_after_training_still_returns_the_history(small_text_file, tmp_path):
+    # Saving the checkpoint raises (no such directory): before, the worker died and the history was lost.
+    run = tiny_run(small_text_file, checkpoint=str(tmp_path / "no" / "such" / "dir" / "model.pt"))
+    result = run_isolated(run)
+    assert result.status == "failed" and "measuring or saving the model after 6 steps failed" in result.message
+    assert len(losses(result.history, "train_loss")) == 6
+    assert [step for step, _ in losses(result.history, "val_loss")] == [0, 3, 6]
+    assert math.isfinite(result.results["final_val_loss"])
 
 
 def test_parallel_runs_give_the_same_losses_as_one_after_the_other_in_run_order(small_text_file):
