@@ -100,10 +100,6 @@ def holm(p_values):
 
 # --- the arms and their runs ------------------------------------------------------------------------
 
-def arm_name(architecture, optimizer):
-    return f"{architecture}+{optimizer}"
-
-
 def grid_arms(architectures=DEFAULT_ARCHITECTURES, optimizers=("adamw", "truemuon")):
     """Every (architecture, optimizer) pair, architecture-major."""
     return [(a, o) for a in architectures for o in optimizers]

@@ -41,7 +41,6 @@ ARCHITECTURE_LABELS = {
     "nanokimi": "NanoKimi (MoE)",
 }
 MODEL_NAMES = {"nanogpt": "NanoGPT", "nanokimi": "NanoKimi"}
-DEFAULT_OPTIMIZERS = {"nanogpt": "adamw", "nanokimi": "truemuon"}
 
 PRESETS = {
     "seed": RunConfig(),  # the original script: 10,000 steps, evaluation every 100 on 200 batches per split

@@ -37,7 +37,6 @@ from .sweep import tuning_seeds as tuning_seed_numbers
 from .train import RunConfig
 
 COMPARISON, ABLATION, SWEEP = "comparison", "ablation", "sweep"
-KINDS = (COMPARISON, ABLATION, SWEEP)
 GRIDS = (ABLATION, SWEEP)  # the kinds made of arms × seeds (the Ablation page shows both)
 LEGACY_ARCHITECTURES = {"dense": "nanogpt", "moe": "nanokimi"}
 # What a grid or sweep asks for besides the settings of its runs.
