@@ -1,0 +1,102 @@
+"""Take the README's screenshots from the real app: `python docs/screenshots.py [--iters N]`.
+
+Trains, in a fresh data directory, what the pages need to show something real (a comparison on
+Tiny Shakespeare and a two-seed grid), through the same runner the app uses; then starts
+`streamlit run`, opens every page in Debian's Chromium and saves one screenshot per page into
+docs/screens/. Needs ../shared/data/tinyshakespeare.txt beside the checkout and /usr/bin/chromium.
+"""
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from nanokimi import request  # noqa: E402  (after the path, so the checkout's package is used)
+from nanokimi.store import Store  # noqa: E402
+
+SHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+# (url path, file name, which stored run the page opens)
+PAGES = [("", "compare", "comparison"), ("ablation", "ablation", "grid"), ("runs", "runs", None),
+         ("generate", "generate", None), ("experts", "experts", None), ("optimizer_lab", "optimizer_lab", None)]
+
+
+def train_examples(home, iters):
+    """Queue a comparison and a two-seed grid and train them with the app's runner, in this process's wait."""
+    store = Store(home)
+    data = {"data": str(SHAKESPEARE), "data_label": "Tiny Shakespeare", "iters": iters,
+            **request.eval_schedule("quick", iters)}
+    ids = {
+        "comparison": store.create_run(request.comparison("quick", **data).to_stored(), "comparison"),
+        "grid": store.create_run(request.ablation(seeds=2, preset_name="quick", **data).to_stored(),
+                                 "grid"),
+    }
+    env = {**os.environ, "NANOKIMI_HOME": str(home)}
+    subprocess.run([sys.executable, "-m", "nanokimi", "runner"], cwd=REPO, env=env, check=True)
+    for name, run_id in ids.items():
+        print(f"{name}: run {run_id} {store.get_run(run_id)['status']}", file=sys.stderr)
+    return ids
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iters", type=int, default=300, help="training steps of the example runs (default 300)")
+    parser.add_argument("--out", default=str(REPO / "docs" / "screens"), help="where the PNGs go")
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="nanokimi-screens-") as tmp:
+        home = Path(tmp) / "home"
+        ids = train_examples(home, args.iters)
+        port = free_port()
+        env = {**os.environ, "NANOKIMI_HOME": str(home)}
+        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless",
+                                   "true", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+                                  cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            base = f"http://localhost:{port}/"
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    urllib.request.urlopen(base + "_stcore/health", timeout=2)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise SystemExit("streamlit did not start")
+                    time.sleep(0.3)
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                for path, name, opens in PAGES:
+                    url = base + path + (f"?run={ids[opens]}" if opens else "")
+                    page.goto(url)
+                    page.wait_for_selector("[data-testid='stMain']", timeout=60_000)
+                    time.sleep(8)  # the page's reruns and the charts' rendering
+                    page.screenshot(path=str(out / f"{name}.png"), full_page=True)
+                    print(f"{out / (name + '.png')}: {url}", file=sys.stderr)
+                browser.close()
+        finally:
+            server.terminate()
+            server.wait(30)
+
+
+if __name__ == "__main__":
+    main()
