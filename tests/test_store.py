@@ -53,7 +53,8 @@ def finished_run(store, data):
 
 def test_data_sources_lists_the_texts_of_the_given_runs_or_of_all(tmp_path):
     store = Store(tmp_path)
-    a, b = finished_run(store, "/texts/a.txt"), finished_run(store, "builtin")
+    a = finished_run(store, "/texts/a.txt")
+    finished_run(store, "builtin")
     assert store.data_sources([a]) == {"/texts/a.txt"}
     assert store.data_sources() == {"/texts/a.txt", "builtin"}
     assert store.data_sources([]) == set()
