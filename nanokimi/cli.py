@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import settings
 from .compare import ARCHITECTURES, PRESET_HELP, PRESETS, check_data, comparison_runs
-from .data import BUILTIN, TINY_SHAKESPEARE, DataError, resolve_source
+from .data import BUILTIN, MAX_TEXT_LABEL, TINY_SHAKESPEARE, DataError, resolve_source
 from .optim import OPTIMIZERS
 from .status import FAILED, MEASURED
 from .train import RunConfig
@@ -89,7 +89,8 @@ def add_training_flags(p):
     """--data, --preset and one flag per setting of RunConfig, its model and its optimizer (settings.py);
     unset flags keep the preset's value. The configs validate the values, in their own words."""
     p.add_argument("--data", help=f"text file to train on (default: ./input.txt if present, else the built-in corpus); "
-                                  f"'{BUILTIN}' or '{TINY_SHAKESPEARE}' (downloaded once and cached)")
+                                  f"'{BUILTIN}' or '{TINY_SHAKESPEARE}' (downloaded once and cached). A regular UTF-8 "
+                                  f"file of at most {MAX_TEXT_LABEL}")
     p.add_argument("--preset", default="seed", choices=list(PRESETS),
                    help="; ".join(f"{name}: {text}" for name, text in PRESET_HELP.items()) + " (default: seed)")
     for f, owner in settings.all_fields(RunConfig):

@@ -8,11 +8,16 @@ evaluation batches are drawn once and shared by every model of a comparison (a p
 Sources: a path (default `input.txt`), raw bytes (uploads), the built-in corpus (this Python's own
 standard-library sources, read at run time, so a fresh machine trains with no download) and Tiny
 Shakespeare, downloaded once, checked against its SHA-256 and cached.
+
+A text is refused before it is read when it is not a regular file (a directory, a device such as
+/dev/zero, a FIFO: reading one would not end, or would block) or is larger than MAX_TEXT_BYTES, the
+same for a `--data` path, an upload and a stored run's path loaded by a worker.
 """
 
 import hashlib
 import importlib.util
 import os
+import stat
 import tempfile
 import urllib.request
 from dataclasses import dataclass
@@ -37,6 +42,14 @@ BUILTIN_MODULES = sorted([
     "unittest.case", "urllib.parse", "uuid", "zipfile",
 ])
 BUILTIN_MAX_CHARS = 1_000_000
+
+# The largest text nanokimi reads (60x Tiny Shakespeare). Loading holds about 16 bytes per
+# character at its peak (the text, its ids, the tensor): 16 MB took 250 MB and 2 s here, so the cap
+# stays near 1 GB and 10 s.
+MAX_TEXT_BYTES = 64_000_000
+MAX_TEXT_LABEL = f"{MAX_TEXT_BYTES // 1_000_000} MB"
+FILE_KINDS = {stat.S_ISDIR: "a directory", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
+              stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISSOCK: "a socket"}
 
 
 class DataError(ValueError):
@@ -76,17 +89,43 @@ def decode_text(raw, name="text"):
         ) from None
 
 
-def read_text(path):
+def check_size(size, name):
+    """Raise DataError when a text of `size` bytes is over MAX_TEXT_BYTES."""
+    if size > MAX_TEXT_BYTES:
+        raise DataError(f"{name} is {size / 1e6:,.1f} MB; nanokimi reads texts of at most {MAX_TEXT_LABEL}")
+
+
+def read_bytes(path):
+    """The bytes of a regular file of at most MAX_TEXT_BYTES; DataError, before reading, for anything else.
+
+    Opened non-blocking and checked on the open descriptor (fstat), so a FIFO neither blocks the open
+    nor is swapped in after the check; at most MAX_TEXT_BYTES + 1 bytes are read, so a file that
+    grows, or a /proc file that reports size 0, can't be read without bound either."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    if path.is_dir():
-        raise DataError(f"{path} is a directory, not a text file")
     try:
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
     except OSError as err:
         raise DataError(f"{path}: cannot be read ({err.strerror})") from None
-    return decode_text(raw, str(path))
+    try:
+        info = os.fstat(fd)
+        kind = next((kind for test, kind in FILE_KINDS.items() if test(info.st_mode)), None)
+        if kind or not stat.S_ISREG(info.st_mode):
+            raise DataError(f"{path} is {kind or 'not a regular file'}, not a text file")
+        check_size(info.st_size, str(path))
+        with os.fdopen(os.dup(fd), "rb") as f:
+            raw = f.read(MAX_TEXT_BYTES + 1)
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror})") from None
+    finally:
+        os.close(fd)
+    check_size(len(raw), str(path))
+    return raw
+
+
+def read_text(path):
+    return decode_text(read_bytes(path), str(path))
 
 
 def min_chars(block_size):
@@ -144,6 +183,7 @@ class Corpus:
 def load_corpus(source="input.txt", name=None):
     """A Corpus from a path, raw bytes (an upload), or "builtin"."""
     if isinstance(source, (bytes, bytearray)):
+        check_size(len(source), name or "uploaded file")
         return Corpus(decode_text(bytes(source), name or "uploaded file"), name or "uploaded file")
     if source == BUILTIN:
         return Corpus(builtin_text(), name or "built-in corpus (Python standard library sources)")
@@ -177,6 +217,21 @@ def resolve_source(source=None, home=None, name="uploaded file"):
     if source == TINY_SHAKESPEARE:
         return str(download_tiny_shakespeare(cache_dir(home)))
     return str(source)
+
+
+def remove_uploads(sources, home=None):
+    """Delete the uploaded texts among `sources` (RunConfig.data values); any other path (a user's own
+    file, the download cache) is never touched. The caller knows no stored run uses them any more."""
+    from .paths import uploads_dir
+
+    folder = uploads_dir(home)
+    removed = []
+    for source in sources:
+        path = Path(source)
+        if path.parent == folder and path.suffix == ".txt":
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def get_batch(data, batch_size, block_size, generator, device="cpu"):

@@ -26,6 +26,7 @@ from functools import cached_property
 
 import pandas as pd
 
+from .data import remove_uploads
 from .metrics import HISTORY_COLUMNS
 from .paths import checkpoint_path
 from .request import COMPARISON, Request
@@ -235,11 +236,14 @@ class JobQueue:
         return {name: path for name, path in paths.items() if path.is_file()}
 
     def delete(self, run_ids):
-        """Delete finished runs: their rows, history and checkpoints. Returns the ids deleted."""
+        """Delete finished runs: their rows, history and checkpoints, and the uploaded texts that no
+        remaining run trains on. Returns the ids deleted."""
+        sources = self.store.data_sources(run_ids)
         deleted = self.store.delete_runs(run_ids)
         for run_id in deleted:
             for path in (self.home / "checkpoints").glob(f"run{run_id}-*.pt"):
                 path.unlink(missing_ok=True)
+        remove_uploads(sources - self.store.data_sources(), self.home)
         return deleted
 
     def shutdown(self, timeout=30):

@@ -64,6 +64,7 @@ class OptimizerConfig:
         if self.weight_decay < 0:
             problems.add("weight_decay", f"weight_decay must be 0 or more, got {self.weight_decay}")
         problems.at_least(self, 1, "ns_steps")
+        problems.finite(self)
         problems.check_choices(self)
         problems.raise_any()
         return self

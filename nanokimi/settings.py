@@ -15,6 +15,7 @@ line, the app shows each sentence and may add advice for the setting it names.
 """
 
 import dataclasses
+import math
 import typing
 
 
@@ -59,6 +60,19 @@ class Problems(list):
         for name in names:
             if getattr(config, name) < minimum:
                 self.add(name, f"{name} must be at least {minimum}, got {getattr(config, name)}")
+
+    def finite(self, config):
+        """Name every float setting of `config` that is nan or ±inf and no earlier check named (a range
+        check such as `lr > 0` lets inf through): call it after the range checks, one sentence a setting."""
+        for f in fields(type(config)):
+            value = getattr(config, f.name)
+            if (value_type(f, type(config)) is float and f.name not in self.settings
+                    and not math.isfinite(value)):
+                self.add(f.name, f"{f.name} must be a finite number, got {value}")
+
+    @property
+    def settings(self):
+        return [name for name, _ in self]
 
     def raise_any(self):
         if self:

@@ -230,6 +230,15 @@ class Store:
                 db.execute(f"DELETE FROM runs WHERE id IN ({marks})", ids)
         return ids
 
+    def data_sources(self, run_ids=None):
+        """The training texts (RunConfig.data) the given runs use, or every stored run when None."""
+        sql = "SELECT DISTINCT json_extract(model.value, '$.data') FROM runs, json_each(runs.config, '$.runs') AS model"
+        params = ()
+        if run_ids is not None:
+            params = tuple(int(r) for r in run_ids)
+            sql += f" WHERE runs.id IN ({', '.join('?' * len(params))})"
+        return {row[0] for row in self._read(sql, params) if row[0]}
+
     # --- history ------------------------------------------------------------------------------
 
     def history(self, run_ids, metrics=None):

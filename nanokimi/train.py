@@ -60,9 +60,11 @@ class RunConfig:
         """Raise SettingError naming every setting (of the run, its model and its optimizer) that cannot train."""
         problems = Problems()
         problems.extend_from(self.model.validate)
+        problems.finite(self.model)  # aux_loss < 0 lets nan and inf through
         problems.extend_from(self.optimizer.validate)
         problems.at_least(self, 1, "iters", "eval_interval", "eval_iters", "batch_size")
         problems.at_least(self, 0, "threads")
+        problems.finite(self)
         problems.check_choices(self)
         problems.raise_any()
         return self

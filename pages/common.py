@@ -1,5 +1,6 @@
 """What the pages share (not a page itself): the server's job queue, the dataset menu, the model
-controls, turning controls into a request (or the reasons it can't train), the run pickers.
+controls, turning controls into a request (or the reasons it can't train), the run and model
+pickers (a grid's models too, each named by how it ended) and a run's downloads.
 
 `@st.cache_resource` keeps one `jobs.JobQueue` (store connection + runner process handle) per data
 directory for the whole server, shared by every session; `@st.cache_data` caches what is pure data.
@@ -7,13 +8,18 @@ The engine checks every setting (the config classes, `Corpus.check`) and says wh
 own words; the app only adds advice for the setting it names (`HINTS`).
 """
 
+import io
+import json
+import zipfile
 from pathlib import Path
 
 import streamlit as st
 
 from nanokimi import jobs, sampling
 from nanokimi.compare import PRESETS
-from nanokimi.data import BUILTIN, TINY_SHAKESPEARE, DataError, load_corpus, resolve_source
+from nanokimi.data import (
+    BUILTIN, MAX_TEXT_BYTES, MAX_TEXT_LABEL, TINY_SHAKESPEARE, DataError, check_size, load_corpus, resolve_source,
+)
 from nanokimi.paths import home_dir
 from nanokimi.settings import SettingError, flatten, names
 from nanokimi.status import COMPLETED, DIVERGED, FAILED, INTERRUPTED, STOPPED
@@ -71,6 +77,19 @@ def resolve_dataset(choice, upload=None, upload_name=None, home=None):
     return BUILTIN, "built-in corpus", ""
 
 
+def upload_bytes(upload):
+    """An UploadedFile's bytes; DataError when it is over the engine's limit, told by its size before
+    its bytes are copied out."""
+    check_size(upload.size, upload.name)
+    return upload.getvalue()
+
+
+def upload_limit():
+    """The largest upload, in words: the server's limit or the engine's, whichever is lower."""
+    server_mb = st.get_option("server.maxUploadSize")
+    return f"{server_mb} MB" if server_mb * 1_000_000 < MAX_TEXT_BYTES else MAX_TEXT_LABEL
+
+
 @st.cache_resource(max_entries=4, show_spinner="Reading the training text…")
 def corpus(source, label):
     """The Corpus of a source, named as the menu names it, kept: checking a block size against it
@@ -86,10 +105,13 @@ def dataset_control(key, column):
         upload = None
         if choice == UPLOAD_LABEL:
             upload = st.file_uploader("Upload a text file", type=["txt"], key=f"{key}_upload",
-                                      help=f"UTF-8 plain text, up to {st.get_option('server.maxUploadSize')} MB.")
+                                      help=f"UTF-8 plain text, up to {upload_limit()}.")
     try:
-        source, label, notice = resolve_dataset(choice, upload.getvalue() if upload else None,
-                                                upload.name if upload else None, str(home_dir()))
+        args = (choice, upload_bytes(upload) if upload else None, upload.name if upload else None, str(home_dir()))
+        source, label, notice = resolve_dataset(*args)
+        if choice == UPLOAD_LABEL and not Path(source).is_file():  # deleted with the last run that used it
+            resolve_dataset.clear()
+            source, label, notice = resolve_dataset(*args)
         text = corpus(source, label)
     except DataError as err:
         return None, str(err)
@@ -233,6 +255,64 @@ def pick_run(runs, key, label="Run", column=None, default=0):
     run_id = (column or st).selectbox(label, list(by_id), index=default, key=key, **KEEP,
                                       format_func=lambda i: run_label(by_id[i]))
     return by_id[run_id]
+
+
+def model_label(run, name):
+    """A model of a run as the pickers name it: its name, and how it ended when it did not train to
+    the end ("NanoKimi · stopped at step 584 of 2,000"): its weights are from that step."""
+    row = next((r for r in run["results"] if r.get("model") == name), {})
+    status = row.get("status", COMPLETED)
+    if status == COMPLETED:
+        return name
+    iters = next((c["iters"] for c in run["config"]["runs"] if c["name"] == name), None)
+    steps = row.get("steps")
+    where = f" at step {steps:,}" + (f" of {iters:,}" if iters else "") if isinstance(steps, int) else ""
+    return f"{name} · {status}{where}"
+
+
+def pick_models(run, paths, key, column=None, per_arm=1):
+    """A multiselect over the models of `run` that have weights (`paths`: {model: path}); by default every
+    model of a comparison, and of a grid the first `per_arm` models of each arm. Returns the names chosen."""
+    configs = {c["name"]: c for c in run["config"]["runs"]}
+    arms = {}
+    for name in paths:
+        config = configs.get(name, {})
+        arm = f"{config['architecture']}+{config['optimizer']['name']}" if config.get("architecture") else name
+        arms.setdefault(arm, []).append(name)
+    default = [name for names in arms.values() for name in names[:per_arm]]
+    if set(st.session_state.get(key) or []) - set(paths):  # a remembered choice of another run
+        st.session_state.pop(key, None)
+    return (column or st).multiselect("Models", list(paths), default=default, key=key, **KEEP,
+                                      format_func=lambda name: model_label(run, name),
+                                      help="The run's models whose weights were saved; a grid has one per arm and seed.")
+
+
+def run_config_json(run):
+    """A run's configuration as a download: its id, status and label, the request as it was asked and
+    every model's RunConfig, in the stored shape (request.Request.from_stored reads it back)."""
+    stored = {"id": run["id"], "status": run["status"], "label": run["label"], **run["config"]}
+    return json.dumps(stored, indent=2).encode()
+
+
+def checkpoints_zip(paths):
+    """The checkpoint files ({model: path}) in one ZIP, each under its file name. Stored, not
+    compressed: a .pt file is a ZIP of tensors already."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for path in paths.values():
+            archive.write(path, arcname=Path(path).name)
+    return buffer.getvalue()
+
+
+def run_downloads(run, paths, columns):
+    """Download buttons for a run's configuration (JSON) and its checkpoints (ZIP), in two columns."""
+    columns[0].download_button("Download configuration (JSON)", run_config_json(run), f"run{run['id']}-config.json",
+                               "application/json", on_click="ignore", icon=":material/download:",
+                               help="The request as asked and every model's settings (RunConfig).")
+    columns[1].download_button(f"Download checkpoints ({len(paths)}, ZIP)", lambda: checkpoints_zip(paths),
+                               f"run{run['id']}-checkpoints.zip", "application/zip", on_click="ignore",
+                               icon=":material/download:", disabled=not paths,
+                               help="The saved weights, one .pt per model: nanokimi.train.load_checkpoint reads one.")
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")

@@ -12,16 +12,15 @@ import torch
 
 from nanokimi import charts, jobs, routing
 from nanokimi.data import DataError
-from nanokimi.request import COMPARISON
 from nanokimi.status import FINISHED
-from pages.common import KEEP, checkpoint_with_text, job_queue, pick_run
+from pages.common import KEEP, checkpoint_with_text, job_queue, model_label, pick_run
 
 queue = job_queue()
 
 
-def moe_config(run):
-    """The run's MoE model (RunConfig dict), or None when it trained none."""
-    return next((r for r in run["config"]["runs"] if r["model"].get("ffn") == "moe"), None)
+def moe_configs(run):
+    """The run's MoE models (RunConfig dicts): a comparison's NanoKimi, a grid's MoE arm × seed runs."""
+    return [r for r in run["config"]["runs"] if r["model"].get("ffn") == "moe"]
 
 
 @st.cache_data(max_entries=8, show_spinner="Routing the validation text through the experts…")
@@ -36,15 +35,22 @@ def preferences(path, mtime, source):
 st.title("Experts")
 st.caption("How NanoKimi's softmax gate shares the work between its experts. A healthy gate keeps several experts "
            "busy; routing collapse shows as the gate entropy falling toward 0 and one expert's load nearing 1.")
-runs = [r for r in queue.store.list_runs(FINISHED, kind=COMPARISON) if moe_config(r)]
+runs = [r for r in queue.store.list_runs(FINISHED) if moe_configs(r)]
 if not runs:
-    st.info("No finished run with a NanoKimi (Mixture-of-Experts) model yet: train one on the Compare page. "
-            "A run whose models are both dense has no experts to show.")
+    st.info("No finished run with a NanoKimi (Mixture-of-Experts) model yet: train one on the Compare or the "
+            "Ablation page. A run whose models are all dense has no experts to show.")
     st.stop()
 
 run = pick_run(runs, "experts_run")
 run_id = run["id"]
-kimi = moe_config(run)
+kimis = {c["name"]: c for c in moe_configs(run)}
+if len(kimis) > 1:  # a grid: one MoE model per arm and seed
+    if st.session_state.get("experts_model") not in kimis:
+        st.session_state.pop("experts_model", None)
+    kimi = kimis[st.selectbox("Model", list(kimis), key="experts_model", **KEEP,
+                              format_func=lambda n: model_label(run, n))]
+else:
+    kimi = next(iter(kimis.values()))
 name, experts, layers = kimi["name"], kimi["model"]["experts"], kimi["model"]["n_layer"]
 top_k = kimi["model"].get("top_k") or 0
 st.caption(f"{name}: {layers} layer(s) × {experts} experts, "

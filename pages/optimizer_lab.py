@@ -13,8 +13,7 @@ import torch
 from nanokimi import charts, nslab
 from nanokimi.data import DataError
 from nanokimi.optim import NS_COEFFICIENTS
-from nanokimi.request import COMPARISON
-from pages.common import KEEP, checkpoint_with_text, job_queue, pick_run
+from pages.common import KEEP, checkpoint_with_text, job_queue, model_label, pick_run
 
 RANDOM, GRADIENT = "Random matrix", "Gradient from a run"
 
@@ -36,16 +35,18 @@ def source_of(run, name):
 
 def gradient_matrix():
     """The gradient chosen in the widgets, or None (with the reason shown) when there is none to pick."""
-    runs = [r for r in queue.store.list_runs(kind=COMPARISON) if queue.checkpoints(r)]
+    runs = [r for r in queue.store.list_runs() if queue.checkpoints(r)]
     if not runs:
-        st.info("No finished run with saved weights yet: train one on the Compare page, or use a random matrix.")
+        st.info("No finished run with saved weights yet: train one on the Compare or the Ablation page, or use a "
+                "random matrix.")
         return None
     run_col, model_col, matrix_col = st.columns([2, 1, 2])
     run = pick_run(runs, "lab_run", column=run_col)
     paths = queue.checkpoints(run)
     if st.session_state.get("lab_model") not in paths:
         st.session_state.pop("lab_model", None)
-    name = model_col.selectbox("Model", list(paths), index=len(paths) - 1, key="lab_model", **KEEP)
+    name = model_col.selectbox("Model", list(paths), index=len(paths) - 1, key="lab_model", **KEEP,
+                               format_func=lambda n: model_label(run, n))
     path = paths[name]
     try:
         matrices = gradients(str(path), path.stat().st_mtime, source_of(run, name))

@@ -1,21 +1,28 @@
-"""The Experts and Optimizer lab pages as a user meets them (AppTest); their charts: tests/test_charts.py.
+"""The Generate, Experts and Optimizer lab pages as a user meets them (AppTest), with a comparison and
+with a grid in the store; the download builders, called directly (AppTest can't read download
+bytes); their charts: tests/test_charts.py.
 
-A finished run is made in this process, the way the runner would record it (train each model with
+Finished runs are made in this process, the way the runner would record them (train each model with
 a checkpoint, `finish_model`, `finish_run`), without a runner process: a few seconds, not minutes.
 """
 
+import io
+import json
 import math
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from nanokimi import sampling
+from nanokimi.data import DataError
 from nanokimi.paths import checkpoint_path
-from nanokimi.request import comparison
-from nanokimi.status import COMPLETED
+from nanokimi.request import Request, ablation, comparison
+from nanokimi.status import COMPLETED, STOPPED
 from nanokimi.store import Store
-from nanokimi.train import train
+from nanokimi.train import load_checkpoint, train
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 TINY = {"n_embd": 16, "n_head": 2, "n_layer": 1, "experts": 2, "iters": 10, "batch_size": 4, "block_size": 8,
@@ -36,6 +43,28 @@ def finished_run(home, small_text_file):
     store.finish_run(run_id, COMPLETED)
     store.close()
     return run_id
+
+
+@pytest.fixture
+def grid_run(home, small_text_file):
+    """A 2 × 2 grid (NanoGPT, NanoKimi × AdamW, TrueMuon), one seed, stopped during its last run
+    (nanokimi+truemuon, after 5 of 10 steps): every model has saved weights. Returns its id."""
+    asked = ablation(1, ("adamw", "truemuon"), data=str(small_text_file), data_label="small text", **TINY)
+    store = Store(home)
+    run_id = store.create_run(asked.to_stored(), asked.label())
+    store.claim_next()
+    (home / "checkpoints").mkdir(exist_ok=True)
+    for config in asked.runs:
+        steps = iter(range(10**6))
+        stop = (lambda: next(steps) >= 5) if config is asked.runs[-1] else None
+        result = train(replace(config, checkpoint=str(checkpoint_path(home, run_id, config.name))), should_stop=stop)
+        store.finish_model(run_id, config.name, result.history, result.results)
+    store.finish_run(run_id, STOPPED, "stopped by request")
+    store.close()
+    return run_id
+
+
+GRID_MODELS = ["nanogpt+adamw/s1337", "nanogpt+truemuon/s1337", "nanokimi+adamw/s1337", "nanokimi+truemuon/s1337"]
 
 
 def page(path):
@@ -122,3 +151,115 @@ def test_optimizer_lab_real_gradient(home, finished_run):
     at.selectbox(key="lab_matrix").set_value(at.selectbox(key="lab_matrix").options[-1]).run()
     assert not at.exception and len(at.dataframe[0].value) == 6
 
+
+
+# --- grid runs on every page; a stopped model named as stopped --------------------------------------
+
+def test_generate_samples_every_arm_of_a_grid_and_names_the_stopped_model(home, grid_run):
+    at = page("pages/generate.py")
+    picker = at.selectbox(key="generate_run")
+    assert picker.value == grid_run and f"#{grid_run} · stopped · ablation" in picker.options[0]
+    models = at.multiselect(key="generate_models")
+    assert models.value == GRID_MODELS, "one model per arm by default"
+    assert "nanokimi+truemuon/s1337 · stopped at step 5 of 10" in models.options
+    at.text_area(key="generate_prompt").set_value("the ")
+    at.slider(key="generate_length").set_value(20)
+    next(b for b in at.button if b.label == "Generate").click().run()
+    assert not at.exception, at.exception
+    assert [s.value for s in at.subheader] == GRID_MODELS
+    assert [c.value for c in at.caption if "weights from then" in c.value] == [
+        "Stopped at step 5 of 10: these are its weights from then."]
+    first = [code.value for code in at.code]
+    assert all(len(text) == len("the ") + 20 for text in first) and not at.warning
+    next(b for b in at.button if b.label == "Generate").click().run()
+    assert [code.value for code in at.code] == first, "the same seed gives the same text"
+    at.number_input(key="generate_seed").set_value(7).run()
+    next(b for b in at.button if b.label == "Generate").click().run()
+    assert [code.value for code in at.code] != first
+    labels = [d.proto.label for d in at.get("download_button")]
+    assert labels == ["Download configuration (JSON)", "Download checkpoints (4, ZIP)"]
+
+
+def test_generate_shows_a_comparisons_two_models_and_the_newest_completed_run_first(home, finished_run, grid_run):
+    at = page("pages/generate.py")
+    assert at.selectbox(key="generate_run").value == finished_run, "the grid is newer but stopped"
+    assert at.multiselect(key="generate_models").value == ["NanoGPT", "NanoKimi"]
+    next(b for b in at.button if b.label == "Generate").click().run()
+    assert not at.exception and [s.value for s in at.subheader] == ["NanoGPT", "NanoKimi"]
+    assert [d.proto.label for d in at.get("download_button")][1] == "Download checkpoints (2, ZIP)"
+    at.selectbox(key="generate_run").set_value(grid_run).run()
+    assert not at.exception and at.multiselect(key="generate_models").value == GRID_MODELS, \
+        "the models chosen for the other run are not carried over"
+
+
+def test_experts_page_offers_each_moe_model_of_a_grid(home, grid_run):
+    at = page("pages/experts.py")
+    assert not at.error
+    choice = at.selectbox(key="experts_model")
+    assert choice.value == "nanokimi+adamw/s1337"
+    assert choice.options == ["nanokimi+adamw/s1337", "nanokimi+truemuon/s1337 · stopped at step 5 of 10"]
+    assert "Expert load per layer" in chart_titles(at)
+    assert any(t.startswith("Which characters each expert gets") for t in chart_titles(at))
+    at.selectbox(key="experts_model").set_value("nanokimi+truemuon/s1337").run()
+    assert not at.exception and not at.error
+    assert any(t.startswith("Which characters each expert gets") for t in chart_titles(at)), \
+        "a stopped model's weights are saved: its routing is measured too"
+
+
+def test_optimizer_lab_takes_a_gradient_from_any_model_of_a_grid(home, grid_run):
+    at = page("pages/optimizer_lab.py")
+    at.radio(key="lab_source").set_value("Gradient from a run").run()
+    assert not at.exception and not at.info
+    model = at.selectbox(key="lab_model")
+    assert model.options[:3] == GRID_MODELS[:3] and model.value == "nanokimi+truemuon/s1337"
+    at.selectbox(key="lab_model").set_value("nanogpt+truemuon/s1337").run()
+    assert not at.exception and "Singular values after each step" in chart_titles(at)
+    assert {"blocks.0.ffn.fc.weight", "blocks.0.ffn.out.weight"} <= {
+        o.split()[0] for o in at.selectbox(key="lab_matrix").options}, "the dense model's matrices, not NanoKimi's"
+
+
+# --- the builders behind the downloads and the sampling seed ---------------------------------------
+
+def test_the_configuration_download_reads_back_as_the_runs_request(home, grid_run):
+    from pages.common import run_config_json
+
+    run = Store(home).get_run(grid_run)
+    stored = json.loads(run_config_json(run))
+    assert (stored["id"], stored["status"]) == (grid_run, STOPPED)
+    request = Request.from_stored(stored)
+    assert [c.name for c in request.runs] == GRID_MODELS
+    assert request.runs == Request.from_stored(run["config"]).runs and request.asked["seeds"] == 1
+    assert request.runs[0].model.n_embd == TINY["n_embd"]
+
+
+def test_the_checkpoints_download_holds_every_saved_model_byte_for_byte(home, grid_run, tmp_path):
+    from nanokimi.jobs import JobQueue
+    from pages.common import checkpoints_zip
+
+    paths = JobQueue(home).checkpoints(Store(home).get_run(grid_run))
+    assert list(paths) == GRID_MODELS
+    with zipfile.ZipFile(io.BytesIO(checkpoints_zip(paths))) as archive:
+        assert archive.namelist() == [p.name for p in paths.values()]
+        assert all(archive.read(p.name) == p.read_bytes() for p in paths.values())
+        archive.extract(paths[GRID_MODELS[2]].name, tmp_path)
+    model, chars = load_checkpoint(tmp_path / paths[GRID_MODELS[2]].name)
+    assert model.config.ffn == "moe" and len(chars) > 10
+
+
+def test_the_sampling_seed_decides_the_text(home, finished_run):
+    model, chars = sampling.load(checkpoint_path(home, finished_run, "NanoKimi"))
+    texts = [sampling.sample("NanoKimi", model, chars, "the ", 100, 1.0, seed=seed).text for seed in (3, 3, 4)]
+    assert texts[0] == texts[1], "same seed, same text"
+    assert texts[0] != texts[2], "another seed, another text"
+
+
+def test_an_upload_over_the_cap_is_refused_by_its_size(tmp_path):
+    from streamlit.runtime.uploaded_file_manager import UploadedFile, UploadedFileRec
+
+    from pages.common import upload_bytes
+
+    small = UploadedFile(UploadedFileRec("1", "small.txt", "text/plain", b"some text"), None)
+    assert upload_bytes(small) == b"some text"
+    huge = UploadedFile(UploadedFileRec("2", "huge.txt", "text/plain", b"a" * 64_000_001), None)
+    with pytest.raises(DataError, match="huge.txt is 64.0 MB; nanokimi reads texts of at most 64 MB"):
+        upload_bytes(huge)

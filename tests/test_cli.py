@@ -1,6 +1,7 @@
 """`python -m nanokimi compare` end to end, and its refusals of bad flags before any training."""
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -126,4 +127,45 @@ def test_text_too_short_for_the_block_size_is_refused_with_status_2(small_text_f
     out = tmp_path / "out"
     assert main(["compare", "--data", str(small_text_file), "--block-size", "5000", "--out", str(out)]) == 2
     assert "block size 5000 needs at least" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory", "sparse"])
+def test_data_that_is_not_a_regular_file_or_over_the_cap_exits_2_with_one_line_as_a_process(tmp_path, kind):
+    """Before the check a FIFO blocked the open forever and /dev/zero was read until the kernel killed the
+    process: run as a process with a timeout, so a regression fails instead of hanging the suite."""
+    data = {"fifo": tmp_path / "pipe.txt", "device": Path("/dev/zero"), "directory": tmp_path,
+            "sparse": tmp_path / "big.txt"}[kind]
+    if kind == "fifo":
+        os.mkfifo(data)
+    if kind == "sparse":
+        with open(data, "wb") as f:
+            f.truncate(100_000_000)
+    out = tmp_path / "out"
+    proc = run_cli("compare", "--data", data, "--out", out, timeout=60)
+    expected = {"fifo": "is a FIFO (named pipe), not a text file", "device": "is a character device, not a text file",
+                "directory": "is a directory, not a text file",
+                "sparse": "is 100.0 MB; nanokimi reads texts of at most 64 MB"}[kind]
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"nanokimi compare: error: {data} {expected}"]
+    assert not out.exists()
+
+
+def test_the_help_of_data_states_the_size_cap():
+    assert "at most 64 MB" in " ".join(run_cli("compare", "--help", timeout=60).stdout.split())
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--lr", "inf"], "lr must be a finite number, got inf"),
+    (["--lr", "nan"], "lr must be positive, got nan"),
+    (["--matrix-lr", "inf"], "matrix_lr must be a finite number, got inf"),
+    (["--weight-decay", "nan"], "weight_decay must be a finite number, got nan"),
+    (["--weight-decay", "inf"], "weight_decay must be a finite number, got inf"),
+    (["--beta", "inf"], "beta must be in [0, 1), got inf"),
+    (["--experts", "4", "--top-k", "2", "--aux-loss", "inf"], "aux_loss must be a finite number, got inf"),
+])
+def test_infinite_and_nan_settings_are_refused_with_status_2_in_the_configs_words(tmp_path, capsys, flags, message):
+    out = tmp_path / "out"
+    assert main(["compare", *flags, "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"nanokimi compare: error: {message}"]
     assert not out.exists()

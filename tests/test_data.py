@@ -2,19 +2,22 @@
 
 import hashlib
 import http.server
+import os
 import threading
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
 
 from nanokimi.data import (
-    BUILTIN_MAX_CHARS, Corpus, DataError, builtin_text, download_tiny_shakespeare, eval_batches, get_batch,
-    load_corpus, min_chars,
+    BUILTIN_MAX_CHARS, MAX_TEXT_BYTES, Corpus, DataError, builtin_text, check_size, download_tiny_shakespeare,
+    eval_batches, get_batch, load_corpus, min_chars, remove_uploads, resolve_source,
 )
 from nanokimi.compare import architecture
 from nanokimi.optim import OptimizerConfig
 from nanokimi.train import RunConfig, train
+from nanokimi.worker import run_isolated
 
 
 # --- vocabulary, encoding, split --------------------------------------------------------------
@@ -132,8 +135,81 @@ def test_a_missing_file_is_refused(tmp_path):
 
 
 def test_a_directory_is_refused(tmp_path):
-    with pytest.raises(DataError, match="is a directory"):
+    with pytest.raises(DataError) as err:
         load_corpus(tmp_path)
+    assert str(err.value) == f"{tmp_path} is a directory, not a text file"
+
+
+def refusal(source, timeout_s=20):
+    """The DataError message of load_corpus(source), read in a thread, so a test of a file that would block
+    (a FIFO) or never end (/dev/zero) fails instead of hanging."""
+    outcome = {}
+
+    def load():
+        try:
+            load_corpus(source)
+            outcome["message"] = None
+        except DataError as err:
+            outcome["message"] = str(err)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    assert not thread.is_alive(), f"reading {source} did not end: it was read, not refused"
+    return outcome["message"]
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
+    fifo = tmp_path / "pipe.txt"
+    os.mkfifo(fifo)
+    assert refusal(fifo) == f"{fifo} is a FIFO (named pipe), not a text file"
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_a_device_is_refused_before_it_is_read(device):
+    if not Path(device).exists():
+        pytest.skip(f"no {device} here")
+    assert refusal(device) == f"{device} is a character device, not a text file"
+
+
+def test_a_file_over_the_size_cap_is_refused_before_it_is_read(tmp_path):
+    big = tmp_path / "big.txt"
+    with open(big, "wb") as f:  # sparse: no disk, no memory; reading it would decode 300 MB of NULs
+        f.truncate(300_000_000)
+    assert refusal(big) == f"{big} is 300.0 MB; nanokimi reads texts of at most 64 MB"
+    assert MAX_TEXT_BYTES == 64_000_000
+
+
+def test_the_size_cap_admits_exactly_its_size_and_not_one_byte_more():
+    check_size(MAX_TEXT_BYTES, "upload.txt")
+    with pytest.raises(DataError, match="upload.txt is 64.0 MB; nanokimi reads texts of at most 64 MB"):
+        check_size(MAX_TEXT_BYTES + 1, "upload.txt")
+
+
+def test_uploaded_bytes_over_the_cap_are_refused_and_nothing_is_saved(tmp_path):
+    raw = b"ab" * (MAX_TEXT_BYTES // 2) + b"c"
+    with pytest.raises(DataError, match="at most 64 MB"):
+        resolve_source(raw, tmp_path, name="huge.txt")
+    assert not (tmp_path / "uploads").exists()
+
+
+def test_a_stored_runs_fifo_path_fails_the_worker_with_the_one_line(tmp_path):
+    fifo = tmp_path / "pipe.txt"
+    os.mkfifo(fifo)
+    run = RunConfig(data=str(fifo), iters=2, eval_interval=1, eval_iters=1, batch_size=2, threads=1)
+    result = run_isolated(run)
+    assert result.status == "failed"
+    assert result.message == f"{fifo} is a FIFO (named pipe), not a text file"
+
+
+def test_only_uploaded_texts_are_removed(tmp_path, small_text_file):
+    upload = resolve_source(b"an uploaded text", tmp_path)
+    cached = tmp_path / "cache" / "tinyshakespeare.txt"
+    cached.parent.mkdir()
+    cached.write_text("cached")
+    removed = remove_uploads([upload, str(small_text_file), str(cached), "builtin"], tmp_path)
+    assert removed == [Path(upload)] and not Path(upload).exists()
+    assert small_text_file.exists() and cached.exists(), "a user's own file and the cache are never touched"
 
 
 def test_data_errors_are_value_errors_for_callers_that_catch_those():

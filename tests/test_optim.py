@@ -218,6 +218,21 @@ def test_truemuon_refuses_vectors_and_bad_settings():
         TrueMuon([torch.nn.Parameter(torch.zeros(4, 4))], ns_steps=0)
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_every_float_setting_refuses_nan_and_infinity_in_one_sentence(value):
+    """Derived from the fields, so a float setting added later is covered too; inf passed `lr > 0` before."""
+    from nanokimi.settings import SettingError, fields
+
+    names = [f.name for f in fields(OptimizerConfig) if isinstance(f.default, float)]
+    assert {"lr", "matrix_lr", "beta", "weight_decay"} <= set(names)
+    for name in names:
+        with pytest.raises(SettingError) as err:
+            OptimizerConfig(name="truemuon", **{name: value}).validate()
+        [(setting, sentence)] = err.value.problems
+        assert setting == name and sentence.startswith(f"{name} must be") and sentence.endswith(f"got {value}")
+    OptimizerConfig(name="truemuon", lr=1e30, matrix_lr=1e30, weight_decay=1e30).validate()  # large but finite: allowed
+
+
 # --- the parameter split ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("ffn", ["dense", "moe"])

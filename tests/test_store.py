@@ -1,6 +1,7 @@
-"""The run store: its schema, the queue's order, stopping a queued run."""
+"""The run store: its schema, the queue's order, stopping a queued run, deleting runs with their uploads."""
 
 import sqlite3
+from pathlib import Path
 
 from nanokimi.store import Store
 
@@ -41,3 +42,41 @@ def test_a_run_can_be_listed_by_several_kinds_and_its_config_replaced(tmp_path):
     store.replace_config(sweep, grown)
     assert store.get_run(sweep)["config"] == grown
     assert store.get_run(grid)["config"] == {"request": {"kind": "ablation"}, "runs": []}, "only that run changes"
+
+
+def finished_run(store, data):
+    run_id = store.create_run({"request": {"kind": "comparison"}, "runs": [{"name": "NanoGPT", "data": data},
+                                                                          {"name": "NanoKimi", "data": data}]})
+    store.request_stop(run_id)  # leaves the queue as stopped: finished, so it may be deleted
+    return run_id
+
+
+def test_data_sources_lists_the_texts_of_the_given_runs_or_of_all(tmp_path):
+    store = Store(tmp_path)
+    a = finished_run(store, "/texts/a.txt")
+    finished_run(store, "builtin")
+    assert store.data_sources([a]) == {"/texts/a.txt"}
+    assert store.data_sources() == {"/texts/a.txt", "builtin"}
+    assert store.data_sources([]) == set()
+    store.delete_runs([a])
+    assert store.data_sources() == {"builtin"}
+
+
+def test_an_uploaded_text_is_deleted_with_the_last_run_that_trains_on_it(tmp_path, small_text_file):
+    from nanokimi.data import resolve_source
+    from nanokimi.jobs import JobQueue
+
+    queue = JobQueue(tmp_path)
+    upload = Path(resolve_source(b"an uploaded text, twice used", tmp_path))
+    first, second = finished_run(queue.store, str(upload)), finished_run(queue.store, str(upload))
+    own = finished_run(queue.store, str(small_text_file))
+    waiting = queue.store.create_run({"request": {}, "runs": [{"name": "NanoGPT", "data": str(upload)}]})
+
+    assert queue.delete([first]) == [first]
+    assert upload.is_file(), "another run still trains on it"
+    assert queue.delete([second, waiting]) == [second], "a queued run is not deleted"
+    assert upload.is_file(), "the queued run still needs it"
+    queue.store.request_stop(waiting)
+    assert queue.delete([waiting]) == [waiting]
+    assert not upload.exists(), "gone with the last run that used it"
+    assert queue.delete([own]) == [own] and small_text_file.is_file(), "a user's own file is never deleted"
