@@ -1,22 +1,54 @@
-"""Runs: every comparison and ablation grid made on this machine, from the run store.
+"""Runs: every comparison, ablation grid and sweep made on this machine, as a table to sort and filter.
 
-Filter the list, pick runs to overlay their validation curves, open one (a comparison on the
-Compare page, a grid on the Ablation page), download their results, or delete them (with their
-history and checkpoints).
+One row per run and model/arm (nanokimi/runtable.py): kind, dataset, status, progress, steps done,
+duration, best validation loss (mean ± 95% CI over an arm's seeds) and every setting. Pick runs to
+overlay any metric, grouped by any setting with the seeds of a group as a mean and a 95% confidence
+band; open one (a comparison on the Compare page, a grid on the Ablation page), download their
+results, or delete them (with their history and checkpoints). Active runs refresh while they train.
 """
-
-import statistics
 
 import pandas as pd
 import streamlit as st
 
-from nanokimi import charts, report
-from nanokimi.request import ABLATION, GRIDS, SWEEP, Request
-from nanokimi.status import ACTIVE, ALL, MEASURED, TRAINED_TO_THE_END
-from pages.common import KEEP, job_queue, run_label
+from nanokimi import charts, report, runtable
+from nanokimi.jobs import history_frame
+from nanokimi.request import GRIDS, Request
+from nanokimi.settings import all_fields
+from nanokimi.status import ACTIVE, ALL
+from nanokimi.train import RunConfig
+from pages.common import KEEP, POLL_S, job_queue, run_label
 
 queue = job_queue()
-PAGES = {ABLATION: "pages/ablation.py", SWEEP: "pages/ablation.py"}  # where Open shows a run; else Compare
+LIVE_S = 2 * POLL_S  # the table and chart re-read active runs this often
+# Shown unless the "Columns" control adds more; every column of runtable.TABLE_COLUMNS can be shown.
+DEFAULT_COLUMNS = ["run", "kind", "model", "status", "dataset", "progress", "steps", "seeds", "duration_s",
+                   "best_val_loss", "best_val_loss_ci", "n_embd", "n_layer", "experts", "iters", "batch_size",
+                   "block_size", "lr", "matrix_lr", "seed"]
+HELP = {f.name: f.metadata["help"] for f, _ in all_fields(RunConfig)}
+COLUMN_CONFIG = {
+    "run": st.column_config.NumberColumn("run", format="#%d", width=50),
+    "kind": st.column_config.TextColumn("kind", width=80),
+    "model": st.column_config.TextColumn("model/arm", width=150,
+                                         help="A comparison's model, a grid's arm (its seeds summarised)."),
+    "status": st.column_config.TextColumn("status", width=80),
+    "dataset": st.column_config.TextColumn("dataset", width=110),
+    "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent", width=80,
+                                                help="Steps trained of all the steps this row will train."),
+    "steps": st.column_config.NumberColumn("steps", format="localized", width=65,
+                                           help="Steps really trained, summed over the row's seeds."),
+    "seeds": st.column_config.NumberColumn("seeds", width=50),
+    "duration_s": st.column_config.NumberColumn("duration (s)", format="localized", width=80,
+                                                help="Wall time of the whole run, from start to end (or now)."),
+    "train_time_s": st.column_config.NumberColumn("train time (s)", format="%.1f", width=80,
+                                                  help="Training time per seed, evaluation excluded (mean)."),
+    "best_val_loss": st.column_config.NumberColumn("best val loss", format="%.4f", width=85,
+                                                   help="Mean over the seeds that trained to the end; live while training."),
+    "best_val_loss_ci": st.column_config.NumberColumn("± 95% CI", format="%.4f", width=70,
+                                                      help="Half-width of the t-interval over seeds (two or more)."),
+    "created": st.column_config.DatetimeColumn("created (UTC)", format="YYYY-MM-DD HH:mm", width=120),
+    "seed": st.column_config.TextColumn("seed", width=80),
+    **{name: st.column_config.Column(name, help=HELP[name], width=60) for name in runtable.SETTINGS if name != "seed"},
+}
 
 st.title("Runs")
 runs = queue.store.list_runs()
@@ -24,60 +56,96 @@ if not runs:
     st.info("No runs yet: press Train on the Compare page.")
     st.stop()
 
-filter_col, status_col = st.columns([3, 2])
-needle = filter_col.text_input("Filter", key="runs_filter", **KEEP, placeholder="optimizer, dataset, preset, #id…")
+needle_col, kind_col, status_col, dataset_col = st.columns([3, 2, 2, 2])
+needle = needle_col.text_input("Filter", key="runs_filter", **KEEP, placeholder="model, arm, optimizer, message, #id…")
+kinds = kind_col.multiselect("Kind", sorted({Request.from_stored(r["config"]).kind for r in runs}), key="runs_kind", **KEEP)
 statuses = status_col.multiselect("Status", ALL, key="runs_status", **KEEP)
-shown = [r for r in runs if (not statuses or r["status"] in statuses)
-         and (not needle or needle.lower() in f"#{r['id']} {r['status']} {r['label']} {r['message']}".lower())]
+datasets = dataset_col.multiselect("Dataset", sorted({Request.from_stored(r["config"]).data_label for r in runs}),
+                                   key="runs_dataset", **KEEP)
+columns = st.multiselect("Columns", list(runtable.TABLE_COLUMNS), default=DEFAULT_COLUMNS, key="runs_columns",
+                         **KEEP, help="Columns shown in the table; click a header to sort.")
 
 
-def best_losses(run):
-    """{"best val loss · NanoGPT": …} per model of a comparison, per arm of a grid (mean over its seeds;
-    a sweep's at its chosen learning rates, once it has chosen)."""
-    stored = Request.from_stored(run["config"])
-    configs = stored.runs
-    if stored.kind == SWEEP:
-        configs = stored.confirmation()[0] if stored.chosen else []
-    groups = {}
-    for config in configs:
-        groups.setdefault(config.arm if stored.kind in GRIDS else config.name, []).append(config.name)
-    counted = TRAINED_TO_THE_END if stored.kind in GRIDS else MEASURED  # a grid's stopped run is from fewer steps
-    rows = {r.get("model"): r for r in run["results"] if r.get("status") in counted}
-    out = {}
-    for group, members in groups.items():
-        values = [rows[m]["best_val_loss"] for m in members if m in rows and rows[m].get("best_val_loss") is not None]
-        out[f"best val loss · {group}"] = statistics.fmean(values) if values else None
-    return out
+def filtered(table):
+    keep = pd.Series(True, index=table.index)
+    if kinds:
+        keep &= table["kind"].isin(kinds)
+    if statuses:
+        keep &= table["status"].isin(statuses)
+    if datasets:
+        keep &= table["dataset"].isin(datasets)
+    if needle:
+        text = ("#" + table["run"].astype(str) + " " + table["kind"] + " " + table["model"] + " " + table["status"]
+                + " " + table["dataset"] + " " + table["optimizer"] + " " + table["message"])
+        keep &= text.str.lower().str.contains(needle.lower(), regex=False)
+    return table[keep]
 
 
-table = pd.DataFrame([{
-    "run": r["id"], "kind": Request.from_stored(r["config"]).kind, "status": r["status"],
-    "created": pd.Timestamp(r["created_at"], unit="s", tz="UTC").tz_convert(None).strftime("%Y-%m-%d %H:%M:%S") + " UTC",
-    "settings": r["label"], **best_losses(r), "message": r["message"],
-} for r in shown])
-st.dataframe(table, hide_index=True, width="stretch", key="runs_table")
-st.caption(f"{len(shown)} of {len(runs)} runs shown.")
+def run_table():
+    """The table, re-read from the store (a fragment: it refreshes while a run is active)."""
+    stored = queue.store.list_runs()
+    table = runtable.run_table(stored, queue.store.model_summaries([r["id"] for r in stored]))
+    shown = filtered(table)
+    st.dataframe(shown, hide_index=True, width="stretch", key="runs_table", column_config=COLUMN_CONFIG,
+                 column_order=[c for c in columns if c in shown.columns] or None)
+    st.caption(f"{shown['run'].nunique()} of {len(stored)} runs shown, {len(shown)} rows (one per model/arm).")
+
+
+any_active = any(r["status"] in ACTIVE for r in runs)
+st.fragment(run_table, run_every=LIVE_S if any_active else None)()
 
 by_id = {r["id"]: r for r in runs}
 selected_before = [i for i in st.session_state.get("runs_selected", []) if i in by_id]
-options = list(dict.fromkeys([r["id"] for r in shown] + selected_before))
-selected = st.multiselect("Runs", options, key="runs_selected", **KEEP, format_func=lambda i: run_label(by_id[i]),
-                          help="Pick runs to overlay their validation loss, open, download or delete.")
+st.session_state["runs_selected"] = selected_before  # a deleted run is dropped, not an error
+selected = st.multiselect("Runs", list(by_id), key="runs_selected", **KEEP, format_func=lambda i: run_label(by_id[i]),
+                          help="Pick runs to overlay their curves, open, download or delete.")
 if not selected:
     st.stop()
 
 chosen = [by_id[i] for i in selected]
-over_time = st.toggle("Over wall time", key="runs_over_time", **KEEP)
-st.altair_chart(charts.loss_chart(queue.overlay_history(selected), x="wall_time_s" if over_time else "step",
-                                  metrics=("val_loss",)).properties(title="Validation loss"),
-                key="runs_overlay", width="stretch")
+group_col, metric_col, x_col, log_col = st.columns([4, 2, 2, 1])
+group_by = group_col.multiselect("Group by", runtable.GROUP_KEYS, default=["run", "model"], key="runs_group_by", **KEEP,
+                                 help="Runs with equal values of these columns form a group; its members (e.g. seeds) "
+                                      "are drawn as a mean with a 95% confidence band.")
+metric = metric_col.selectbox("Metric", list(runtable.METRICS), key="runs_metric", **KEEP,
+                              format_func=lambda m: runtable.METRICS[m])
+x_axis = x_col.selectbox("x axis", list(runtable.X_AXES), key="runs_x", **KEEP, format_func=runtable.X_AXES.get,
+                         help="Fraction of run puts a 10-step and a 1,000-step run on one axis.")
+log_x = log_col.toggle("log x", key="runs_log_x", **KEEP)
+log_y = log_col.toggle("log y", key="runs_log_y", **KEEP)
+
+
+def overlay():
+    """The grouped chart and the group table of the chosen runs (a fragment, live while one trains)."""
+    current = [queue.store.get_run(i) for i in selected]
+    current = [r for r in current if r is not None]
+    member_table = runtable.member_frame(current)
+    history = history_frame(queue.store.history(selected, runtable.metric_names(metric, member_table.to_dict("records"))))
+    stats = runtable.group_stats(history, member_table, group_by, metric, x_axis)
+    if stats.empty:
+        st.info(f"No {runtable.METRICS[metric].split(' (')[0]} recorded yet for these runs.")
+    else:
+        st.altair_chart(charts.group_band_chart(stats, runtable.METRICS[metric], runtable.X_AXES[x_axis], log_x, log_y),
+                        key="runs_overlay", width="stretch")
+    summaries = queue.store.model_summaries(selected)
+    groups = runtable.group_summary(member_table, group_by, runtable.member_bests(current, summaries))
+    st.dataframe(groups, hide_index=True, width="stretch", key="runs_groups", column_config={
+        "best_val_loss": st.column_config.NumberColumn("best val loss (mean)", format="%.4f"),
+        "ci_low": st.column_config.NumberColumn("95% CI low", format="%.4f"),
+        "ci_high": st.column_config.NumberColumn("95% CI high", format="%.4f"),
+        "measured": st.column_config.NumberColumn("measured", help="Members with a best validation loss that counts.")})
+
+
+st.fragment(overlay, run_every=LIVE_S if any(r["status"] in ACTIVE for r in chosen) else None)()
 
 open_col, download_col, delete_col = st.columns(3)
 first = chosen[0]
+first_kind = Request.from_stored(first["config"]).kind
+target = "pages/ablation.py" if first_kind in GRIDS else "pages/compare.py"
 if open_col.button("Open", icon=":material/open_in_new:",
-                   help="Show the first selected run: a comparison on the Compare page, a grid on the Ablation page."):
-    kind = Request.from_stored(first["config"]).kind
-    st.switch_page(PAGES.get(kind, "pages/compare.py"), query_params={"run": str(first["id"])})
+                   help=f"Show run #{first['id']} (the first selected) on the "
+                        f"{'Ablation' if first_kind in GRIDS else 'Compare'} page."):
+    st.switch_page(target, query_params={"run": str(first["id"])})
 download_col.download_button("Download results CSV", report.runs_results_csv(chosen), file_name="results-runs.csv",
                              mime="text/csv", icon=":material/download:")
 active = [r["id"] for r in chosen if r["status"] in ACTIVE]
