@@ -88,7 +88,11 @@ def run_table():
     shown = filtered(table)
     st.dataframe(shown, hide_index=True, width="stretch", key="runs_table", column_config=COLUMN_CONFIG,
                  column_order=[c for c in columns if c in shown.columns] or None)
-    st.caption(f"{shown['run'].nunique()} of {len(stored)} runs shown, {len(shown)} rows (one per model/arm).")
+    training = sum(r["status"] in ACTIVE for r in stored)
+    if any_active and not training:
+        st.rerun(scope="app")  # the last active run has ended: redraw the page once, without refreshing
+    st.caption(f"{shown['run'].nunique()} of {len(stored)} runs shown, {len(shown)} rows (one per model/arm)"
+               + (f"; {training} active, refreshed every {LIVE_S:g} s." if training else "."))
 
 
 any_active = any(r["status"] in ACTIVE for r in runs)
@@ -129,11 +133,13 @@ def overlay():
                         key="runs_overlay", width="stretch")
     summaries = queue.store.model_summaries(selected)
     groups = runtable.group_summary(member_table, group_by, runtable.member_bests(current, summaries))
-    st.dataframe(groups, hide_index=True, width="stretch", key="runs_groups", column_config={
-        "best_val_loss": st.column_config.NumberColumn("best val loss (mean)", format="%.4f"),
-        "ci_low": st.column_config.NumberColumn("95% CI low", format="%.4f"),
-        "ci_high": st.column_config.NumberColumn("95% CI high", format="%.4f"),
-        "measured": st.column_config.NumberColumn("measured", help="Members with a best validation loss that counts.")})
+    st.table(groups.assign(
+        best_val_loss=groups["best_val_loss"].map(lambda v: "–" if pd.isna(v) else f"{v:.4f}"),
+        ci=[("no interval" if pd.isna(low) else f"[{low:.4f}, {high:.4f}]")
+            for low, high in zip(groups["ci_low"], groups["ci_high"])],
+    ).drop(columns=["ci_low", "ci_high"]).rename(columns={"best_val_loss": "best val loss (mean)",
+                                                         "ci": "95% CI", "measured": "measured seeds"}),
+             hide_index=True)
 
 
 st.fragment(overlay, run_every=LIVE_S if any(r["status"] in ACTIVE for r in chosen) else None)()

@@ -36,10 +36,16 @@ def two_runs(home):
     return comparison, grid_id
 
 
-def table(at, key):
-    """The run table ("runs_table") or the group table ("runs_groups"), told apart by a column of theirs."""
-    column = {"runs_table": "kind", "runs_groups": "members"}[key]
-    return next(frame.value for frame in at.dataframe if column in frame.value.columns)
+def table(at):
+    """The run table."""
+    [frame] = at.dataframe
+    return frame.value
+
+
+def groups(at):
+    """The group table, a row per group."""
+    [frame] = at.table
+    return frame.value.to_dict("records")
 
 
 def chart_data(at):
@@ -54,17 +60,17 @@ def chart_data(at):
 def test_the_table_has_a_row_per_model_and_arm_and_filters(two_runs):
     comparison, grid = two_runs
     at = app(PAGE)
-    rows = table(at, "runs_table")
+    rows = table(at)
     assert list(zip(rows["run"], rows["model"])) == [(grid, "nanogpt+adamw"), (comparison, "NanoGPT"),
                                                      (comparison, "NanoKimi")]
     assert list(rows["best_val_loss"]) == pytest.approx([2.1, 1.8, 1.7]), "a grid's arm has its loss, not None"
     assert list(rows["seeds"]) == [2, 1, 1] and list(rows["steps"]) == [8, 4, 4]
     assert {"n_embd", "lr", "matrix_lr", "batch_size", "block_size", "iters"} <= set(rows.columns)
     at.multiselect(key="runs_kind").set_value(["ablation"]).run()
-    assert list(table(at, "runs_table")["run"]) == [grid]
+    assert list(table(at)["run"]) == [grid]
     at.multiselect(key="runs_kind").set_value([]).run()
     at.text_input(key="runs_filter").set_value("nanokimi").run()
-    assert list(table(at, "runs_table")["model"]) == ["NanoKimi"]
+    assert list(table(at)["model"]) == ["NanoKimi"]
     assert not at.exception
 
 
@@ -73,17 +79,18 @@ def test_group_by_draws_the_seeds_as_a_band_and_open_goes_to_the_runs_page(two_r
     at = app(PAGE)
     at.multiselect(key="runs_selected").set_value([grid]).run()
     assert not at.exception, at.exception
-    [group] = table(at, "runs_groups").to_dict("records")
-    assert (group["group"], group["members"], group["best_val_loss"]) == (f"#{grid} · nanogpt+adamw", 2,
-                                                                            pytest.approx(2.1))
+    [group] = groups(at)
+    half = T_975_1 * 0.2 / 2  # two values 0.2 apart: sd = 0.2/sqrt(2), over sqrt(2)
+    assert group == {"group": f"#{grid} · nanogpt+adamw", "runs": f"#{grid}", "members": 2, "measured seeds": 2,
+                     "best val loss (mean)": "2.1000", "95% CI": f"[{2.1 - half:.4f}, {2.1 + half:.4f}]"}
     band = [r for r in chart_data(at) if r.get("group") == f"#{grid} · nanogpt+adamw"]
     assert [r["n"] for r in band] == [2, 2, 2]
     last = band[-1]
-    half = T_975_1 * 0.2 / 2  # two values 0.2 apart: sd = 0.2/sqrt(2), over sqrt(2)
     assert (last["mean"], last["low"], last["high"]) == pytest.approx((2.1, 2.1 - half, 2.1 + half))
 
     at.multiselect(key="runs_group_by").set_value(["seed"]).run()
-    assert sorted(table(at, "runs_groups")["group"]) == ["seed=1337", "seed=1338"]
+    assert sorted(g["group"] for g in groups(at)) == ["seed=1337", "seed=1338"]
+    assert {g["95% CI"] for g in groups(at)} == {"no interval"}, "one member each: no interval"
     at.selectbox(key="runs_x").set_value("fraction").run()
     assert {r["x"] for r in chart_data(at) if "x" in r} == {0.0, 0.5, 1.0}
     at.selectbox(key="runs_metric").set_value("train_loss").run()
