@@ -21,34 +21,34 @@ from pages.common import KEEP, POLL_S, job_queue, run_label
 queue = job_queue()
 LIVE_S = 2 * POLL_S  # the table and chart re-read active runs this often
 # Shown unless the "Columns" control adds more; every column of runtable.TABLE_COLUMNS can be shown.
-DEFAULT_COLUMNS = ["run", "kind", "model", "status", "dataset", "progress", "steps", "seeds", "duration_s",
-                   "best_val_loss", "best_val_loss_ci", "n_embd", "n_layer", "experts", "iters", "batch_size",
-                   "block_size", "lr", "matrix_lr", "seed"]
+DEFAULT_COLUMNS = ["run", "model", "status", "progress", "steps", "best_val_loss", "best_val_loss_ci", "n_embd",
+                   "n_layer", "iters", "lr", "matrix_lr", "seeds"]
 HELP = {f.name: f.metadata["help"] for f, _ in all_fields(RunConfig)}
+WIDTHS = {"run": 45, "kind": 80, "model": 130, "status": 75, "dataset": 110, "progress": 65, "steps": 50, "seeds": 45,
+          "duration_s": 70, "train_time_s": 70, "best_val_loss": 80, "best_val_loss_ci": 70, "created": 120,
+          "architecture": 90, "optimizer": 70, "seed": 80, "message": 200}
 COLUMN_CONFIG = {
-    "run": st.column_config.NumberColumn("run", format="#%d", width=50),
-    "kind": st.column_config.TextColumn("kind", width=80),
-    "model": st.column_config.TextColumn("model/arm", width=150,
-                                         help="A comparison's model, a grid's arm (its seeds summarised)."),
-    "status": st.column_config.TextColumn("status", width=80),
-    "dataset": st.column_config.TextColumn("dataset", width=110),
-    "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent", width=80,
+    "run": st.column_config.NumberColumn("run", format="#%d"),
+    "model": st.column_config.TextColumn("model/arm", help="A comparison's model, a grid's arm (its seeds summarised)."),
+    "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent",
                                                 help="Steps trained of all the steps this row will train."),
-    "steps": st.column_config.NumberColumn("steps", format="localized", width=65,
+    "steps": st.column_config.NumberColumn("steps", format="localized",
                                            help="Steps really trained, summed over the row's seeds."),
-    "seeds": st.column_config.NumberColumn("seeds", width=50),
-    "duration_s": st.column_config.NumberColumn("duration (s)", format="localized", width=80,
+    "duration_s": st.column_config.NumberColumn("duration (s)", format="%.1f",
                                                 help="Wall time of the whole run, from start to end (or now)."),
-    "train_time_s": st.column_config.NumberColumn("train time (s)", format="%.1f", width=80,
+    "train_time_s": st.column_config.NumberColumn("train time (s)", format="%.1f",
                                                   help="Training time per seed, evaluation excluded (mean)."),
-    "best_val_loss": st.column_config.NumberColumn("best val loss", format="%.4f", width=85,
+    "best_val_loss": st.column_config.NumberColumn("best val loss", format="%.4f",
                                                    help="Mean over the seeds that trained to the end; live while training."),
-    "best_val_loss_ci": st.column_config.NumberColumn("± 95% CI", format="%.4f", width=70,
-                                                      help="Half-width of the t-interval over seeds (two or more)."),
-    "created": st.column_config.DatetimeColumn("created (UTC)", format="YYYY-MM-DD HH:mm", width=120),
-    "seed": st.column_config.TextColumn("seed", width=80),
-    **{name: st.column_config.Column(name, help=HELP[name], width=60) for name in runtable.SETTINGS if name != "seed"},
+    "best_val_loss_ci": st.column_config.TextColumn("± 95% CI", help="Half-width of the t-interval over the seeds "
+                                                                     "(two or more; \"–\": one seed, no interval)."),
+    "created": st.column_config.DatetimeColumn("created (UTC)", format="YYYY-MM-DD HH:mm"),
+    **{name: st.column_config.Column(name, help=HELP[name]) for name in runtable.SETTINGS if name != "seed"},
 }
+for name, config in COLUMN_CONFIG.items():  # widths fitted to the page; every other column stays at its default
+    config["width"] = WIDTHS.get(name, 50)
+COLUMN_CONFIG.update({name: st.column_config.Column(width=width) for name, width in WIDTHS.items()
+                      if name not in COLUMN_CONFIG})
 
 st.title("Runs")
 runs = queue.store.list_runs()
@@ -56,14 +56,15 @@ if not runs:
     st.info("No runs yet: press Train on the Compare page.")
     st.stop()
 
-needle_col, kind_col, status_col, dataset_col = st.columns([3, 2, 2, 2])
+needle_col, kind_col, status_col, dataset_col, columns_col = st.columns([3, 2, 2, 2, 1.6], vertical_alignment="bottom")
 needle = needle_col.text_input("Filter", key="runs_filter", **KEEP, placeholder="model, arm, optimizer, message, #id…")
 kinds = kind_col.multiselect("Kind", sorted({Request.from_stored(r["config"]).kind for r in runs}), key="runs_kind", **KEEP)
 statuses = status_col.multiselect("Status", ALL, key="runs_status", **KEEP)
 datasets = dataset_col.multiselect("Dataset", sorted({Request.from_stored(r["config"]).data_label for r in runs}),
                                    key="runs_dataset", **KEEP)
-columns = st.multiselect("Columns", list(runtable.TABLE_COLUMNS), default=DEFAULT_COLUMNS, key="runs_columns",
-                         **KEEP, help="Columns shown in the table; click a header to sort.")
+with columns_col.popover("Columns", icon=":material/view_column:", width="stretch"):
+    columns = st.multiselect("Columns", list(runtable.TABLE_COLUMNS), default=DEFAULT_COLUMNS, key="runs_columns",
+                             **KEEP, help="Columns shown in the table; click a header to sort.")
 
 
 def filtered(table):
@@ -86,6 +87,7 @@ def run_table():
     stored = queue.store.list_runs()
     table = runtable.run_table(stored, queue.store.model_summaries([r["id"] for r in stored]))
     shown = filtered(table)
+    shown = shown.assign(best_val_loss_ci=shown["best_val_loss_ci"].map(lambda v: "–" if pd.isna(v) else f"± {v:.4f}"))
     st.dataframe(shown, hide_index=True, width="stretch", key="runs_table", column_config=COLUMN_CONFIG,
                  column_order=[c for c in columns if c in shown.columns] or None)
     training = sum(r["status"] in ACTIVE for r in stored)
@@ -107,7 +109,7 @@ if not selected:
     st.stop()
 
 chosen = [by_id[i] for i in selected]
-group_col, metric_col, x_col, log_col = st.columns([4, 2, 2, 1])
+group_col, metric_col, x_col, log_col = st.columns([4, 2, 2, 1.2])
 group_by = group_col.multiselect("Group by", runtable.GROUP_KEYS, default=["run", "model"], key="runs_group_by", **KEEP,
                                  help="Runs with equal values of these columns form a group; its members (e.g. seeds) "
                                       "are drawn as a mean with a 95% confidence band.")
