@@ -82,10 +82,23 @@ def filtered(table):
     return table[keep]
 
 
+@st.cache_data(max_entries=10_000, show_spinner=False)
+def finished_summaries(home, run_id):
+    """Store.model_summaries of a finished run: its history no longer changes, so it is read once."""
+    return queue.store.model_summaries([run_id])
+
+
+def summaries(stored):
+    """model_summaries of the runs: a finished run's from the cache, an active run's read again."""
+    active = [r["id"] for r in stored if r["status"] in ACTIVE]
+    cached = [row for r in stored if r["status"] not in ACTIVE for row in finished_summaries(str(queue.home), r["id"])]
+    return cached + queue.store.model_summaries(active)
+
+
 def run_table():
     """The table, re-read from the store (a fragment: it refreshes while a run is active)."""
     stored = queue.store.list_runs()
-    table = runtable.run_table(stored, queue.store.model_summaries([r["id"] for r in stored]))
+    table = runtable.run_table(stored, summaries(stored))
     shown = filtered(table)
     shown = shown.assign(best_val_loss_ci=shown["best_val_loss_ci"].map(lambda v: "–" if pd.isna(v) else f"± {v:.4f}"))
     st.dataframe(shown, hide_index=True, width="stretch", key="runs_table", column_config=COLUMN_CONFIG,
@@ -133,8 +146,7 @@ def overlay():
     else:
         st.altair_chart(charts.group_band_chart(stats, runtable.METRICS[metric], runtable.X_AXES[x_axis], log_x, log_y),
                         key="runs_overlay", width="stretch")
-    summaries = queue.store.model_summaries(selected)
-    groups = runtable.group_summary(member_table, group_by, runtable.member_bests(current, summaries))
+    groups = runtable.group_summary(member_table, group_by, runtable.member_bests(current, summaries(current)))
     st.table(groups.assign(
         best_val_loss=groups["best_val_loss"].map(lambda v: "–" if pd.isna(v) else f"{v:.4f}"),
         ci=[("no interval" if pd.isna(low) else f"[{low:.4f}, {high:.4f}]")
