@@ -2,7 +2,8 @@
 
 A 2-seed grid of tiny models is trained for real by a runner process; the Runs page, opened while it
 trains, follows it to the end without a reload, then draws the two seeds of each arm as one group:
-a band chart and a group row with two members. The server is started as tests/test_browser.py
+a band chart and a group row with two members; Open shows it on the Ablation page, the URL naming
+page and run. The server is started as tests/test_browser.py
 starts it; without Chromium the test is skipped, saying why.
 """
 
@@ -104,6 +105,11 @@ def test_the_runs_page_groups_two_seeds_of_a_real_grid_into_a_band(server, tmp_p
                 expect(cells.nth(2)).to_have_text("2")  # members: its two seeds
                 expect(cells.nth(3)).to_have_text("2")  # both measured
                 expect(cells.nth(5)).to_have_text(re.compile(r"^\[\d\.\d{4}, \d\.\d{4}\]$"))  # a 95% CI
+
+            # Open: the grid on the Ablation page, and the address bar names the page and the run
+            page.get_by_test_id("stButton").filter(has_text="Open").click()
+            page.wait_for_url(re.compile(rf"/ablation\?run={run_id}$"), timeout=30_000)
+            expect(page.get_by_text(f"Grid #{run_id} completed")).to_be_visible(timeout=30_000)
             browser.close()
     finally:
         queue.shutdown()
