@@ -12,7 +12,7 @@ import streamlit as st
 
 from nanokimi import charts, report, runtable
 from nanokimi.jobs import history_frame
-from nanokimi.request import GRIDS, Request
+from nanokimi.request import COMPARISON, GRIDS, Request
 from nanokimi.settings import all_fields
 from nanokimi.status import ACTIVE, ALL
 from nanokimi.train import RunConfig
@@ -50,6 +50,14 @@ for name, config in COLUMN_CONFIG.items():  # widths fitted to the page; every o
 COLUMN_CONFIG.update({name: st.column_config.Column(width=width) for name, width in WIDTHS.items()
                       if name not in COLUMN_CONFIG})
 
+def known(key, options):
+    """Forget remembered choices of the multiselect `key` that are no longer among its options (a
+    deleted run's, a dataset no run uses any more); returns the options."""
+    if key in st.session_state:
+        st.session_state[key] = [v for v in st.session_state[key] if v in options]
+    return options
+
+
 st.title("Runs")
 runs = queue.store.list_runs()
 if not runs:
@@ -58,10 +66,10 @@ if not runs:
 
 needle_col, kind_col, status_col, dataset_col, columns_col = st.columns([3, 2, 2, 2, 1.6], vertical_alignment="bottom")
 needle = needle_col.text_input("Filter", key="runs_filter", **KEEP, placeholder="model, arm, optimizer, message, #id…")
-kinds = kind_col.multiselect("Kind", sorted({Request.from_stored(r["config"]).kind for r in runs}), key="runs_kind", **KEEP)
+kinds = kind_col.multiselect("Kind", (COMPARISON,) + GRIDS, key="runs_kind", **KEEP)
 statuses = status_col.multiselect("Status", ALL, key="runs_status", **KEEP)
-datasets = dataset_col.multiselect("Dataset", sorted({Request.from_stored(r["config"]).data_label for r in runs}),
-                                   key="runs_dataset", **KEEP)
+dataset_names = sorted({Request.from_stored(r["config"]).data_label for r in runs})
+datasets = dataset_col.multiselect("Dataset", known("runs_dataset", dataset_names), key="runs_dataset", **KEEP)
 with columns_col.popover("Columns", icon=":material/view_column:", width="stretch"):
     columns = st.multiselect("Columns", list(runtable.TABLE_COLUMNS), default=DEFAULT_COLUMNS, key="runs_columns",
                              **KEEP, help="Columns shown in the table; click a header to sort.")
@@ -114,9 +122,7 @@ any_active = any(r["status"] in ACTIVE for r in runs)
 st.fragment(run_table, run_every=LIVE_S if any_active else None)()
 
 by_id = {r["id"]: r for r in runs}
-selected_before = [i for i in st.session_state.get("runs_selected", []) if i in by_id]
-st.session_state["runs_selected"] = selected_before  # a deleted run is dropped, not an error
-selected = st.multiselect("Runs", list(by_id), key="runs_selected", **KEEP, format_func=lambda i: run_label(by_id[i]),
+selected = st.multiselect("Runs", known("runs_selected", list(by_id)), key="runs_selected", **KEEP, format_func=lambda i: run_label(by_id[i]),
                           help="Pick runs to overlay their curves, open, download or delete.")
 if not selected:
     st.stop()
@@ -158,6 +164,16 @@ def overlay():
 
 st.fragment(overlay, run_every=LIVE_S if any(r["status"] in ACTIVE for r in chosen) else None)()
 
+
+
+def delete(run_ids):
+    """Delete the runs, then clear the selection and the confirmation (a callback: it runs before the
+    page is drawn again, when the widgets' values may still be changed)."""
+    queue.delete(run_ids)
+    st.session_state["runs_selected"] = []
+    st.session_state["runs_confirm"] = False
+
+
 open_col, download_col, delete_col = st.columns(3)
 first = chosen[0]
 first_kind = Request.from_stored(first["config"]).kind
@@ -171,10 +187,6 @@ download_col.download_button("Download results CSV", report.runs_results_csv(cho
 active = [r["id"] for r in chosen if r["status"] in ACTIVE]
 with delete_col:
     confirm = st.checkbox(f"Yes, delete {len(selected)} run(s) with their history and checkpoints", key="runs_confirm")
-    if st.button("Delete", disabled=not confirm, icon=":material/delete:"):
-        queue.delete(selected)
-        st.session_state["runs_selected"] = []
-        st.session_state["runs_confirm"] = False
-        st.rerun()
+    st.button("Delete", disabled=not confirm, icon=":material/delete:", on_click=delete, args=(selected,))
     if active:
         st.caption(f"Runs {', '.join(f'#{i}' for i in active)} are active: stop them first; they won't be deleted.")

@@ -107,3 +107,21 @@ def test_group_by_draws_the_seeds_as_a_band_and_open_goes_to_the_runs_page(two_r
     assert not at.exception and at.title[0].value == "NanoGPT vs NanoKimi", "a comparison opens on Compare"
     assert at.query_params["run"] == str(comparison)
     assert any(f"#{comparison} completed" in s.value for s in at.success)
+
+
+def test_deleting_runs_here_or_in_another_tab_leaves_no_stale_choice(two_runs, home):
+    comparison, grid = two_runs
+    at = app(PAGE)
+    at.multiselect(key="runs_selected").set_value([grid]).run()
+    at.multiselect(key="runs_kind").set_value(["ablation"]).run()
+    Store(home).delete_runs([grid])  # another tab deletes the run this one has selected
+    at.run()
+    assert not at.exception, at.exception
+    assert at.multiselect(key="runs_selected").value == [] and table(at).empty, "the kind filter still holds"
+
+    at.multiselect(key="runs_kind").set_value([]).run()
+    at.multiselect(key="runs_selected").set_value([comparison]).run()
+    at.checkbox(key="runs_confirm").check().run()
+    next(b for b in at.button if b.label == "Delete").click().run()
+    assert not at.exception, at.exception
+    assert Store(home).list_runs() == [] and any("No runs yet" in i.value for i in at.info)
