@@ -76,6 +76,7 @@ with columns_col.popover("Columns", icon=":material/view_column:", width="stretc
 
 
 def filtered(table):
+    """The table's rows that pass the filters above it."""
     keep = pd.Series(True, index=table.index)
     if kinds:
         keep &= table["kind"].isin(kinds)
@@ -122,7 +123,8 @@ any_active = any(r["status"] in ACTIVE for r in runs)
 st.fragment(run_table, run_every=LIVE_S if any_active else None)()
 
 by_id = {r["id"]: r for r in runs}
-selected = st.multiselect("Runs", known("runs_selected", list(by_id)), key="runs_selected", **KEEP, format_func=lambda i: run_label(by_id[i]),
+selected = st.multiselect("Runs", known("runs_selected", list(by_id)), key="runs_selected", **KEEP,
+                          format_func=lambda i: run_label(by_id[i]),
                           help="Pick runs to overlay their curves, open, download or delete.")
 if not selected:
     st.stop()
@@ -163,7 +165,6 @@ def overlay():
 
 
 st.fragment(overlay, run_every=LIVE_S if any(r["status"] in ACTIVE for r in chosen) else None)()
-
 
 
 def delete(run_ids):
