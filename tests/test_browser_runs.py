@@ -81,7 +81,8 @@ def test_the_runs_page_groups_two_seeds_of_a_real_grid_into_a_band(server, tmp_p
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(server + "runs")
+            page.goto(server)  # then the app's own navigation, as a user gets there
+            page.get_by_test_id("stSidebarNavLink").filter(has_text="Runs").click()
             page.get_by_role("heading", name="Runs").wait_for(timeout=60_000)
             page.get_by_test_id("stDataFrame").first.wait_for(timeout=30_000)
             expect(page.get_by_text("1 of 1 runs shown, 2 rows (one per model/arm); 1 active")).to_be_visible(
