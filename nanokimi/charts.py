@@ -287,3 +287,28 @@ def singular_value_curves(trajectory, height=320):
         color=alt.Color("step:O", title="steps", scale=alt.Scale(scheme="viridis")),
         tooltip=["step", "index", alt.Tooltip("singular_value:Q", format=".4f")],
     ).properties(title="Singular value spectrum per step")
+
+
+# --- Runs page --------------------------------------------------------------------------------------
+
+def group_band_chart(group_stats, y_title, x_title, log_x=False, log_y=False, height=320):
+    """Runs: one line per group (the mean over its members) with its 95% confidence band
+    (runtable.group_stats rows: group, x, step, mean, low, high, n). A log axis leaves out points at
+    or below zero (step 0)."""
+    frame = group_stats
+    if log_x:
+        frame = frame[frame["x"] > 0]
+    if log_y:
+        frame = frame[frame["mean"] > 0]
+    frame = downsample(frame.assign(metric="band"), by=("group",))
+    base = alt.Chart(frame, height=height).encode(
+        x=alt.X("x:Q", title=x_title, scale=alt.Scale(type="log") if log_x else alt.Scale()),
+        color=alt.Color("group:N", title="group"))
+    y_scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("low:Q", title=y_title, scale=y_scale), y2="high:Q")
+    line = base.mark_line().encode(
+        y=alt.Y("mean:Q", title=y_title, scale=y_scale),
+        tooltip=["group", alt.Tooltip("step:Q", format=",.0f"), alt.Tooltip("x:Q", format=",.4g"), "n",
+                 alt.Tooltip("mean:Q", format=".4f"), alt.Tooltip("low:Q", format=".4f"),
+                 alt.Tooltip("high:Q", format=".4f")])
+    return (band + line).properties(title=f"{y_title[0].upper()}{y_title[1:]} per group (mean, band = 95% CI over members)")

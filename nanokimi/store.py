@@ -255,6 +255,19 @@ class Store:
         rows = self._read(sql + " ORDER BY run_id, rowid", params)
         return [dict(row) for row in rows]
 
+    def model_summaries(self, run_ids):
+        """Per model of the given runs, from its history: steps trained (the last training step
+        recorded), training time (s, evaluation excluded) and best validation loss so far. Rows of
+        run_id, model, steps, train_time_s, best_val_loss; a model with no history has no row."""
+        run_ids = [int(r) for r in run_ids]
+        if not run_ids:
+            return []
+        rows = self._read(
+            "SELECT run_id, model, MAX(CASE WHEN metric = 'train_loss' THEN step END) AS steps, "
+            "MAX(wall_time_s) AS train_time_s, MIN(CASE WHEN metric = 'val_loss' THEN value END) AS best_val_loss "
+            f"FROM metrics WHERE run_id IN ({', '.join('?' * len(run_ids))}) GROUP BY run_id, model", run_ids)
+        return [dict(row) for row in rows]
+
 
 def _of_kind(kind):
     """(SQL condition, parameters) selecting runs of `kind`: None (any), one kind, or a tuple of kinds."""

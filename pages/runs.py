@@ -1,22 +1,62 @@
-"""Runs: every comparison and ablation grid made on this machine, from the run store.
+"""Runs: every comparison, ablation grid and sweep made on this machine, as a table to sort and filter.
 
-Filter the list, pick runs to overlay their validation curves, open one (a comparison on the
-Compare page, a grid on the Ablation page), download their results, or delete them (with their
-history and checkpoints).
+One row per run and model/arm (nanokimi/runtable.py): kind, dataset, status, progress, steps done,
+duration, best validation loss (mean ± 95% CI over an arm's seeds) and every setting. Pick runs to
+overlay any metric, grouped by any setting with the seeds of a group as a mean and a 95% confidence
+band; open one (a comparison on the Compare page, a grid on the Ablation page), download their
+results, or delete them (with their history and checkpoints). Active runs refresh while they train.
 """
-
-import statistics
 
 import pandas as pd
 import streamlit as st
 
-from nanokimi import charts, report
-from nanokimi.request import ABLATION, GRIDS, SWEEP, Request
-from nanokimi.status import ACTIVE, ALL, MEASURED, TRAINED_TO_THE_END
-from pages.common import KEEP, job_queue, run_label
+from nanokimi import charts, report, runtable
+from nanokimi.jobs import history_frame
+from nanokimi.request import COMPARISON, GRIDS, Request
+from nanokimi.settings import all_fields
+from nanokimi.status import ACTIVE, ALL
+from nanokimi.train import RunConfig
+from pages.common import KEEP, POLL_S, job_queue, run_label
 
 queue = job_queue()
-PAGES = {ABLATION: "pages/ablation.py", SWEEP: "pages/ablation.py"}  # where Open shows a run; else Compare
+LIVE_S = 2 * POLL_S  # the table and chart re-read active runs this often
+# Shown unless the "Columns" control adds more; every column of runtable.TABLE_COLUMNS can be shown.
+DEFAULT_COLUMNS = ["run", "model", "status", "progress", "steps", "best_val_loss", "best_val_loss_ci", "n_embd",
+                   "n_layer", "iters", "lr", "matrix_lr", "seeds"]
+HELP = {f.name: f.metadata["help"] for f, _ in all_fields(RunConfig)}
+WIDTHS = {"run": 45, "kind": 80, "model": 130, "status": 75, "dataset": 110, "progress": 65, "steps": 50, "seeds": 45,
+          "duration_s": 70, "train_time_s": 70, "best_val_loss": 80, "best_val_loss_ci": 70, "created": 120,
+          "architecture": 90, "optimizer": 70, "seed": 80, "message": 200}
+COLUMN_CONFIG = {
+    "run": st.column_config.NumberColumn("run", format="#%d"),
+    "model": st.column_config.TextColumn("model/arm", help="A comparison's model, a grid's arm (its seeds summarised)."),
+    "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent",
+                                                help="Steps trained of all the steps this row will train."),
+    "steps": st.column_config.NumberColumn("steps", format="localized",
+                                           help="Steps really trained, summed over the row's seeds."),
+    "duration_s": st.column_config.NumberColumn("duration (s)", format="%.1f",
+                                                help="Wall time of the whole run, from start to end (or now)."),
+    "train_time_s": st.column_config.NumberColumn("train time (s)", format="%.1f",
+                                                  help="Training time per seed, evaluation excluded (mean)."),
+    "best_val_loss": st.column_config.NumberColumn("best val loss", format="%.4f",
+                                                   help="Mean over the seeds that trained to the end; live while training."),
+    "best_val_loss_ci": st.column_config.TextColumn("± 95% CI", help="Half-width of the t-interval over the seeds "
+                                                                     "(two or more; \"–\": one seed, no interval)."),
+    "created": st.column_config.DatetimeColumn("created (UTC)", format="YYYY-MM-DD HH:mm"),
+    **{name: st.column_config.Column(name, help=HELP[name]) for name in runtable.SETTINGS if name != "seed"},
+}
+for name, config in COLUMN_CONFIG.items():  # widths fitted to the page; every other column stays at its default
+    config["width"] = WIDTHS.get(name, 50)
+COLUMN_CONFIG.update({name: st.column_config.Column(width=width) for name, width in WIDTHS.items()
+                      if name not in COLUMN_CONFIG})
+
+def known(key, options):
+    """Forget remembered choices of the multiselect `key` that are no longer among its options (a
+    deleted run's, a dataset no run uses any more); returns the options."""
+    if key in st.session_state:
+        st.session_state[key] = [v for v in st.session_state[key] if v in options]
+    return options
+
 
 st.title("Runs")
 runs = queue.store.list_runs()
@@ -24,69 +64,130 @@ if not runs:
     st.info("No runs yet: press Train on the Compare page.")
     st.stop()
 
-filter_col, status_col = st.columns([3, 2])
-needle = filter_col.text_input("Filter", key="runs_filter", **KEEP, placeholder="optimizer, dataset, preset, #id…")
+needle_col, kind_col, status_col, dataset_col, columns_col = st.columns([3, 2, 2, 2, 1.6], vertical_alignment="bottom")
+needle = needle_col.text_input("Filter", key="runs_filter", **KEEP, placeholder="model, arm, optimizer, message, #id…")
+kinds = kind_col.multiselect("Kind", (COMPARISON,) + GRIDS, key="runs_kind", **KEEP)
 statuses = status_col.multiselect("Status", ALL, key="runs_status", **KEEP)
-shown = [r for r in runs if (not statuses or r["status"] in statuses)
-         and (not needle or needle.lower() in f"#{r['id']} {r['status']} {r['label']} {r['message']}".lower())]
+dataset_names = sorted({Request.from_stored(r["config"]).data_label for r in runs})
+datasets = dataset_col.multiselect("Dataset", known("runs_dataset", dataset_names), key="runs_dataset", **KEEP)
+with columns_col.popover("Columns", icon=":material/view_column:", width="stretch"):
+    columns = st.multiselect("Columns", list(runtable.TABLE_COLUMNS), default=DEFAULT_COLUMNS, key="runs_columns",
+                             **KEEP, help="Columns shown in the table; click a header to sort.")
 
 
-def best_losses(run):
-    """{"best val loss · NanoGPT": …} per model of a comparison, per arm of a grid (mean over its seeds;
-    a sweep's at its chosen learning rates, once it has chosen)."""
-    stored = Request.from_stored(run["config"])
-    configs = stored.runs
-    if stored.kind == SWEEP:
-        configs = stored.confirmation()[0] if stored.chosen else []
-    groups = {}
-    for config in configs:
-        groups.setdefault(config.arm if stored.kind in GRIDS else config.name, []).append(config.name)
-    counted = TRAINED_TO_THE_END if stored.kind in GRIDS else MEASURED  # a grid's stopped run is from fewer steps
-    rows = {r.get("model"): r for r in run["results"] if r.get("status") in counted}
-    out = {}
-    for group, members in groups.items():
-        values = [rows[m]["best_val_loss"] for m in members if m in rows and rows[m].get("best_val_loss") is not None]
-        out[f"best val loss · {group}"] = statistics.fmean(values) if values else None
-    return out
+def filtered(table):
+    """The table's rows that pass the filters above it."""
+    keep = pd.Series(True, index=table.index)
+    if kinds:
+        keep &= table["kind"].isin(kinds)
+    if statuses:
+        keep &= table["status"].isin(statuses)
+    if datasets:
+        keep &= table["dataset"].isin(datasets)
+    if needle:
+        text = ("#" + table["run"].astype(str) + " " + table["kind"] + " " + table["model"] + " " + table["status"]
+                + " " + table["dataset"] + " " + table["optimizer"] + " " + table["message"])
+        keep &= text.str.lower().str.contains(needle.lower(), regex=False)
+    return table[keep]
 
 
-table = pd.DataFrame([{
-    "run": r["id"], "kind": Request.from_stored(r["config"]).kind, "status": r["status"],
-    "created": pd.Timestamp(r["created_at"], unit="s", tz="UTC").tz_convert(None).strftime("%Y-%m-%d %H:%M:%S") + " UTC",
-    "settings": r["label"], **best_losses(r), "message": r["message"],
-} for r in shown])
-st.dataframe(table, hide_index=True, width="stretch", key="runs_table")
-st.caption(f"{len(shown)} of {len(runs)} runs shown.")
+@st.cache_data(max_entries=10_000, show_spinner=False)
+def finished_summaries(home, run_id):
+    """Store.model_summaries of a finished run: its history no longer changes, so it is read once."""
+    return queue.store.model_summaries([run_id])
+
+
+def summaries(stored):
+    """model_summaries of the runs: a finished run's from the cache, an active run's read again."""
+    active = [r["id"] for r in stored if r["status"] in ACTIVE]
+    cached = [row for r in stored if r["status"] not in ACTIVE for row in finished_summaries(str(queue.home), r["id"])]
+    return cached + queue.store.model_summaries(active)
+
+
+def run_table():
+    """The table, re-read from the store (a fragment: it refreshes while a run is active)."""
+    stored = queue.store.list_runs()
+    table = runtable.run_table(stored, summaries(stored))
+    shown = filtered(table)
+    shown = shown.assign(best_val_loss_ci=shown["best_val_loss_ci"].map(lambda v: "–" if pd.isna(v) else f"± {v:.4f}"))
+    st.dataframe(shown, hide_index=True, width="stretch", key="runs_table", column_config=COLUMN_CONFIG,
+                 column_order=[c for c in columns if c in shown.columns] or None)
+    training = sum(r["status"] in ACTIVE for r in stored)
+    if any_active and not training:
+        st.rerun(scope="app")  # the last active run has ended: redraw the page once, without refreshing
+    st.caption(f"{shown['run'].nunique()} of {len(stored)} runs shown, {len(shown)} rows (one per model/arm)"
+               + (f"; {training} active, refreshed every {LIVE_S:g} s." if training else "."))
+
+
+any_active = any(r["status"] in ACTIVE for r in runs)
+st.fragment(run_table, run_every=LIVE_S if any_active else None)()
 
 by_id = {r["id"]: r for r in runs}
-selected_before = [i for i in st.session_state.get("runs_selected", []) if i in by_id]
-options = list(dict.fromkeys([r["id"] for r in shown] + selected_before))
-selected = st.multiselect("Runs", options, key="runs_selected", **KEEP, format_func=lambda i: run_label(by_id[i]),
-                          help="Pick runs to overlay their validation loss, open, download or delete.")
+selected = st.multiselect("Runs", known("runs_selected", list(by_id)), key="runs_selected", **KEEP,
+                          format_func=lambda i: run_label(by_id[i]),
+                          help="Pick runs to overlay their curves, open, download or delete.")
 if not selected:
     st.stop()
 
 chosen = [by_id[i] for i in selected]
-over_time = st.toggle("Over wall time", key="runs_over_time", **KEEP)
-st.altair_chart(charts.loss_chart(queue.overlay_history(selected), x="wall_time_s" if over_time else "step",
-                                  metrics=("val_loss",)).properties(title="Validation loss"),
-                key="runs_overlay", width="stretch")
+group_col, metric_col, x_col, log_col = st.columns([4, 2, 2, 1.2])
+group_by = group_col.multiselect("Group by", runtable.GROUP_KEYS, default=["run", "model"], key="runs_group_by", **KEEP,
+                                 help="Runs with equal values of these columns form a group; its members (e.g. seeds) "
+                                      "are drawn as a mean with a 95% confidence band.")
+metric = metric_col.selectbox("Metric", list(runtable.METRICS), key="runs_metric", **KEEP,
+                              format_func=lambda m: runtable.METRICS[m])
+x_axis = x_col.selectbox("x axis", list(runtable.X_AXES), key="runs_x", **KEEP, format_func=runtable.X_AXES.get,
+                         help="Fraction of run puts a 10-step and a 1,000-step run on one axis.")
+log_x = log_col.toggle("log x", key="runs_log_x", **KEEP)
+log_y = log_col.toggle("log y", key="runs_log_y", **KEEP)
+
+
+def overlay():
+    """The grouped chart and the group table of the chosen runs (a fragment, live while one trains)."""
+    current = [queue.store.get_run(i) for i in selected]
+    current = [r for r in current if r is not None]
+    member_table = runtable.member_frame(current)
+    history = history_frame(queue.store.history(selected, runtable.metric_names(metric, member_table.to_dict("records"))))
+    stats = runtable.group_stats(history, member_table, group_by, metric, x_axis)
+    if stats.empty:
+        st.info(f"No {runtable.METRICS[metric].split(' (')[0]} recorded yet for these runs.")
+    else:
+        st.altair_chart(charts.group_band_chart(stats, runtable.METRICS[metric], runtable.X_AXES[x_axis], log_x, log_y),
+                        key="runs_overlay", width="stretch")
+    groups = runtable.group_summary(member_table, group_by, runtable.member_bests(current, summaries(current)))
+    st.table(groups.assign(
+        best_val_loss=groups["best_val_loss"].map(lambda v: "–" if pd.isna(v) else f"{v:.4f}"),
+        ci=[("no interval" if pd.isna(low) else f"[{low:.4f}, {high:.4f}]")
+            for low, high in zip(groups["ci_low"], groups["ci_high"])],
+    ).drop(columns=["ci_low", "ci_high"]).rename(columns={"best_val_loss": "best val loss (mean)",
+                                                         "ci": "95% CI", "measured": "measured seeds"}),
+             hide_index=True)
+
+
+st.fragment(overlay, run_every=LIVE_S if any(r["status"] in ACTIVE for r in chosen) else None)()
+
+
+def delete(run_ids):
+    """Delete the runs, then clear the selection and the confirmation (a callback: it runs before the
+    page is drawn again, when the widgets' values may still be changed)."""
+    queue.delete(run_ids)
+    st.session_state["runs_selected"] = []
+    st.session_state["runs_confirm"] = False
+
 
 open_col, download_col, delete_col = st.columns(3)
 first = chosen[0]
+first_kind = Request.from_stored(first["config"]).kind
+target = "pages/ablation.py" if first_kind in GRIDS else "pages/compare.py"
 if open_col.button("Open", icon=":material/open_in_new:",
-                   help="Show the first selected run: a comparison on the Compare page, a grid on the Ablation page."):
-    kind = Request.from_stored(first["config"]).kind
-    st.switch_page(PAGES.get(kind, "pages/compare.py"), query_params={"run": str(first["id"])})
+                   help=f"Show run #{first['id']} (the first selected) on the "
+                        f"{'Ablation' if first_kind in GRIDS else 'Compare'} page."):
+    st.switch_page(target, query_params={"run": str(first["id"])})
 download_col.download_button("Download results CSV", report.runs_results_csv(chosen), file_name="results-runs.csv",
                              mime="text/csv", icon=":material/download:")
 active = [r["id"] for r in chosen if r["status"] in ACTIVE]
 with delete_col:
     confirm = st.checkbox(f"Yes, delete {len(selected)} run(s) with their history and checkpoints", key="runs_confirm")
-    if st.button("Delete", disabled=not confirm, icon=":material/delete:"):
-        queue.delete(selected)
-        st.session_state["runs_selected"] = []
-        st.session_state["runs_confirm"] = False
-        st.rerun()
+    st.button("Delete", disabled=not confirm, icon=":material/delete:", on_click=delete, args=(selected,))
     if active:
         st.caption(f"Runs {', '.join(f'#{i}' for i in active)} are active: stop them first; they won't be deleted.")

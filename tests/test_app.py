@@ -145,7 +145,9 @@ def test_train_runs_to_completion_and_shows_results(home):
     assert not fresh.exception and fresh.dataframe, "a new session shows the same run from the store"
 
     runs = app("pages/runs.py")
-    assert runs.dataframe[0].value["run"].tolist() == [int(run_id)]
+    rows = runs.dataframe[0].value
+    assert list(zip(rows["run"], rows["model"])) == [(int(run_id), "NanoGPT"), (int(run_id), "NanoKimi")]
+    assert list(rows["steps"]) == [10, 10] and rows["best_val_loss"].notna().all()
     runs.multiselect(key="runs_selected").set_value([int(run_id)]).run()
     assert not runs.exception and runs.get("download_button")
 

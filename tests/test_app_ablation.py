@@ -184,12 +184,12 @@ def test_a_tiny_grid_trains_to_completion_shows_its_effects_and_can_be_stopped(h
     assert handle.store.latest_active_run(request.COMPARISON) is None
     assert not app().exception, "the Compare page is unbothered by a grid in the store"
 
-    # The Runs page lists the grid with a column per arm (mean best loss over its seeds); Open goes to Ablation.
+    # The Runs page lists the grid with a row per arm (mean best loss over its seeds); Open goes to Ablation.
     runs = app("pages/runs.py")
-    row = runs.dataframe[0].value.iloc[0]
-    assert row["kind"] == request.ABLATION
+    rows = runs.dataframe[0].value
+    assert set(rows["kind"]) == {request.ABLATION} and list(rows["seeds"]) == [2, 2]
     means = {arm: results_mean(run, arm) for arm in ("nanogpt+adamw", "nanokimi+adamw")}
-    assert {arm: row[f"best val loss · {arm}"] for arm in means} == pytest.approx(means)
+    assert dict(zip(rows["model"], rows["best_val_loss"])) == pytest.approx(means)
     runs.multiselect(key="runs_selected").set_value([run_id]).run()
     next(b for b in runs.button if b.label == "Open").click().run()
     assert not runs.exception and runs.title[0].value == "Ablation"

@@ -1,0 +1,175 @@
+"""The Runs page's engine (nanokimi/runtable.py): table rows of stored runs and grouped seed bands.
+
+Runs are written into a real store as the runner writes them (history points, results rows), with
+values chosen so every number below can be computed by hand.
+"""
+
+import math
+
+import pytest
+
+from nanokimi import request, runtable
+from nanokimi.data import BUILTIN
+from nanokimi.jobs import history_frame
+from nanokimi.routing import entropy_metric
+from nanokimi.store import Store
+
+TINY = {"n_embd": 16, "n_head": 2, "n_layer": 2, "experts": 2, "iters": 4, "eval_interval": 2, "eval_iters": 2,
+        "batch_size": 4, "block_size": 8, "threads": 1}
+T_975_1 = 12.706204736174698  # Student's t, 97.5th percentile, 1 degree of freedom (any t table)
+
+
+def points(name, step_values, metric="val_loss"):
+    return [{"model": name, "step": step, "wall_time_s": 0.5 * step, "metric": metric, "value": value}
+            for step, value in step_values]
+
+
+def finish(store, run_id, config, best, status="completed", steps=None):
+    """The model's results row, as the runner stores it (the measurements besides the loss made up)."""
+    store.finish_model(run_id, config.name, [], {
+        "model": config.name, "architecture": config.model.ffn, "optimizer": config.optimizer.name, "seed": config.seed,
+        "status": status, "message": "", "steps": config.iters if steps is None else steps, "params": 1000,
+        "best_val_loss": best, "final_val_loss": best, "train_ms_per_step": 1.0, "peak_rss_mb": 300.0,
+        "inference_ms": 1.0})
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(tmp_path)
+
+
+def stored(store, asked, status="completed"):
+    run_id = store.create_run(asked.to_stored(), asked.label())
+    store.claim_next()
+    if status != "running":
+        store.finish_run(run_id, status)
+    return run_id
+
+
+def test_the_t_interval_matches_a_hand_computation():
+    mean, low, high = runtable.t_interval([2.0, 2.2])
+    half = T_975_1 * math.sqrt(((2.0 - 2.1) ** 2 + (2.2 - 2.1) ** 2) / 1) / math.sqrt(2)
+    assert mean == pytest.approx(2.1) and (low, high) == pytest.approx((2.1 - half, 2.1 + half))
+    assert half == pytest.approx(1.27062, abs=1e-5)
+    one = runtable.t_interval([2.0, None, math.nan])
+    assert one[0] == 2.0 and math.isnan(one[1]) and math.isnan(one[2]), "one value: a mean, no interval"
+
+
+def test_a_grid_has_one_row_per_arm_with_its_seeds_summarised(store):
+    grid = request.ablation(2, ("adamw",), BUILTIN, **TINY)
+    run_id = stored(store, grid, status="running")
+    bests = {"nanogpt+adamw": (2.0, 2.2), "nanokimi+adamw": (1.9, 1.95)}
+    for config in grid.runs:
+        store.record(run_id, points(config.name, [(0, 4.0), (2, 3.0), (4, 2.5)]) +
+                     points(config.name, [(s, 3.0) for s in (1, 2, 3, 4)], "train_loss"))
+        finish(store, run_id, config, bests[config.arm][config.seed - 1337])
+    store.finish_run(run_id, "completed")
+    summaries = store.model_summaries([run_id])
+    assert {(s["model"], s["steps"], s["best_val_loss"], s["train_time_s"]) for s in summaries} == {
+        (c.name, 4, 2.5, 2.0) for c in grid.runs}, "last training step, lowest val loss, last time"
+
+    table = runtable.run_table([store.get_run(run_id)], summaries)
+    assert list(table["model"]) == ["nanogpt+adamw", "nanokimi+adamw"]
+    assert table["best_val_loss"].notna().all(), "an arm's best val loss is found (never None for a grid)"
+    gpt = table.iloc[0]
+    assert gpt["best_val_loss"] == pytest.approx(2.1)
+    assert gpt["best_val_loss_ci"] == pytest.approx(T_975_1 * math.sqrt(0.02) / math.sqrt(2))
+    assert (gpt["seeds"], gpt["steps"], gpt["progress"], gpt["seed"]) == (2, 8, 1.0, "1337, 1338")
+    assert (gpt["kind"], gpt["status"], gpt["dataset"]) == ("ablation", "completed", "built-in corpus")
+    assert (gpt["n_embd"], gpt["n_layer"], gpt["batch_size"], gpt["block_size"], gpt["iters"]) == (16, 2, 4, 8, 4)
+    assert (gpt["architecture"], gpt["optimizer"], gpt["lr"]) == ("nanogpt", "adamw", 1e-3)
+
+
+def test_a_comparison_has_a_row_per_model_and_a_stopped_grid_seed_does_not_count(store):
+    asked = request.comparison("quick", data=BUILTIN, **TINY)
+    run_id = stored(store, asked, status="running")
+    for config, best in zip(asked.runs, (1.8, 1.7)):
+        finish(store, run_id, config, best, status="stopped" if config.name == "NanoKimi" else "completed", steps=3)
+    store.finish_run(run_id, "stopped")
+    table = runtable.run_table([store.get_run(run_id)])
+    assert list(table["model"]) == ["NanoGPT", "NanoKimi"]
+    assert list(table["best_val_loss"]) == [1.8, 1.7], "a comparison's stopped model is measured"
+    assert list(table["steps"]) == [3, 3] and list(table["progress"]) == [0.75, 0.75], "steps really run, not iters"
+    assert list(table["optimizer"]) == ["adamw", "truemuon"]
+
+    grid = request.ablation(2, ("adamw",), BUILTIN, architectures=("nanogpt",), **TINY)
+    grid_id = stored(store, grid, status="running")
+    finish(store, grid_id, grid.runs[0], 2.0)
+    finish(store, grid_id, grid.runs[1], 1.0, status="stopped", steps=1)
+    [row] = runtable.run_rows(store.get_run(grid_id))
+    assert row["best_val_loss"] == 2.0 and row["best_val_loss_ci"] is None, "the stopped seed is left out"
+
+
+def test_a_running_grid_shows_its_live_progress_and_best_so_far(store):
+    grid = request.ablation(1, ("adamw",), BUILTIN, architectures=("nanogpt",), **TINY)
+    run_id = stored(store, grid, status="running")
+    name = grid.runs[0].name
+    store.record(run_id, points(name, [(0, 4.0), (2, 3.2)]), {"index": 0, "model": name, "step": 3})
+    [row] = runtable.run_rows(store.get_run(run_id), store.model_summaries([run_id]), now=store.get_run(run_id)["started_at"] + 5)
+    assert (row["status"], row["steps"], row["progress"], row["best_val_loss"]) == ("running", 3, 0.75, 3.2)
+    assert row["duration_s"] == pytest.approx(5.0)
+
+
+def test_a_sweep_has_a_row_per_arm_and_learning_rate(store):
+    sweep = request.sweep(1, ("adamw",), BUILTIN, architectures=("nanogpt",), factors=(0.5, 2.0), **TINY)
+    run_id = stored(store, sweep)
+    table = runtable.run_table([store.get_run(run_id)])
+    assert list(table["model"]) == ["nanogpt+adamw · lr=0.0005", "nanogpt+adamw · lr=0.002"]
+    assert list(table["lr"]) == pytest.approx([5e-4, 2e-3])
+
+
+def grid_with_history(store, iters=4):
+    grid = request.ablation(2, ("adamw",), BUILTIN, architectures=("nanogpt",), **{**TINY, "iters": iters})
+    run_id = stored(store, grid)
+    values = {1337: [(0, 4.0), (iters // 2, 3.0), (iters, 2.0)], 1338: [(0, 4.2), (iters // 2, 3.4), (iters, 2.2)]}
+    for config in grid.runs:
+        store.record(run_id, points(config.name, values[config.seed]))
+    return run_id
+
+
+def test_grouping_two_seeds_gives_their_mean_and_t_interval(store):
+    run_id = grid_with_history(store)
+    runs = [store.get_run(run_id)]
+    history = history_frame(store.history([run_id]))
+    members = runtable.member_frame(runs)
+    stats = runtable.group_stats(history, members, ["model"], "val_loss", "step")
+    assert list(stats["group"].unique()) == ["nanogpt+adamw"] and list(stats["x"]) == [0, 2, 4]
+    assert list(stats["n"]) == [2, 2, 2]
+    assert list(stats["mean"]) == pytest.approx([4.1, 3.2, 2.1])
+    for (_, row), (a, b) in zip(stats.iterrows(), ((4.0, 4.2), (3.0, 3.4), (2.0, 2.2))):
+        half = T_975_1 * abs(a - b) / math.sqrt(2) / math.sqrt(2)  # sd of two values = |a - b| / sqrt(2)
+        assert (row["low"], row["high"]) == pytest.approx(((a + b) / 2 - half, (a + b) / 2 + half))
+    by_seed = runtable.group_stats(history, members, ["seed"], "val_loss", "step")
+    assert sorted(by_seed["group"].unique()) == ["seed=1337", "seed=1338"] and set(by_seed["n"]) == {1}
+    assert by_seed["low"].isna().all(), "one member: no band"
+    over_time = runtable.group_stats(history, members, ["model"], "val_loss", "wall_time_s")
+    assert list(over_time["x"]) == [0.0, 1.0, 2.0], "the mean training time at each step"
+
+
+def test_fraction_of_run_puts_a_short_and_a_long_run_on_one_axis(store):
+    short, long = grid_with_history(store, iters=4), grid_with_history(store, iters=40)
+    runs = [store.get_run(i) for i in (short, long)]
+    history = history_frame(store.history([short, long]))
+    members = runtable.member_frame(runs)
+    by_step = runtable.group_stats(history, members, ["model"], "val_loss", "step")
+    assert len(by_step) == 5 and by_step.set_index("x").loc[2, "n"] == 2, "by step, the runs line up only at 0"
+    stats = runtable.group_stats(history, members, ["model"], "val_loss", "fraction")
+    assert list(stats["x"]) == [0.0, 0.5, 1.0] and list(stats["n"]) == [4, 4, 4]
+    assert list(stats["mean"]) == pytest.approx([4.1, 3.2, 2.1])
+    by_run = runtable.group_stats(history, members, ["run", "model"], "val_loss", "fraction")
+    assert set(by_run["group"]) == {f"#{short} · nanogpt+adamw", f"#{long} · nanogpt+adamw"}
+
+
+def test_gate_entropy_is_the_mean_over_layers_and_the_group_summary_counts_members(store):
+    run_id = grid_with_history(store)
+    grid = runtable.members(store.get_run(run_id))
+    for member in grid:
+        store.record(run_id, points(member["name"], [(4, 1.0)], entropy_metric(0))
+                     + points(member["name"], [(4, 0.5 if member["seed"] == 1337 else 0.7)], entropy_metric(1)))
+    history = history_frame(store.history([run_id], runtable.metric_names("gate_entropy", grid)))
+    stats = runtable.group_stats(history, runtable.member_frame([store.get_run(run_id)]), [], "gate_entropy")
+    assert list(stats["group"]) == ["all runs"] and list(stats["mean"]) == pytest.approx([(0.75 + 0.85) / 2])
+    bests = {(run_id, member["name"]): value for member, value in zip(grid, (2.0, 2.2))}
+    [summary] = runtable.group_summary(runtable.member_frame([store.get_run(run_id)]), ["model"], bests).to_dict("records")
+    assert (summary["members"], summary["measured"], summary["best_val_loss"]) == (2, 2, pytest.approx(2.1))
+    assert summary["ci_high"] - summary["ci_low"] == pytest.approx(2 * T_975_1 * math.sqrt(0.02) / math.sqrt(2))
