@@ -72,7 +72,7 @@ def page(server):
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 800})  # a laptop's screen: Train is low on it
+        page = browser.new_page(viewport={"width": 1400, "height": 680})  # a small laptop screen: Train at its bottom
         page.goto(server)
         page.get_by_role("button", name="Train").wait_for(timeout=60_000)
         yield page
@@ -125,7 +125,8 @@ def test_stop_while_nanokimi_trains_shows_the_steps_really_run_and_no_winner(ser
     assert iters == 1000
     page.get_by_role("button", name="Train").click()
     page.get_by_text(re.compile(r"NanoKimi \(2 of 2\): training · step [1-9]")).wait_for(timeout=180_000)
-    page.get_by_role("button", name="Stop").click()
+    # the page's Stop, not Streamlit's own "Stop" in the header, shown while a script reruns
+    page.get_by_test_id("stBaseButton-secondary").filter(has_text="Stop").click()
     page.get_by_role("button", name="Download results CSV").wait_for(timeout=60_000)
     [run] = Store(tmp_path / "home").list_runs()
     gpt, kimi = run["results"]
