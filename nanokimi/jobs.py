@@ -125,9 +125,9 @@ class RunView:
         """{model: steps it really ran} for every model of the run: a finished model's own count (a
         stopped, diverged or failed one's too), else the live count of the one training or killed;
         0 for a model that never started."""
-        live = self.run["progress"].get("models", {})
-        steps = {name: live.get(name, {}).get("steps", 0) for name in self.models}
         p = self.run["progress"]
+        live = p.get("models", {})
+        steps = {name: live.get(name, {}).get("steps", 0) for name in self.models}
         if "models" not in p and p.get("model") in steps:  # stored before per-model progress existed
             steps[p["model"]] = p.get("step", 0)
         for row in self.results:
