@@ -31,11 +31,16 @@ from .metrics import HISTORY_COLUMNS
 from .paths import checkpoint_path
 from .request import COMPARISON, Request
 from .runner import INTERRUPTED_MESSAGE, RunnerLock, runner_alive
-from .status import ACTIVE, COMPLETED, FAILED, INTERRUPTED, QUEUED, TRAINED_TO_THE_END
+from .status import ACTIVE, FAILED, INTERRUPTED, QUEUED, TRAINED_TO_THE_END
 from .store import Store
 from .sweep import learning_rate, tuned_setting
 from .train import RunResult
 from .worker import PACKAGE_ROOT
+
+# The same request from the same session this soon after the first is a double click. Counted on the
+# server, where the second click's rerun can come late: 6.5 s after the first on a loaded 2-core
+# machine, while the runner the first one started was loading torch.
+DUPLICATE_WINDOW_S = 10.0
 
 
 def history_frame(rows):
@@ -117,30 +122,128 @@ class RunView:
     def models(self):
         return [run.name for run in self.request.runs]
 
-    def progress(self, now=None):
-        """(fraction done, "NanoGPT step 120/1000 · ETA 0:42") over every model of the run."""
+    def steps_run(self):
+        """{model: steps it really ran} for every model of the run: a finished model's own count (a
+        stopped, diverged or failed one's too), else the live count of the one training or killed;
+        0 for a model that never started."""
+        p = self.run["progress"]
+        live = p.get("models", {})
+        steps = {name: live.get(name, {}).get("steps", 0) for name in self.models}
+        if "models" not in p and p.get("model") in steps:  # stored before per-model progress existed
+            steps[p["model"]] = p.get("step", 0)
+        for row in self.results:
+            if row.get("model") in steps and isinstance(row.get("steps"), int):
+                steps[row["model"]] = row["steps"]
+        return steps
+
+    def progress(self):
+        """(fraction of the planned steps really run, a line saying where the run is): "NanoKimi (2 of 2):
+        training · step 120/1,000 · about 1:42 left" while it trains, "stopped: NanoGPT 1,000 of 1,000
+        steps, NanoKimi 584 of 1,000" when it has ended."""
         runs = self.request.runs
         # a sweep's confirmation runs are stored once tuning has chosen: counted before that at most
         iters = [run.iters for run in runs] + [runs[0].iters] * (self.request.planned_runs() - len(runs))
         total = sum(iters)
         if self.status == QUEUED:
-            where = f"position {self.queue_position} in the queue" if self.queue_position else "queued"
-            return 0.0, f"Waiting to start ({where})"
+            where = f" at position {self.queue_position}" if self.queue_position else ""
+            return 0.0, f"Waiting in the queue{where}"
+        steps = self.steps_run()
+        done = sum(steps.values())
+        fraction = min(1.0, done / total)
+        if not self.active:
+            if len(runs) <= 4:
+                each = ", ".join(f"{name} {steps[name]:,} of {run.iters:,} steps" for name, run in zip(self.models, runs))
+            else:
+                trained = sum(1 for name, run in zip(self.models, runs) if steps[name] >= run.iters)
+                each = f"{done:,} of {total:,} steps ({trained} of {len(iters)} models trained to the end)"
+            return fraction, f"{self.status}: {each}"
         p = self.run["progress"]
         index = p.get("index", 0)
-        done = sum(iters[:index]) + p.get("step", 0)
-        if not self.active:
-            done = sum(iters[:len(self.results)]) if self.status != COMPLETED else total
-            done = max(done, sum(iters[:index]) + p.get("step", 0))
-            return min(1.0, done / total), f"{self.status}: {done:,} of {total:,} steps"
-        text = f"{p.get('model', self.models[0])} step {p.get('step', 0):,}/{iters[index]:,}"
-        elapsed = (now or time.time()) - (self.run["started_at"] or time.time())
-        if done > 0:
-            eta = elapsed * (total - done) / done
-            text += f" · ETA {int(eta) // 60}:{int(eta) % 60:02d}"
+        model = p.get("model", self.models[0])
+        of = f" ({index + 1} of {len(iters)})" if len(iters) > 1 else ""
+        text = f"{model}{of}: {phase_text(p.get('phase'), p.get('phase_step', 0))} · step {p.get('step', 0):,}/{iters[index]:,}"
+        return fraction, f"{text} · {eta_text(runs, p, self.request.planned_runs() - len(runs))}"
+
+
+PHASE_TEXT = {"starting": "starting its process", "loading": "loading the corpus", "building": "building the model",
+              "evaluating": "evaluating", "training": "training", "measuring": "measuring inference speed",
+              "saving": "saving the weights"}
+
+
+def phase_text(phase, step=0):
+    """A phase (train.PHASES, or the runner's "starting") as the live view says it: "evaluating (step 500)"."""
+    if phase == "evaluating":
+        return "evaluating step 0" if step == 0 else f"evaluating (step {step:,})"
+    return PHASE_TEXT.get(phase, "starting")
+
+
+def evaluations(run, after=0):
+    """How many evaluations `run` makes after step `after` (step 0 counts when after < 0): every
+    eval_interval steps and at its last step."""
+    if after >= run.iters:
+        return 0
+    count = run.iters // run.eval_interval - max(after, 0) // run.eval_interval + (after < 0)
+    return count + (1 if run.iters % run.eval_interval else 0)
+
+
+def time_left(runs, progress):
+    """(seconds, [models whose time cannot be told yet]) until the runs in `progress` (Recorder's)
+    have all trained.
+
+    Every model is timed at its own measured rates: training seconds per step (the training clock),
+    seconds per evaluation, and start-up, none of them mixed with the others. A model not started
+    yet (or the one starting, before its first steps) is timed at the rates of a model of the same
+    arm (architecture and optimizer) measured in this run, when there is one; otherwise it is in
+    the list, not guessed from another architecture: a NanoKimi step costs 2-5x a NanoGPT step.
+    """
+    measured = progress.get("models", {})
+    index = progress.get("index", 0)
+
+    def rates(m):
+        """(s per step, s per evaluation, start-up s) of a model's measurements; None before its first steps."""
+        if m.get("steps", 0) <= 0 or m.get("train_s", 0) <= 0:
+            return None
+        return m["train_s"] / m["steps"], m["eval_s"] / m["evals"] if m.get("evals") else 0.0, m.get("startup_s") or 0.0
+
+    by_arm = {run.arm or run.name: r for run in runs if (r := rates(measured.get(run.name, {})))}  # the latest of each
+    seconds, unknown = 0.0, []
+    for run in runs[index:]:
+        own = rates(measured.get(run.name, {}))
+        if own:  # the model training now: its own rates, whatever other models of its arm measured
+            per_step, per_eval, _ = own
+            done = measured[run.name]["steps"]
+            seconds += (run.iters - done) * per_step + evaluations(run, done) * per_eval
+        elif (run.arm or run.name) in by_arm:
+            per_step, per_eval, startup = by_arm[run.arm or run.name]
+            seconds += startup + run.iters * per_step + evaluations(run, -1) * per_eval
         else:
-            text += " · starting"
-        return min(1.0, done / total), text
+            unknown.append(run.name)
+    return seconds, unknown
+
+
+def clock(seconds):
+    """0:42, 12:05, 1:02:03."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def eta_text(runs, progress, unplanned=0):
+    """The live view's estimate (time_left): "about 1:42 left"; "about 0:42 left for NanoGPT; NanoKimi's
+    after its first steps"; "time left after the first steps". `unplanned` runs (a sweep's
+    confirmation, not chosen yet) are counted among those not timed."""
+    seconds, unknown = time_left(runs, progress)
+    index = progress.get("index", 0)
+    if runs[index].name in unknown:
+        return "time left after the first steps"
+    untimed = len(unknown) + unplanned
+    if not untimed:
+        return f"about {clock(seconds)} left"
+    timed = [run.name for run in runs[index:] if run.name not in unknown]
+    timed_text = timed[0] if len(timed) == 1 else f"the {len(timed)} models timed so far"
+    rest = f"{unknown[0]}'s after its first steps" if untimed == 1 and unknown else \
+        f"the other {untimed} models' after their first steps"
+    return f"about {clock(seconds)} left for {timed_text}; {rest}"
 
 
 class JobQueue:
@@ -151,6 +254,8 @@ class JobQueue:
         self.home = self.store.home
         self.process = None
         self.spawn_lock = threading.Lock()
+        self.submit_lock = threading.Lock()
+        self.last_submitted = {}  # session -> (stored request, run id, time): a double click queues once
         # A run left running by a server that was killed: nobody holds the runner lock.
         self.recover(INTERRUPTED, INTERRUPTED_MESSAGE)
 
@@ -166,9 +271,18 @@ class JobQueue:
     def runner_alive(self):
         return runner_alive(self.home)
 
-    def submit(self, request):
-        """Queue a Request (request.py); returns its run id."""
-        run_id = self.store.create_run(request.to_stored(), request.label())
+    def submit(self, request, session=None):
+        """Queue a Request (request.py); returns its run id. The same request again from the same
+        `session` (a browser tab) within DUPLICATE_WINDOW_S, a double click on Train, is not queued
+        twice: the first one's run id is returned, so the page follows the run that will train."""
+        stored = request.to_stored()
+        with self.submit_lock:
+            last = self.last_submitted.get(session) if session is not None else None
+            if last and last[0] == stored and time.monotonic() - last[2] < DUPLICATE_WINDOW_S:
+                return last[1]
+            run_id = self.store.create_run(stored, request.label())
+            if session is not None:
+                self.last_submitted[session] = (stored, run_id, time.monotonic())
         self.ensure_runner()
         return run_id
 

@@ -12,7 +12,8 @@ import numbers
 import pandas as pd
 
 from .metrics import HISTORY_COLUMNS, METRIC_BY_NAME, METRICS, RESULT_COLUMNS
-from .status import DIVERGED
+from .optim import OPTIMIZER_LABELS
+from .status import COMPLETED, DIVERGED
 
 
 def results_frame(results):
@@ -141,6 +142,11 @@ def confound(winner, other, see=CONTROLS_HINT):
     return f"{claim}: a lower loss may come from {causes}{experts} — see {see}."
 
 
+def _optimizer(row):
+    """The row's optimizer as people write it: AdamW, TrueMuon, Muon (PyTorch)."""
+    return OPTIMIZER_LABELS.get(row.get("optimizer"), row.get("optimizer"))
+
+
 def verdict(results, metric="best_val_loss", see=CONTROLS_HINT):
     """One sentence that states which model did better on `metric`, by how much, with its sign.
 
@@ -148,8 +154,9 @@ def verdict(results, metric="best_val_loss", see=CONTROLS_HINT):
     b − a). No winner is named when the comparison is unfair:
     - a model diverged: its best loss is from before it blew up (and its speed from fewer steps),
       so the sentence names it, with its message, and gives the others' values without a winner;
-    - the two trained different numbers of steps (one was stopped early): the sentence says so
-      and gives the difference without a winner.
+    - the two ran different numbers of steps (one was stopped early): the sentence says so, with
+      each one's steps and status, and gives the difference without a winner.
+    Models are named as in the rows (NanoGPT, NanoKimi), optimizers by their labels (AdamW, TrueMuon).
     When a winner on a loss is named and it is bigger or has another activation, a second sentence
     says so (`confound`), pointing to `see`: the controls that separate those from the routing.
     """
@@ -166,7 +173,9 @@ def verdict(results, metric="best_val_loss", see=CONTROLS_HINT):
         return "Not enough finished models to compare."
     a, b = done[0], done[1]
     if a.get("steps") is not None and b.get("steps") is not None and a["steps"] != b["steps"]:
-        return (f"{a['model']} trained {a['steps']:,} steps and {b['model']} {b['steps']:,}: unequal step counts, "
+        def ran(r):
+            return f"{r['steps']:,}" + (f" ({r['status']})" if r.get("status") not in (None, COMPLETED) else "")
+        return (f"{a['model']} ran {ran(a)} steps and {b['model']} {ran(b)}: they ran different numbers of steps, "
                 f"so no winner on {m.label.lower()}; {_difference(a, b, metric)}.")
     diff = b[metric] - a[metric]
     if diff == 0:
@@ -174,7 +183,7 @@ def verdict(results, metric="best_val_loss", see=CONTROLS_HINT):
         return f"{a['model']} and {b['model']} tie on {m.label.lower()} ({tie} {m.unit})."
     b_better = diff < 0 if m.better == "lower" else diff > 0
     winner, loser = (b, a) if b_better else (a, b)
-    sentence = (f"{winner['model']} ({winner['optimizer']}) beat {loser['model']} ({loser['optimizer']}) on "
+    sentence = (f"{winner['model']} ({_optimizer(winner)}) beat {loser['model']} ({_optimizer(loser)}) on "
                 f"{m.label.lower()}: {_difference(a, b, metric)}, "
                 f"{_speed_clause(a, b)}"
                 f"(one seed: see `nanokimi ablate` for the spread over seeds).")

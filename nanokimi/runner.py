@@ -85,18 +85,29 @@ def runner_alive(home):
 
 
 class Recorder:
-    """Turns a worker's events into store rows, written in short batches at least every FLUSH_S."""
+    """Turns a worker's events into store rows, written in short batches at least every FLUSH_S.
+
+    The run's progress (one JSON object in the store) says which model trains now, its step and its
+    phase (train.PHASES, or "starting" while its worker process starts), and, per model that has
+    started, what a live estimate needs: steps really run, training seconds (the training clock,
+    evaluation excluded), evaluations and their seconds, and start-up seconds (worker start, loading,
+    building: until its first evaluation). Steps are the ones really run, so a stopped, diverged or
+    killed model never counts as trained to the end.
+    """
 
     def __init__(self, store, run_id, configs):
         self.store, self.run_id, self.configs = store, run_id, configs
         self.pending, self.recent_ms = [], []
         self.last_flush = 0.0
-        self.progress = {"index": 0, "model": configs[0].name, "step": 0}
+        self.progress = {"index": 0, "model": configs[0].name, "step": 0, "phase": "starting", "models": {}}
 
     def begin(self, index, config):
         self.config = config
         self.recent_ms = []
-        self.progress = {"index": index, "model": config.name, "step": 0}
+        self.began = self.evaluation_began = time.monotonic()
+        self.measured = {"steps": 0, "train_s": 0.0, "evals": 0, "eval_s": 0.0, "startup_s": None}
+        self.progress.update(index=index, model=config.name, step=0, phase="starting", phase_step=0)
+        self.progress.setdefault("models", {})[config.name] = self.measured
         self.flush()
 
     def point(self, event, metric, value):
@@ -105,12 +116,21 @@ class Recorder:
 
     def __call__(self, event):
         kind = event["event"]
-        if kind == "step":
+        if kind == "phase":
+            self.progress.update(phase=event["phase"], phase_step=event["step"])
+            if event["phase"] == "evaluating":
+                self.evaluation_began = time.monotonic()
+                if self.measured["startup_s"] is None:
+                    self.measured["startup_s"] = self.evaluation_began - self.began
+        elif kind == "step":
             self.point(event, "train_loss", event["loss"])
             self.point(event, "ms_per_step", event["ms"])
             self.recent_ms.append(event["ms"])
             self.progress["step"] = event["step"]
+            self.measured.update(steps=event["step"], train_s=event["wall_time_s"])
         elif kind == "eval":
+            self.measured["evals"] += 1
+            self.measured["eval_s"] += time.monotonic() - self.evaluation_began
             self.point(event, "val_loss", event["val_loss"])
             self.point(event, "eval_train_loss", event["train_loss"])
             if event.get("rss_mb") is not None:
@@ -120,6 +140,9 @@ class Recorder:
                 self.point(event, "tokens_per_s", tokens / statistics.median(self.recent_ms) * 1000)
                 self.recent_ms = []
             self.progress["step"] = event["step"]
+            self.measured.update(steps=event["step"], train_s=event["wall_time_s"])  # steps are sampled; evals are not
+        elif kind == "done" and isinstance(event["results"].get("steps"), int):
+            self.progress["step"] = self.measured["steps"] = event["results"]["steps"]
         if kind != "step" or time.monotonic() - self.last_flush >= FLUSH_S:
             self.flush()
 

@@ -2,8 +2,12 @@
 
 A function, not a script: it builds the model and optimizer from a `RunConfig`, trains, evaluates
 on the comparison's fixed evaluation batches, measures, and returns a `RunResult` with every
-metric of results.csv and the tidy history. It reports progress through `on_event(dict)` and
-stops within one step once `should_stop()` is true, returning what it measured so far.
+metric of results.csv and the tidy history. It reports progress through `on_event(dict)`: a
+"phase" event whenever it moves on to another phase (PHASES: loading the corpus, building the
+model, evaluating, training, measuring, saving), so a live view can say what it waits for, then
+"start", "step", "eval" and "done". It stops within one step once `should_stop()` is true, evaluates
+the model at the step where it stopped (its final validation loss is that model's, not the last
+scheduled evaluation's), and returns what it measured.
 
 A run ends `diverged` as soon as its loss is not finite or clearly worse than the untrained
 model's (`diverged()`: the rule, with its reasons). Whatever happens, nothing measured is lost:
@@ -36,6 +40,9 @@ from .status import COMPLETED, DIVERGED, FAILED, RUNNING, STOPPED
 # 32,768 (and than one 512-token batch per pass) on a 2-core EPYC; accelerators want big chunks.
 EVAL_CHUNK_TOKENS = 32_768
 EVAL_CHUNK_TOKENS_CPU = 2_048
+
+# What train() is doing, in order, as its "phase" events name it ("evaluating" and "training" repeat).
+PHASES = ("loading", "building", "evaluating", "training", "measuring", "saving")
 
 
 @dataclass
@@ -159,13 +166,17 @@ def build(run, vocab_size, device, threads=None):
     return model, optimizer
 
 
-def prepare(run, corpus=None):
+def prepare(run, corpus=None, phase=None):
     """Everything a run trains with, set up as `run` says: (threads, device, corpus, batch threads,
-    model, optimizer). Sets torch's thread count; checks the corpus fits the block size."""
+    model, optimizer). Sets torch's thread count; checks the corpus fits the block size. `phase(name)`
+    is told when it starts loading the corpus and building the model."""
+    phase = phase or (lambda name: None)
     threads = set_threads(run.threads)
     device = metrics.resolve_device(run.device)
+    phase("loading")
     corpus = corpus if isinstance(corpus, Corpus) else load_corpus(run.data)
     corpus.check(run.model.block_size)
+    phase("building")
     batch_threads = BatchThreads(plan(threads, device, run.model, run.batch_size))
     model, optimizer = build(run, corpus.vocab_size, device, batch_threads)
     return threads, device, corpus, batch_threads, model, optimizer
@@ -223,7 +234,16 @@ def train(run, on_event=None, should_stop=None, corpus=None):
     run.validate()
     emit = on_event or (lambda event: None)
     should_stop = should_stop or (lambda: False)
-    threads, device, corpus, batch_threads, model, optimizer = prepare(run, corpus)
+    step = 0
+    current = [None]
+
+    def phase(name):
+        """A "phase" event when train() moves on to `name` (one of PHASES), at the current step."""
+        if name != current[0]:
+            current[0] = name
+            emit({"event": "phase", "model": run.name, "phase": name, "step": step, "iters": run.iters})
+
+    threads, device, corpus, batch_threads, model, optimizer = prepare(run, corpus, phase)
     block = run.model.block_size
     config = model.config
     batch_gen = torch.Generator().manual_seed(run.seed)
@@ -242,11 +262,14 @@ def train(run, on_event=None, should_stop=None, corpus=None):
     emit({"event": "start", "model": run.name, "iters": run.iters, "params": model.num_params(),
           "device": device, "threads": threads})
     status, message = COMPLETED, ""
-    step = 0
     train_losses = []
     try:
         while True:
-            if step % run.eval_interval == 0 or step == run.iters:
+            # A stop is evaluated at its own step, so the final validation loss is the stopped model's.
+            stopping = step < run.iters and should_stop()
+            if step % run.eval_interval == 0 or step == run.iters or stopping:
+                phase("evaluating")
+                current[0] = None  # every evaluation is its own phase: "evaluating (step N)"
                 t0 = time.perf_counter()
                 gate_probs = []
                 losses = evaluate(model, evalset, gate_probs, batch_threads)
@@ -271,12 +294,14 @@ def train(run, on_event=None, should_stop=None, corpus=None):
                 if diverged(val_losses[0], losses["val"]):
                     status, message = DIVERGED, _divergence_message("validation loss", losses["val"], f"at step {step}", val_losses[0])
                     break
+                stopping = stopping or (step < run.iters and should_stop())  # asked during it: evaluated already
             if step == run.iters:
                 break
-            if should_stop():
+            if stopping:
                 status, message = STOPPED, f"stopped by request after {step} of {run.iters} steps"
                 break
 
+            phase("training")
             t0 = time.perf_counter()
             x, y = get_batch(train_data, run.batch_size, block, batch_gen, device)
             loss_value = train_step(model, optimizer, x, y, batch_threads)
@@ -323,10 +348,12 @@ def train(run, on_event=None, should_stop=None, corpus=None):
         results["state_mb"] = results["param_mb"] + results["grad_mb"] + results["optimizer_mb"]
 
         if status not in (DIVERGED, FAILED):
+            phase("measuring")
             results.update(measure_inference(model, corpus, run, device))
         else:
             results.update(inference_ms=math.nan, gen_chars_per_s=math.nan)
         if run.checkpoint and status != FAILED:
+            phase("saving")
             save_checkpoint(run.checkpoint, model, corpus, run)
         results["peak_rss_mb"] = metrics.peak_rss_mb()
         results["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / metrics.MB if device.startswith("cuda") else math.nan

@@ -21,6 +21,7 @@ from nanokimi.optim import OPTIMIZER_LABELS, OPTIMIZERS
 from nanokimi.status import RUNNING
 from pages.common import (KEEP, POLL_S, build_request, corpus, dataset_control, job_queue, live_run, model_controls,
                           preset_values, run_controls, run_label, set_controls, status_note)
+from pages.common import live_area
 
 PREFIX = "ablation_"
 FACTOR_CHOICES = (1 / 27, 1 / 9, 1 / 3, 1.0, 3.0, 9.0, 27.0)  # learning-rate factors offered; the CLI's default below
@@ -210,7 +211,7 @@ def live_view(run_id, was_active):
             **WIDE_LABELS), key=PREFIX + "band_chart", width="stretch")
 
 
-st.divider()
+live_area()
 st.fragment(live_view, run_every=POLL_S if view.active else None)(view.id, view.active)
 
 # --- results ------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ own words; the app only adds advice for the setting it names (`HINTS`).
 
 import io
 import json
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -210,17 +211,34 @@ def build_request(builder, values, data, *args, **kwargs):
 
 # --- running a request, and showing a run ------------------------------------------------------------
 
+def session_id():
+    """This browser session's id, so a double click on Train queues one run (JobQueue.submit)."""
+    return st.session_state.setdefault("session_id", uuid.uuid4().hex)
+
+
 def run_controls(queue, kind, request, train_label):
     """Train / Stop buttons and the run on show (the URL's, else the active, else the latest of `kind`):
-    returns (its view or None, the column beside the buttons)."""
+    returns (its view or None, the column beside the buttons). After Train the page follows the run
+    that will train (a double click's second request is the first's run) and scrolls to its live
+    area (`live_area`)."""
     train_col, stop_col, info_col = st.columns([1, 1, 6])
     if train_col.button(train_label, type="primary", disabled=request is None, icon=":material/play_arrow:"):
-        st.query_params["run"] = str(queue.submit(request))
+        st.query_params["run"] = str(queue.submit(request, session=session_id()))
+        st.session_state["show_live_area"] = True
     run_id = queue.run_to_show(kind, st.query_params.get("run"))
     view = queue.view(run_id) if run_id is not None else None
     if stop_col.button("Stop", disabled=not (view and view.active), icon=":material/stop:"):
         queue.stop(view.id)
     return view, info_col
+
+
+def live_area():
+    """Where a page's live view begins: right after Train, the page scrolls there, so the run's phase,
+    progress and charts are in sight rather than below the controls."""
+    st.divider()
+    if st.session_state.pop("show_live_area", False):
+        st.html('<div id="live-area"></div><script>document.getElementById("live-area")'
+                '.scrollIntoView({block: "start"});</script>', unsafe_allow_javascript=True)
 
 
 STATUS_NOTES = {COMPLETED: st.success, STOPPED: st.info, DIVERGED: st.warning, INTERRUPTED: st.warning,

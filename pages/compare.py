@@ -14,6 +14,7 @@ from nanokimi.optim import OPTIMIZER_LABELS, OPTIMIZERS
 from nanokimi.status import MEASURED
 from pages.common import (KEEP, POLL_S, build_request, dataset_control, job_queue, live_run, model_controls,
                           preset_values, run_controls, run_label, set_controls, status_note)
+from pages.common import live_area
 
 queue = job_queue()
 CONTROLS_HINT = "the Ablation page's controls"  # where the verdict sends a reader when size or activation differ
@@ -76,6 +77,10 @@ def live_view(run_id, was_active):
     st.progress(fraction, text=text)
     if view.run["stop_requested"] and view.active:
         st.caption("Stopping…")
+    if not (view.history["metric"] == "train_loss").any():  # no empty chart frames: the phase says what it waits for
+        st.info("The charts appear with the first training steps." if view.active else "No training step was run.",
+                icon=":material/hourglass_top:" if view.active else None)
+        return
     loss_col, side_col = st.columns([3, 2])
     with loss_col:
         toggles = st.columns(3)
@@ -102,7 +107,7 @@ def live_view(run_id, was_active):
         state_col.caption("The exact parameter / gradient / optimizer-state breakdown appears when a model finishes.")
 
 
-st.divider()
+live_area()
 st.fragment(live_view, run_every=POLL_S if view.active else None)(view.id, view.active)
 
 # --- results ----------------------------------------------------------------------------------

@@ -10,12 +10,13 @@ from dataclasses import replace
 import psutil
 import pytest
 
-from nanokimi import jobs
+from nanokimi import jobs, report
 from nanokimi.request import comparison, sweep, training_threads
-from nanokimi.runner import outcome
+from nanokimi.runner import Recorder, outcome
 from nanokimi.status import ACTIVE, COMPLETED, DIVERGED
 from nanokimi.store import Store
 from nanokimi.train import RunResult
+from nanokimi.worker import run_isolated
 
 TINY = dict(n_embd=16, n_head=2, n_layer=1, experts=2, batch_size=4, block_size=8, eval_iters=2, threads=1)
 
@@ -92,6 +93,63 @@ def test_stop_ends_the_run_and_keeps_what_it_measured(runner, text_dataset):
     assert gpt["status"] == "stopped" and 0 < gpt["steps"] < 1_000_000
     steps = view.history[view.history["metric"] == "train_loss"]
     assert len(steps) == gpt["steps"], "the complete history of the steps it made is kept"
+    fraction, text = view.progress()
+    assert text == f"stopped: NanoGPT {gpt['steps']:,} of 1,000,000 steps, NanoKimi 0 of 1,000,000 steps"
+    assert fraction == gpt["steps"] / 2_000_000
+
+
+def test_stop_while_the_second_model_trains_gives_honest_steps_losses_and_verdict(runner, text_dataset):
+    iters = 3000  # NanoGPT trains them in seconds; NanoKimi is stopped a few steps in
+    run_id = runner.submit(request(text_dataset, iters))
+    wait_for(lambda: (p := runner.view(run_id).run["progress"]).get("model") == "NanoKimi" and p["step"] > 0, 120,
+             poll=0.05)
+    runner.stop(run_id)
+    view = finished(runner, run_id, timeout=60)
+    gpt, kimi = view.results
+    assert view.status == "stopped" and gpt["status"] == "completed" and kimi["status"] == "stopped"
+    assert gpt["steps"] == iters and 0 < kimi["steps"] < iters
+    kimi_val = view.history[(view.history["model"] == "NanoKimi") & (view.history["metric"] == "val_loss")]
+    assert kimi_val["step"].iloc[-1] == kimi["steps"], "the final evaluation is at the step where it stopped"
+    assert kimi["final_val_loss"] == pytest.approx(kimi_val["value"].iloc[-1])
+    fraction, text = view.progress()
+    assert text == f"stopped: NanoGPT 3,000 of 3,000 steps, NanoKimi {kimi['steps']:,} of 3,000 steps"
+    assert fraction == pytest.approx((iters + kimi["steps"]) / (2 * iters))
+    sentence = report.verdict(view.results)
+    assert sentence.startswith(f"NanoGPT ran 3,000 steps and NanoKimi {kimi['steps']:,} (stopped): they ran different "
+                               "numbers of steps, so no winner") and "beat" not in sentence
+
+
+def test_the_same_request_twice_from_one_session_is_queued_once(runner, text_dataset):
+    asked = request(text_dataset, 1_000_000)
+    first = runner.submit(asked, session="tab-1")
+    assert runner.submit(asked, session="tab-1") == first, "a double click on Train"
+    other_tab = runner.submit(asked, session="tab-2")
+    different = runner.submit(request(text_dataset, 999_999), session="tab-1")
+    assert len({first, other_tab, different}) == 3, "another tab, or other settings, are runs of their own"
+    assert len(runner.store.list_runs()) == 3
+    assert runner.submit(asked, session="tab-1") != first, "the window is the last request only"
+
+
+def test_progress_names_the_phases_of_a_real_worker_run_in_order(tmp_path, text_dataset):
+    store = Store(tmp_path / "home")
+    config = request(text_dataset, 20).runs[0]
+    run_id = store.create_run({"request": {}, "runs": [config.to_dict()]})
+    seen = []
+    record = store.record
+    store.record = lambda run_id, rows=(), progress=None: (seen.append(progress), record(run_id, rows, progress))
+    recorder = Recorder(store, run_id, [config])
+    recorder.begin(0, config)
+    result = run_isolated(config, on_event=recorder)
+    recorder.flush()
+    assert result.status == "completed"
+    phases = [(p["phase"], p["phase_step"]) for p in seen]
+    phases = [p for i, p in enumerate(phases) if i == 0 or p != phases[i - 1]]  # each change once
+    assert phases == [("starting", 0), ("loading", 0), ("building", 0), ("evaluating", 0), ("training", 0),
+                      ("evaluating", 4), ("training", 4), ("evaluating", 8), ("training", 8), ("evaluating", 12),
+                      ("training", 12), ("evaluating", 16), ("training", 16), ("evaluating", 20), ("measuring", 20)]
+    measured = seen[-1]["models"][config.name]
+    assert measured["steps"] == 20 and measured["evals"] == 6 and measured["startup_s"] > 0
+    assert 0 < measured["train_s"] == pytest.approx(result.history[-1]["wall_time_s"], rel=0.01)
 
 
 def test_a_sweep_stopped_while_tuning_ends_stopped_without_a_confirmation(runner, text_dataset):
@@ -126,6 +184,9 @@ def test_a_worker_that_dies_fails_its_run_and_the_queue_goes_on(runner, text_dat
     assert view.status == "failed"
     assert "NanoGPT: worker process failed" in view.run["message"]
     assert (view.history["metric"] == "train_loss").any(), "the live history survives the worker"
+    ran = view.steps_run()["NanoGPT"]
+    assert 0 < ran == view.history[view.history["metric"] == "train_loss"]["step"].max() < 1_000_000
+    assert view.progress() == (ran / 2_000_000, f"failed: NanoGPT {ran:,} of 1,000,000 steps, NanoKimi 0 of 1,000,000 steps")
     assert finished(runner, after).status == "completed"
 
 
@@ -151,6 +212,29 @@ def test_a_run_left_running_by_a_killed_server_is_interrupted_at_the_next_start(
     run = store.get_run(run_id)
     assert run["status"] == "interrupted"
     assert store.history(run_id)[0]["value"] == 4.2, "nothing already measured is lost"
+
+
+def test_the_time_left_uses_each_models_own_rates_and_never_another_architectures():
+    gpt, kimi = request("builtin", 1000, eval_interval=100).runs
+    nanogpt = {"steps": 200, "train_s": 2.0, "evals": 3, "eval_s": 0.3, "startup_s": 4.0}  # 10 ms/step, 0.1 s/eval
+    during_gpt = {"index": 0, "models": {"NanoGPT": nanogpt}}
+    # NanoGPT: 800 steps at 10 ms + 8 evaluations at 0.1 s; NanoKimi has no rate of its own yet: not guessed
+    assert jobs.time_left([gpt, kimi], during_gpt) == (pytest.approx(8.8), ["NanoKimi"])
+    assert jobs.eta_text([gpt, kimi], during_gpt) == "about 0:09 left for NanoGPT; NanoKimi's after its first steps"
+    starting = {"index": 1, "models": {"NanoGPT": {**nanogpt, "steps": 1000, "train_s": 10.0},
+                                       "NanoKimi": {"steps": 0, "train_s": 0.0, "evals": 0, "eval_s": 0.0}}}
+    assert jobs.eta_text([gpt, kimi], starting) == "time left after the first steps"
+    nanokimi = {"steps": 100, "train_s": 4.0, "evals": 2, "eval_s": 0.4, "startup_s": 5.0}  # 40 ms/step: 4x NanoGPT
+    during_kimi = {"index": 1, "models": {**starting["models"], "NanoKimi": nanokimi}}
+    seconds, unknown = jobs.time_left([gpt, kimi], during_kimi)
+    assert unknown == [] and seconds == pytest.approx(900 * 0.04 + 9 * 0.2), "its own rate, not NanoGPT's 10 ms"
+    assert jobs.eta_text([gpt, kimi], during_kimi) == "about 0:38 left"
+    # a second seed of the same arm, not started: timed at the first seed's rates, start-up included
+    second = replace(kimi, name="NanoKimi seed 2", seed=2)
+    assert second.arm == kimi.arm
+    seconds, unknown = jobs.time_left([gpt, kimi, second], during_kimi)
+    assert unknown == [] and seconds == pytest.approx(36 + 1.8 + 5.0 + 1000 * 0.04 + 11 * 0.2)
+    assert jobs.clock(3725) == "1:02:05" and jobs.clock(59.6) == "1:00"
 
 
 def test_training_threads_leave_a_core_for_the_app():

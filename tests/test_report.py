@@ -20,25 +20,31 @@ def test_verdict_lower_loss_wins_with_signed_difference_and_percent():
     gpt = row("NanoGPT", "adamw", best_val_loss=2.0, train_ms_per_step=10.0)
     kimi = row("NanoKimi", "truemuon", best_val_loss=1.5, train_ms_per_step=15.0)
     sentence = report.verdict([gpt, kimi])
-    assert sentence.startswith("NanoKimi (truemuon) beat NanoGPT (adamw) on best val loss: ")
+    assert sentence.startswith("NanoKimi (TrueMuon) beat NanoGPT (AdamW) on best val loss: ")
     assert "NanoKimi − NanoGPT = -0.5000 nats/char (25.0%)" in sentence  # b − a, relative to a
     assert "at 1.50× the training time per step" in sentence
     # The same rows the other way round: the winner stays, the difference is still b − a.
     flipped = report.verdict([kimi, gpt])
-    assert flipped.startswith("NanoKimi (truemuon) beat NanoGPT (adamw)")
+    assert flipped.startswith("NanoKimi (TrueMuon) beat NanoGPT (AdamW)")
     assert "NanoGPT − NanoKimi = +0.5000 nats/char (33.3%)" in flipped
+
+
+def test_verdict_names_optimizers_as_people_write_them():
+    sentence = report.verdict([row("NanoGPT", "adamw", best_val_loss=2.0), row("NanoKimi", "muon", best_val_loss=1.9)])
+    assert sentence.startswith("NanoKimi (Muon (PyTorch)) beat NanoGPT (AdamW)")
+    assert "adamw" not in sentence and "(muon)" not in sentence
 
 
 def test_verdict_higher_is_better_metric():
     gpt = row("NanoGPT", "adamw", tokens_per_s=1000.0)
     kimi = row("NanoKimi", "truemuon", tokens_per_s=800.0)
     sentence = report.verdict([gpt, kimi], metric="tokens_per_s")
-    assert sentence.startswith("NanoGPT (adamw) beat NanoKimi (truemuon) on training throughput: ")
+    assert sentence.startswith("NanoGPT (AdamW) beat NanoKimi (TrueMuon) on training throughput: ")
     assert "NanoKimi − NanoGPT = -200.0000 tokens/s (20.0%)" in sentence
     # Lower is worse here, unlike a loss: the same numbers as a loss would crown the other model.
     as_loss = report.verdict([row("NanoGPT", "adamw", best_val_loss=1000.0),
                               row("NanoKimi", "truemuon", best_val_loss=800.0)])
-    assert as_loss.startswith("NanoKimi (truemuon) beat NanoGPT (adamw)")
+    assert as_loss.startswith("NanoKimi (TrueMuon) beat NanoGPT (AdamW)")
 
 
 def test_verdict_exact_tie():
@@ -79,10 +85,13 @@ def test_verdict_says_when_the_step_counts_differ():
     kimi = row("NanoKimi", "truemuon", status="stopped", steps=1200, best_val_loss=1.6,
                message="stopped by request after 1200 of 2000 steps")
     sentence = report.verdict([gpt, kimi])
-    assert sentence == ("NanoGPT trained 2,000 steps and NanoKimi 1,200: unequal step counts, so no winner on "
-                        "best val loss; NanoKimi − NanoGPT = +0.1000 nats/char (6.7%).")
+    assert sentence == ("NanoGPT ran 2,000 steps and NanoKimi 1,200 (stopped): they ran different numbers of steps, "
+                        "so no winner on best val loss; NanoKimi − NanoGPT = +0.1000 nats/char (6.7%).")
+    # Even when the model that ran fewer steps has the lower loss, it is not crowned.
+    shorter_better = report.verdict([gpt, {**kimi, "best_val_loss": 1.4}])
+    assert "different numbers of steps" in shorter_better and "beat" not in shorter_better
     # A stopped model that got as far as the other is compared as usual.
-    assert report.verdict([gpt, {**kimi, "steps": 2000}]).startswith("NanoGPT (adamw) beat NanoKimi (truemuon)")
+    assert report.verdict([gpt, {**kimi, "steps": 2000}]).startswith("NanoGPT (AdamW) beat NanoKimi (TrueMuon)")
 
 
 def test_verdict_names_size_and_activation_when_the_models_differ_in_them():
@@ -90,7 +99,7 @@ def test_verdict_names_size_and_activation_when_the_models_differ_in_them():
     gpt = row("NanoGPT", "adamw", best_val_loss=1.73, train_ms_per_step=10.0, architecture="dense", params=209_729)
     kimi = row("NanoKimi", "truemuon", best_val_loss=1.68, train_ms_per_step=15.0, architecture="moe", params=278_097)
     sentence = report.verdict([gpt, kimi], see="the Ablation page's controls")
-    assert sentence.startswith("NanoKimi (truemuon) beat NanoGPT (adamw) on best val loss: ")
+    assert sentence.startswith("NanoKimi (TrueMuon) beat NanoGPT (AdamW) on best val loss: ")
     assert sentence.endswith(" NanoKimi has 33% more parameters and SwiGLU experts where NanoGPT has a ReLU MLP: a lower "
                              "loss may come from size or activation, not the experts — see the Ablation page's controls.")
     assert "`python -m nanokimi ablate --controls`" in report.verdict([gpt, kimi]), "the CLI points to its own flag"

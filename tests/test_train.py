@@ -14,7 +14,7 @@ from nanokimi.reference import from_fast
 from nanokimi.optim import OptimizerConfig
 from nanokimi.settings import apply
 from nanokimi import train as train_module
-from nanokimi.train import (DIVERGENCE_WINDOW, RunConfig, RunResult, divergence_limit, diverged, evaluate,
+from nanokimi.train import (DIVERGENCE_WINDOW, PHASES, RunConfig, RunResult, divergence_limit, diverged, evaluate,
                             load_checkpoint, smoothed_train_loss, train)
 
 
@@ -199,16 +199,59 @@ def test_a_diverged_run_stays_diverged_when_saving_its_checkpoint_fails(small_te
 def test_events_start_step_eval_done_are_emitted_in_order(small_text_file):
     events = []
     result = train(tiny_run(small_text_file), on_event=events.append)
-    kinds = [e["event"] for e in events]
+    kinds = [e["event"] for e in events if e["event"] != "phase"]
     assert kinds[0] == "start" and kinds[-1] == "done"
     assert kinds.count("step") == 6
     assert [e["step"] for e in events if e["event"] == "eval"] == [0, 3, 6]
     assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3, 4, 5, 6]
     assert all(e["model"] == "NanoKimi" for e in events)
-    assert events[0]["params"] == result.results["params"]
+    assert next(e for e in events if e["event"] == "start")["params"] == result.results["params"]
     assert events[-1]["results"] == result.results and events[-1]["status"] == "completed"
     evals = [e for e in events if e["event"] == "eval"]
     assert all(math.isfinite(e["val_loss"]) and math.isfinite(e["train_loss"]) for e in evals)
+
+
+def test_phases_are_named_in_order_before_what_they_announce(small_text_file, tmp_path):
+    events = []
+    train(tiny_run(small_text_file, checkpoint=str(tmp_path / "model.pt")), on_event=events.append)
+    phases = [(e["phase"], e["step"]) for e in events if e["event"] == "phase"]
+    assert phases == [("loading", 0), ("building", 0), ("evaluating", 0), ("training", 0), ("evaluating", 3),
+                      ("training", 3), ("evaluating", 6), ("measuring", 6), ("saving", 6)]
+    assert all(p in PHASES for p, _ in phases)
+    # each phase comes before the events of its work: the evaluation at step 3 is announced before its eval event
+    order = [(e["event"], e.get("phase"), e.get("step")) for e in events]
+    assert order.index(("phase", "evaluating", 3)) < order.index(("eval", None, 3)) < order.index(("phase", "training", 3))
+    assert order.index(("phase", "building", 0)) < [e["event"] for e in events].index("start")
+
+
+def test_a_stopped_run_is_evaluated_at_the_step_where_it_stopped(small_text_file):
+    steps_seen = []
+
+    def on_event(event):
+        if event["event"] == "step":
+            steps_seen.append(event["step"])
+
+    result = train(tiny_run(small_text_file, iters=50, eval_interval=10), on_event=on_event,
+                   should_stop=lambda: len(steps_seen) >= 13)
+    val = losses(result.history, "val_loss")
+    assert result.status == "stopped" and result.results["steps"] == 13
+    assert [step for step, _ in val] == [0, 10, 13], "the last evaluation is at the stop step, off the schedule"
+    assert result.results["final_val_loss"] == val[-1][1] != val[-2][1]
+    assert {row["step"] for row in result.history if row["metric"] == "eval_train_loss"} == {0, 10, 13}
+
+
+def test_a_stop_during_an_evaluation_is_not_evaluated_twice(small_text_file):
+    evals = []
+
+    def on_event(event):
+        if event["event"] == "eval":
+            evals.append(event["step"])
+
+    # stop is asked while step 10 is being evaluated: that evaluation is the final one
+    result = train(tiny_run(small_text_file, iters=50, eval_interval=10), on_event=on_event,
+                   should_stop=lambda: 10 in evals)
+    assert result.status == "stopped" and result.results["steps"] == 10
+    assert [step for step, _ in losses(result.history, "val_loss")] == [0, 10]
 
 
 def test_evaluation_runs_at_step_zero_and_at_the_final_step_even_off_the_interval(small_text_file):
