@@ -17,6 +17,8 @@ finished run), and returns the results in the order of `runs`. Each result says 
   a worker that dies (killed, out of memory, node lost) makes its run `failed` with the reason, and
   the grid goes on. A stop cancels the outstanding tasks: queued runs never start, running ones end
   `stopped` (their partial measurements are not kept, unlike a local worker's), finished ones stay.
+  A run's checkpoint is saved on the worker's node and its bytes come back with the result, so it
+  lands at the path the driver asked for.
 
 Bit for bit: a Ray task trains with `train()` exactly as a local worker does, with the thread
 count the driver resolved (`run.threads`, or the driver's cores / jobs as the local CLI gives it),
@@ -26,7 +28,9 @@ so the same seeds give the same losses on both backends.
 import math
 import os
 import queue
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from dataclasses import replace
@@ -249,6 +253,8 @@ class RayBackend:
                     elif kind == "result":
                         del streams[stream]
                         results_row = {**event["results"], "node": placed.get(index, ("", 0))[0]}
+                        if event.get("checkpoint") is not None and run.checkpoint:  # saved on the worker's node
+                            Path(run.checkpoint).write_bytes(event["checkpoint"])
                         finish(index, RunResult(config=run, status=event["status"], message=event["message"],
                                                 results=results_row, history=event["history"]))
                     else:
@@ -315,6 +321,9 @@ def train_on_worker(config, text_and_name):
 
     yield {"event": "placed", "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
     run = RunConfig.from_dict(config)
+    # The checkpoint path is the driver's: save on this node, and send the bytes back with the result.
+    checkpoint = Path(tempfile.mkdtemp(prefix="nanokimi-")) / "model.pt" if run.checkpoint else None
+    run = replace(run, checkpoint=str(checkpoint) if checkpoint else None)
     events = queue.Queue()
     last_sent = [0.0]
 
@@ -337,6 +346,9 @@ def train_on_worker(config, text_and_name):
             payload = _refused(run, str(err))
         except Exception as err:  # train() keeps its history through errors in its loop: this is before it
             payload = _refused(run, f"{type(err).__name__}: {err}")
+        if checkpoint is not None and checkpoint.is_file():
+            payload["checkpoint"] = checkpoint.read_bytes()
+            shutil.rmtree(checkpoint.parent, ignore_errors=True)
         events.put({"event": "result", **payload})
 
     worker = threading.Thread(target=work, name="nanokimi-train", daemon=True)

@@ -189,3 +189,27 @@ def test_the_ray_backend_without_ray_installed_says_how_to_install_it(small_text
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("nanokimi ablate: error: the ray backend needs Ray, which is not installed: "
                                    "pip install -r requirements-ray.txt")
+
+
+def test_the_apps_runner_sends_a_grid_to_the_configured_cluster_and_keeps_each_runs_node(two_nodes, shakespeare_path,
+                                                                                        tmp_path, monkeypatch):
+    import threading
+
+    from nanokimi import request
+    from nanokimi.paths import checkpoint_path
+    from nanokimi.runner import execute
+    from nanokimi.store import Store
+
+    monkeypatch.setenv("NANOKIMI_RAY_ADDRESS", two_nodes.address)
+    store = Store(tmp_path / "home")
+    grid = request.ablation(seeds=1, data=str(shakespeare_path), preset_name="quick", iters=20, eval_interval=10,
+                            eval_iters=2, batch_size=4, block_size=8, n_embd=16, n_head=2, n_layer=1, threads=1)
+    run_id = store.create_run(grid.to_stored(), grid.label())
+    assert execute(store, store.claim_next(), threading.Event()) == "completed"
+    stored = store.get_run(run_id)
+    assert sorted(row["model"] for row in stored["results"]) == sorted(c.name for c in grid.runs)
+    alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    assert {row["node"] for row in stored["results"]} == alive, "each run's node is kept, and both nodes trained"
+    for config in grid.runs:  # saved on the worker's node, sent back, written where the app keeps checkpoints
+        assert checkpoint_path(store.home, run_id, config.name).stat().st_size > 0
+    store.close()
