@@ -1,6 +1,7 @@
 """The same short grid on the local backend and on Ray: wall time, runs per hour, Ray's overhead per run.
 
     python benchmarks/grid.py --data ../shared/data/tinyshakespeare.txt            # 8 runs x 300 steps
+    python benchmarks/grid.py --data ../shared/data/tinyshakespeare.txt --n-layer 2   # quicker
 
 The grid: the default ablation's 4 arms (NanoGPT, NanoKimi x AdamW, TrueMuon) x 2 seeds at the
 seed configuration, --iters steps each, evaluated every --eval-interval steps on --eval-iters
@@ -87,11 +88,13 @@ def main():
     parser.add_argument("--eval-interval", type=int, default=150)
     parser.add_argument("--eval-iters", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--n-layer", type=int, default=4, help="transformer blocks (seed: 4); fewer for a quicker grid")
     args = parser.parse_args()
     runs = ablation_runs(grid_arms(), args.seeds, data=str(args.data), preset_name="seed", iters=args.iters,
-                         eval_interval=args.eval_interval, eval_iters=args.eval_iters, threads=1)
+                         eval_interval=args.eval_interval, eval_iters=args.eval_iters, n_layer=args.n_layer,
+                         threads=1)
     n = len(runs)
-    print(f"{n} runs x {args.iters} steps (seed configuration, eval every {args.eval_interval} on {args.eval_iters} "
+    print(f"{n} runs x {args.iters} steps (seed configuration with {args.n_layer} layers, eval every {args.eval_interval} on {args.eval_iters} "
           f"batches, 1 thread each) on {os.cpu_count()} cores", flush=True)
     local1, reference = timed("local --jobs 1", LocalBackend(1), runs)
     local2, _ = timed("local --jobs 2", LocalBackend(2), runs)

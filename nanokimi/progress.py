@@ -33,8 +33,7 @@ class GridProgress:
     def __init__(self, runs, stream=None, redraw=None):
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty() if redraw is None else redraw
-        self.runs = {run.name: {"state": QUEUED, "step": 0, "iters": run.iters, "node": "", "loss": None,
-                                "val": None, "message": ""} for run in runs}
+        self.runs = {run.name: _queued(run.iters) for run in runs}
         self.started = time.monotonic()
         self.lock = threading.Lock()
         self.live = None
@@ -59,8 +58,7 @@ class GridProgress:
         with self.lock:
             run = self.runs.get(event.get("model"))
             if run is None and "iters" in event:  # a run the grid did not know of at the start (a sweep's confirmation)
-                run = self.runs[event["model"]] = {"state": QUEUED, "step": 0, "iters": event["iters"], "node": "",
-                                                   "loss": None, "val": None, "message": ""}
+                run = self.runs[event["model"]] = _queued(event["iters"])
             if run is None:
                 return
             kind = event["event"]
@@ -146,6 +144,10 @@ class GridProgress:
             if run["state"] in (FAILED, DIVERGED):
                 parts.append(Text(f"{run['state']}: {name}: {run['message']}", style="red"))
         return Group(*parts)
+
+
+def _queued(iters):
+    return {"state": QUEUED, "step": 0, "iters": iters, "node": "", "loss": None, "val": None, "message": ""}
 
 
 def short(node):
