@@ -17,6 +17,8 @@ finished run), and returns the results in the order of `runs`. Each result says 
   a worker that dies (killed, out of memory, node lost) makes its run `failed` with the reason, and
   the grid goes on. A stop cancels the outstanding tasks: queued runs never start, running ones end
   `stopped` (their partial measurements are not kept, unlike a local worker's), finished ones stay.
+  Ray reuses its worker processes, so a run's `peak_rss_mb` is measured from a peak reset at the
+  task's start (Linux; NaN elsewhere), and includes Ray's worker runtime.
   A run's checkpoint is saved on the worker's node and its bytes come back with the result, so it
   lands at the path the driver asked for.
 
@@ -336,12 +338,16 @@ def train_on_worker(config, text_and_name):
             event = {**event, "rss_mb": rss_mb()}
         events.put(event)
 
+    peak_reset = reset_peak_rss()
+
     def work():
         try:
             corpus = Corpus(*text_and_name)
             result = train(run, on_event=emit, corpus=corpus)
             payload = {"status": result.status, "message": result.message, "results": result.results,
                        "history": result.history}
+            # Ray reuses its worker processes: the process's peak is this run's only when reset at its start.
+            result.results["peak_rss_mb"] = peak_rss_since_reset() if peak_reset else math.nan
         except (DataError, ValueError) as err:  # refused before training: settings, data, device
             payload = _refused(run, str(err))
         except Exception as err:  # train() keeps its history through errors in its loop: this is before it
@@ -359,6 +365,23 @@ def train_on_worker(config, text_and_name):
         if event["event"] == "result":
             break
     worker.join()
+
+
+def reset_peak_rss():
+    """Reset this process's peak resident memory (Linux: /proc/self/clear_refs); False where it cannot be."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_since_reset():
+    """Peak resident memory in MB since reset_peak_rss() (VmHWM, Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
 
 
 def _refused(run, message):

@@ -110,6 +110,8 @@ def test_a_grid_on_two_nodes_uses_both_and_matches_the_local_backend_bit_for_bit
         assert losses(remote.history, "train_loss") == losses(local.history, "train_loss"), local.config.name
         assert remote.results["final_val_loss"] == local.results["final_val_loss"]
     assert {r.results["node"] for r in here} == {socket.gethostname()}
+    # Ray reuses worker processes: each run's peak memory is its own, measured from a reset at its start
+    assert all(0 < r.results["peak_rss_mb"] < 4096 for r in on_ray)
 
 
 def test_a_worker_killed_mid_run_fails_that_run_and_the_grid_goes_on(two_nodes, shakespeare_path):
