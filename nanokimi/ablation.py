@@ -174,15 +174,17 @@ def save_result(out_dir, result):
     part.replace(path)
 
 
-def train_grid(runs, out_dir, jobs=1, on_event=None, should_stop=None):
-    """Train the runs not already finished in `out_dir` (each kept there as it ends); returns
-    (results of every run trained or reused, in grid order; how many were reused)."""
-    from .worker import run_many
+def train_grid(runs, out_dir, jobs=1, on_event=None, should_stop=None, backend=None):
+    """Train the runs not already finished in `out_dir` (each kept there as it ends) on `backend`
+    (backends.py; default: local worker processes, `jobs` at a time); returns (results of every
+    run trained or reused, in grid order; how many were reused)."""
+    from .backends import LocalBackend
 
+    backend = backend or LocalBackend(jobs)
     finished = load_finished(out_dir, runs)
     todo = [run for run in runs if run.name not in finished]
-    fresh = {r.config.name: r for r in run_many(todo, on_event=on_event, should_stop=should_stop, jobs=jobs,
-                                                 on_result=lambda result: save_result(out_dir, result))}
+    fresh = {r.config.name: r for r in backend.run(todo, on_event=on_event, should_stop=should_stop,
+                                                   on_result=lambda result: save_result(out_dir, result))}
     results = [finished.get(run.name) or fresh.get(run.name) for run in runs]
     return [r for r in results if r is not None], len(finished)
 

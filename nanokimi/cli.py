@@ -5,17 +5,18 @@ any optimizer on either model, top-k routing, honest timing and memory, and thre
 """
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
 
 from . import settings
+from .backends import BACKENDS, BackendError, make_backend
 from .compare import ARCHITECTURES, PRESET_HELP, PRESETS, check_data, comparison_runs
 from .data import BUILTIN, MAX_TEXT_LABEL, TINY_SHAKESPEARE, DataError, resolve_source
 from .optim import OPTIMIZERS
 from .status import FAILED, MEASURED
 from .train import RunConfig
-from .worker import run_many
 
 
 class Progress:
@@ -111,6 +112,28 @@ def add_arm_flags(p):
     p.add_argument("--muon", action="store_true", help="add PyTorch's Muon to --optimizers")
 
 
+def add_backend_flags(p):
+    """--backend and --ray-address: where the runs train (backends.py)."""
+    p.add_argument("--backend", default="local", choices=BACKENDS,
+                   help="local: worker processes on this machine (default); ray: one Ray task per run, on the "
+                        "cluster at --ray-address (needs: pip install -r requirements-ray.txt)")
+    p.add_argument("--ray-address", help="HOST:PORT of a Ray cluster's head (default: $RAY_ADDRESS; neither: start "
+                                         "a local Ray instance)")
+
+
+def backend_for(args):
+    """The backend the flags ask for; BackendError with one line when it cannot be had."""
+    return make_backend(args.backend, getattr(args, "jobs", 1), args.ray_address)
+
+
+def grid_progress(args, runs):
+    """Grid-level progress (progress.py) with many runs in flight; one line per model otherwise."""
+    if args.backend == "local" and args.jobs == 1:
+        return contextlib.nullcontext(Progress())
+    from .progress import GridProgress
+    return GridProgress(runs)
+
+
 def chosen_arms(args):
     """The (architecture, optimizer) arms the arm flags ask for; SettingError when one is unknown."""
     from . import ablation
@@ -150,6 +173,7 @@ def build_parser():
     p.add_argument("--gpt-optimizer", default="adamw", choices=OPTIMIZERS, help="optimizer for NanoGPT (default: adamw)")
     p.add_argument("--kimi-optimizer", default="truemuon", choices=OPTIMIZERS, help="optimizer for NanoKimi (default: truemuon)")
     p.add_argument("--out", default=".", help="directory for results.csv, history.csv, comparison_graph.png (default: .)")
+    add_backend_flags(p)
 
     a = sub.add_parser("ablate", help="arms of architecture x optimizer over several seeds, with confidence intervals",
                        description="Train every arm (architecture + optimizer) for --seeds seeds, paired by seed, "
@@ -166,7 +190,10 @@ def build_parser():
     a.add_argument("--out", default=".", help="directory for the ablation files (default: .)")
     a.add_argument("--jobs", type=_positive(int), default=1,
                    help="runs trained at once (default: 1). Each gets cores/jobs threads unless --threads says "
-                        "otherwise; parallel runs share memory bandwidth, so compare their times only with each other")
+                        "otherwise; parallel runs share memory bandwidth, so compare their times only with each other. "
+                        "With --backend ray the cluster's CPUs decide how many run at once; --jobs only sets the "
+                        "default threads")
+    add_backend_flags(a)
 
     w = sub.add_parser("sweep", help="tune each arm's learning rate on tuning seeds, then compare at tuned learning rates",
                        description="For every arm, train a log-spaced grid of learning rates (--lr-factors x the "
@@ -187,6 +214,7 @@ def build_parser():
                    help="validation loss for time-to-target (default: the worst arm's mean final loss)")
     w.add_argument("--out", default=".", help="directory for the sweep files (default: .)")
     w.add_argument("--jobs", type=_positive(int), default=1, help="runs trained at once (default: 1)")
+    add_backend_flags(w)
 
     b = sub.add_parser("bench", help="time training steps, evaluation and generation of one model",
                        description="Time real engine training steps (batch + forward + backward + optimizer) "
@@ -223,13 +251,19 @@ def compare_main(args):
     except OSError as err:
         return fail("compare", f"cannot create --out directory {out}: {err.strerror}")
 
+    try:
+        backend = backend_for(args)
+    except BackendError as err:
+        return fail("compare", err)
     progress = Progress()
     interrupted = False
     try:
-        results = run_many(runs, on_event=progress)
+        results = backend.run(runs, on_event=progress)
     except KeyboardInterrupt:
         interrupted = True
         results = []
+    finally:
+        backend.close()
     if interrupted and not results:
         print("interrupted before any model finished; nothing written", file=sys.stderr)
         return 130
@@ -262,15 +296,19 @@ def ablate_main(args):
                                       preset_name=args.preset, **chosen)
         check_data(runs)
         out = make_out(args.out)
-    except (ValueError, DataError, OSError) as err:
+        backend = backend_for(args)
+    except (ValueError, DataError, OSError, BackendError) as err:
         return fail("ablate", err)
-    order = "one after the other" if args.jobs == 1 else f"{args.jobs} at a time, {runs[0].threads} threads each"
-    print(f"{len(runs)} runs: {len(arms)} arms x {args.seeds} seeds, {order}", file=sys.stderr)
-    progress = Progress(redraw=args.jobs == 1)
+    print(f"{len(runs)} runs: {len(arms)} arms x {args.seeds} seeds, {order_text(args, backend, runs)}", file=sys.stderr)
     try:
-        results, reused = ablation.train_grid(runs, out, jobs=args.jobs, on_event=progress)
+        with grid_progress(args, runs) as progress:
+            results, reused = ablation.train_grid(runs, out, jobs=args.jobs, on_event=progress, backend=backend)
     except KeyboardInterrupt:
         results, reused = list(ablation.load_finished(out, runs).values()), 0
+    except BackendError as err:
+        return fail("ablate", err)
+    finally:
+        backend.close()
     if reused:
         print(f"{reused} of {len(runs)} runs were already trained in {out / 'runs'}: not trained again", file=sys.stderr)
     if not results:
@@ -283,6 +321,14 @@ def ablate_main(args):
     print(ablation.summary_text(summary))
     print(f"\nwrote {out / 'ablation.csv'}, {out / 'ablation_summary.csv'}, {out / 'ablation.png'}")
     return 1 if any(r.status == FAILED for r in results) else 0
+
+
+def order_text(args, backend, runs):
+    """How the runs will train, for the line before they start."""
+    if backend.name == "ray":
+        where = backend.address or "a local Ray instance"
+        return f"as Ray tasks on {where}, {backend.threads(runs[0])} CPUs (threads) each"
+    return "one after the other" if args.jobs == 1 else f"{args.jobs} at a time, {runs[0].threads} threads each"
 
 
 def make_out(path):
@@ -307,20 +353,30 @@ def sweep_main(args):
         if not factors or min(factors) <= 0:
             raise ValueError(f"--lr-factors must be positive numbers, got {args.lr_factors!r}")
         grid = {"data": resolve_source(args.data), "preset_name": args.preset, **chosen}
-        check_data(sweep.tuning_runs(arms, factors, args.tuning_seeds, base_seed, **grid))
+        tuning = sweep.tuning_runs(arms, factors, args.tuning_seeds, base_seed, **grid)
+        check_data(tuning)
         out = make_out(args.out)
-    except (ValueError, DataError, OSError) as err:
+        backend = backend_for(args)
+    except (ValueError, DataError, OSError, BackendError) as err:
         return fail("sweep", err)
     total = len(arms) * (len(factors) * args.tuning_seeds + 2 * args.seeds)
     print(f"up to {total} runs: {len(arms)} arms x {len(factors)} learning rates x {args.tuning_seeds} tuning seed(s), "
           f"then {args.seeds} confirmation seeds at the chosen and the original learning rates", file=sys.stderr)
+    # The confirmation runs at the chosen learning rates are known only once tuning has chosen: the
+    # grid view lists the tuning runs and those at the original rates, and adds the others as they start.
+    _, original = sweep.confirmation_runs(arms, {}, args.seeds, base_seed, **grid)
     try:
-        tuned, chosen_lrs, at_tuned, at_original = sweep.run_sweep(
-            arms, out, args.seeds, base_seed, factors, args.tuning_seeds, args.jobs,
-            on_event=Progress(redraw=args.jobs == 1), **grid)
+        with grid_progress(args, tuning + original) as progress:
+            tuned, chosen_lrs, at_tuned, at_original = sweep.run_sweep(
+                arms, out, args.seeds, base_seed, factors, args.tuning_seeds, args.jobs,
+                on_event=progress, backend=backend, **grid)
     except KeyboardInterrupt:
         print(f"interrupted: the runs that finished are kept in {out / 'runs'}; run again to go on", file=sys.stderr)
         return 130
+    except BackendError as err:
+        return fail("sweep", err)
+    finally:
+        backend.close()
     rows = sweep.sweep_rows(tuned)
     frame = pd.DataFrame(rows)
     frame[sweep.SWEEP_COLUMNS_FIRST + [c for c in frame.columns if c not in sweep.SWEEP_COLUMNS_FIRST]].to_csv(

@@ -51,7 +51,7 @@ METRIC_BY_NAME = {m.name: m for m in METRICS}
 
 # results.csv: identification first, then every metric, then run facts.
 RESULT_COLUMNS = (["model", "architecture", "optimizer", "seed"] + [m.name for m in METRICS]
-                  + ["steps", "device", "threads", "status", "message"])
+                  + ["steps", "device", "threads", "node", "status", "message"])  # node: the host (Ray: node id) it trained on
 HISTORY_COLUMNS = ["model", "step", "wall_time_s", "metric", "value"]
 
 MB = 1024 ** 2

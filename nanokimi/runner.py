@@ -26,6 +26,7 @@ Its life:
 """
 
 import fcntl
+import os
 import signal
 import statistics
 import sys
@@ -177,6 +178,8 @@ def execute(store, run, shutdown):
 
     def train():
         """Train the configs not trained yet; True when every one of them trained and no stop was asked."""
+        if ray_address():
+            return train_on_ray(store, run_id, configs, results, recorder, should_stop)
         for index in range(len(results), len(configs)):
             if should_stop():
                 return False
@@ -203,6 +206,35 @@ def execute(store, run, shutdown):
         status, message = FAILED, f"{type(err).__name__}: {err}"
     store.finish_run(run_id, status, message)
     return status
+
+
+def ray_address():
+    """The Ray cluster the app's runs go to, if one is configured (NANOKIMI_RAY_ADDRESS or RAY_ADDRESS)."""
+    return os.environ.get("NANOKIMI_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS") or None
+
+
+def train_on_ray(store, run_id, configs, results, recorder, should_stop):
+    """execute()'s train() on a Ray cluster: the configs not trained yet, one task each, at once
+    (backends.py); each model is kept in the store as it ends, with the node it trained on.
+    An unreachable cluster raises BackendError, which ends the run failed with that one line."""
+    from .backends import RayBackend
+
+    todo = configs[len(results):]
+    index = {c.name: (len(results) + i, c) for i, c in enumerate(todo)}
+
+    def on_event(event):
+        if event["event"] == "start":
+            recorder.begin(*index[event["model"]])
+        recorder(event)
+
+    def on_result(result):
+        recorder.flush()
+        store.finish_model(run_id, result.config.name, result.history, result.results)
+
+    trained = RayBackend(ray_address(), jobs=len(todo)).run(todo, on_event=on_event, on_result=on_result,
+                                                             should_stop=should_stop)
+    results.extend(trained)
+    return len(trained) == len(todo) and all(r.status != FAILED for r in trained) and not should_stop()
 
 
 def outcome(results, configs, stop_requested, shutting_down, tuning=()):

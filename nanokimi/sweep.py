@@ -98,19 +98,20 @@ def confirmation_runs(arms, chosen, seeds=3, base_seed=1337, **grid):
 
 
 def run_sweep(arms, out_dir, seeds=3, base_seed=1337, factors=DEFAULT_FACTORS, tuning_seed_count=1, jobs=1,
-              on_event=None, **grid):
+              on_event=None, backend=None, **grid):
     """Tune every arm, then confirm at the chosen and at the original learning rates.
 
     Returns (tuning results, choice per arm, confirmation results at the chosen learning rates,
     confirmation results at the original's). Runs already finished in `out_dir` are not retrained.
+    `backend` (backends.py) trains them; default: local worker processes, `jobs` at a time.
     """
     tuning = tuning_runs(arms, factors, tuning_seed_count, base_seed, **grid)
-    tuned, _ = train_grid(tuning, out_dir, jobs=jobs, on_event=on_event)
+    tuned, _ = train_grid(tuning, out_dir, jobs=jobs, on_event=on_event, backend=backend)
     chosen = choose(tuned)
     at_chosen, original = confirmation_runs(arms, {arm: c["lr"] for arm, c in chosen.items()}, seeds, base_seed,
                                             **grid)
     confirmation = list({run.name: run for run in at_chosen + original}.values())
-    confirmed, _ = train_grid(confirmation, out_dir, jobs=jobs, on_event=on_event)
+    confirmed, _ = train_grid(confirmation, out_dir, jobs=jobs, on_event=on_event, backend=backend)
     by_name = {r.config.name: r for r in confirmed}
     return (tuned, chosen, [by_name[r.name] for r in at_chosen if r.name in by_name],
             [by_name[r.name] for r in original if r.name in by_name])

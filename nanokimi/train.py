@@ -20,6 +20,7 @@ and nothing else; evaluation, inference and generation are timed separately.
 
 import dataclasses
 import math
+import platform
 import statistics
 import time
 from dataclasses import dataclass, field, replace
@@ -337,7 +338,7 @@ def train(run, on_event=None, should_stop=None, corpus=None):
             # measured and the status says the run diverged. A run that failed in its loop was last
             # evaluated before its last step.
             "final_val_loss": val_losses[-1] if val_losses and status not in (DIVERGED, FAILED) else math.nan,
-            "steps": step, "device": device, "threads": threads,
+            "steps": step, "device": device, "threads": threads, "node": platform.node(),
         })
         results.update(metrics.derived(results["final_val_loss"], results["params"]))
         median_ms = statistics.median(step_ms) if step_ms else math.nan
@@ -364,6 +365,7 @@ def train(run, on_event=None, should_stop=None, corpus=None):
     results.setdefault("steps", step)
     results.setdefault("device", device)
     results.setdefault("threads", threads)
+    results.setdefault("node", platform.node())
     results["total_time_s"] = time.perf_counter() - started
     for m in metrics.METRICS:  # whatever was not measured
         results.setdefault(m.name, math.nan)
