@@ -64,7 +64,7 @@ def test_controls_change_the_run_config(home):
         assert (run.model.block_size, run.batch_size, run.iters) == (16, 8, 300)
         assert (run.optimizer.ns_steps, run.seed, run.eval_interval) == (3, 7, 30)
     set_controls(at, preset="seed")
-    assert at.slider(key="iters").value == 10_000, "the seed preset is the original configuration"
+    assert at.number_input(key="iters").value == 10_000, "the seed preset is the original configuration"
     assert at.session_state["run_request"].runs[0].eval_iters == 200
 
 
