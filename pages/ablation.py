@@ -6,7 +6,7 @@ learning rates", `python -m nanokimi sweep`. Train grid queues it in the run sto
 process trains its runs one after the other (nanokimi/jobs.py); a sweep's confirmation runs are
 added by the runner once its tuning runs have chosen the learning rates. The page shows the grid
 named in the URL (`?run=ID`), else the one training now, else the latest, and polls while it is
-active.
+active. The controls are URL parameters, and a grid opens into them, as on the Compare page.
 """
 
 import math
@@ -23,7 +23,7 @@ from nanokimi.status import RUNNING
 from pages.common import (BASELINE, BIND, CONTROLS, KEEP, POLL_S, build_request, control_params, corpus,
                           dataset_choices, dataset_control, dataset_of, duration, estimate_s, job_queue, live_run,
                           model_controls, open_in_url, run_controls, run_label, run_to_open, settings_of, status_note,
-                          url_params)
+                          untaken, url_params)
 
 PREFIX = "ablation_"
 FACTOR_CHOICES = (1 / 27, 1 / 9, 1 / 3, 1.0, 3.0, 9.0, 27.0)  # learning-rate factors offered; the CLI's default below
@@ -61,7 +61,7 @@ def open_grid(run_id):
             "tuning_seeds": (asked.get("tuning_seeds", 1), 1, str),
             "dataset": (dataset_of(stored) or dataset_choices()[0], dataset_choices()[0], str)}
     open_in_url(BOUND, {**control_params(PREFIX, settings),
-                        **url_params({PREFIX + name: control for name, control in grid.items()})})
+                        **url_params({PREFIX + name: control for name, control in grid.items()})}, PREFIX, settings)
 
 
 def choose_controls():
@@ -129,6 +129,8 @@ factors = factors_col.multiselect(
     help="Learning rates tried, as factors of each arm's original: AdamW's lr, or TrueMuon's / Muon's matrix lr.")
 tuning_seeds = tuning_seeds_col.slider("Tuning seeds", 1, 3, 1, key=PREFIX + "tuning_seeds", disabled=not tune,
                                        **BIND, help="Runs per arm and learning rate while tuning.")
+for sentence in untaken(PREFIX, values):
+    st.warning(sentence)
 
 # --- what those controls ask for --------------------------------------------------------------------
 architectures = [a for a in ARCHITECTURES if a in chosen_architectures]  # grid order, whatever the clicking order

@@ -1,6 +1,13 @@
 """What the pages share (not a page itself): the server's job queue, the dataset menu, the model
 controls, turning controls into a request (or the reasons it can't train), the run pickers.
 
+The controls of Compare and Ablation are bound to the URL's query string (`bind="query-params"`,
+the key is the parameter; a default is left out), so the URL is the state of a page: a refresh, a
+new tab or a shared link restores it. Opening a stored run writes its settings into the URL and
+reruns, so the controls take them exactly as they take a pasted link. Before Train a page shows a
+run's duration estimated from the step time this machine measured for the same model, batch,
+optimizer and threads, never a guessed one.
+
 `@st.cache_resource` keeps one `jobs.JobQueue` (store connection + runner process handle) per data
 directory for the whole server, shared by every session; `@st.cache_data` caches what is pure data.
 The engine checks every setting (the config classes, `Corpus.check`) and says what is wrong in its
@@ -221,14 +228,23 @@ def control_params(prefix, values):
                        for name, value in values.items() if name in CONTROLS})
 
 
-def open_in_url(bound, params):
+def open_in_url(bound, params, prefix, settings):
     """Show a page's controls (keys `bound`) as `params` ({key: URL value}) say, the rest at their
     defaults: write them into the URL and rerun, so the controls take them as they take a pasted
-    link's. The values this session had for them are dropped."""
+    link's. The values this session had for them are dropped; `settings` are kept for `untaken`."""
     for key in bound:
         st.session_state.pop(key, None)
+    st.session_state[prefix + "opened_settings"] = settings
     st.query_params.update(params)
     st.rerun()
+
+
+def untaken(prefix, values):
+    """Once, right after a run was opened: a sentence for each of its settings the controls could not
+    take (outside what they offer, e.g. a run made with the CLI), so Train would not train it again."""
+    wanted = st.session_state.pop(prefix + "opened_settings", None) or {}
+    return [f"This run's {CONTROLS[name][1] if name in CONTROLS else name} ({value}) is outside what the control "
+            f"offers; it shows {values[name]}." for name, value in wanted.items() if values.get(name) != value]
 
 
 def dataset_of(stored):

@@ -3,6 +3,9 @@
 Training never runs in this script: Train queues the comparison in the run store and the runner
 process trains it (nanokimi/jobs.py, nanokimi/runner.py). The page shows the run named in the URL (`?run=ID`), else the
 one training now, else the latest, and polls the store every second while it is active.
+
+Every control is bound to a URL parameter named by its key (a refresh or a shared link restores the
+controls); a link naming a run and no settings opens it: its settings go into the controls and the URL.
 """
 
 import pandas as pd
@@ -15,7 +18,7 @@ from nanokimi.status import MEASURED
 from pages.common import (BASELINE, BIND, CONTROLS, KEEP, POLL_S, build_request, control_params, corpus,
                           dataset_choices, dataset_control, dataset_of, estimate_sentence, job_queue, live_run,
                           model_controls, model_size, open_in_url, preset_values, run_controls, run_label, run_to_open,
-                          set_controls, settings_of, status_note, url_params)
+                          set_controls, settings_of, status_note, untaken, url_params)
 
 queue = job_queue()
 CONTROLS_HINT = "the Ablation page's controls"  # where the verdict sends a reader when size or activation differ
@@ -39,7 +42,7 @@ def open_run(run_id):
         "preset": (stored.asked.get("preset", "quick"), "quick", str),
         "gpt_optimizer": (gpt, "adamw", OPTIMIZER_LABELS.get), "kimi_optimizer": (kimi, "truemuon", OPTIMIZER_LABELS.get),
         "seed": (settings["seed"], BASELINE["seed"], str),
-        "dataset": (dataset_of(stored) or dataset_choices()[0], dataset_choices()[0], str)})})
+        "dataset": (dataset_of(stored) or dataset_choices()[0], dataset_choices()[0], str)})}, "", settings)
 
 
 opening = run_to_open("", BOUND)
@@ -65,6 +68,8 @@ kimi_optimizer = opt_kimi.selectbox("NanoKimi optimizer", OPTIMIZERS, index=OPTI
                                     key="kimi_optimizer", format_func=OPTIMIZER_LABELS.get, **BIND)
 values["seed"] = seed_col.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, value=BASELINE["seed"],
                                        key="seed", help="Initialisation and batch order; both models share it.", **BIND)
+for sentence in untaken("", values):
+    st.warning(sentence)
 
 # --- what those controls ask for, or why it cannot train ------------------------------------------
 run_request, problems = build_request(request.comparison, values, data, preset, gpt_optimizer, kimi_optimizer,

@@ -262,3 +262,25 @@ def test_before_train_the_page_shows_sizes_and_a_measured_duration(home):
     at = set_controls(at, batch_size=5)
     [line] = [c.value for c in at.caption if "parameters" in c.value]
     assert line.count("no measurement yet") == 2, "another batch size costs another step time"
+
+
+def test_open_from_another_page_replaces_the_sessions_settings(home):
+    run_id, asked = stored_comparison(home, n_embd=32, n_head=2, n_layer=1, iters=300, seed=42)
+    at = set_controls(app(), n_layer=3, batch_size=5, iters=700)
+    at.switch_page("pages/runs.py").run()
+    at.query_params["run"] = str(run_id)  # as the Runs page's Open sends it
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception, at.exception
+    assert at.session_state["run_request"].to_stored()["runs"] == asked.to_stored()["runs"], \
+        "the run's settings, not the ones this session had (batch size 5 was not the run's)"
+
+
+def test_a_run_the_controls_cannot_show_is_said_so(home):
+    stored_comparison(home, n_layer=12, iters=300)  # a CLI run: more layers than the slider offers
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = "1"
+    at.run()
+    assert not at.exception, at.exception
+    assert [w.value for w in at.warning] == ["This run's Layers (12) is outside what the control offers; it shows 4."]
+    at.run()
+    assert not at.warning, "said once, when opened"
