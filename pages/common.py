@@ -19,10 +19,10 @@ from pathlib import Path
 import streamlit as st
 
 from nanokimi import jobs, sampling
-from nanokimi.request import Request
 from nanokimi.compare import PRESETS
 from nanokimi.data import BUILTIN, TINY_SHAKESPEARE, DataError, load_corpus, resolve_source
 from nanokimi.paths import home_dir
+from nanokimi.request import Request
 from nanokimi.settings import SettingError, all_fields, flatten, names
 from nanokimi.status import COMPLETED, DIVERGED, FAILED, INTERRUPTED, STOPPED
 from nanokimi.train import RunConfig
@@ -161,20 +161,13 @@ def set_controls(prefix, values):
         st.session_state[prefix + name] = value
 
 
-def _default(widget, kwargs, value):
-    """The widget argument that makes `value` its default (the value the URL leaves out)."""
-    if widget is st.selectbox:
-        return {"index": list(kwargs["options"]).index(value)}
-    return {"value": value}
-
-
 def model_controls(prefix, columns):
-    """Draw CONTROLS in three columns, keys `prefix + setting`, bound to the URL; returns {setting: value}."""
+    """Draw CONTROLS in three columns, keys `prefix + setting`, bound to the URL with the quick preset's
+    values as defaults; returns {setting: value}."""
     values = {}
     for name, (widget, label, kwargs, column) in CONTROLS.items():
         with columns[column]:
-            values[name] = widget(label, key=prefix + name, **kwargs, **_default(widget, kwargs, BASELINE[name]),
-                                  **BIND)
+            values[name] = widget(label, key=prefix + name, value=BASELINE[name], **kwargs, **BIND)
     return values
 
 
