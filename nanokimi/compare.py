@@ -47,8 +47,8 @@ PRESETS = {
     "quick": RunConfig(iters=1000, eval_interval=100, eval_iters=20),
 }
 PRESET_HELP = {
-    "seed": "the original script's configuration (10,000 iterations)",
-    "quick": "1,000 iterations and smaller evaluations (about a minute on a laptop CPU)",
+    "seed": "the original script's configuration (10,000 iterations, evaluations on 200 batches per split)",
+    "quick": "the original's model with 1,000 iterations and evaluations on 20 batches per split",
 }
 MOE_ONLY = tuple(f.name for f in fields(ModelConfig) if f.metadata["moe"])
 

@@ -6,9 +6,10 @@ learning rates", `python -m nanokimi sweep`. Train grid queues it in the run sto
 process trains its runs one after the other (nanokimi/jobs.py); a sweep's confirmation runs are
 added by the runner once its tuning runs have chosen the learning rates. The page shows the grid
 named in the URL (`?run=ID`), else the one training now, else the latest, and polls while it is
-active.
+active. The controls are URL parameters, and a grid opens into them, as on the Compare page.
 """
 
+import math
 from fractions import Fraction
 
 import pandas as pd
@@ -19,9 +20,10 @@ from nanokimi.compare import ARCHITECTURE_LABELS, ARCHITECTURES
 from nanokimi.metrics import METRIC_BY_NAME
 from nanokimi.optim import OPTIMIZER_LABELS, OPTIMIZERS
 from nanokimi.status import RUNNING
-from pages.common import (KEEP, POLL_S, build_request, corpus, dataset_control, job_queue, live_run, model_controls,
-                          preset_values, run_controls, run_label, set_controls, status_note)
-from pages.common import live_area
+from pages.common import (BASELINE, BIND, CONTROLS, KEEP, POLL_S, build_request, control_params, corpus,
+                          dataset_choices, dataset_control, dataset_of, duration, estimate_s, job_queue, live_area,
+                          live_run, model_controls, open_in_url, run_controls, run_label, run_to_open, settings_of,
+                          status_note, untaken, url_params)
 
 PREFIX = "ablation_"
 FACTOR_CHOICES = (1 / 27, 1 / 9, 1 / 3, 1.0, 3.0, 9.0, 27.0)  # learning-rate factors offered; the CLI's default below
@@ -37,11 +39,29 @@ EFFECT_NAMES = {f"{contrast} ({with_change} − {without}), {OPTIMIZER_LABELS[o]
 WIDE_LABELS = {"labelLimit": 0}  # arm and effect names are long: show them whole in legends and axes
 queue = job_queue()
 
-if PREFIX + "iters" not in st.session_state:  # the quick preset, as on the Compare page
-    set_controls(PREFIX, preset_values("quick"))
-for name, value in {"architectures": list(ablation.DEFAULT_ARCHITECTURES), "optimizers": ["adamw", "truemuon"],
-                    "factors": list(sweep.DEFAULT_FACTORS)}.items():  # the 2×2 grid; the CLI's sweep
-    st.session_state.setdefault(PREFIX + name, value)
+DEFAULTS = {"architectures": list(ablation.DEFAULT_ARCHITECTURES), "optimizers": ["adamw", "truemuon"],
+            "factors": list(sweep.DEFAULT_FACTORS)}  # the 2×2 grid; the CLI's sweep
+BOUND = [PREFIX + name for name in ["architectures", "optimizers", "seeds", "dataset", *CONTROLS, "seed", "tune",
+                                    "factors", "tuning_seeds"]]  # this page's URL parameters
+
+
+def open_grid(run_id):
+    """Show a stored grid's or sweep's settings in the controls (and the URL): Train grid then trains it again."""
+    run = queue.store.get_run(run_id)
+    stored = request.Request.from_stored(run["config"]) if run else None
+    if stored is None or stored.kind not in request.GRIDS:
+        return
+    asked, settings, is_sweep = stored.asked, settings_of(stored), stored.kind == request.SWEEP
+    factors = [f for f in FACTOR_CHOICES if any(math.isclose(f, g) for g in asked.get("factors", ()))]
+    grid = {"architectures": (list(asked["architectures"]), DEFAULTS["architectures"], ARCHITECTURE_LABELS.get),
+            "optimizers": (list(asked["optimizers"]), DEFAULTS["optimizers"], OPTIMIZER_LABELS.get),
+            "seeds": (asked["seeds"], 3, str), "seed": (settings["seed"], BASELINE["seed"], str),
+            "tune": (is_sweep, False, str), "factors": (factors if is_sweep else DEFAULTS["factors"], DEFAULTS["factors"],
+                                                      factor_label),
+            "tuning_seeds": (asked.get("tuning_seeds", 1), 1, str),
+            "dataset": (dataset_of(stored) or dataset_choices()[0], dataset_choices()[0], str)}
+    open_in_url(BOUND, {**control_params(PREFIX, settings),
+                        **url_params({PREFIX + name: control for name, control in grid.items()})}, PREFIX, settings)
 
 
 def choose_controls():
@@ -66,6 +86,10 @@ def effect_sentence(row):
     return row["note"].replace(f"{row['name']} on {row['metric']}", f"{subject} on {metric}", 1)
 
 
+opening = run_to_open(PREFIX, BOUND)
+if opening is not None:
+    open_grid(opening)
+
 st.title("Ablation")
 st.caption("Which change helps: the Mixture-of-Experts, TrueMuon, or both, and does NanoKimi win by its experts or "
            "by its size and activation? Every arm (architecture × optimizer) trains with every seed on the same "
@@ -74,35 +98,39 @@ st.caption("Which change helps: the Mixture-of-Experts, TrueMuon, or both, and d
 # --- controls ---------------------------------------------------------------------------------
 architectures_col, controls_col, optimizers_col = st.columns([5, 2, 3], vertical_alignment="bottom")
 chosen_architectures = architectures_col.multiselect(
-    "Architectures", list(ARCHITECTURES), key=PREFIX + "architectures", format_func=ARCHITECTURE_LABELS.get, **KEEP,
+    "Architectures", list(ARCHITECTURES), default=DEFAULTS["architectures"], key=PREFIX + "architectures",
+    format_func=ARCHITECTURE_LABELS.get, **BIND,
     help="NanoGPT and NanoKimi, and the two controls between them: NanoGPT's ReLU MLP and one SwiGLU, each widened "
          "to NanoKimi's parameter count.")
 controls_col.button("The four controls", on_click=choose_controls, key=PREFIX + "controls_button", width="stretch",
                     icon=":material/account_tree:", help="NanoGPT, both controls and NanoKimi: NanoKimi − NanoGPT "
                                                          "split into parameters, activation and routing.")
-chosen_optimizers = optimizers_col.multiselect("Optimizers", OPTIMIZERS, key=PREFIX + "optimizers",
-                                               format_func=OPTIMIZER_LABELS.get, **KEEP,
+chosen_optimizers = optimizers_col.multiselect("Optimizers", OPTIMIZERS, default=DEFAULTS["optimizers"],
+                                               key=PREFIX + "optimizers", format_func=OPTIMIZER_LABELS.get, **BIND,
                                                help="Every architecture trains with each of these.")
 grid_col, *setting_cols = st.columns(4)
 with grid_col:
-    seeds = st.slider("Seeds", 1, 5, 3, key=PREFIX + "seeds", **KEEP,
+    seeds = st.slider("Seeds", 1, 5, 3, key=PREFIX + "seeds", **BIND,
                       help="Runs per arm (with tuning: confirmation seeds). With one seed there is no interval; "
                            "three is the least that says much.")
 data = dataset_control(PREFIX + "dataset", grid_col)
 values = model_controls(PREFIX, setting_cols)
 with setting_cols[2]:
-    values["seed"] = st.number_input("First seed", min_value=0, max_value=2**31 - 100, step=1, key=PREFIX + "seed",
-                                     help="Seeds are this, this + 1, …; every arm shares each seed (a paired design).",
-                                     **KEEP)
+    values["seed"] = st.number_input("First seed", min_value=0, max_value=2**31 - 100, step=1, value=BASELINE["seed"],
+                                     key=PREFIX + "seed", **BIND,
+                                     help="Seeds are this, this + 1, …; every arm shares each seed (a paired design).")
 tune_col, factors_col, tuning_seeds_col = st.columns([1, 2, 1])
-tune = tune_col.toggle("Tune learning rates", key=PREFIX + "tune", **KEEP,
+tune = tune_col.toggle("Tune learning rates", key=PREFIX + "tune", **BIND,
                        help="First train every arm at several learning rates on tuning seeds (never the seeds the "
                             "effects are measured on), then compare each arm at its best one and at the original's.")
 factors = factors_col.multiselect(
-    "Learning-rate factors", FACTOR_CHOICES, key=PREFIX + "factors", format_func=factor_label, disabled=not tune, **KEEP,
+    "Learning-rate factors", FACTOR_CHOICES, default=DEFAULTS["factors"], key=PREFIX + "factors", format_func=factor_label,
+    disabled=not tune, **BIND,
     help="Learning rates tried, as factors of each arm's original: AdamW's lr, or TrueMuon's / Muon's matrix lr.")
 tuning_seeds = tuning_seeds_col.slider("Tuning seeds", 1, 3, 1, key=PREFIX + "tuning_seeds", disabled=not tune,
-                                       **KEEP, help="Runs per arm and learning rate while tuning.")
+                                       **BIND, help="Runs per arm and learning rate while tuning.")
+for sentence in untaken(PREFIX, values):
+    st.warning(sentence)
 
 # --- what those controls ask for --------------------------------------------------------------------
 architectures = [a for a in ARCHITECTURES if a in chosen_architectures]  # grid order, whatever the clicking order
@@ -117,6 +145,23 @@ else:
 st.session_state["ablation_request"] = grid  # what Train grid would queue (read by the tests)
 for problem in problems:
     st.error(problem)
+
+
+def grid_estimate(grid):
+    """How long the grid's runs should take here, from step times measured on this machine, or which arms
+    have none yet (a sweep's confirmation runs are chosen later: not counted)."""
+    estimates = [estimate_s(run) for run in grid.runs]
+    missing = list(dict.fromkeys(run.arm for run, e in zip(grid.runs, estimates) if e is None))
+    if missing:
+        return (f"Duration: no measurement yet on this machine of {', '.join(missing)} at these settings "
+                f"(the arms table shows their sizes; train them once to measure).")
+    measured_in = ", ".join(f"#{i}" for i in sorted({e[1] for e in estimates}))
+    what = "the tuning runs (the confirmation runs come after)" if grid.kind == request.SWEEP else "the grid"
+    return f"Duration here: about {duration(sum(e[0] for e in estimates))} for {what}, from step times measured in run {measured_in}."
+
+
+if grid is not None:
+    st.caption(grid_estimate(grid))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

@@ -2,6 +2,13 @@
 controls, turning controls into a request (or the reasons it can't train), the run and model
 pickers (a grid's models too, each named by how it ended) and a run's downloads.
 
+The controls of Compare and Ablation are bound to the URL's query string (`bind="query-params"`,
+the key is the parameter; a default is left out), so the URL is the state of a page: a refresh, a
+new tab or a shared link restores it. Opening a stored run writes its settings into the URL and
+reruns, so the controls take them exactly as they take a pasted link. Before Train a page shows a
+run's duration estimated from the step time this machine measured for the same model, batch,
+optimizer and threads, never a guessed one.
+
 `@st.cache_resource` keeps one `jobs.JobQueue` (store connection + runner process handle) per data
 directory for the whole server, shared by every session; `@st.cache_data` caches what is pure data.
 The engine checks every setting (the config classes, `Corpus.check`) and says what is wrong in its
@@ -22,12 +29,16 @@ from nanokimi.data import (
     BUILTIN, MAX_TEXT_BYTES, MAX_TEXT_LABEL, TINY_SHAKESPEARE, DataError, check_size, load_corpus, resolve_source,
 )
 from nanokimi.paths import home_dir
-from nanokimi.settings import SettingError, flatten, names
+from nanokimi.request import Request
+from nanokimi.settings import SettingError, all_fields, flatten, names
 from nanokimi.status import COMPLETED, DIVERGED, FAILED, INTERRUPTED, STOPPED
 from nanokimi.train import RunConfig
 
 POLL_S = 1.0  # how often a page re-reads an active run from the store
 KEEP = {"persist_state": "session"}  # a control keeps its value when the user visits another page
+# Controls are bound to the URL's query string (the key is the parameter): a refresh, a new tab or a
+# pasted link restores them; a page sets them only through st.session_state (presets, opening a run).
+BIND = {"bind": "query-params", **KEEP}
 EMBEDDING_SIZES = [8, 16, 24, 32, 48, 64, 96, 128, 192, 256]
 
 # The "Dataset" menu, in the order shown (input.txt only when present), and what each label trains on.
@@ -102,7 +113,7 @@ def dataset_control(key, column):
     """The Dataset menu (and the uploader when chosen): (source, label) of a usable text, or
     (None, problem sentence). Its notice and size are shown in `column`."""
     with column:
-        choice = st.selectbox("Dataset", dataset_choices(), key=key, help=DATASET_HELP, **KEEP)
+        choice = st.selectbox("Dataset", dataset_choices(), key=key, help=DATASET_HELP, **BIND)
         upload = None
         if choice == UPLOAD_LABEL:
             upload = st.file_uploader("Upload a text file", type=["txt"], key=f"{key}_upload",
@@ -128,10 +139,13 @@ def _dense_or(k):
     return "dense (all)" if k == 0 else str(k)
 
 
+SETTING_HELP = {f.name: f.metadata["help"] for f, _ in all_fields(RunConfig)}  # the engine's own words
+BASELINE = flatten(PRESETS["quick"])  # every control's default: a URL names only what differs from it
+
 # The controls of the model and training settings, shared by Compare and Ablation, keyed by the
 # setting each one sets (a name of settings.names(RunConfig)): widget, label, arguments, and the
 # column of three it goes in. The one table from setting to widget: what a page sends the engine,
-# and what a preset puts into the controls, are read off it.
+# and what a preset or an opened run puts into the controls, are read off it.
 CONTROLS = {
     "n_embd": (st.select_slider, "Embedding size", dict(options=EMBEDDING_SIZES), 0),
     "n_head": (st.slider, "Heads", dict(min_value=1, max_value=16, help="Embedding size must be divisible by heads."), 0),
@@ -143,9 +157,17 @@ CONTROLS = {
                                                            "original (every expert, softmax-weighted)."), 1),
     "ns_steps": (st.slider, "Newton–Schulz steps", dict(min_value=1, max_value=10, help=(
         "Iterations of the orthogonalisation in TrueMuon and Muon (the original authors suggested trying 3).")), 1),
-    "iters": (st.slider, "Iterations", dict(min_value=10, max_value=20_000, step=10, help="Training steps per model."), 2),
-    "batch_size": (st.slider, "Batch size", dict(min_value=1, max_value=128), 2),
-    "block_size": (st.slider, "Block size", dict(min_value=4, max_value=256, help="Context length in characters."), 2),
+    "lr": (st.number_input, "AdamW learning rate", dict(min_value=1e-6, max_value=1.0, step=1e-4, format="%.2e",
+                                                        help=f"{SETTING_HELP['lr']}; TrueMuon and Muon use it for "
+                                                             "embeddings, norms and biases."), 1),
+    "matrix_lr": (st.number_input, "TrueMuon / Muon matrix learning rate", dict(
+        min_value=1e-6, max_value=1.0, step=1e-3, format="%.2e", help=SETTING_HELP["matrix_lr"]), 1),
+    "iters": (st.number_input, "Iterations", dict(min_value=10, max_value=100_000, step=100,
+                                                  help="Training steps per model: type a number or step by 100."), 2),
+    "batch_size": (st.number_input, "Batch size", dict(min_value=1, max_value=1024, step=1,
+                                                       help="Sequences per training step."), 2),
+    "block_size": (st.number_input, "Block size", dict(min_value=4, max_value=1024, step=8,
+                                                       help="Context length in characters."), 2),
 }
 assert set(CONTROLS) <= set(names(RunConfig)), "every control sets a setting of the engine"
 
@@ -157,18 +179,156 @@ def preset_values(preset_name, extra=("seed",)):
 
 
 def set_controls(prefix, values):
-    """Put setting values into a page's controls (session-state keys prefix + setting)."""
+    """Put setting values into a page's controls (session-state keys prefix + setting); the URL follows."""
     for name, value in values.items():
         st.session_state[prefix + name] = value
 
 
 def model_controls(prefix, columns):
-    """Draw CONTROLS in three columns, keys `prefix + setting`; returns {setting: value}."""
+    """Draw CONTROLS in three columns, keys `prefix + setting`, bound to the URL with the quick preset's
+    values as defaults; returns {setting: value}."""
     values = {}
     for name, (widget, label, kwargs, column) in CONTROLS.items():
         with columns[column]:
-            values[name] = widget(label, key=prefix + name, **kwargs, **KEEP)
+            values[name] = widget(label, key=prefix + name, value=BASELINE[name], **kwargs, **BIND)
     return values
+
+
+def settings_of(stored):
+    """The control values that ask for a stored request again: its settings as asked (read from its
+    runs for requests stored before they kept them; MoE settings from a MoE run), by setting name."""
+    asked = dict(stored.asked)
+    moe = next((r for r in stored.runs if r.model.ffn == "moe"), stored.runs[-1])
+    from_runs = flatten(moe)
+    return {name: asked.get(name, from_runs[name]) for name in [*CONTROLS, "seed"]}
+
+
+DATASET_OF_LABEL = {"built-in corpus": BUILTIN_LABEL, "Tiny Shakespeare": SHAKESPEARE_LABEL, "input.txt": INPUT_TXT}
+
+
+SUBMITTED = "submitted_run"  # the run this session's Train queued last
+
+
+def run_to_open(prefix, bound):
+    """The run to open: the one the URL names (`?run=N`) when the URL carries none of this page's
+    settings (its keys `bound`) and this session has not opened it here yet; else None. A link with
+    settings (a refresh after a change, a shared link) keeps them: they are the user's."""
+    run_id = st.query_params.get("run")
+    opened = prefix + "opened_run"
+    if run_id is None or run_id in (st.session_state.get(opened), st.session_state.get(SUBMITTED)):
+        return None
+    st.session_state[opened] = run_id
+    if not run_id.isdigit() or any(key in st.query_params for key in bound):
+        return None
+    return int(run_id)
+
+
+def url_value(value, format_func=str):
+    """A control's value as its URL parameter reads: the label it shows (a list for a multiselect)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return [format_func(v) for v in value]
+    return format_func(value)
+
+
+def url_params(controls):
+    """{URL parameter: value} of controls given as {key: (value, its default, format_func)}, leaving
+    out those at their default (as Streamlit does)."""
+    return {key: url_value(value, fmt) for key, (value, default, fmt) in controls.items() if value != default}
+
+
+def control_params(prefix, values):
+    """url_params of setting values of CONTROLS (keys `prefix + setting`)."""
+    return url_params({prefix + name: (value, BASELINE[name], CONTROLS[name][2].get("format_func", str))
+                       for name, value in values.items() if name in CONTROLS})
+
+
+def open_in_url(bound, params, prefix, settings):
+    """Show a page's controls (keys `bound`) as `params` ({key: URL value}) say, the rest at their
+    defaults: write them into the URL and rerun, so the controls take them as they take a pasted
+    link's. The values this session had for them are dropped; `settings` are kept for `untaken`."""
+    for key in bound:
+        st.session_state.pop(key, None)
+    st.session_state[prefix + "opened_settings"] = settings
+    st.query_params.update(params)
+    st.rerun()
+
+
+def untaken(prefix, values):
+    """Once, right after a run was opened: a sentence for each of its settings the controls could not
+    take (outside what they offer, e.g. a run made with the CLI), so Train would not train it again."""
+    wanted = st.session_state.pop(prefix + "opened_settings", None) or {}
+    return [f"This run's {CONTROLS[name][1] if name in CONTROLS else name} ({value}) is outside what the control "
+            f"offers; it shows {values[name]}." for name, value in wanted.items() if values.get(name) != value]
+
+
+def dataset_of(stored):
+    """The Dataset menu's choice for a stored request's text, or None for an upload (not kept in the menu)."""
+    return DATASET_OF_LABEL.get(stored.data_label)
+
+
+# --- before Train: the models' sizes and how long they will take here -------------------------------
+
+def evaluations(run):
+    """How many evaluations a run makes: at step 0, every eval_interval steps, and after the last step."""
+    return run.iters // run.eval_interval + 1 + (run.iters % run.eval_interval != 0)
+
+
+def step_cost_key(run):
+    """What one training step of a run costs depends on: its model (the text's vocabulary aside), batch,
+    optimizer kind (and Newton–Schulz steps), threads and device; not its steps, seed or learning rates."""
+    model = tuple(sorted(flatten(run.model).items()))
+    ns_steps = run.optimizer.ns_steps if run.optimizer.name != "adamw" else None
+    return model, run.batch_size, run.optimizer.name, ns_steps, run.threads, run.device
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def measured_costs(home):
+    """{step_cost_key: (run id, ms per training step, s per evaluation batch, s of start-up and final
+    measurements)} from the newest model trained to the end on this machine for each key."""
+    costs = {}
+    for stored_run in job_queue().store.list_runs():
+        rows = {r.get("model"): r for r in stored_run["results"] if r.get("status") == COMPLETED}
+        for run in Request.from_stored(stored_run["config"]).runs:
+            row = rows.get(run.name)
+            needed = ("train_ms_per_step", "steps", "eval_time_s", "total_time_s")
+            if not row or step_cost_key(run) in costs or any(row.get(name) is None for name in needed):
+                continue
+            train_s = row["train_ms_per_step"] * row["steps"] / 1000
+            eval_batches = evaluations(run) * run.eval_iters * 2  # train and validation splits
+            overhead_s = max(0.0, row["total_time_s"] - train_s - row["eval_time_s"])
+            costs[step_cost_key(run)] = (stored_run["id"], row["train_ms_per_step"], row["eval_time_s"] / eval_batches,
+                                         overhead_s)
+    return costs
+
+
+def estimate_s(run):
+    """(seconds this run should take here, the run measured it) from a measured model of the same step
+    cost, or None when this machine has not trained one yet."""
+    cost = measured_costs(str(home_dir())).get(step_cost_key(run))
+    if cost is None:
+        return None
+    run_id, ms_per_step, eval_batch_s, overhead_s = cost
+    return run.iters * ms_per_step / 1000 + evaluations(run) * run.eval_iters * 2 * eval_batch_s + overhead_s, run_id
+
+
+def estimate_sentence(run):
+    """ "about 3.2 min here (measured in run #4)", or that this machine has not measured such a model."""
+    estimate = estimate_s(run)
+    if estimate is None:
+        return "no measurement yet of its step time on this machine (train it once)"
+    seconds, run_id = estimate
+    return f"about {duration(seconds)} here (step time measured in run #{run_id})"
+
+
+def model_size(params, active):
+    """ "278,097 parameters" (and the active ones under top-k routing)."""
+    return f"{params:,} parameters" + (f" ({active:,} active per token)" if active != params else "")
+
+
+def duration(seconds):
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def _heads_hint(values):
@@ -225,6 +385,7 @@ def run_controls(queue, kind, request, train_label):
     if train_col.button(train_label, type="primary", disabled=request is None, icon=":material/play_arrow:"):
         st.query_params["run"] = str(queue.submit(request, session=session_id()))
         st.session_state["show_live_area"] = True
+        st.session_state[SUBMITTED] = st.query_params["run"]  # shown, not opened: its settings are the controls'
     run_id = queue.run_to_show(kind, st.query_params.get("run"))
     view = queue.view(run_id) if run_id is not None else None
     if stop_col.button("Stop", disabled=not (view and view.active), icon=":material/stop:"):

@@ -3,6 +3,9 @@
 Training never runs in this script: Train queues the comparison in the run store and the runner
 process trains it (nanokimi/jobs.py, nanokimi/runner.py). The page shows the run named in the URL (`?run=ID`), else the
 one training now, else the latest, and polls the store every second while it is active.
+
+Every control is bound to a URL parameter named by its key (a refresh or a shared link restores the
+controls); a link naming a run and no settings opens it: its settings go into the controls and the URL.
 """
 
 import pandas as pd
@@ -12,48 +15,72 @@ from nanokimi import charts, report, request
 from nanokimi.compare import PRESET_HELP
 from nanokimi.optim import OPTIMIZER_LABELS, OPTIMIZERS
 from nanokimi.status import MEASURED
-from pages.common import (KEEP, POLL_S, build_request, dataset_control, job_queue, live_run, model_controls,
-                          preset_values, run_controls, run_label, set_controls, status_note)
-from pages.common import live_area
+from pages.common import (BASELINE, BIND, CONTROLS, KEEP, POLL_S, build_request, control_params, corpus,
+                          dataset_choices, dataset_control, dataset_of, estimate_sentence, job_queue, live_area,
+                          live_run, model_controls, model_size, open_in_url, preset_values, run_controls, run_label,
+                          run_to_open, set_controls, settings_of, status_note, untaken, url_params)
 
 queue = job_queue()
 CONTROLS_HINT = "the Ablation page's controls"  # where the verdict sends a reader when size or activation differ
+PRESETS = list(PRESET_HELP)
+BOUND = ["preset", "dataset", *CONTROLS, "gpt_optimizer", "kimi_optimizer", "seed"]  # this page's URL parameters
 
 
 def apply_preset():
     set_controls("", preset_values(st.session_state["preset"]))
 
 
-if "preset" not in st.session_state:
-    st.session_state["preset"] = "quick"
-    apply_preset()
-    st.session_state.update(gpt_optimizer="adamw", kimi_optimizer="truemuon")
+def open_run(run_id):
+    """Show a stored comparison's settings in the controls (and the URL): Train then trains it again."""
+    run = queue.store.get_run(run_id)
+    stored = request.Request.from_stored(run["config"]) if run else None
+    if stored is None or stored.kind != request.COMPARISON:
+        return
+    settings = settings_of(stored)
+    gpt, kimi = (run.optimizer.name for run in stored.runs[:2])
+    open_in_url(BOUND, {**control_params("", settings), **url_params({
+        "preset": (stored.asked.get("preset", "quick"), "quick", str),
+        "gpt_optimizer": (gpt, "adamw", OPTIMIZER_LABELS.get), "kimi_optimizer": (kimi, "truemuon", OPTIMIZER_LABELS.get),
+        "seed": (settings["seed"], BASELINE["seed"], str),
+        "dataset": (dataset_of(stored) or dataset_choices()[0], dataset_choices()[0], str)})}, "", settings)
+
+
+opening = run_to_open("", BOUND)
+if opening is not None:
+    open_run(opening)
 
 st.title("NanoGPT vs NanoKimi")
 st.caption("A dense GPT trained with AdamW against a Mixture-of-Experts model trained with TrueMuon, "
            "on the same text and the same evaluation batches.")
 
-# --- controls ---------------------------------------------------------------------------------
+# --- controls (each one a parameter of the URL) -------------------------------------------------------
 data_col, *setting_cols = st.columns(4)
 with data_col:
-    st.selectbox("Preset", list(PRESET_HELP), key="preset", on_change=apply_preset, **KEEP,
-                 format_func=lambda p: f"{p} ({PRESET_HELP[p]})", help="Sets every control below.")
+    preset = st.selectbox("Preset", PRESETS, index=PRESETS.index("quick"), key="preset", on_change=apply_preset,
+                          **BIND, help="Sets every control below. " + "; ".join(
+                              f"{name}: {text}" for name, text in PRESET_HELP.items()) + ".")
 data = dataset_control("dataset", data_col)
 values = model_controls("", setting_cols)
 opt_gpt, opt_kimi, seed_col = st.columns([1, 1, 2])
-opt_gpt.selectbox("NanoGPT optimizer", OPTIMIZERS, key="gpt_optimizer", format_func=OPTIMIZER_LABELS.get, **KEEP)
-opt_kimi.selectbox("NanoKimi optimizer", OPTIMIZERS, key="kimi_optimizer", format_func=OPTIMIZER_LABELS.get, **KEEP)
-seed_col.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="seed", **KEEP,
-                      help="Initialisation and batch order; both models share it.")
-values["seed"] = st.session_state["seed"]
+gpt_optimizer = opt_gpt.selectbox("NanoGPT optimizer", OPTIMIZERS, index=OPTIMIZERS.index("adamw"), key="gpt_optimizer",
+                                  format_func=OPTIMIZER_LABELS.get, **BIND)
+kimi_optimizer = opt_kimi.selectbox("NanoKimi optimizer", OPTIMIZERS, index=OPTIMIZERS.index("truemuon"),
+                                    key="kimi_optimizer", format_func=OPTIMIZER_LABELS.get, **BIND)
+values["seed"] = seed_col.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, value=BASELINE["seed"],
+                                       key="seed", help="Initialisation and batch order; both models share it.", **BIND)
+for sentence in untaken("", values):
+    st.warning(sentence)
 
 # --- what those controls ask for, or why it cannot train ------------------------------------------
-preset = st.session_state["preset"]
-run_request, problems = build_request(request.comparison, values, data, preset, st.session_state["gpt_optimizer"],
-                                      st.session_state["kimi_optimizer"], **request.eval_schedule(preset, values["iters"]))
+run_request, problems = build_request(request.comparison, values, data, preset, gpt_optimizer, kimi_optimizer,
+                                      **request.eval_schedule(preset, values["iters"]))
 st.session_state["run_request"] = run_request  # what Train would queue (read by the tests)
 for problem in problems:
     st.error(problem)
+if run_request is not None:
+    sizes = request.arm_sizes(run_request.runs, corpus(*data).vocab_size)
+    st.caption(" · ".join(f"**{run.name}**: {model_size(*sizes[run.arm])}, {estimate_sentence(run)}"
+                          for run in run_request.runs) + ".")
 
 # --- the run on show ------------------------------------------------------------------------------
 view, info_col = run_controls(queue, request.COMPARISON, run_request, "Train")

@@ -6,15 +6,18 @@ by re-running the app, and download bytes can't be read, so the CSV builders are
 """
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from nanokimi.data import BUILTIN, DataError
-from nanokimi.request import comparison
+from nanokimi.data import BUILTIN, DataError, load_corpus
+from nanokimi.metrics import METRICS
+from nanokimi.model import LanguageModel
+from nanokimi.request import comparison, eval_schedule
 from nanokimi.store import Store
-from pages.common import BUILTIN_LABEL, UPLOAD_LABEL, build_request, resolve_dataset
+from pages.common import BUILTIN_LABEL, UPLOAD_LABEL, build_request, measured_costs, resolve_dataset
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 TINY = {"n_embd": 16, "n_head": 2, "n_layer": 1, "experts": 2, "iters": 10, "batch_size": 4, "block_size": 8}
@@ -64,7 +67,7 @@ def test_controls_change_the_run_config(home):
         assert (run.model.block_size, run.batch_size, run.iters) == (16, 8, 300)
         assert (run.optimizer.ns_steps, run.seed, run.eval_interval) == (3, 7, 30)
     set_controls(at, preset="seed")
-    assert at.slider(key="iters").value == 10_000, "the seed preset is the original configuration"
+    assert at.number_input(key="iters").value == 10_000, "the seed preset is the original configuration"
     assert at.session_state["run_request"].runs[0].eval_iters == 200
 
 
@@ -160,3 +163,126 @@ def test_train_runs_to_completion_and_shows_results(home):
     assert all(len(code.value) == len("def ") + 20 for code in gen.code)
     assert all("'☃'" in w.value for w in gen.warning), "unknown prompt characters are explained"
     assert len(gen.warning) == 2
+
+
+# --- settings as state in the URL, and what the page says before Train ------------------------------------
+
+def stored_comparison(home, measured=None, **settings):
+    """A comparison in the store as the app asks for it, finished without training (its rows say what
+    `measured` gives)."""
+    store = Store(home)
+    asked = comparison("quick", "truemuon", "muon", data=BUILTIN, data_label="built-in corpus", **settings,
+                       **eval_schedule("quick", settings["iters"]))
+    run_id = store.create_run(asked.to_stored(), asked.label())
+    store.claim_next()
+    for run in asked.runs:
+        store.finish_model(run_id, run.name, [], {
+            **{metric.name: 1.0 for metric in METRICS}, "model": run.name, "architecture": run.architecture,
+            "optimizer": run.optimizer.name, "seed": run.seed, "status": "completed", "message": "", "steps": run.iters,
+            **(measured or {})})
+    store.finish_run(run_id, "completed")
+    return run_id, asked
+
+
+def test_query_parameters_set_the_controls(home):
+    at = AppTest.from_file(APP, default_timeout=60)  # a pasted link
+    at.query_params.update(iters="250", n_embd="32", n_head="2", kimi_optimizer="AdamW", lr="0.003", preset="seed",
+                           top_k="2", dataset=BUILTIN_LABEL)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.number_input(key="iters").value == 250 and at.select_slider(key="n_embd").value == 32
+    gpt, kimi = at.session_state["run_request"].runs
+    assert (kimi.iters, kimi.model.n_embd, kimi.model.n_head, kimi.model.top_k) == (250, 32, 2, 2)
+    assert (gpt.optimizer.name, kimi.optimizer.name) == ("adamw", "adamw")
+    assert gpt.optimizer.lr == kimi.optimizer.lr == 0.003
+    assert kimi.eval_iters == 200, "the seed preset's evaluations"
+    assert not errors(at)
+
+
+def test_a_preset_sets_the_bound_controls_and_the_url(home):
+    at = set_controls(app(), preset="seed")
+    assert at.number_input(key="iters").value == 10_000
+    assert at.session_state["run_request"].runs[0].eval_iters == 200
+    assert at.query_params["iters"] == "10000", "what a preset sets goes into the URL (the browser adds the preset)"
+    set_controls(at, preset="quick")
+    assert at.number_input(key="iters").value == 1000
+    assert "iters" not in at.query_params, "the default (the quick preset) leaves the URL"
+
+
+def test_learning_rates_are_controls(home):
+    at = set_controls(app(), lr=0.004, matrix_lr=0.05)
+    for run in at.session_state["run_request"].runs:
+        assert (run.optimizer.lr, run.optimizer.matrix_lr) == (0.004, 0.05)
+
+
+def test_opening_a_run_loads_its_settings_so_train_trains_it_again(home):
+    run_id, asked = stored_comparison(home, n_embd=32, n_head=2, n_layer=1, experts=3, top_k=2, iters=300,
+                                      batch_size=8, block_size=16, lr=0.002, matrix_lr=0.03, ns_steps=3, seed=42)
+    fresh = app()
+    assert fresh.session_state["run_request"].runs[0].iters == 1000, "the defaults differ from the run's"
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = str(run_id)
+    at.run()
+    assert not at.exception, at.exception
+    again = at.session_state["run_request"]
+    assert again.to_stored()["runs"] == asked.to_stored()["runs"], "Train trains the same two runs"
+    assert at.query_params["iters"] == "300" and at.query_params["kimi_optimizer"] == "Muon (PyTorch)"
+    assert at.query_params["run"] == str(run_id)
+    set_controls(at, iters=400)
+    assert at.session_state["run_request"].runs[0].iters == 400, "after opening, the controls are the user's"
+
+    # The URL after that change (the browser writes a user's change; AppTest does not), opened later: it keeps it.
+    refreshed = AppTest.from_file(APP, default_timeout=60)
+    refreshed.query_params.update({**at.query_params, "iters": "400"})
+    refreshed.run()
+    assert not refreshed.exception
+    runs = refreshed.session_state["run_request"].runs
+    assert (runs[0].iters, runs[0].model.n_embd, runs[1].optimizer.name) == (400, 32, "muon")
+
+
+def test_before_train_the_page_shows_sizes_and_a_measured_duration(home):
+    at = set_controls(app(), dataset=BUILTIN_LABEL, **TINY)
+    request = at.session_state["run_request"]
+    sizes = []
+    for run in request.runs:
+        sizes.append(LanguageModel(replace(run.model, vocab_size=load_corpus(BUILTIN).vocab_size)).num_params())
+    assert sizes[0] != sizes[1]
+    [line] = [c.value for c in at.caption if "parameters" in c.value]
+    assert f"**NanoGPT**: {sizes[0]:,} parameters" in line and f"**NanoKimi**: {sizes[1]:,} parameters" in line
+    assert line.count("no measurement yet") == 2, "nothing has trained here: no invented duration"
+
+    # A model of the same step cost measured 4 ms per step; 11 evaluations of 20 batches per split took 2 s and
+    # the rest of its 5 s (start-up, final measurements) 1.8 s.
+    settings = {**TINY, "iters": 300}
+    stored_comparison(home, {"train_ms_per_step": 4.0, "eval_time_s": 2.0, "total_time_s": 5.0}, **settings)
+    measured_costs.clear()  # read again now, not within the app's 10 s
+    at = set_controls(app(), dataset=BUILTIN_LABEL, gpt_optimizer="truemuon", kimi_optimizer="muon",
+                      **{**TINY, "iters": 600})
+    [line] = [c.value for c in at.caption if "parameters" in c.value]
+    # 600 steps × 4 ms + 11 evaluations × 40 batches × 2 s / 440 + 1.8 s = 2.4 + 2.0 + 1.8 s
+    assert line.count("about 6 s here (step time measured in run #1)") == 2, line
+    at = set_controls(at, batch_size=5)
+    [line] = [c.value for c in at.caption if "parameters" in c.value]
+    assert line.count("no measurement yet") == 2, "another batch size costs another step time"
+
+
+def test_open_from_another_page_replaces_the_sessions_settings(home):
+    run_id, asked = stored_comparison(home, n_embd=32, n_head=2, n_layer=1, iters=300, seed=42)
+    at = set_controls(app(), n_layer=3, batch_size=5, iters=700)
+    at.switch_page("pages/runs.py").run()
+    at.query_params["run"] = str(run_id)  # as the Runs page's Open sends it
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception, at.exception
+    assert at.session_state["run_request"].to_stored()["runs"] == asked.to_stored()["runs"], \
+        "the run's settings, not the ones this session had (batch size 5 was not the run's)"
+
+
+def test_a_run_the_controls_cannot_show_is_said_so(home):
+    stored_comparison(home, n_layer=12, iters=300)  # a CLI run: more layers than the slider offers
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = "1"
+    at.run()
+    assert not at.exception, at.exception
+    assert [w.value for w in at.warning] == ["This run's Layers (12) is outside what the control offers; it shows 4."]
+    at.run()
+    assert not at.warning, "said once, when opened"

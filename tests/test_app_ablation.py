@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from nanokimi import jobs, request, sweep
 from nanokimi.ablation import CONTROLS, holm
@@ -19,7 +20,7 @@ from nanokimi.paths import checkpoint_path
 from nanokimi.status import ACTIVE, STOPPED
 from nanokimi.store import Store
 from pages.common import BUILTIN_LABEL
-from tests.test_app import app, errors
+from tests.test_app import APP, app, errors
 
 PAGE = "pages/ablation.py"
 TINY = {"n_embd": 16, "n_head": 2, "n_layer": 1, "experts": 2, "iters": 10, "batch_size": 4, "block_size": 8}
@@ -46,7 +47,7 @@ def until_finished(at, word, timeout=120):
         time.sleep(1)
         at.run()
         assert not at.exception, at.exception
-    assert at.success and word in at.success[0].value, [i.value for i in at.info + at.warning + at.error]
+    assert at.success and word in at.success[0].value, [i.value for i in [*at.info, *at.warning, *at.error]]
     return at
 
 
@@ -247,3 +248,50 @@ def test_a_tiny_sweep_tunes_then_confirms_in_one_job_and_shows_its_learning_rate
     assert math.isfinite(effect["difference · tuned"]) and math.isfinite(effect["difference · original"])
     assert effect["difference · tuned"] != effect["difference · original"], "different runs, different effects"
     assert any("by learning rates" in spec for spec in specs), "both sets of intervals in one chart"
+
+
+# --- settings as state in the URL -------------------------------------------------------------------------
+
+def test_query_parameters_set_the_grid(home):
+    at = AppTest.from_file(APP, default_timeout=60)  # a pasted link to the Ablation page
+    at.query_params.update(ablation_architectures=[ARCHITECTURE_LABELS["nanogpt"], ARCHITECTURE_LABELS["relu-matched"]],
+                           ablation_optimizers="Muon (PyTorch)", ablation_seeds="2", ablation_iters="120",
+                           ablation_n_embd="32", ablation_lr="0.002", ablation_dataset=BUILTIN_LABEL)
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    grid = at.session_state["ablation_request"]
+    assert grid.arms == ["nanogpt+muon", "relu-matched+muon"]
+    assert {r.seed for r in grid.runs} == {1337, 1338}
+    assert all((r.iters, r.model.n_embd, r.optimizer.lr) == (120, 32, 0.002) for r in grid.runs)
+    [duration] = [c.value for c in at.caption if c.value.startswith("Duration")]
+    assert "no measurement yet on this machine of nanogpt+muon, relu-matched+muon" in duration, duration
+
+
+def stored_grid(home, grid):
+    """A grid in the store, stopped before it trained (opening it needs its request, not its results)."""
+    store = Store(home)
+    run_id = store.create_run(grid.to_stored(), grid.label())
+    store.claim_next()
+    store.finish_run(run_id, STOPPED)
+    return run_id
+
+
+@pytest.mark.parametrize("kind", [request.ABLATION, request.SWEEP])
+def test_opening_a_grid_loads_its_settings_so_train_grid_trains_it_again(home, kind):
+    settings = dict(seeds=2, optimizers=["adamw", "muon"], data=BUILTIN, seed=11, architectures=["nanogpt", "nanokimi"],
+                    n_embd=32, n_head=2, n_layer=1, experts=3, top_k=2, iters=60, batch_size=4, block_size=8,
+                    lr=0.002, **request.eval_schedule("quick", 60))
+    grid = (request.sweep(factors=[1 / 3, 3.0], tuning_seeds=2, **settings) if kind == request.SWEEP
+            else request.ablation(**settings))
+    run_id = stored_grid(home, grid)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = str(run_id)
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    again = at.session_state["ablation_request"]
+    assert again.kind == kind
+    assert again.to_stored()["runs"] == grid.to_stored()["runs"], "Train grid trains the same runs"
+    assert at.query_params["ablation_seeds"] == "2" and at.query_params["ablation_iters"] == "60"
+    assert at.toggle(key="ablation_tune").value == (kind == request.SWEEP)

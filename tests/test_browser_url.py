@@ -1,0 +1,166 @@
+"""Settings as state in the URL, in a real browser: Chromium driven by Playwright against `streamlit run`.
+
+Change controls on Compare, reload: they are kept; open the address in a new browser context (a new
+tab's session, nothing shared): they are restored; a preset sets the controls and the address; a link
+naming a stored run (`?run=N`) fills the controls with that run's settings; the Ablation page keeps
+its grid across a reload. The server start-up is tests/test_browser.py's; without Debian's Chromium
+the tests are skipped, saying why.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from nanokimi.data import BUILTIN
+from nanokimi.request import comparison, eval_schedule
+from nanokimi.store import Store
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, REPO, free_port
+
+
+@pytest.fixture
+def server(tmp_path):
+    if not Path(CHROMIUM).exists():
+        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium); skipping the real-browser test"
+        print(reason)
+        pytest.skip(reason)
+    pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    port = free_port()
+    env = {**os.environ, "NANOKIMI_HOME": str(tmp_path / "home")}
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
+                             "--server.port", str(port), "--server.address", "localhost",
+                             "--browser.gatherUsageStats", "false"],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://localhost:{port}/"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url + "_stcore/health", timeout=2)
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("streamlit did not start:\n" + (tmp_path / "server.log").read_text())
+            time.sleep(0.3)
+    yield url
+    proc.terminate()
+    proc.wait(30)
+    log.close()
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def open_page(context, url, button="Train"):
+    page = context.new_page()
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.goto(url)
+    page.get_by_role("button", name=button, exact=True).wait_for(timeout=60_000)
+    return page
+
+
+def number(page, label):
+    return page.get_by_role("spinbutton", name=label).input_value()
+
+
+def slider(page, label):
+    return page.locator(f'input[type=range][aria-label="{label}"]').get_attribute("aria-valuetext")
+
+
+def choice(page, label):
+    return page.get_by_role("combobox", name=label).input_value()
+
+
+def choose(page, label, option):
+    page.get_by_role("combobox", name=label).click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def wait_for_url(page, *params):
+    """Until the address has every `name=value` of params (Streamlit writes it after each change)."""
+    page.wait_for_url(lambda url: all(re.search(rf"[?&]{re.escape(p)}(&|$)", url) for p in params), timeout=20_000)
+
+
+def test_compare_settings_survive_a_reload_and_travel_in_the_link(server, browser):
+    page = open_page(browser.new_context(), server)
+    iterations = page.get_by_role("spinbutton", name="Iterations")
+    iterations.fill("250")
+    iterations.press("Enter")
+    page.locator('input[type=range][aria-label="Layers"]').focus()
+    page.keyboard.press("ArrowRight")  # 4 → 5
+    choose(page, "NanoKimi optimizer", "AdamW")
+    wait_for_url(page, "iters=250", "n_layer=5", "kimi_optimizer=AdamW")
+    page.get_by_text("Evaluates every 25 steps").wait_for(timeout=20_000)  # the app has taken them
+
+    page.reload()
+    page.get_by_role("button", name="Train", exact=True).wait_for(timeout=60_000)
+    page.get_by_text("Evaluates every 25 steps").wait_for(timeout=20_000)
+    assert (number(page, "Iterations"), slider(page, "Layers"), choice(page, "NanoKimi optimizer")) == \
+        ("250", "5", "AdamW"), "a reload keeps the settings"
+
+    link = page.url
+    other = open_page(browser.new_context(), link)  # another session, sharing nothing but the address
+    other.get_by_text("Evaluates every 25 steps").wait_for(timeout=20_000)
+    assert (number(other, "Iterations"), slider(other, "Layers"), choice(other, "NanoKimi optimizer")) == \
+        ("250", "5", "AdamW"), "a pasted link restores the settings"
+    assert choice(other, "NanoGPT optimizer") == "AdamW" and number(other, "Batch size") == "16", "the rest: defaults"
+
+    choose(other, "Preset", "seed")  # a preset sets the controls, and the address follows
+    wait_for_url(other, "preset=seed", "iters=10000")
+    other.get_by_text("Evaluates every 100 steps on 200 batches").wait_for(timeout=20_000)
+    assert number(other, "Iterations") == "10000"
+
+
+def test_a_link_to_a_run_fills_the_controls_with_its_settings(server, browser, tmp_path):
+    store = Store(tmp_path / "home")
+    settings = dict(n_embd=32, n_head=2, n_layer=2, iters=300, batch_size=8, block_size=16, lr=0.002, seed=42)
+    asked = comparison("quick", "truemuon", "muon", data=BUILTIN, **settings, **eval_schedule("quick", 300))
+    run_id = store.create_run(asked.to_stored(), asked.label())
+    store.claim_next()
+    store.finish_run(run_id, "stopped")
+
+    page = open_page(browser.new_context(), f"{server}?run={run_id}")
+    wait_for_url(page, f"run={run_id}", "iters=300", "n_layer=2", "gpt_optimizer=TrueMuon", "seed=42")
+    assert (number(page, "Iterations"), slider(page, "Layers"), number(page, "Batch size"),
+            choice(page, "NanoKimi optimizer")) == ("300", "2", "8", "Muon (PyTorch)")
+    assert float(number(page, "AdamW learning rate")) == 0.002
+    page.get_by_text("Evaluates every 30 steps").wait_for(timeout=20_000)
+
+    iterations = page.get_by_role("spinbutton", name="Iterations")  # a change after opening is kept on reload
+    iterations.fill("400")
+    iterations.press("Enter")
+    wait_for_url(page, "iters=400")
+    page.reload()
+    page.get_by_role("button", name="Train", exact=True).wait_for(timeout=60_000)
+    page.get_by_text("Evaluates every 40 steps").wait_for(timeout=20_000)
+    assert (number(page, "Iterations"), slider(page, "Layers")) == ("400", "2")
+
+
+def test_ablation_settings_survive_a_reload(server, browser):
+    page = open_page(browser.new_context(), server + "ablation", button="Train grid")
+    seeds = page.locator('input[type=range][aria-label="Seeds"]')
+    seeds.focus()
+    page.keyboard.press("ArrowLeft")  # 3 → 2
+    iterations = page.get_by_role("spinbutton", name="Iterations")
+    iterations.fill("120")
+    iterations.press("Enter")
+    wait_for_url(page, "ablation_seeds=2", "ablation_iters=120")
+    page.get_by_text("2 seed(s)").first.wait_for(timeout=20_000)
+    page.reload()
+    page.get_by_role("button", name="Train grid", exact=True).wait_for(timeout=60_000)
+    page.get_by_text("8 runs: 4 arms × 2 seed(s)").wait_for(timeout=20_000)
+    assert (slider(page, "Seeds"), number(page, "Iterations")) == ("2", "120")
+    assert page.url.startswith(server + "ablation?"), "the address names the page"
