@@ -13,7 +13,7 @@ import streamlit as st
 from nanokimi import charts, report
 from nanokimi.request import ABLATION, GRIDS, SWEEP, Request
 from nanokimi.status import ACTIVE, ALL, MEASURED, TRAINED_TO_THE_END
-from pages.common import KEEP, job_queue, run_label
+from pages.common import KEEP, job_queue, run_label, show_chart
 
 queue = job_queue()
 PAGES = {ABLATION: "pages/ablation.py", SWEEP: "pages/ablation.py"}  # where Open shows a run; else Compare
@@ -68,9 +68,8 @@ if not selected:
 
 chosen = [by_id[i] for i in selected]
 over_time = st.toggle("Over wall time", key="runs_over_time", **KEEP)
-st.altair_chart(charts.loss_chart(queue.overlay_history(selected), x="wall_time_s" if over_time else "step",
-                                  metrics=("val_loss",)).properties(title="Validation loss"),
-                key="runs_overlay", width="stretch")
+show_chart(charts.loss_chart(queue.overlay_history(selected), x="wall_time_s" if over_time else "step",
+                             metrics=("val_loss",)).properties(title="Validation loss"), "val-loss-runs", "runs_overlay")
 
 open_col, download_col, delete_col = st.columns(3)
 first = chosen[0]
