@@ -99,6 +99,7 @@ def dash_scale(names):
 
 # Legends show each series at full strength, whichever layer (a faint raw one) they are merged from.
 LEGEND = dict(symbolOpacity=1, labelLimit=0)
+LINE_LEGEND = dict(LEGEND, symbolType="stroke", symbolStrokeWidth=2.5, symbolSize=300)  # where the dash tells apart
 
 
 def _legend_toggle(field):
@@ -211,7 +212,7 @@ def loss_chart(history, x="step", log_scale=False, smoothing=0.0, metrics=("trai
     toggle = _legend_toggle("model") if interactive else None
     color = alt.Color("model:N", title="model", scale=color_scale(models), legend=alt.Legend(**LEGEND))
     dash = alt.StrokeDash("loss:N", title="loss", scale=alt.Scale(
-        domain=losses, range=[LOSS_DASHES.get(loss, [1, 0]) for loss in losses]), legend=alt.Legend(**LEGEND))
+        domain=losses, range=[LOSS_DASHES.get(loss, [1, 0]) for loss in losses]), legend=alt.Legend(**LINE_LEGEND))
     y = alt.Y("value:Q", title="loss (nats/char)",
               scale=alt.Scale(type="log") if log_scale else alt.Scale(zero=False))
     tooltip = ["model", "loss", "step", alt.Tooltip("wall_time_s:Q", format=".1f"), alt.Tooltip("value:Q", format=".4f")]
@@ -317,12 +318,12 @@ def arm_band_chart(history, metric="val_loss", x="step", height=300):
     toggle = _legend_toggle("arm")
     base = alt.Chart(stats, height=height).encode(
         x=alt.X(f"{x}:Q", title="step" if x == "step" else "training time (s, mean over seeds)"),
-        color=alt.Color("arm:N", title="arm", scale=color_scale(arms), legend=alt.Legend(**LEGEND)))
+        color=alt.Color("arm:N", title="arm", scale=color_scale(arms), legend=alt.Legend(**LINE_LEGEND)))
     band = base.mark_area(opacity=0.2).encode(
         y=alt.Y("low:Q", title="validation loss (nats/char)", scale=alt.Scale(zero=False)), y2="high:Q",
         opacity=_faded(toggle, 0.2, 0.03))
     line = base.mark_line(strokeWidth=2).encode(
-        y="mean:Q", strokeDash=alt.StrokeDash("arm:N", title="arm", scale=dash_scale(arms), legend=alt.Legend(**LEGEND)),
+        y="mean:Q", strokeDash=alt.StrokeDash("arm:N", title="arm", scale=dash_scale(arms), legend=alt.Legend(**LINE_LEGEND)),
         opacity=_faded(toggle),
         tooltip=["arm", "step", "seeds", alt.Tooltip("mean:Q", format=".4f"),
                  alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f")])
@@ -420,12 +421,12 @@ def lr_sweep_chart(sweep, height=300):
     frame = frame.assign(shown=frame["score"].where(~frame["diverged"], top))
     means = finite.groupby(["arm", "lr"], as_index=False, sort=False)["score"].mean()
     arms = list(dict.fromkeys(frame["arm"]))
-    color = alt.Color("arm:N", title="arm", scale=color_scale(arms), legend=alt.Legend(labelLimit=0))
+    color = alt.Color("arm:N", title="arm", scale=color_scale(arms), legend=alt.Legend(**LINE_LEGEND))
     x = alt.X("lr:Q", scale=alt.Scale(type="log"), title="learning rate (AdamW's lr, or TrueMuon/Muon's matrix lr)")
     line = alt.Chart(means, height=height).mark_line(point=True).encode(
         x=x, y=alt.Y("score:Q", title="final validation loss (nats/char)", scale=alt.Scale(zero=False)),
         color=color, strokeDash=alt.StrokeDash("arm:N", title="arm", scale=dash_scale(arms),
-                                               legend=alt.Legend(labelLimit=0)))
+                                               legend=alt.Legend(**LINE_LEGEND)))
     runs = alt.Chart(frame).mark_point(size=40).encode(
         x=x, y="shown:Q", color=color, shape=alt.Shape("diverged:N", title="diverged",
                                                        scale=alt.Scale(domain=[False, True], range=["circle", "cross"])),
