@@ -23,6 +23,7 @@ from pathlib import Path
 import altair as alt
 import numpy as np
 import pandas as pd
+from scipy import signal
 
 from . import report, routing
 
@@ -151,8 +152,15 @@ def ema(steps, values, weight):
     through and leaves the average alone.
     """
     values = np.asarray(values, dtype=float)
+    steps = np.asarray(steps)
     if not 0 <= weight < 1:
         raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
+    gaps = np.diff(steps)
+    if len(values) > 1 and np.isfinite(values).all() and (gaps == gaps[0]).all() and gaps[0] > 0:
+        # evenly spaced (every step, the usual case): the same recursion as a linear filter, in C
+        decay = weight ** gaps[0]
+        last = signal.lfilter([1 - decay], [1, -decay], values)
+        return last / (1 - decay ** np.arange(1, len(values) + 1))
     out = values.copy()
     last = norm = 0.0
     previous = None
@@ -186,6 +194,7 @@ def smooth(frame, weight, by=("model", "metric")):
 
 LOSS_NAMES = {"train_loss": "train loss", "val_loss": "val loss", "eval_train_loss": "train loss (evaluated)"}
 LOSS_DASHES = {"train loss": [1, 0], "val loss": [6, 3], "train loss (evaluated)": [2, 2]}
+TRAIN, EVALUATION = "every step", "evaluation"  # a loss chart row's `kind`: which layers draw it
 
 
 def _x(x):
@@ -203,8 +212,9 @@ def loss_chart(history, x="step", log_scale=False, smoothing=0.0, metrics=("trai
     figure of several charts goes without, so their selections don't collide).
     """
     frame = history[history["metric"].isin(metrics)]
-    frame = frame.assign(loss=frame["metric"].map(lambda m: LOSS_NAMES.get(m, m.replace("_", " "))))
-    models = list(dict.fromkeys(frame["model"]))
+    frame = frame.assign(loss=frame["metric"].map({m: LOSS_NAMES.get(m, m.replace("_", " "))
+                                                   for m in frame["metric"].unique()}))
+    models = list(frame["model"].unique())  # in order of appearance; unique() is fast on long series
     names = list(LOSS_NAMES.values())
     losses = sorted(set(frame["loss"]), key=lambda loss: (names.index(loss) if loss in names else len(names), loss))
     dense = frame[frame["metric"].isin(EVERY_STEP)]
@@ -213,27 +223,36 @@ def loss_chart(history, x="step", log_scale=False, smoothing=0.0, metrics=("trai
     color = alt.Color("model:N", title="model", scale=color_scale(models), legend=alt.Legend(**LEGEND))
     dash = alt.StrokeDash("loss:N", title="loss", scale=alt.Scale(
         domain=losses, range=[LOSS_DASHES.get(loss, [1, 0]) for loss in losses]), legend=alt.Legend(**LINE_LEGEND))
-    y = alt.Y("value:Q", title="loss (nats/char)",
-              scale=alt.Scale(type="log") if log_scale else alt.Scale(zero=False))
+    y_scale = alt.Scale(type="log") if log_scale else alt.Scale(zero=False)
+    y = alt.Y("value:Q", title="loss (nats/char)", scale=y_scale)
     tooltip = ["model", "loss", "step", alt.Tooltip("wall_time_s:Q", format=".1f"), alt.Tooltip("value:Q", format=".4f")]
 
-    def line(data, **mark):
-        return alt.Chart(downsample(data)).mark_line(**mark).encode(x=_x(x), y=y, color=color, strokeDash=dash)
+    # One frame for every layer, so the chart carries (and Altair hashes) the rows once: the
+    # per-step rows with their smoothed value beside the raw one, then the evaluation rows.
+    train = downsample(dense.assign(smoothed=smooth(dense, smoothing)["value"], kind=TRAIN))
+    data = pd.concat([train, sparse.assign(smoothed=sparse["value"], kind=EVALUATION)], ignore_index=True)
+    smoothed_y = alt.Y("smoothed:Q", title="loss (nats/char)", scale=y_scale)
+
+    def rows(kind):
+        return alt.Chart().transform_filter(alt.datum.kind == kind)
+
+    def line(kind, y, **mark):
+        return rows(kind).mark_line(**mark).encode(x=_x(x), y=y, color=color, strokeDash=dash)
 
     layers = []
     if smoothing > 0 and not dense.empty:
-        layers.append(line(dense, strokeWidth=1).encode(opacity=_faded(toggle, 0.25, 0.04)))
-    layers.append(line(smooth(dense, smoothing), strokeWidth=1.5).encode(
-        opacity=_faded(toggle), tooltip=tooltip))
+        layers.append(line(TRAIN, y, strokeWidth=1).encode(opacity=_faded(toggle, 0.25, 0.04)))
+    layers.append(line(TRAIN, smoothed_y, strokeWidth=1.5).encode(
+        opacity=_faded(toggle), tooltip=tooltip + [alt.Tooltip("smoothed:Q", format=".4f")]))
     # a white halo under each evaluation line keeps it legible over the train loss
-    layers.append(alt.Chart(sparse).mark_line(color="white", strokeWidth=5).encode(
+    layers.append(rows(EVALUATION).mark_line(color="white", strokeWidth=5).encode(
         x=_x(x), y=y, detail="model:N", opacity=_faded(toggle, 0.8, 0)))
-    layers.append(line(sparse, strokeWidth=2.5).encode(opacity=_faded(toggle)))
-    layers.append(alt.Chart(sparse).mark_point(filled=True, size=45, stroke="white", strokeWidth=0.8).encode(
+    layers.append(line(EVALUATION, y, strokeWidth=2.5).encode(opacity=_faded(toggle)))
+    layers.append(rows(EVALUATION).mark_point(filled=True, size=45, stroke="white", strokeWidth=0.8).encode(
         x=_x(x), y=y, color=color, opacity=_faded(toggle, 1, 0.1), tooltip=tooltip))
     if interactive:
         layers[0] = layers[0].add_params(toggle, _zoom())
-    return alt.layer(*layers, height=height).properties(title="Loss")
+    return alt.layer(*layers, data=data, height=height).properties(title="Loss")
 
 
 def metric_chart(history, metric, title, y_title, x="wall_time_s", smoothing=0.0, zero=True, height=220):
@@ -243,18 +262,19 @@ def metric_chart(history, metric, title, y_title, x="wall_time_s", smoothing=0.0
     (memory, throughput at evaluations) is drawn as it is, with a point per evaluation.
     """
     frame = history[history["metric"] == metric]
-    models = list(dict.fromkeys(frame["model"]))
+    models = list(frame["model"].unique())
     toggle = _legend_toggle("model")
     color = alt.Color("model:N", title="model", scale=color_scale(models), legend=alt.Legend(**LEGEND))
     enc = dict(x=alt.X(f"{x}:Q", title="training time (s)" if x == "wall_time_s" else x),
                y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=zero)), color=color)
     tooltip = ["model", "step", alt.Tooltip("value:Q", format=",.2f")]
     if metric in EVERY_STEP:
-        layers = [alt.Chart(downsample(smooth(frame, smoothing))).mark_line(strokeWidth=1.5).encode(
-            **enc, opacity=_faded(toggle), tooltip=tooltip)]
+        data = downsample(frame.assign(smoothed=smooth(frame, smoothing)["value"]))
+        layers = [alt.Chart(data).mark_line(strokeWidth=1.5).encode(
+            **{**enc, "y": alt.Y("smoothed:Q", title=y_title, scale=alt.Scale(zero=zero))}, opacity=_faded(toggle),
+            tooltip=tooltip + [alt.Tooltip("smoothed:Q", format=",.2f")])]
         if smoothing > 0:
-            layers.insert(0, alt.Chart(downsample(frame)).mark_line(strokeWidth=1).encode(
-                **enc, opacity=_faded(toggle, 0.25, 0.04)))
+            layers.insert(0, alt.Chart(data).mark_line(strokeWidth=1).encode(**enc, opacity=_faded(toggle, 0.25, 0.04)))
     else:
         layers = [alt.Chart(frame).mark_line(point=True).encode(**enc, opacity=_faded(toggle), tooltip=tooltip)]
     layers[0] = layers[0].add_params(toggle, _zoom())

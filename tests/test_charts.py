@@ -4,6 +4,7 @@ Charts are checked through `chart.to_dict()`, the Vega-Lite spec the app and the
 """
 
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -20,8 +21,12 @@ def history(models=("NanoGPT", "NanoKimi"), metrics=("train_loss", "val_loss", "
 
 def spec_rows(spec, datasets, parent=None):
     """The data rows a (sub)spec draws, looked up by name in the top-level datasets (a layer
-    without data of its own draws its `parent`'s)."""
-    return datasets[(spec.get("data") or parent["data"])["name"]]
+    without data of its own draws its `parent`'s), through its filter `datum.kind === '…'` if any."""
+    rows = datasets[(spec.get("data") or parent["data"])["name"]]
+    for step in spec.get("transform", []):
+        field, value = re.fullmatch(r"\(datum\.(\w+) === '(.*)'\)", step["filter"]).groups()
+        rows = [row for row in rows if row[field] == value]
+    return rows
 
 
 # --- downsample and smooth ------------------------------------------------------------------------
@@ -127,7 +132,7 @@ def test_loss_chart_smooths_the_train_loss_and_draws_validation_as_it_is(smoothi
     raw, smoothed, halo, val_line, val_points = spec["layer"]
     datasets = spec["datasets"]
     for layer in (val_line, val_points):
-        rows = pd.DataFrame(spec_rows(layer, datasets))
+        rows = pd.DataFrame(spec_rows(layer, datasets, spec))
         assert set(rows["metric"]) == {"val_loss"} and len(rows) == 2 * 11
         for model in ("NanoGPT", "NanoKimi"):
             drawn = rows[rows["model"] == model].sort_values("step")["value"]
@@ -135,13 +140,14 @@ def test_loss_chart_smooths_the_train_loss_and_draws_validation_as_it_is(smoothi
             assert drawn.iloc[-1] == truth.iloc[-1], "the last validation point is the raw one, exactly"
             assert drawn.tolist() == truth.tolist()
             assert drawn.iloc[0] - drawn.iloc[-1] > 2.5, "the curve still falls from 4.65 to 1.9: not flattened"
-    raw_rows, smooth_rows = pd.DataFrame(spec_rows(raw, datasets)), pd.DataFrame(spec_rows(smoothed, datasets))
+    raw_rows, smooth_rows = pd.DataFrame(spec_rows(raw, datasets, spec)), pd.DataFrame(spec_rows(smoothed, datasets, spec))
     assert set(raw_rows["metric"]) == set(smooth_rows["metric"]) == {"train_loss"}
+    assert (raw["encoding"]["y"]["field"], smoothed["encoding"]["y"]["field"]) == ("value", "smoothed")
     train = frame[frame["metric"] == "train_loss"]
     assert raw_rows["value"].tolist() == train["value"].tolist(), "the raw series, drawn faintly behind"
     gpt = train[train["model"] == "NanoGPT"]
     expected = tensorboard_smoothing(gpt["value"].tolist(), smoothing)
-    assert smooth_rows[smooth_rows["model"] == "NanoGPT"]["value"].tolist() == pytest.approx(expected)
+    assert smooth_rows[smooth_rows["model"] == "NanoGPT"]["smoothed"].tolist() == pytest.approx(expected)
     assert raw["encoding"]["opacity"]["value"] < smoothed["encoding"]["opacity"]["value"], "raw is the faint one"
     assert halo["mark"]["color"] == "white" and "color" not in halo["encoding"]
     assert val_points["mark"]["type"] == "point", "every evaluation marked"
@@ -151,21 +157,21 @@ def test_loss_chart_without_smoothing_draws_no_raw_copy():
     frame = eleven_evaluations()
     spec = charts.loss_chart(frame, smoothing=0).to_dict()
     train, halo, val_line, val_points = spec["layer"]
-    rows = spec_rows(train, spec["datasets"])
-    assert [r["value"] for r in rows] == frame[frame["metric"] == "train_loss"]["value"].tolist()
+    rows = spec_rows(train, spec["datasets"], spec)
+    assert [r[train["encoding"]["y"]["field"]] for r in rows] == frame[frame["metric"] == "train_loss"]["value"].tolist()
 
 
 def test_loss_chart_draws_the_losses_of_each_model_in_their_colours():
     spec = charts.loss_chart(history()).to_dict()
     train, halo, val_line, val_points = spec["layer"]
-    assert {r["metric"] for r in spec_rows(train, spec["datasets"])} == {"train_loss"}
-    assert {r["metric"] for r in spec_rows(val_line, spec["datasets"])} == {"val_loss"}, "other metrics are left out"
+    assert {r["metric"] for r in spec_rows(train, spec["datasets"], spec)} == {"train_loss"}
+    assert {r["metric"] for r in spec_rows(val_line, spec["datasets"], spec)} == {"val_loss"}, "other metrics are left out"
     enc = train["encoding"]
     assert (enc["x"]["field"], enc["y"]["field"], enc["color"]["field"], enc["strokeDash"]["field"]) == \
-        ("step", "value", "model", "loss")
+        ("step", "smoothed", "model", "loss")
     assert enc["color"]["scale"] == {"domain": ["NanoGPT", "NanoKimi"], "range": ["#0072B2", "#D55E00"]}
     assert enc["strokeDash"]["scale"]["domain"] == ["train loss", "val loss"]
-    assert enc["y"]["scale"] == {"zero": False}
+    assert enc["y"]["scale"] == {"zero": False} and enc["y"]["title"] == "loss (nats/char)"
     assert spec["title"] == "Loss"
 
 
@@ -190,8 +196,8 @@ def test_loss_chart_options():
                                          "type": "quantitative"}
     assert val_line["encoding"]["y"]["scale"] == {"type": "log"}
     assert spec["height"] == 123
-    assert spec_rows(train, spec["datasets"]) == [], "no train loss asked for"
-    assert {r["metric"] for r in spec_rows(val_line, spec["datasets"])} == {"val_loss"}
+    assert spec_rows(train, spec["datasets"], spec) == [], "no train loss asked for"
+    assert {r["metric"] for r in spec_rows(val_line, spec["datasets"], spec)} == {"val_loss"}
 
 
 def test_metric_chart_draws_one_metric_over_time_from_zero():
@@ -246,7 +252,7 @@ def test_comparison_figure_has_the_bars_and_two_validation_curves():
     assert over_steps["layer"][-1]["encoding"]["x"]["field"] == "step"
     assert over_time["layer"][-1]["encoding"]["x"]["field"] == "wall_time_s"
     for curve in (over_steps, over_time):
-        rows = spec_rows(curve["layer"][-1], spec["datasets"])
+        rows = spec_rows(curve["layer"][-1], spec["datasets"], curve)
         assert {r["metric"] for r in rows} == {"val_loss"} and len(rows) == 2 * 5
     assert spec["title"] == "nanokimi: NanoGPT vs NanoKimi"
 
