@@ -143,20 +143,6 @@ def better_of(metric, models, values):
     return f"{models[1] if b_wins else models[0]} ({m.better})"
 
 
-def report_rows(results):
-    """The comparison table, transposed for reading: one row per metric, one column per model, raw values."""
-    rows = []
-    for m in METRICS:
-        values = [r.get(m.name) for r in results]
-        if not any(_present(v) for v in values):
-            continue  # e.g. CUDA memory on a CPU run
-        row = {"metric": m.label, "unit": m.unit, "better": m.better}
-        for r, v in zip(results, values):
-            row[r["model"]] = v
-        rows.append(row)
-    return rows
-
-
 def table_rows(results):
     """The comparison table as a person reads it: one row per metric, each model's value as text
     (`number`), and for two models the second minus the first, their ratio and which did better."""
