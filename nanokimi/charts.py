@@ -1,11 +1,31 @@
-"""Altair chart builders, shared by the app's live charts and the CLI's comparison_graph.png."""
+"""Altair chart builders, shared by the app's live charts and the CLI's comparison_graph.png.
 
+Design choices, each one a reader's habit from TensorBoard or W&B:
+- Smoothing is TensorBoard's debiased exponential moving average (`ema`), per series, in step
+  units, drawn over the faint raw series; it only touches metrics recorded at every step
+  (`EVERY_STEP`): evaluation points (validation loss, memory, routing) are drawn as they are.
+- Every model and arm has one colour on every page (`series_color`, from the Okabe–Ito
+  colour-blind-safe palette); an arm's optimizer is its dash (`series_dash`). Model colours mean
+  models only: parts, conditions and layers get greys or a sequential scheme.
+- Bars and areas that compare sizes start at zero; line charts zoom and pan along x (drag,
+  scroll) and their legend entries fade or bring back a series when clicked.
+- `chart_image` renders any chart to PNG or SVG bytes with vl-convert (no browser).
+
+Okabe, M. and Ito, K. (2008), "Color Universal Design (CUD): how to make figures and
+presentations that are friendly to colorblind people".
+"""
+
+import io
 import math
+import zlib
+from pathlib import Path
 
 import altair as alt
+import numpy as np
 import pandas as pd
+from scipy import signal
 
-from . import routing
+from . import report, routing
 
 MAX_POINTS = 2000  # per series: enough for a smooth line, few enough to redraw every second
 
@@ -16,6 +36,94 @@ BARS = [
     ("peak_rss_mb", "Peak resident memory (MB)"),
     ("inference_ms", "Inference time per batch (ms)"),
 ]
+
+# --- colours: one per model or arm, everywhere ------------------------------------------------------
+
+OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73",
+             "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish purple": "#CC79A7"}
+# Each architecture's colour, by its key (compare.ARCHITECTURES) and its display name (report).
+ARCHITECTURE_COLORS = {"relu-matched": OKABE_ITO["bluish green"], "swiglu-matched": OKABE_ITO["reddish purple"],
+                       "nanogpt": OKABE_ITO["blue"], "nanokimi": OKABE_ITO["vermillion"]}
+OTHER_SERIES = (OKABE_ITO["orange"], OKABE_ITO["sky blue"], OKABE_ITO["black"])  # a series of no known model
+OPTIMIZER_DASHES = {"adamw": [1, 0], "truemuon": [6, 3], "muon": [2, 2]}  # solid, dashed, dotted
+GREYS = ("#333333", "#888888", "#c8c8c8")  # for what is not a model: memory parts, conditions, intervals
+
+
+def _architecture(name):
+    """The architecture key named in a model's or arm's name, by key or display name; the matched
+    controls first, since "matched ReLU" is no NanoGPT and no NanoKimi."""
+    text = str(name).lower()
+    return next((arch for arch in ARCHITECTURE_COLORS
+                 if arch in text or report.ARCHITECTURE_NAMES[arch].lower() in text), None)
+
+
+def series_color(name):
+    """The colour of a model or arm wherever it is drawn: by its architecture, found in any of its
+    names ("NanoKimi", "nanokimi+truemuon", "#3 NanoKimi", "NanoKimi · TrueMuon"); a name of no
+    known architecture gets one of OTHER_SERIES, always the same for the same name."""
+    arch = _architecture(name)
+    if arch:
+        return ARCHITECTURE_COLORS[arch]
+    return OTHER_SERIES[zlib.crc32(str(name).encode()) % len(OTHER_SERIES)]
+
+
+def series_dash(name):
+    """An arm's dash, by its optimizer (after the "+" of "nanogpt+truemuon", or its display name):
+    AdamW solid, TrueMuon dashed, Muon dotted; a name without an optimizer is solid."""
+    text = str(name).lower()
+    # "truemuon" contains "muon": look for the longest optimizer name first
+    for optimizer in sorted(OPTIMIZER_DASHES, key=len, reverse=True):
+        if optimizer in text.replace(" (pytorch)", "").replace(" ", ""):
+            return OPTIMIZER_DASHES[optimizer]
+    return OPTIMIZER_DASHES["adamw"]
+
+
+def series_rank(name):
+    """Where a model or arm goes in a legend: by architecture (NanoGPT, the matched ReLU, the matched
+    SwiGLU, NanoKimi), then optimizer (AdamW, TrueMuon, Muon); other names after them."""
+    order = ["nanogpt", "relu-matched", "swiglu-matched", "nanokimi"]
+    arch = _architecture(name)
+    dash = series_dash(name)
+    return (order.index(arch) if arch else len(order), list(OPTIMIZER_DASHES.values()).index(dash), str(name))
+
+
+def color_scale(names):
+    """A scale giving each of `names` its series_color (the legend in the order given)."""
+    names = list(dict.fromkeys(names))
+    return alt.Scale(domain=names, range=[series_color(n) for n in names])
+
+
+def dash_scale(names):
+    names = list(dict.fromkeys(names))
+    return alt.Scale(domain=names, range=[series_dash(n) for n in names])
+
+
+# Legends show each series at full strength, whichever layer (a faint raw one) they are merged from.
+LEGEND = dict(symbolOpacity=1, labelLimit=0)
+LINE_LEGEND = dict(LEGEND, symbolType="stroke", symbolStrokeWidth=2.5, symbolSize=300)  # where the dash tells apart
+
+
+def _legend_toggle(field):
+    """A click on a legend entry (shift-click: several) keeps those series bright and fades the others."""
+    return alt.selection_point(fields=[field], bind="legend")
+
+
+def _faded(selection, on=1.0, off=0.12):
+    """Opacity `on` for the series chosen in the legend, `off` for the others (`on` with no selection)."""
+    return alt.value(on) if selection is None else alt.condition(selection, alt.value(on), alt.value(off))
+
+
+def _zoom():
+    """Drag to pan and scroll to zoom along x; double-click resets."""
+    return alt.selection_interval(bind="scales", encodings=["x"])
+
+
+# --- sampling and smoothing ----------------------------------------------------------------------
+
+# Metrics recorded at every training step (train.py); every other metric is recorded at evaluations
+# only, and a moving average over 11 evaluation points would move the curve the verdict is about.
+EVERY_STEP = ("train_loss", "ms_per_step")
+DEFAULT_SMOOTHING = 0.6  # TensorBoard's default weight
 
 
 def downsample(frame, max_points=MAX_POINTS, by=("model", "metric")):
@@ -32,126 +140,282 @@ def downsample(frame, max_points=MAX_POINTS, by=("model", "metric")):
     return pd.concat(parts)
 
 
-def smooth(frame, window):
-    """Centered rolling mean of `value` over `window` points per series (window <= 1: unchanged)."""
-    if window <= 1 or frame.empty:
+def ema(steps, values, weight):
+    """TensorBoard's debiased exponential moving average, in step units.
+
+    With points one step apart this is TensorBoard's smoothing exactly:
+    `last = weight * last + (1 - weight) * value`, shown as `last / (1 - weight ** n)` after n
+    points, so the first points are not pulled towards 0. Where points are `gap` steps apart
+    (a thinned live series), the decay over the gap is weight ** gap, and the debiasing
+    denominator accumulates the same way; a point's weight is then (1 - weight ** gap), the
+    steps it stands for. The first point is returned as it is; a non-finite value is passed
+    through and leaves the average alone.
+    """
+    values = np.asarray(values, dtype=float)
+    steps = np.asarray(steps)
+    if not 0 <= weight < 1:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
+    gaps = np.diff(steps)
+    if len(values) > 1 and np.isfinite(values).all() and (gaps == gaps[0]).all() and gaps[0] > 0:
+        # evenly spaced (every step, the usual case): the same recursion as a linear filter, in C
+        decay = weight ** gaps[0]
+        last = signal.lfilter([1 - decay], [1, -decay], values)
+        return last / (1 - decay ** np.arange(1, len(values) + 1))
+    out = values.copy()
+    last = norm = 0.0
+    previous = None
+    for i, (step, value) in enumerate(zip(steps, values)):
+        if not math.isfinite(value):
+            continue
+        decay = weight ** (step - previous if previous is not None else 1)
+        last = decay * last + (1 - decay) * value
+        norm = decay * norm + (1 - decay)
+        out[i] = last / norm if norm > 0 else value
+        previous = step
+    return out
+
+
+def smooth(frame, weight, by=("model", "metric")):
+    """`value` smoothed by `ema` within each series (in step order), for the EVERY_STEP metrics
+    only; weight 0 (or an empty frame): unchanged. The input frame is left alone."""
+    if weight <= 0 or frame.empty:
         return frame
-    frame = frame.copy()
-    frame["value"] = frame.groupby(["model", "metric"], sort=False)["value"].transform(
-        lambda v: v.rolling(window, min_periods=1, center=True).mean())
-    return frame
+    out = frame.reset_index(drop=True)
+    values = out["value"].to_numpy(dtype=float).copy()
+    for rows in out[out["metric"].isin(EVERY_STEP)].groupby(list(by), sort=False).groups.values():
+        order = out.loc[rows, "step"].sort_values(kind="stable").index.to_numpy()
+        values[order] = ema(out.loc[order, "step"].to_numpy(), values[order], weight)
+    out["value"] = values
+    out.index = frame.index
+    return out
 
 
-def loss_chart(history, x="step", log_scale=False, smoothing=1, metrics=("train_loss", "val_loss"), height=300):
-    """Training and validation loss per model, over steps or over training time."""
+# --- comparison charts ----------------------------------------------------------------------------
+
+LOSS_NAMES = {"train_loss": "train loss", "val_loss": "val loss", "eval_train_loss": "train loss (evaluated)"}
+LOSS_DASHES = {"train loss": [1, 0], "val loss": [6, 3], "train loss (evaluated)": [2, 2]}
+TRAIN, EVALUATION = "every step", "evaluation"  # a loss chart row's `kind`: which layers draw it
+
+
+def _x(x):
+    return alt.X(f"{x}:Q", title="step" if x == "step" else "training time (s, evaluation excluded)")
+
+
+def loss_chart(history, x="step", log_scale=False, smoothing=0.0, metrics=("train_loss", "val_loss"), height=300,
+               interactive=True):
+    """Training and validation loss per model, over steps or over training time.
+
+    Layers, bottom to top: the raw train loss, faint (when smoothed); the train loss smoothed by
+    `ema` with weight `smoothing` (0 = off); the evaluation series (validation loss) as they are,
+    a dashed line on a white halo with a point at every evaluation, drawn last so nothing covers them. Colour is
+    the model (series_color); its legend toggles a model, and x zooms and pans (`interactive`; a still
+    figure of several charts goes without, so their selections don't collide).
+    """
     frame = history[history["metric"].isin(metrics)]
-    frame = downsample(smooth(frame, smoothing) if smoothing > 1 else frame)
-    frame = frame.assign(series=frame["model"] + " " + frame["metric"].str.replace("_", " "))
-    x_title = "step" if x == "step" else "training time (s, evaluation excluded)"
-    y = alt.Y("value:Q", title="loss (nats/char)",
-              scale=alt.Scale(type="log") if log_scale else alt.Scale(zero=False))
-    return alt.Chart(frame, height=height).mark_line().encode(
-        x=alt.X(f"{x}:Q", title=x_title), y=y,
-        color=alt.Color("model:N", title="model"),
-        strokeDash=alt.StrokeDash("metric:N", title="loss"),
-        tooltip=["model", "metric", "step", alt.Tooltip("wall_time_s:Q", format=".1f"), alt.Tooltip("value:Q", format=".4f")],
-    ).properties(title="Loss")
+    frame = frame.assign(loss=frame["metric"].map({m: LOSS_NAMES.get(m, m.replace("_", " "))
+                                                   for m in frame["metric"].unique()}))
+    models = list(frame["model"].unique())  # in order of appearance; unique() is fast on long series
+    names = list(LOSS_NAMES.values())
+    losses = sorted(set(frame["loss"]), key=lambda loss: (names.index(loss) if loss in names else len(names), loss))
+    dense = frame[frame["metric"].isin(EVERY_STEP)]
+    sparse = frame[~frame["metric"].isin(EVERY_STEP)]
+    toggle = _legend_toggle("model") if interactive else None
+    color = alt.Color("model:N", title="model", scale=color_scale(models), legend=alt.Legend(**LEGEND))
+    dash = alt.StrokeDash("loss:N", title="loss", scale=alt.Scale(
+        domain=losses, range=[LOSS_DASHES.get(loss, [1, 0]) for loss in losses]), legend=alt.Legend(**LINE_LEGEND))
+    y_scale = alt.Scale(type="log") if log_scale else alt.Scale(zero=False)
+    y = alt.Y("value:Q", title="loss (nats/char)", scale=y_scale)
+    tooltip = ["model", "loss", "step", alt.Tooltip("wall_time_s:Q", format=".1f"), alt.Tooltip("value:Q", format=".4f")]
+
+    # One frame for every layer, so the chart carries (and Altair hashes) the rows once: the
+    # per-step rows with their smoothed value beside the raw one, then the evaluation rows.
+    train = downsample(dense.assign(smoothed=smooth(dense, smoothing)["value"], kind=TRAIN))
+    data = pd.concat([train, sparse.assign(smoothed=sparse["value"], kind=EVALUATION)], ignore_index=True)
+    smoothed_y = alt.Y("smoothed:Q", title="loss (nats/char)", scale=y_scale)
+
+    def rows(kind):
+        return alt.Chart().transform_filter(alt.datum.kind == kind)
+
+    def line(kind, y, **mark):
+        return rows(kind).mark_line(**mark).encode(x=_x(x), y=y, color=color, strokeDash=dash)
+
+    layers = []
+    if smoothing > 0 and not dense.empty:
+        layers.append(line(TRAIN, y, strokeWidth=1).encode(opacity=_faded(toggle, 0.25, 0.04)))
+    layers.append(line(TRAIN, smoothed_y, strokeWidth=1.5).encode(
+        opacity=_faded(toggle), tooltip=tooltip + [alt.Tooltip("smoothed:Q", format=".4f")]))
+    # a white halo under each evaluation line keeps it legible over the train loss
+    layers.append(rows(EVALUATION).mark_line(color="white", strokeWidth=5).encode(
+        x=_x(x), y=y, detail="model:N", opacity=_faded(toggle, 0.8, 0)))
+    layers.append(line(EVALUATION, y, strokeWidth=2.5).encode(opacity=_faded(toggle)))
+    layers.append(rows(EVALUATION).mark_point(filled=True, size=45, stroke="white", strokeWidth=0.8).encode(
+        x=_x(x), y=y, color=color, opacity=_faded(toggle, 1, 0.1), tooltip=tooltip))
+    if interactive:
+        layers[0] = layers[0].add_params(toggle, _zoom())
+    return alt.layer(*layers, data=data, height=height).properties(title="Loss")
 
 
-def metric_chart(history, metric, title, y_title, x="wall_time_s", smoothing=1, height=220):
-    """One history metric per model over training time (speed, memory)."""
+def metric_chart(history, metric, title, y_title, x="wall_time_s", smoothing=0.0, zero=True, height=220):
+    """One history metric per model over training time (speed, memory); y starts at zero (a size).
+
+    An EVERY_STEP metric is smoothed like the train loss (raw faint behind); an evaluation metric
+    (memory, throughput at evaluations) is drawn as it is, with a point per evaluation.
+    """
     frame = history[history["metric"] == metric]
-    frame = downsample(smooth(frame, smoothing) if smoothing > 1 else frame)
-    return alt.Chart(frame, height=height).mark_line().encode(
-        x=alt.X(f"{x}:Q", title="training time (s)" if x == "wall_time_s" else x),
-        y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)),
-        color=alt.Color("model:N", title="model"),
-        tooltip=["model", "step", alt.Tooltip("value:Q", format=".2f")],
-    ).properties(title=title)
+    models = list(frame["model"].unique())
+    toggle = _legend_toggle("model")
+    color = alt.Color("model:N", title="model", scale=color_scale(models), legend=alt.Legend(**LEGEND))
+    enc = dict(x=alt.X(f"{x}:Q", title="training time (s)" if x == "wall_time_s" else x),
+               y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=zero)), color=color)
+    tooltip = ["model", "step", alt.Tooltip("value:Q", format=",.2f")]
+    if metric in EVERY_STEP:
+        data = downsample(frame.assign(smoothed=smooth(frame, smoothing)["value"]))
+        layers = [alt.Chart(data).mark_line(strokeWidth=1.5).encode(
+            **{**enc, "y": alt.Y("smoothed:Q", title=y_title, scale=alt.Scale(zero=zero))}, opacity=_faded(toggle),
+            tooltip=tooltip + [alt.Tooltip("smoothed:Q", format=",.2f")])]
+        if smoothing > 0:
+            layers.insert(0, alt.Chart(data).mark_line(strokeWidth=1).encode(**enc, opacity=_faded(toggle, 0.25, 0.04)))
+    else:
+        layers = [alt.Chart(frame).mark_line(point=True).encode(**enc, opacity=_faded(toggle), tooltip=tooltip)]
+    layers[0] = layers[0].add_params(toggle, _zoom())
+    return alt.layer(*layers, height=height).properties(title=title)
 
 
 def bar_charts(results):
-    """The original four bars, one small chart each."""
+    """The original four bars, one small chart each, from zero."""
     frame = pd.DataFrame(results)
+    models = list(dict.fromkeys(frame["model"]))
     charts = []
     for column, title in BARS:
         charts.append(alt.Chart(frame[["model", column]], width=160, height=180).mark_bar().encode(
-            x=alt.X("model:N", title=None, axis=alt.Axis(labelAngle=0)),
-            y=alt.Y(f"{column}:Q", title=None),
-            color=alt.Color("model:N", legend=None),
-            tooltip=["model", alt.Tooltip(f"{column}:Q", format=".4f")],
+            x=alt.X("model:N", title=None, sort=models, axis=alt.Axis(labelAngle=0, labelLimit=0)),
+            y=alt.Y(f"{column}:Q", title=None, scale=alt.Scale(zero=True)),
+            color=alt.Color("model:N", legend=None, scale=color_scale(models)),
+            tooltip=["model", alt.Tooltip(f"{column}:Q", format=",.4~f")],
         ).properties(title=title))
     return alt.hconcat(*charts)
 
 
+MEMORY_PARTS = (("parameters", "param_mb"), ("gradients", "grad_mb"), ("optimizer state", "optimizer_mb"))
+
+
 def memory_breakdown_chart(results):
-    """Exact bytes of parameters, gradients and optimizer state per model, stacked."""
-    rows = [{"model": r["model"], "part": part, "MB": r.get(col)}
-            for r in results for part, col in (("parameters", "param_mb"), ("gradients", "grad_mb"), ("optimizer state", "optimizer_mb"))]
-    return alt.Chart(pd.DataFrame(rows), height=180).mark_bar().encode(
-        y=alt.Y("model:N", title=None), x=alt.X("MB:Q", title="MB (exact tensor bytes)"),
-        color=alt.Color("part:N", title=None), tooltip=["model", "part", alt.Tooltip("MB:Q", format=".3f")],
-    ).properties(title="Training state")
+    """Exact bytes of parameters, gradients and optimizer state per model, stacked from zero; the
+    parts in greys (model colours mean models)."""
+    rows = [{"model": r["model"], "part": part, "MB": r.get(col)} for r in results for part, col in MEMORY_PARTS]
+    parts = [part for part, _ in MEMORY_PARTS]
+    return alt.Chart(pd.DataFrame(rows), height=180).mark_bar(stroke="white", strokeWidth=0.5).encode(
+        y=alt.Y("model:N", title=None, sort=[r["model"] for r in results], axis=alt.Axis(labelLimit=0)),
+        x=alt.X("MB:Q", title="MB (exact tensor bytes)", scale=alt.Scale(zero=True)),
+        color=alt.Color("part:N", title=None, scale=alt.Scale(domain=parts, range=list(GREYS))),
+        order=alt.Order("part_order:Q"),
+        tooltip=["model", "part", alt.Tooltip("MB:Q", format=".3f")],
+    ).transform_calculate(part_order=f"indexof({parts!r}, datum.part)").properties(title="Training state")
 
 
 def comparison_figure(results, history):
     """comparison_graph.png: the four bars, then validation loss over steps and over training time."""
     val = history[history["metric"] == "val_loss"]
     curves = alt.hconcat(
-        loss_chart(val, x="step", metrics=("val_loss",)).properties(width=380, title="Validation loss over steps"),
-        loss_chart(val, x="wall_time_s", metrics=("val_loss",)).properties(width=380, title="Validation loss over training time"),
+        loss_chart(val, x="step", metrics=("val_loss",), interactive=False).properties(
+            width=380, title="Validation loss over steps"),
+        loss_chart(val, x="wall_time_s", metrics=("val_loss",), interactive=False).properties(
+            width=380, title="Validation loss over training time"),
     )
     return alt.vconcat(bar_charts(results), curves).properties(title="nanokimi: NanoGPT vs NanoKimi")
 
 
 def arm_band_chart(history, metric="val_loss", x="step", height=300):
-    """Ablation: mean `metric` per arm over seeds, with a band from the lowest to the highest seed."""
+    """Ablation: mean `metric` per arm over seeds, with a band from the lowest to the highest seed.
+    Arms by display name (report.arm_name), coloured by architecture, dashed by optimizer."""
     frame = history[history["metric"] == metric]
-    stats = frame.groupby(["arm", "step"], as_index=False).agg(
+    stats = frame.groupby(["arm", "step"], as_index=False, sort=False).agg(
         mean=("value", "mean"), low=("value", "min"), high=("value", "max"), wall_time_s=("wall_time_s", "mean"),
         seeds=("value", "size"))
+    stats = stats.iloc[sorted(range(len(stats)), key=lambda i: series_rank(stats["arm"].iloc[i]))]
+    stats["arm"] = stats["arm"].map(report.arm_name)
+    arms = list(dict.fromkeys(stats["arm"]))
+    toggle = _legend_toggle("arm")
     base = alt.Chart(stats, height=height).encode(
         x=alt.X(f"{x}:Q", title="step" if x == "step" else "training time (s, mean over seeds)"),
-        color=alt.Color("arm:N", title="arm"))
-    band = base.mark_area(opacity=0.2).encode(y=alt.Y("low:Q", title="validation loss (nats/char)", scale=alt.Scale(zero=False)),
-                                              y2="high:Q")
-    line = base.mark_line().encode(y="mean:Q", tooltip=["arm", "step", "seeds", alt.Tooltip("mean:Q", format=".4f"),
-                                                        alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f")])
-    return (band + line).properties(title="Validation loss per arm (mean, band = range over seeds)")
+        color=alt.Color("arm:N", title="arm", scale=color_scale(arms), legend=alt.Legend(**LINE_LEGEND)))
+    band = base.mark_area(opacity=0.2).encode(
+        y=alt.Y("low:Q", title="validation loss (nats/char)", scale=alt.Scale(zero=False)), y2="high:Q",
+        opacity=_faded(toggle, 0.2, 0.03))
+    line = base.mark_line(strokeWidth=2).encode(
+        y="mean:Q", strokeDash=alt.StrokeDash("arm:N", title="arm", scale=dash_scale(arms), legend=alt.Legend(**LINE_LEGEND)),
+        opacity=_faded(toggle),
+        tooltip=["arm", "step", "seeds", alt.Tooltip("mean:Q", format=".4f"),
+                 alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f")])
+    return (band.add_params(toggle, _zoom()) + line).properties(
+        title="Validation loss per arm (mean, band = range over seeds)")
 
 
-def effects_chart(summary, metric="best_val_loss", height=160):
-    """Ablation: each effect's mean difference with its 95% confidence interval; zero marked."""
+# How an effect's interval reads: excludes zero, includes it, or none (one seed gives no interval).
+INTERVALS = ("excludes 0", "includes 0", "no interval (one seed)")
+INTERVAL_COLORS = [GREYS[0], GREYS[1], GREYS[0]]
+INTERVAL_FILLS = [GREYS[0], GREYS[1], "white"]  # no interval: an open diamond
+INTERVAL_SHAPES = ["circle", "circle", "diamond"]
+
+
+def _interval(frame):
+    """Each effect row's INTERVALS entry, from its CI (NaN with one seed) and the engine's verdict."""
+    has = frame["ci_low"].apply(lambda v: v is not None and math.isfinite(v)) & frame["n"].fillna(0).gt(1)
+    excludes = frame["distinguishable_from_zero"].eq("yes")
+    return np.where(~has, INTERVALS[2], np.where(excludes, INTERVALS[0], INTERVALS[1]))
+
+
+def _effect_frame(summary, metric):
     frame = summary[(summary["kind"] == "effect") & (summary["metric"] == metric)]
-    base = alt.Chart(frame, height=height).encode(y=alt.Y("name:N", title=None, sort=None))
-    bars = base.mark_rule(strokeWidth=2).encode(x=alt.X("ci_low:Q", title=f"difference in {metric.replace('_', ' ')} (nats/char)"),
-                                                x2="ci_high:Q")
-    points = base.mark_point(filled=True, size=60).encode(
-        x="mean:Q", color=alt.Color("distinguishable_from_zero:N", title="CI excludes 0",
-                                    scale=alt.Scale(domain=["yes", "no"], range=["#d62728", "#7f7f7f"])),
-        tooltip=["name", "n", alt.Tooltip("mean:Q", format="+.4f"), alt.Tooltip("ci_low:Q", format="+.4f"),
-                 alt.Tooltip("ci_high:Q", format="+.4f")])
+    return frame.assign(interval=_interval(frame))
+
+
+def effects_chart(summary, metric="best_val_loss", height=None):
+    """Ablation: each effect's mean difference with its 95% confidence interval; zero marked. An
+    effect of one seed has no interval and is drawn as an open point, "no interval (one seed)".
+    Labels are never cut; the height grows with the rows."""
+    frame = _effect_frame(summary, metric)
+    base = alt.Chart(frame).encode(y=alt.Y("name:N", title=None, sort=None, axis=alt.Axis(labelLimit=0)))
+    color = alt.Color("interval:N", title="95% CI", scale=alt.Scale(domain=list(INTERVALS), range=INTERVAL_COLORS),
+                      legend=alt.Legend(**LEGEND))
+    bars = base.mark_rule(strokeWidth=2).encode(
+        x=alt.X("ci_low:Q", title=f"difference in {metric.replace('_', ' ')} (nats/char)"), x2="ci_high:Q",
+        color=color)
+    points = base.mark_point(size=70, strokeWidth=2).encode(
+        x="mean:Q", color=color,
+        fill=alt.Fill("interval:N", title="95% CI", scale=alt.Scale(domain=list(INTERVALS), range=INTERVAL_FILLS)),
+        shape=alt.Shape("interval:N", title="95% CI", scale=alt.Scale(domain=list(INTERVALS), range=INTERVAL_SHAPES)),
+        tooltip=["name", alt.Tooltip("n:Q", title="seeds"), "interval", alt.Tooltip("mean:Q", format="+.4f"),
+                 alt.Tooltip("ci_low:Q", format="+.4f"), alt.Tooltip("ci_high:Q", format="+.4f")])
     zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 4], color="gray").encode(x="x:Q")
-    return (bars + points + zero).properties(title="Effects with 95% confidence intervals (negative = lower loss)")
+    return (bars + points + zero).properties(
+        height=height or 60 + 32 * max(1, len(frame)),
+        title="Effects with 95% confidence intervals (negative = lower loss)")
 
 
 def effects_side_by_side_chart(summary, metric="best_val_loss", by="learning rates", height=None):
     """The effects of one metric under several conditions (column `by`, e.g. a sweep's tuned and
     original learning rates), one interval per condition side by side on each effect's row; zero
-    marked, an interval that excludes zero drawn solid."""
-    frame = summary[(summary["kind"] == "effect") & (summary["metric"] == metric)]
+    marked, an interval that excludes zero drawn solid, an effect without one (one seed) open.
+    Conditions in black and orange: not model colours."""
+    frame = _effect_frame(summary, metric)
     conditions = list(dict.fromkeys(frame[by]))
     base = alt.Chart(frame).encode(
-        y=alt.Y("name:N", title=None, sort=None, axis=alt.Axis(labelLimit=400)),
+        y=alt.Y("name:N", title=None, sort=None, axis=alt.Axis(labelLimit=0)),
         yOffset=alt.YOffset(f"{by}:N", sort=conditions),
-        color=alt.Color(f"{by}:N", sort=conditions, title=by))
+        color=alt.Color(f"{by}:N", sort=conditions, title=by, scale=alt.Scale(
+            domain=conditions, range=[OKABE_ITO["black"], OKABE_ITO["orange"], OKABE_ITO["sky blue"]][:len(conditions)]
+            or [OKABE_ITO["black"]])))
     rules = base.mark_rule(strokeWidth=2).encode(
         x=alt.X("ci_low:Q", title=f"difference in {metric.replace('_', ' ')} (nats/char)"), x2="ci_high:Q")
-    points = base.mark_point(filled=True, size=60).encode(
-        x="mean:Q", opacity=alt.Opacity("distinguishable_from_zero:N", title="CI excludes 0",
-                                        scale=alt.Scale(domain=["yes", "no"], range=[1.0, 0.35])),
-        tooltip=["name", by, "n", alt.Tooltip("mean:Q", format="+.4f"), alt.Tooltip("ci_low:Q", format="+.4f"),
-                 alt.Tooltip("ci_high:Q", format="+.4f")])
+    points = base.mark_point(size=60, strokeWidth=2).encode(
+        x="mean:Q", opacity=alt.Opacity("interval:N", title="95% CI", scale=alt.Scale(
+            domain=list(INTERVALS), range=[1.0, 0.35, 1.0])),
+        shape=alt.Shape("interval:N", title="95% CI", scale=alt.Scale(
+            domain=list(INTERVALS), range=INTERVAL_SHAPES)),
+        fill=alt.condition(alt.datum.interval == INTERVALS[2], alt.value("white"), alt.Fill(f"{by}:N", legend=None)),
+        tooltip=["name", by, alt.Tooltip("n:Q", title="seeds"), "interval", alt.Tooltip("mean:Q", format="+.4f"),
+                 alt.Tooltip("ci_low:Q", format="+.4f"), alt.Tooltip("ci_high:Q", format="+.4f")])
     zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 4], color="gray").encode(x="x:Q")
     return (rules + points + zero).properties(
         # the height holds the title, the x axis and the two legends too (Streamlit fits the whole chart into it)
@@ -162,31 +426,56 @@ def effects_side_by_side_chart(summary, metric="best_val_loss", by="learning rat
 def ablation_figure(history, summary):
     return alt.vconcat(arm_band_chart(history).properties(width=700),
                        effects_chart(summary).properties(width=700)
-                       ).resolve_scale(color="independent").properties(title="nanokimi ablation")
+                       ).resolve_scale(color="independent", shape="independent", fill="independent",
+                                       strokeDash="independent", opacity="independent"
+                                       ).properties(title="nanokimi ablation")
 
 
 def lr_sweep_chart(sweep, height=300):
     """Learning-rate tuning: final validation loss against learning rate per arm (log x), the mean
-    over tuning seeds as a line, each run as a point; a diverged run is drawn as a cross at the top."""
-    frame = sweep.assign(diverged=~sweep["score"].apply(math.isfinite))
+    over tuning seeds as a line, each run as a point; a diverged run is drawn as a cross at the top.
+    Arms by display name, coloured and dashed as everywhere (series_color, series_dash)."""
+    frame = sweep.assign(diverged=~sweep["score"].apply(math.isfinite), arm=sweep["arm"].map(report.arm_name))
     finite = frame[~frame["diverged"]]
     top = finite["score"].max() if len(finite) else 1.0
     frame = frame.assign(shown=frame["score"].where(~frame["diverged"], top))
-    means = finite.groupby(["arm", "lr"], as_index=False)["score"].mean()
+    means = finite.groupby(["arm", "lr"], as_index=False, sort=False)["score"].mean()
+    arms = list(dict.fromkeys(frame["arm"]))
+    color = alt.Color("arm:N", title="arm", scale=color_scale(arms), legend=alt.Legend(**LINE_LEGEND))
     x = alt.X("lr:Q", scale=alt.Scale(type="log"), title="learning rate (AdamW's lr, or TrueMuon/Muon's matrix lr)")
     line = alt.Chart(means, height=height).mark_line(point=True).encode(
         x=x, y=alt.Y("score:Q", title="final validation loss (nats/char)", scale=alt.Scale(zero=False)),
-        color=alt.Color("arm:N", title="arm"))
+        color=color, strokeDash=alt.StrokeDash("arm:N", title="arm", scale=dash_scale(arms),
+                                               legend=alt.Legend(**LINE_LEGEND)))
     runs = alt.Chart(frame).mark_point(size=40).encode(
-        x=x, y="shown:Q", color="arm:N", shape=alt.Shape("diverged:N", title="diverged",
-                                                          scale=alt.Scale(domain=[False, True], range=["circle", "cross"])),
+        x=x, y="shown:Q", color=color, shape=alt.Shape("diverged:N", title="diverged",
+                                                       scale=alt.Scale(domain=[False, True], range=["circle", "cross"])),
         tooltip=["arm", "seed", alt.Tooltip("lr:Q", format=".3g"), alt.Tooltip("score:Q", format=".4f"), "diverged"])
     return (line + runs).properties(title="Final validation loss against learning rate (tuning seeds)")
 
 
+# --- images ------------------------------------------------------------------------------------------
+
+IMAGE_FORMATS = {"png": "image/png", "svg": "image/svg+xml"}
+
+
+def chart_image(chart, fmt="png", scale=2):
+    """A chart as PNG or SVG bytes, rendered by vl-convert (no browser needed); `scale` multiplies
+    a PNG's pixels. Interactive parts (zoom, legend toggles) are dropped from a still image."""
+    if fmt not in IMAGE_FORMATS:
+        raise ValueError(f"image format must be one of {', '.join(IMAGE_FORMATS)}, got {fmt!r}")
+    if fmt == "png":
+        buffer = io.BytesIO()
+        chart.save(buffer, format="png", scale_factor=scale)
+        return buffer.getvalue()
+    buffer = io.StringIO()
+    chart.save(buffer, format="svg")
+    return buffer.getvalue().encode("utf-8")
+
+
 def save_png(chart, path, scale=2):
     """Render with vl-convert (no browser needed)."""
-    chart.save(str(path), format="png", scale_factor=scale)
+    Path(path).write_bytes(chart_image(chart, "png", scale))
 
 
 # --- Experts and Optimizer lab pages --------------------------------------------------------------
@@ -218,7 +507,7 @@ def expert_load_chart(load, width=560, height=140):
     return alt.Chart(frame, width=width, height=height).mark_area().encode(
         x=alt.X("step:Q", title="step"),
         y=alt.Y("load:Q", title="share of routing", stack="normalize", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("expert:N", title="expert"),
+        color=alt.Color("expert:O", title="expert", scale=alt.Scale(scheme="viridis")),  # not model colours
         tooltip=["layer", "expert", "step", alt.Tooltip("load:Q", format=".3f")],
     ).facet(row=alt.Row("layer:O", title="layer")).properties(title="Expert load per layer")
 
@@ -228,7 +517,7 @@ def gate_entropy_chart(entropy, experts, height=240):
     line = alt.Chart(entropy, height=height).mark_line(point=True).encode(
         x=alt.X("step:Q", title="step"),
         y=alt.Y("entropy:Q", title="gate entropy (nats)", scale=alt.Scale(domain=[0, math.log(experts) * 1.05])),
-        color=alt.Color("layer:N", title="layer"),
+        color=alt.Color("layer:O", title="layer", scale=alt.Scale(scheme="viridis")),  # not model colours
         tooltip=["layer", "step", alt.Tooltip("entropy:Q", format=".3f")])
     uniform = alt.Chart(pd.DataFrame({"entropy": [math.log(experts)], "label": [f"log({experts}) = uniform"]})).mark_rule(
         strokeDash=[4, 4], color="gray").encode(y="entropy:Q", tooltip=["label"])

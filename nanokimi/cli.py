@@ -271,7 +271,7 @@ def compare_main(args):
 
     rows = [r.results for r in results]
     history = [row for r in results for row in r.history]
-    (out / "results.csv").write_text(report.results_csv(rows))
+    (out / "results.csv").write_text(report.results_csv(rows, runs, dataset=args.data))
     (out / "history.csv").write_text(report.history_csv(history))
     print()
     print(report.report_text(rows))

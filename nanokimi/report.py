@@ -1,7 +1,9 @@
 """Results as tables: results.csv, history.csv, the terminal report and the verdict sentence.
 
 The CLI writes files with these builders and the app's download buttons serve the same bytes, so
-a CSV from either has the same columns.
+a CSV from either has the same columns. CSVs keep raw numbers (machine-readable, "-" minus); what
+a person reads goes through `number`: thousands separators, five significant digits, "−" for
+minus, "—" for no value, and display names (NanoGPT, NanoKimi, AdamW, TrueMuon) for keys.
 """
 
 import csv
@@ -12,28 +14,64 @@ import numbers
 import pandas as pd
 
 from .metrics import HISTORY_COLUMNS, METRIC_BY_NAME, METRICS, RESULT_COLUMNS
-from .optim import OPTIMIZER_LABELS
+from .optim import OPTIMIZER_LABELS, OPTIMIZERS
+from .request import Request
+from .settings import flatten, names
 from .status import COMPLETED, DIVERGED
+from .train import RunConfig
+
+# --- display names -----------------------------------------------------------------------------------
+
+# An architecture's short name in tables, legends and sentences (compare.ARCHITECTURES keys).
+ARCHITECTURE_NAMES = {"nanogpt": "NanoGPT", "relu-matched": "matched ReLU", "swiglu-matched": "matched SwiGLU",
+                      "nanokimi": "NanoKimi"}
+ARM_NAMES = {f"{architecture}+{optimizer}": f"{name} · {OPTIMIZER_LABELS[optimizer]}"
+             for architecture, name in ARCHITECTURE_NAMES.items() for optimizer in OPTIMIZERS}
 
 
-def results_frame(results):
-    """results.csv as a DataFrame: one row per model, RESULT_COLUMNS in order."""
-    return pd.DataFrame([{col: row.get(col) for col in RESULT_COLUMNS} for row in results], columns=RESULT_COLUMNS)
+def optimizer_name(name):
+    """"truemuon" → "TrueMuon"; an unknown name as it is."""
+    return OPTIMIZER_LABELS.get(name, name)
+
+
+def arm_name(arm):
+    """An arm as a person reads it: "nanokimi+truemuon" → "NanoKimi · TrueMuon"; a sweep's series
+    "nanogpt+adamw · lr=0.003" keeps what follows its arm; anything else as it is."""
+    head, sep, rest = str(arm).partition(" · ")
+    return ARM_NAMES[head] + sep + rest if head in ARM_NAMES else arm
+
+
+# results.csv: which run and text, the engine's results, then every setting of the model's RunConfig
+# that is not a result column already (seed, device and threads are: the ones the run really used).
+SETTING_COLUMNS = [name for name in names(RunConfig) if name not in RESULT_COLUMNS]
+CSV_COLUMNS = ["run_id", "dataset"] + RESULT_COLUMNS + SETTING_COLUMNS
+
+
+def results_frame(results, configs=(), run_id=None, dataset=None):
+    """results.csv as a DataFrame: one row per model, CSV_COLUMNS in order. `configs` (RunConfigs,
+    matched to rows by name) fill the setting columns; a row with none leaves them empty, so CSVs of
+    several runs still line up."""
+    settings = {config.name: flatten(config) for config in configs}
+    rows = [{"run_id": run_id, "dataset": dataset, **{col: row.get(col) for col in RESULT_COLUMNS},
+             **{col: settings.get(row.get("model"), {}).get(col) for col in SETTING_COLUMNS}} for row in results]
+    return pd.DataFrame(rows, columns=CSV_COLUMNS)
 
 
 def history_frame(history):
     return pd.DataFrame(history, columns=HISTORY_COLUMNS)
 
 
-def results_csv(results):
-    return results_frame(results).to_csv(index=False)
+def results_csv(results, configs=(), run_id=None, dataset=None):
+    return results_frame(results, configs, run_id, dataset).to_csv(index=False)
 
 
 def runs_results_csv(runs):
-    """results.csv of several stored runs: a `run_id` column, then the engine's RESULT_COLUMNS."""
-    rows = [{"run_id": run["id"], **{col: row.get(col) for col in RESULT_COLUMNS}}
-            for run in runs for row in run["results"]]
-    return pd.DataFrame(rows, columns=["run_id"] + RESULT_COLUMNS).to_csv(index=False)
+    """results.csv of several stored runs (store rows): each row with its run's id, dataset and settings."""
+    frames = []
+    for run in runs:
+        stored = Request.from_stored(run["config"])
+        frames.append(results_frame(run["results"], stored.runs, run["id"], stored.data_label))
+    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CSV_COLUMNS)).to_csv(index=False)
 
 
 def history_csv(history):
@@ -47,46 +85,131 @@ def history_csv(history):
 
 # Above this a float is written in scientific notation: a blown-up loss's perplexity has 100+ digits.
 SCIENTIFIC_FROM = 1e9
+DIGITS = 5  # significant digits of a float for reading: 1.6833, 27.235, 27,235
+MINUS = "\u2212"  # "−": the one minus sign of text; CSVs keep "-"
+NO_VALUE = "—"
 
 
-def _fmt(value):
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, float):
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        if abs(value) >= SCIENTIFIC_FROM:
-            return f"{value:.4g}"
-        if abs(value) >= 1000:
-            return f"{value:,.0f}"
-        return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
+def _present(value):
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def report_rows(results):
-    """The comparison table, transposed for reading: one row per metric, one column per model."""
+def decimals(value, digits=DIGITS):
+    """Decimal places that show `digits` significant digits of a float (none from 10**(digits-1))."""
+    if not _finite(value) or value == 0:
+        return digits - 1
+    return max(0, digits - 1 - math.floor(math.log10(abs(value))))
+
+
+def number(value, places=None):
+    """A value for reading: "214,244", "27,235", "1.6833", "−0.0448", "1.236e+150", "inf", "—".
+
+    Integers and floats from 10,000 get thousands separators; a float gets DIGITS significant
+    digits (or `places` decimals); "−" for minus; None or NaN is "—"; text is returned as it is."""
+    if not _present(value):
+        return NO_VALUE
+    if isinstance(value, bool) or not isinstance(value, numbers.Number):
+        return str(value)
+    if isinstance(value, numbers.Integral):
+        text = f"{value:,}"
+    elif math.isinf(value):
+        text = "inf" if value > 0 else "-inf"
+    elif abs(value) >= SCIENTIFIC_FROM:
+        text = f"{value:.4g}"
+    else:
+        text = f"{value:,.{decimals(value) if places is None else places}f}"
+    return text.replace("-", MINUS, 1) if text.startswith("-") else text
+
+
+def signed(value, places=None):
+    """A difference for reading, always signed: "+0.0123", "−68,368", "0" for none at all."""
+    text = number(value, places)
+    return text if text.startswith((MINUS, NO_VALUE)) or value == 0 else "+" + text
+
+
+_fmt = number  # the verdict's name for it
+
+
+def better_of(metric, models, values):
+    """Which of two models did better on `metric` ("NanoKimi (lower)"), "tie", or "" where the metric
+    has no better direction or a value is missing."""
+    m = METRIC_BY_NAME[metric]
+    a, b = values
+    if not m.better or not (_finite(a) and _finite(b)):
+        return ""
+    if a == b:
+        return "tie"
+    b_wins = b < a if m.better == "lower" else b > a
+    return f"{models[1] if b_wins else models[0]} ({m.better})"
+
+
+def table_rows(results):
+    """The comparison table as a person reads it: one row per metric, each model's value as text
+    (`number`), and for two models the second minus the first, their ratio and which did better."""
+    models = [r["model"] for r in results]
     rows = []
     for m in METRICS:
         values = [r.get(m.name) for r in results]
-        if all(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
-            continue  # e.g. CUDA memory on a CPU run
-        row = {"metric": m.label, "unit": m.unit, "better": m.better}
-        for r, v in zip(results, values):
-            row[r["model"]] = v
+        if not any(_present(v) for v in values):
+            continue
+        row = {"metric": m.label, "unit": m.unit}
+        row.update({model: number(value) for model, value in zip(models, values)})
+        if len(results) == 2:
+            a, b = values
+            both = _finite(a) and _finite(b)
+            places = min(decimals(a), decimals(b)) if both and not isinstance(a + b, numbers.Integral) else None
+            row[f"{models[1]} − {models[0]}"] = signed(b - a, places) if both else NO_VALUE
+            row[f"{models[1]} / {models[0]}"] = f"{b / a:.3g}×".replace("-", MINUS) if both and a else NO_VALUE
+            row["better"] = better_of(m.name, models, values)
         rows.append(row)
     return rows
 
 
+# The per-arm table's columns: ablation.ARM_METRICS and time to target, with their units.
+ARM_COLUMNS = {"best_val_loss": "Best val loss (nats/char)", "final_val_loss": "Final val loss (nats/char)",
+               "train_ms_per_step": "Train time per step (ms)", "time_to_target_s": "Time to target (s)",
+               "params": "Parameters", "active_params": "Active parameters",
+               "flops_per_token": "Forward FLOPs per token"}
+
+
+def arm_table(summary):
+    """The per-arm table of an ablation summary (rows or frame with ablation.SUMMARY_COLUMNS), wide:
+    one row per arm (display name), its seeds, then one column per metric with units, each cell the
+    mean over seeds as text, "± half the 95% CI" where seeds give one; "—" for no value. Active
+    parameters are left out when they equal the parameters (they differ under top-k routing only)."""
+    frame = pd.DataFrame(summary)
+    arms = frame[frame["kind"] == "arm"]
+    table = []
+    for arm, rows in arms.groupby("name", sort=False):
+        by_metric = {r["metric"]: r for r in rows.to_dict("records")}
+        row = {"arm": arm_name(arm), "seeds": max(int(r["n"]) for r in by_metric.values())}
+        for metric, column in ARM_COLUMNS.items():
+            est = by_metric.get(metric)
+            if est is None:
+                continue
+            half = (est["ci_high"] - est["ci_low"]) / 2 if _finite(est["ci_low"]) and _finite(est["ci_high"]) else 0
+            places = decimals(est["mean"]) if _finite(est["mean"]) else None
+            row[column] = number(est["mean"], places) + (f" ± {number(half, places)}" if half > 0 else "")
+        table.append(row)
+    table = pd.DataFrame(table)
+    for column in ARM_COLUMNS.values():
+        if column in table:
+            table[column] = table[column].fillna(NO_VALUE)
+    active, params = ARM_COLUMNS["active_params"], ARM_COLUMNS["params"]
+    if active in table and params in table and table[active].equals(table[params]):
+        table = table.drop(columns=active)
+    return table
+
+
 def report_text(results):
-    rows = report_rows(results)
-    models = [r["model"] for r in results]
-    header = ["metric", "unit", "better"] + models
-    table = [header] + [[_fmt(row[h]) if h in models else row[h] for h in header] for row in rows]
-    table.append(["status", "", ""] + [r.get("status", "") for r in results])
+    """The terminal table: table_rows, then each model's status."""
+    rows = table_rows(results)
+    header = list(rows[0]) if rows else ["metric", "unit"] + [r["model"] for r in results]
+    table = [header] + [[row[h] for h in header] for row in rows]
+    table.append(["status", ""] + [r.get("status", "") for r in results] + [""] * (len(header) - 2 - len(results)))
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+    lines = ["  ".join(cell.ljust(w) if i < 2 or i == len(header) - 1 and header[i] == "better" else cell.rjust(w)
+                       for i, (cell, w) in enumerate(zip(line, widths))).rstrip()
              for line in table]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
@@ -106,8 +229,8 @@ def _difference(a, b, metric):
     m = METRIC_BY_NAME[metric]
     diff = b[metric] - a[metric]
     rel = abs(diff) / abs(a[metric]) * 100 if a[metric] else math.inf
-    signed = f"{diff:+.4g}" if abs(diff) >= SCIENTIFIC_FROM else f"{diff:+.4f}"
-    return f"{b['model']} − {a['model']} = {signed} {m.unit} ({rel:.1f}%)"
+    text = f"{diff:+.4g}" if abs(diff) >= SCIENTIFIC_FROM else f"{diff:+.4f}"
+    return f"{b['model']} − {a['model']} = {text.replace('-', MINUS, 1)} {m.unit} ({rel:.1f}%)"
 
 
 # A results row's `architecture` is its feed-forward: how each reads in a sentence, and its activation.

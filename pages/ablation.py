@@ -15,7 +15,7 @@ from fractions import Fraction
 import pandas as pd
 import streamlit as st
 
-from nanokimi import ablation, charts, jobs, request, sweep
+from nanokimi import ablation, charts, jobs, report, request, sweep
 from nanokimi.compare import ARCHITECTURE_LABELS, ARCHITECTURES
 from nanokimi.metrics import METRIC_BY_NAME
 from nanokimi.optim import OPTIMIZER_LABELS, OPTIMIZERS
@@ -23,7 +23,7 @@ from nanokimi.status import RUNNING
 from pages.common import (BASELINE, BIND, CONTROLS, KEEP, POLL_S, build_request, control_params, corpus,
                           dataset_choices, dataset_control, dataset_of, duration, estimate_s, job_queue, live_area,
                           live_run, model_controls, open_in_url, run_controls, run_label, run_to_open, settings_of,
-                          status_note, untaken, url_params)
+                          show_chart, status_note, untaken, url_params)
 
 PREFIX = "ablation_"
 FACTOR_CHOICES = (1 / 27, 1 / 9, 1 / 3, 1.0, 3.0, 9.0, 27.0)  # learning-rate factors offered; the CLI's default below
@@ -246,14 +246,14 @@ def live_view(run_id, was_active):
         names = {r.name for r in view.request.tuning}
         tuned = [r for r in jobs.ablation_results(view.run) if r.config.name in names]
         if tuned:
-            st.altair_chart(charts.lr_sweep_chart(pd.DataFrame(sweep.sweep_rows(tuned))).configure_legend(**WIDE_LABELS),
-                            key=PREFIX + "lr_chart", width="stretch")
+            show_chart(charts.lr_sweep_chart(pd.DataFrame(sweep.sweep_rows(tuned))).configure_legend(**WIDE_LABELS),
+                       f"sweep-run{view.id}", PREFIX + "lr_chart")
     history = jobs.ablation_history(view.run, view.history, phase_runs(view), by_learning_rate=is_sweep)
     if (history["metric"] == "val_loss").any():
         over_time = st.toggle("Over wall time", key=PREFIX + "over_time", **KEEP,
                               help="Training time (evaluation excluded), mean over seeds.")
-        st.altair_chart(charts.arm_band_chart(history, x="wall_time_s" if over_time else "step").configure_legend(
-            **WIDE_LABELS), key=PREFIX + "band_chart", width="stretch")
+        show_chart(charts.arm_band_chart(history, x="wall_time_s" if over_time else "step").configure_legend(
+            **WIDE_LABELS), f"val-loss-per-arm-run{view.id}", PREFIX + "band_chart")
 
 
 live_area()
@@ -287,8 +287,8 @@ def effects_block(frame, metric, key):
         st.caption("No effect to estimate: these arms share no contrast.")
         return
     rows = len(effects_of(frame, metric))
-    st.altair_chart(charts.effects_chart(frame, metric).properties(height=100 + 32 * rows).configure_axisY(
-        **WIDE_LABELS), key=f"{key}_chart", width="stretch")
+    show_chart(charts.effects_chart(frame, metric).properties(height=100 + 32 * rows).configure_axisY(
+        **WIDE_LABELS), f"effects-{metric}-run{view.id}", f"{key}_chart")
     st.dataframe(effects_of(frame, metric)[list(EFFECT_COLUMNS)].rename(columns=EFFECT_COLUMNS), hide_index=True,
                  width="stretch", key=f"{key}_table", column_config=EFFECT_FORMATS)
     for sentence in effects_of(frame, metric)["sentence"]:
@@ -297,8 +297,8 @@ def effects_block(frame, metric, key):
 
 def per_arm(rows, summary, frame, name):
     """The per-arm table, time to target and the CSV downloads of some finished runs of a grid."""
-    st.dataframe(frame[frame["kind"] == "arm"].drop(columns=["kind", "distinguishable_from_zero", "sentence"]),
-                 hide_index=True, width="stretch", key=f"{PREFIX}{name}_summary_table")
+    st.dataframe(report.arm_table(summary), hide_index=True, width="stretch", key=f"{PREFIX}{name}_summary_table")
+    st.caption("Mean over seeds ± half the width of its 95% confidence interval (none with one seed).")
     st.caption(f"Time to target: training seconds until validation loss first reached {rows[0]['target_val_loss']:.4f} "
                f"(the worst arm's mean final validation loss).")
     downloads = st.container(horizontal=True)
@@ -366,8 +366,8 @@ def sweep_results(results):
     if effects_of(both, metric).empty:
         st.caption("No effect to estimate: these arms share no contrast.")
     else:
-        st.altair_chart(charts.effects_side_by_side_chart(both, metric), key=PREFIX + "sweep_effects_chart",
-                        width="stretch")
+        show_chart(charts.effects_side_by_side_chart(both, metric), f"effects-{metric}-by-lr-run{view.id}",
+                   PREFIX + "sweep_effects_chart")
         side_by_side = pd.DataFrame({"effect": list(dict.fromkeys(effects_of(both, metric)["name"]))})
         for name, (_, _, frame) in summaries.items():
             effects = effects_of(frame, metric)[list(EFFECT_COLUMNS)].rename(columns=EFFECT_COLUMNS).rename(

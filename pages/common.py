@@ -23,7 +23,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from nanokimi import jobs, sampling
+from nanokimi import charts, jobs, sampling
 from nanokimi.compare import PRESETS
 from nanokimi.data import (
     BUILTIN, MAX_TEXT_BYTES, MAX_TEXT_LABEL, TINY_SHAKESPEARE, DataError, check_size, load_corpus, resolve_source,
@@ -507,3 +507,16 @@ def checkpoint_with_text(path, mtime, source):
     if corpus.chars != list(chars):
         raise DataError("the training text has changed since this run: its characters no longer match the model's")
     return model, corpus
+
+
+# --- charts --------------------------------------------------------------------------------------------
+
+def show_chart(chart, name, key, width="stretch"):
+    """Draw an Altair chart (`key` its widget key) with PNG and SVG download buttons beneath; the
+    image is rendered (vl-convert) only when a button is clicked, and the click reruns nothing."""
+    st.altair_chart(chart, key=key, width=width)
+    buttons = st.container(horizontal=True, gap="small")
+    for fmt, mime in charts.IMAGE_FORMATS.items():
+        buttons.download_button(fmt.upper(), lambda fmt=fmt: charts.chart_image(chart, fmt), file_name=f"{name}.{fmt}",
+                                mime=mime, key=f"{key}_{fmt}", on_click="ignore", type="tertiary",
+                                icon=":material/download:", help=f"This chart as {fmt.upper()}")

@@ -18,7 +18,7 @@ from nanokimi.status import MEASURED
 from pages.common import (BASELINE, BIND, CONTROLS, KEEP, POLL_S, build_request, control_params, corpus,
                           dataset_choices, dataset_control, dataset_of, estimate_sentence, job_queue, live_area,
                           live_run, model_controls, model_size, open_in_url, preset_values, run_controls, run_label,
-                          run_to_open, set_controls, settings_of, status_note, untaken, url_params)
+                          run_to_open, set_controls, settings_of, show_chart, status_note, untaken, url_params)
 
 queue = job_queue()
 CONTROLS_HINT = "the Ablation page's controls"  # where the verdict sends a reader when size or activation differ
@@ -114,22 +114,25 @@ def live_view(run_id, was_active):
         over_time = toggles[0].toggle("Over wall time", key="loss_over_time", **KEEP,
                                       help="Training time, evaluation excluded.")
         log_scale = toggles[1].toggle("Log scale", key="loss_log", **KEEP)
-        smoothing = toggles[2].slider("Smoothing", 1, 50, 1, key="loss_smoothing", **KEEP,
-                                      help="Rolling mean over this many points.")
-        st.altair_chart(charts.loss_chart(view.history, x="wall_time_s" if over_time else "step",
-                                          log_scale=log_scale, smoothing=smoothing),
-                        key="loss_chart", width="stretch")
+        smoothing = toggles[2].slider("Smoothing", 0.0, 0.99, charts.DEFAULT_SMOOTHING, step=0.01, key="loss_smoothing",
+                                      **KEEP, help="TensorBoard's exponential moving average of the train loss and "
+                                                   "step time, in steps (0 = off; raw drawn faintly behind). "
+                                                   "Validation points are drawn as they are.")
+        show_chart(charts.loss_chart(view.history, x="wall_time_s" if over_time else "step",
+                                     log_scale=log_scale, smoothing=smoothing), f"loss-run{view.id}", "loss_chart")
     with side_col:
-        st.altair_chart(charts.metric_chart(view.history, "ms_per_step", "Time per training step", "ms",
-                                            smoothing=smoothing), key="ms_chart", width="stretch")
-        st.altair_chart(charts.metric_chart(view.history, "tokens_per_s", "Training throughput", "tokens/s"),
-                        key="tokens_chart", width="stretch")
+        show_chart(charts.metric_chart(view.history, "ms_per_step", "Time per training step", "ms",
+                                       smoothing=smoothing), f"ms-per-step-run{view.id}", "ms_chart")
+        show_chart(charts.metric_chart(view.history, "tokens_per_s", "Training throughput", "tokens/s"),
+                   f"tokens-per-s-run{view.id}", "tokens_chart")
     mem_col, state_col = st.columns([3, 2])
-    mem_col.altair_chart(charts.metric_chart(view.history, "rss_mb", "Resident memory (at evaluations)", "MB"),
-                         key="rss_chart", width="stretch")
+    with mem_col:
+        show_chart(charts.metric_chart(view.history, "rss_mb", "Resident memory (at evaluations)", "MB"),
+                   f"memory-run{view.id}", "rss_chart")
     finished = [r for r in view.results if r.get("param_mb") is not None]
     if finished:
-        state_col.altair_chart(charts.memory_breakdown_chart(finished), key="state_chart", width="stretch")
+        with state_col:
+            show_chart(charts.memory_breakdown_chart(finished), f"training-state-run{view.id}", "state_chart")
     else:
         state_col.caption("The exact parameter / gradient / optimizer-state breakdown appears when a model finishes.")
 
@@ -144,12 +147,12 @@ if not view.active:
     if measured:
         st.subheader("Results")
         st.markdown(f"**{report.verdict(measured, see=CONTROLS_HINT)}**")
-        rows = pd.DataFrame(report.report_rows(measured))
-        rows["better"] = rows["better"].map({"lower": "↓ lower", "higher": "↑ higher"}).fillna("")
+        rows = pd.DataFrame(report.table_rows(measured))
         st.dataframe(rows, hide_index=True, width="stretch", height="content", key="results_table")
-        st.altair_chart(charts.bar_charts(measured), key="bar_charts")
+        show_chart(charts.bar_charts(measured), f"bars-run{view.id}", "bar_charts", width="content")
     downloads = st.container(horizontal=True)
-    downloads.download_button("Download results CSV", report.results_csv(view.results),
+    downloads.download_button("Download results CSV", report.results_csv(view.results, view.request.runs, view.id,
+                                                                          view.request.data_label),
                                  file_name=f"results-run{view.id}.csv", mime="text/csv", icon=":material/download:")
     downloads.download_button("Download history CSV", report.history_csv(view.history.to_dict("records")),
                                  file_name=f"history-run{view.id}.csv", mime="text/csv", icon=":material/download:")

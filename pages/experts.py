@@ -14,6 +14,7 @@ from nanokimi import charts, jobs, routing
 from nanokimi.data import DataError
 from nanokimi.status import FINISHED
 from pages.common import KEEP, checkpoint_with_text, job_queue, model_label, pick_run
+from pages.common import show_chart
 
 queue = job_queue()
 
@@ -73,8 +74,9 @@ else:
                    help=f"log({experts}) = {math.log(experts):.3f} nats is a uniform gate; 0 sends every token to one expert.")
     cols[1].metric(f"Busiest expert at the end (layer {int(busiest['layer'])})", f"expert {int(busiest['expert'])}")
     cols[2].metric("Its share of the routing", f"{busiest['load']:.1%}", help=f"Uniform: {1 / experts:.1%}.")
-    st.altair_chart(charts.gate_entropy_chart(entropy, experts), width="stretch")
-    st.altair_chart(charts.expert_load_chart(load), width="content")  # a faceted chart can't stretch
+    show_chart(charts.gate_entropy_chart(entropy, experts), f"gate-entropy-run{run_id}", "experts_entropy_chart")
+    show_chart(charts.expert_load_chart(load), f"expert-load-run{run_id}", "experts_load_chart",
+               width="content")  # a faceted chart can't stretch
 
 # --- which characters each expert prefers, from the checkpoint --------------------------------------
 st.subheader("Which characters each expert prefers")
@@ -98,6 +100,7 @@ layer = layer_col.selectbox("Layer", list(range(len(by_layer))), key="experts_la
 relative = color_col.toggle("Relative to each expert's average", key="experts_relative", **KEEP,
                             help="Divides by the expert's average weight, so an expert that takes most of every token "
                                  "doesn't paint every row: above 1, the character prefers this expert.")
-st.altair_chart(charts.character_heatmap(by_layer[layer], relative=relative), width="stretch")
+show_chart(charts.character_heatmap(by_layer[layer], relative=relative), f"characters-layer{layer}-run{run_id}",
+           "experts_heatmap")
 st.caption(f"Mean gate weight the characters of the validation text ({source if source != 'builtin' else 'built-in corpus'}) "
            "give each expert, for characters seen at least 20 times; most frequent first.")

@@ -14,6 +14,7 @@ from nanokimi import charts, nslab
 from nanokimi.data import DataError
 from nanokimi.optim import NS_COEFFICIENTS
 from pages.common import KEEP, checkpoint_with_text, job_queue, model_label, pick_run
+from pages.common import show_chart
 
 RANDOM, GRADIENT = "Random matrix", "Gradient from a run"
 
@@ -105,7 +106,7 @@ if len(finite) < len(trajectory):
 
 chart_col, table_col = st.columns([3, 2])
 with chart_col:
-    st.altair_chart(charts.singular_value_chart(trajectory), width="stretch", key="lab_singular_values")
+    show_chart(charts.singular_value_chart(trajectory), "singular-values", "lab_singular_values")
 with table_col:
     st.metric(f"Time per step ({G.shape[0]}×{G.shape[1]})", f"{nslab.ms_per_step(G, steps, coefficients, repeats=5):.3f} ms",
               help="Median over 5 repeats of the whole iteration, divided by the steps; CPU, one thread.")
@@ -114,4 +115,4 @@ with table_col:
                                 "max": st.column_config.NumberColumn("largest", format="%.4f"),
                                 "ratio": st.column_config.NumberColumn("largest / smallest", format="%.2f")})
     st.caption("Step 0 is the matrix scaled by its Frobenius norm. A ratio near 1 means nearly orthogonal.")
-st.altair_chart(charts.singular_value_curves(trajectory), width="stretch", key="lab_curves")
+show_chart(charts.singular_value_curves(trajectory), "singular-value-spectrum", "lab_curves")

@@ -16,7 +16,7 @@ from nanokimi.request import COMPARISON, GRIDS, Request
 from nanokimi.settings import all_fields
 from nanokimi.status import ACTIVE, ALL
 from nanokimi.train import RunConfig
-from pages.common import KEEP, POLL_S, job_queue, run_label
+from pages.common import KEEP, POLL_S, job_queue, run_label, show_chart
 
 queue = job_queue()
 LIVE_S = 2 * POLL_S  # the table and chart re-read active runs this often
@@ -152,8 +152,8 @@ def overlay():
     if stats.empty:
         st.info(f"No {runtable.METRICS[metric].split(' (')[0]} recorded yet for these runs.")
     else:
-        st.altair_chart(charts.group_band_chart(stats, runtable.METRICS[metric], runtable.X_AXES[x_axis], log_x, log_y),
-                        key="runs_overlay", width="stretch")
+        show_chart(charts.group_band_chart(stats, runtable.METRICS[metric], runtable.X_AXES[x_axis], log_x, log_y),
+                   f"runs-{metric}", "runs_overlay")
     groups = runtable.group_summary(member_table, group_by, runtable.member_bests(current, summaries(current)))
     st.table(groups.assign(
         best_val_loss=groups["best_val_loss"].map(lambda v: "–" if pd.isna(v) else f"{v:.4f}"),

@@ -139,7 +139,10 @@ def test_train_runs_to_completion_and_shows_results(home):
     table = at.dataframe[0].value
     assert {"NanoGPT", "NanoKimi", "metric", "unit", "better"} <= set(table.columns)
     assert "Best val loss" in set(table["metric"])
-    assert {d.proto.label for d in at.get("download_button")} == {"Download results CSV", "Download history CSV"}
+    labels = [d.proto.label for d in at.get("download_button")]
+    assert {"Download results CSV", "Download history CSV"} <= set(labels)
+    charts_shown = len(at.get("vega_lite_chart"))
+    assert labels.count("PNG") == labels.count("SVG") == charts_shown, "every chart downloadable as PNG and SVG"
     assert any("NanoKimi −" in m.value or "NanoGPT −" in m.value or "tie" in m.value for m in at.markdown)
 
     fresh = AppTest.from_file(APP, default_timeout=60)  # a second tab opening the URL

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from nanokimi.metrics import RESULT_COLUMNS
+from nanokimi.report import CSV_COLUMNS
 from nanokimi.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,8 +86,12 @@ def test_train_in_a_real_browser_and_download_the_results(server, tmp_path):
         with page.expect_download() as info:
             download.click()
         rows = list(csv.DictReader(io.StringIO(Path(info.value.path()).read_text())))
+        with page.expect_download() as image:  # the first chart (the loss) as a PNG, rendered on the click
+            page.get_by_role("button", name="PNG", exact=True).first.click()
+        png, png_name = Path(image.value.path()).read_bytes(), image.value.suggested_filename
         browser.close()
-    assert list(rows[0]) == RESULT_COLUMNS
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png_name.startswith("loss-run")
+    assert list(rows[0]) == CSV_COLUMNS and {r["run_id"] for r in rows} == {"1"}
     assert [r["model"] for r in rows] == ["NanoGPT", "NanoKimi"]
     assert [r["status"] for r in rows] == ["completed", "completed"]
     assert [int(r["steps"]) for r in rows] == [10, 10]

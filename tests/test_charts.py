@@ -4,6 +4,7 @@ Charts are checked through `chart.to_dict()`, the Vega-Lite spec the app and the
 """
 
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -18,9 +19,14 @@ def history(models=("NanoGPT", "NanoKimi"), metrics=("train_loss", "val_loss", "
                          for i, model in enumerate(models) for metric in metrics for step in range(steps)])
 
 
-def spec_rows(spec, datasets):
-    """The data rows a (sub)spec draws, looked up by name in the top-level datasets."""
-    return datasets[spec["data"]["name"]]
+def spec_rows(spec, datasets, parent=None):
+    """The data rows a (sub)spec draws, looked up by name in the top-level datasets (a layer
+    without data of its own draws its `parent`'s), through its filter `datum.kind === '…'` if any."""
+    rows = datasets[(spec.get("data") or parent["data"])["name"]]
+    for step in spec.get("transform", []):
+        field, value = re.fullmatch(r"\(datum\.(\w+) === '(.*)'\)", step["filter"]).groups()
+        rows = [row for row in rows if row[field] == value]
+    return rows
 
 
 # --- downsample and smooth ------------------------------------------------------------------------
@@ -49,80 +55,192 @@ def test_downsample_of_an_empty_frame():
     assert charts.downsample(empty, max_points=10).empty
 
 
-def test_smooth_window_one_is_the_identity():
+def tensorboard_smoothing(values, weight):
+    """TensorBoard's own smoothing (its line chart's resmoothing loop), for points one step apart."""
+    out, last, count = [], 0.0, 0
+    for value in values:
+        count += 1
+        last = last * weight + (1 - weight) * value
+        out.append(last / (1 - weight ** count))
+    return out
+
+
+def test_ema_is_tensorboards_debiased_moving_average():
+    values = [1.0, 2.0, 4.0, 8.0, 3.0]
+    smoothed = charts.ema(range(5), values, 0.6)
+    # by hand: 0.4 * 1 / 0.4; (0.6 * 0.4 + 0.4 * 2) / (1 - 0.36)
+    assert smoothed[:2] == pytest.approx([1.0, 1.625]), "debiased: the first points are not pulled towards 0"
+    assert smoothed == pytest.approx(tensorboard_smoothing(values, 0.6))
+    undebiased = 0.4 * 1.0  # what a plain EMA started at 0 would show first
+    assert abs(smoothed[0] - undebiased) > 0.5
+    assert charts.ema(range(5), values, 0.0) == pytest.approx(values), "weight 0: the raw series"
+    with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+        charts.ema(range(5), values, 1.0)
+
+
+def test_ema_counts_steps_not_points():
+    # A point 3 steps after the last stands for those 3 steps: as if its value had been seen at each.
+    sparse = charts.ema([0, 1, 4], [4.0, 2.0, 1.0], 0.8)
+    dense = charts.ema([0, 1, 2, 3, 4], [4.0, 2.0, 1.0, 1.0, 1.0], 0.8)
+    assert sparse[-1] == pytest.approx(dense[-1])
+    assert sparse[-1] != pytest.approx(charts.ema([0, 1, 2], [4.0, 2.0, 1.0], 0.8)[-1]), "counting points differs"
+
+
+def test_smooth_weight_zero_is_the_identity():
     frame = history()
-    assert charts.smooth(frame, 1).equals(frame)
     assert charts.smooth(frame, 0).equals(frame)
+    assert charts.smooth(frame, 0.0).equals(frame)
 
 
-def test_smooth_is_a_centered_mean_within_each_series():
-    # Two series interleaved row by row: a mean that crossed series would mix 1s with 10s.
+def test_smooth_is_an_ema_within_each_series_and_leaves_evaluations_alone():
+    # Two series interleaved row by row (a mean that crossed series would mix 1s with 10s), rows out
+    # of step order, and a validation series that must come back exactly as it went in.
     a, b = [1.0, 2.0, 4.0, 8.0], [10.0, 20.0, 60.0, 30.0]
-    frame = pd.DataFrame([{"model": model, "step": step, "wall_time_s": 0.0, "metric": "train_loss", "value": values[step]}
-                          for step in range(4) for model, values in (("NanoGPT", a), ("NanoKimi", b))])
+    rows = [{"model": model, "step": step, "wall_time_s": 0.0, "metric": "train_loss", "value": values[step]}
+            for step in (2, 0, 3, 1) for model, values in (("NanoGPT", a), ("NanoKimi", b))]
+    rows += [{"model": "NanoGPT", "step": step, "wall_time_s": 0.0, "metric": "val_loss", "value": 5.0 - step}
+             for step in range(4)]
+    frame = pd.DataFrame(rows)
     before = frame.copy()
-    smoothed = charts.smooth(frame, 3)
+    smoothed = charts.smooth(frame, 0.5)
     assert frame.equals(before), "the input frame is left alone"
-    expected = {"NanoGPT": [(1 + 2) / 2, (1 + 2 + 4) / 3, (2 + 4 + 8) / 3, (4 + 8) / 2],
-                "NanoKimi": [(10 + 20) / 2, (10 + 20 + 60) / 3, (20 + 60 + 30) / 3, (60 + 30) / 2]}
-    for model, values in expected.items():
-        assert smoothed.loc[smoothed["model"] == model, "value"].tolist() == pytest.approx(values)
-    assert smoothed[["model", "step", "metric"]].equals(frame[["model", "step", "metric"]])
+    assert smoothed[["model", "step", "metric"]].equals(frame[["model", "step", "metric"]]), "rows stay in place"
+    for model, values in (("NanoGPT", a), ("NanoKimi", b)):
+        train = smoothed[(smoothed["model"] == model) & (smoothed["metric"] == "train_loss")].sort_values("step")
+        assert train["value"].tolist() == pytest.approx(tensorboard_smoothing(values, 0.5))
+    val = smoothed[smoothed["metric"] == "val_loss"]
+    assert val["value"].tolist() == [5.0, 4.0, 3.0, 2.0], "evaluation points are drawn as they are"
 
 
-# --- comparison charts ----------------------------------------------------------------------------
+def eleven_evaluations():
+    """A quick run as the issue saw it: train loss every step, validation every 100 steps (11 points)."""
+    rows = []
+    for i, model in enumerate(("NanoGPT", "NanoKimi")):
+        for step in range(1001):
+            rows.append({"model": model, "step": step, "wall_time_s": step / 50, "metric": "train_loss",
+                         "value": 1.7 + 3 * math.exp(-step / 150) + 0.1 * math.sin(step) + 0.2 * i})
+            if step % 100 == 0:
+                rows.append({"model": model, "step": step, "wall_time_s": step / 50, "metric": "val_loss",
+                             "value": 1.9 + 2.75 * math.exp(-step / 200) - 0.25 * i})
+    return pd.DataFrame(rows)
 
-def test_loss_chart_draws_the_losses_of_each_model():
+
+@pytest.mark.parametrize("smoothing", [0.6, 0.9, 0.99])
+def test_loss_chart_smooths_the_train_loss_and_draws_validation_as_it_is(smoothing):
+    frame = eleven_evaluations()
+    spec = charts.loss_chart(frame, smoothing=smoothing).to_dict()
+    raw, smoothed, halo, val_line, val_points = spec["layer"]
+    datasets = spec["datasets"]
+    for layer in (val_line, val_points):
+        rows = pd.DataFrame(spec_rows(layer, datasets, spec))
+        assert set(rows["metric"]) == {"val_loss"} and len(rows) == 2 * 11
+        for model in ("NanoGPT", "NanoKimi"):
+            drawn = rows[rows["model"] == model].sort_values("step")["value"]
+            truth = frame[(frame["model"] == model) & (frame["metric"] == "val_loss")]["value"]
+            assert drawn.iloc[-1] == truth.iloc[-1], "the last validation point is the raw one, exactly"
+            assert drawn.tolist() == truth.tolist()
+            assert drawn.iloc[0] - drawn.iloc[-1] > 2.5, "the curve still falls from 4.65 to 1.9: not flattened"
+    raw_rows, smooth_rows = pd.DataFrame(spec_rows(raw, datasets, spec)), pd.DataFrame(spec_rows(smoothed, datasets, spec))
+    assert set(raw_rows["metric"]) == set(smooth_rows["metric"]) == {"train_loss"}
+    assert (raw["encoding"]["y"]["field"], smoothed["encoding"]["y"]["field"]) == ("value", "smoothed")
+    train = frame[frame["metric"] == "train_loss"]
+    assert raw_rows["value"].tolist() == train["value"].tolist(), "the raw series, drawn faintly behind"
+    gpt = train[train["model"] == "NanoGPT"]
+    expected = tensorboard_smoothing(gpt["value"].tolist(), smoothing)
+    assert smooth_rows[smooth_rows["model"] == "NanoGPT"]["smoothed"].tolist() == pytest.approx(expected)
+    assert raw["encoding"]["opacity"]["value"] < smoothed["encoding"]["opacity"]["value"], "raw is the faint one"
+    assert halo["mark"]["color"] == "white" and "color" not in halo["encoding"]
+    assert val_points["mark"]["type"] == "point", "every evaluation marked"
+
+
+def test_loss_chart_without_smoothing_draws_no_raw_copy():
+    frame = eleven_evaluations()
+    spec = charts.loss_chart(frame, smoothing=0).to_dict()
+    train, halo, val_line, val_points = spec["layer"]
+    rows = spec_rows(train, spec["datasets"], spec)
+    assert [r[train["encoding"]["y"]["field"]] for r in rows] == frame[frame["metric"] == "train_loss"]["value"].tolist()
+
+
+def test_loss_chart_draws_the_losses_of_each_model_in_their_colours():
     spec = charts.loss_chart(history()).to_dict()
-    rows = spec_rows(spec, spec["datasets"])
-    assert {r["metric"] for r in rows} == {"train_loss", "val_loss"}, "other metrics are left out"
-    assert len(rows) == 2 * 2 * 5
-    assert {r["series"] for r in rows} == {"NanoGPT train loss", "NanoGPT val loss", "NanoKimi train loss", "NanoKimi val loss"}
-    enc = spec["encoding"]
+    train, halo, val_line, val_points = spec["layer"]
+    assert {r["metric"] for r in spec_rows(train, spec["datasets"], spec)} == {"train_loss"}
+    assert {r["metric"] for r in spec_rows(val_line, spec["datasets"], spec)} == {"val_loss"}, "other metrics are left out"
+    enc = train["encoding"]
     assert (enc["x"]["field"], enc["y"]["field"], enc["color"]["field"], enc["strokeDash"]["field"]) == \
-        ("step", "value", "model", "metric")
-    assert enc["y"]["scale"] == {"zero": False}
-    assert spec["mark"]["type"] == "line" and spec["title"] == "Loss"
+        ("step", "smoothed", "model", "loss")
+    assert enc["color"]["scale"] == {"domain": ["NanoGPT", "NanoKimi"], "range": ["#0072B2", "#D55E00"]}
+    assert enc["strokeDash"]["scale"]["domain"] == ["train loss", "val loss"]
+    assert enc["y"]["scale"] == {"zero": False} and enc["y"]["title"] == "loss (nats/char)"
+    assert spec["title"] == "Loss"
+
+
+def test_line_charts_zoom_along_x_and_toggle_series_from_the_legend():
+    for chart in (charts.loss_chart(history()), charts.metric_chart(history(), "ms_per_step", "Step time", "ms"),
+                  charts.arm_band_chart(history().assign(arm="nanogpt+adamw", seed=1))):
+        spec = chart.to_dict()
+        params = spec["params"]  # Altair lifts a layer's params to the top, naming the view they act in
+        binds = {param["select"]["type"]: param.get("bind") for param in params}
+        assert binds["point"] == "legend" and binds["interval"] == "scales"
+        zoom = next(param for param in params if param["select"]["type"] == "interval")
+        assert zoom["select"]["encodings"] == ["x"], "y stays put: the loss scale does not jump"
+        toggled = [layer for layer in spec["layer"] if "condition" in layer["encoding"].get("opacity", {})]
+        assert toggled, "a legend click fades the other series"
 
 
 def test_loss_chart_options():
     frame = history()
     spec = charts.loss_chart(frame, x="wall_time_s", log_scale=True, metrics=("val_loss",), height=123).to_dict()
-    assert spec["encoding"]["x"] == {"field": "wall_time_s", "title": "training time (s, evaluation excluded)",
-                                     "type": "quantitative"}
-    assert spec["encoding"]["y"]["scale"] == {"type": "log"}
+    train, halo, val_line, val_points = spec["layer"]
+    assert val_line["encoding"]["x"] == {"field": "wall_time_s", "title": "training time (s, evaluation excluded)",
+                                         "type": "quantitative"}
+    assert val_line["encoding"]["y"]["scale"] == {"type": "log"}
     assert spec["height"] == 123
-    assert {r["metric"] for r in spec_rows(spec, spec["datasets"])} == {"val_loss"}
-    smoothed = charts.loss_chart(frame, smoothing=3).to_dict()
-    values = [r["value"] for r in spec_rows(smoothed, smoothed["datasets"])]
-    expected = charts.smooth(frame[frame["metric"].isin(["train_loss", "val_loss"])], 3)["value"].tolist()
-    assert values == pytest.approx(expected)
-    assert values != pytest.approx(frame[frame["metric"].isin(["train_loss", "val_loss"])]["value"].tolist())
+    assert spec_rows(train, spec["datasets"], spec) == [], "no train loss asked for"
+    assert {r["metric"] for r in spec_rows(val_line, spec["datasets"], spec)} == {"val_loss"}
 
 
-def test_metric_chart_draws_one_metric_over_time():
+def test_metric_chart_draws_one_metric_over_time_from_zero():
     spec = charts.metric_chart(history(), "ms_per_step", "Step time", "ms").to_dict()
-    rows = spec_rows(spec, spec["datasets"])
+    (line,) = spec["layer"]  # no smoothing: no faint raw copy
+    rows = spec_rows(line, spec["datasets"], spec)
     assert {r["metric"] for r in rows} == {"ms_per_step"} and len(rows) == 2 * 5
-    assert spec["title"] == "Step time" and spec["encoding"]["y"]["title"] == "ms"
-    assert spec["encoding"]["x"] == {"field": "wall_time_s", "title": "training time (s)", "type": "quantitative"}
+    assert spec["title"] == "Step time" and line["encoding"]["y"]["title"] == "ms"
+    assert line["encoding"]["y"]["scale"] == {"zero": True}, "a time, a throughput, a memory: sizes start at zero"
+    assert line["encoding"]["x"] == {"field": "wall_time_s", "title": "training time (s)", "type": "quantitative"}
     by_step = charts.metric_chart(history(), "ms_per_step", "Step time", "ms", x="step").to_dict()
-    assert by_step["encoding"]["x"]["field"] == "step" and by_step["encoding"]["x"]["title"] == "step"
+    assert by_step["layer"][0]["encoding"]["x"]["field"] == "step" and by_step["layer"][0]["encoding"]["x"]["title"] == "step"
+    raw, smoothed = charts.metric_chart(history(), "ms_per_step", "Step time", "ms", smoothing=0.5).to_dict()["layer"]
+    assert raw["encoding"]["opacity"]["value"] < smoothed["encoding"]["opacity"]["value"]
+    memory = charts.metric_chart(history(metrics=("rss_mb",)), "rss_mb", "Memory", "MB", smoothing=0.5).to_dict()
+    (points,) = memory["layer"]
+    assert [r["value"] for r in spec_rows(points, memory["datasets"], memory)] == history(metrics=("rss_mb",))["value"].tolist(), \
+        "memory is measured at evaluations: never smoothed"
 
 
 RESULTS = [{"model": "NanoGPT", "best_val_loss": 1.5, "train_ms_per_step": 10.0, "peak_rss_mb": 300.0,
-            "inference_ms": 2.0, "status": "completed"},
+            "inference_ms": 2.0, "status": "completed", "param_mb": 0.8, "grad_mb": 0.8, "optimizer_mb": 1.6},
            {"model": "NanoKimi", "best_val_loss": 1.4, "train_ms_per_step": 14.0, "peak_rss_mb": 320.0,
-            "inference_ms": 3.0, "status": "completed"}]
+            "inference_ms": 3.0, "status": "completed", "param_mb": 1.1, "grad_mb": 1.1, "optimizer_mb": 2.1}]
 
 
-def test_bar_charts_one_bar_chart_per_headline_metric():
+def test_bar_charts_one_bar_chart_per_headline_metric_from_zero():
     spec = charts.bar_charts(RESULTS).to_dict()
     assert len(spec["hconcat"]) == len(charts.BARS) == 4
     for bar, (column, title) in zip(spec["hconcat"], charts.BARS):
         assert bar["title"] == title and bar["mark"]["type"] == "bar"
         assert bar["encoding"]["y"]["field"] == column and bar["encoding"]["x"]["field"] == "model"
+        assert bar["encoding"]["y"]["scale"] == {"zero": True}
+        assert bar["encoding"]["color"]["scale"]["range"] == [charts.series_color("NanoGPT"), charts.series_color("NanoKimi")]
         assert spec_rows(bar, spec["datasets"]) == [{"model": r["model"], column: r[column]} for r in RESULTS]
+
+
+def test_memory_breakdown_starts_at_zero_and_keeps_model_colours_for_models():
+    spec = charts.memory_breakdown_chart(RESULTS).to_dict()
+    assert spec["encoding"]["x"]["scale"] == {"zero": True}
+    parts = spec["encoding"]["color"]["scale"]
+    assert parts["domain"] == ["parameters", "gradients", "optimizer state"]
+    assert not set(parts["range"]) & set(charts.OKABE_ITO.values()), "parts are not drawn in model colours"
 
 
 def test_comparison_figure_has_the_bars_and_two_validation_curves():
@@ -130,12 +248,73 @@ def test_comparison_figure_has_the_bars_and_two_validation_curves():
     bars, curves = spec["vconcat"]
     assert [b["title"] for b in bars["hconcat"]] == [title for _, title in charts.BARS]
     over_steps, over_time = curves["hconcat"]
-    assert over_steps["title"] == "Validation loss over steps" and over_steps["encoding"]["x"]["field"] == "step"
-    assert over_time["title"] == "Validation loss over training time" and over_time["encoding"]["x"]["field"] == "wall_time_s"
+    assert over_steps["title"] == "Validation loss over steps" and over_time["title"] == "Validation loss over training time"
+    assert over_steps["layer"][-1]["encoding"]["x"]["field"] == "step"
+    assert over_time["layer"][-1]["encoding"]["x"]["field"] == "wall_time_s"
     for curve in (over_steps, over_time):
-        rows = spec_rows(curve, spec["datasets"])
+        rows = spec_rows(curve["layer"][-1], spec["datasets"], curve)
         assert {r["metric"] for r in rows} == {"val_loss"} and len(rows) == 2 * 5
     assert spec["title"] == "nanokimi: NanoGPT vs NanoKimi"
+
+
+# --- colours ------------------------------------------------------------------------------------------
+
+def test_every_model_and_arm_has_one_colour_wherever_it_is_named():
+    blue, vermillion = charts.OKABE_ITO["blue"], charts.OKABE_ITO["vermillion"]
+    for name in ("NanoGPT", "nanogpt+adamw", "nanogpt+truemuon/s1337", "#3 NanoGPT", "NanoGPT · TrueMuon",
+                 "nanogpt+adamw · lr=0.003"):
+        assert charts.series_color(name) == blue, name
+    for name in ("NanoKimi", "nanokimi+truemuon", "#12 NanoKimi", "NanoKimi · Muon (PyTorch)"):
+        assert charts.series_color(name) == vermillion, name
+    # the matched controls are neither: "matched SwiGLU" has NanoKimi's size but not its colour
+    colours = {charts.series_color(name) for name in ("relu-matched+adamw", "matched ReLU · AdamW")}
+    assert len(colours) == 1 and colours.isdisjoint({blue, vermillion})
+    assert charts.series_color("swiglu-matched+muon") == charts.series_color("matched SwiGLU · TrueMuon")
+    four = {charts.series_color(arch) for arch in ("nanogpt", "relu-matched", "swiglu-matched", "nanokimi")}
+    assert len(four) == 4 and four <= set(charts.OKABE_ITO.values())
+    assert charts.series_color("some other model") == charts.series_color("some other model")
+    assert charts.series_color("some other model") not in four, "an unknown series takes no model's colour"
+    # optimizer variants of an arm: the same colour, another dash
+    dashes = [charts.series_dash(arm) for arm in ("nanokimi+adamw", "nanokimi+truemuon", "nanokimi+muon")]
+    assert dashes == [[1, 0], [6, 3], [2, 2]]
+    assert charts.series_dash("NanoKimi · TrueMuon") == [6, 3] and charts.series_dash("NanoKimi") == [1, 0]
+
+
+def test_arms_keep_their_colour_in_every_chart():
+    frame = history(models=("nanokimi+truemuon/s1", "nanogpt+adamw/s1")).assign(
+        arm=lambda f: f["model"].str.partition("/")[0], seed=1)
+    band = charts.arm_band_chart(frame).to_dict()
+    color = band["layer"][0]["encoding"]["color"]["scale"]
+    assert color["domain"] == ["NanoGPT · AdamW", "NanoKimi · TrueMuon"], "display names, in the architectures' order"
+    assert color["range"] == [charts.series_color("nanogpt"), charts.series_color("nanokimi")]
+    assert band["layer"][1]["encoding"]["strokeDash"]["scale"]["range"] == [[1, 0], [6, 3]]
+    sweep = pd.DataFrame([{"arm": arm, "seed": 1, "lr": lr, "score": score}
+                          for arm in ("nanokimi+truemuon", "nanogpt+adamw") for lr, score in ((1e-3, 2.0), (3e-3, 1.9))])
+    line = charts.lr_sweep_chart(sweep).to_dict()["layer"][0]
+    assert dict(zip(line["encoding"]["color"]["scale"]["domain"], line["encoding"]["color"]["scale"]["range"])) == {
+        "NanoKimi · TrueMuon": charts.series_color("nanokimi"), "NanoGPT · AdamW": charts.series_color("nanogpt")}
+
+
+def test_routing_charts_do_not_borrow_model_colours():
+    entropy = pd.DataFrame({"step": [0, 0], "layer": [0, 1], "entropy": [1.0, 1.2]})
+    spec = charts.gate_entropy_chart(entropy, experts=4).to_dict()
+    assert spec["layer"][0]["encoding"]["color"]["scale"] == {"scheme": "viridis"}
+    load = pd.DataFrame({"step": [0, 0], "layer": [0, 0], "expert": [0, 1], "load": [0.5, 0.5]})
+    assert charts.expert_load_chart(load).to_dict()["spec"]["encoding"]["color"]["scale"] == {"scheme": "viridis"}
+
+
+# --- images -------------------------------------------------------------------------------------------
+
+def test_chart_image_renders_png_and_svg():
+    chart = charts.loss_chart(history(), smoothing=0.6)
+    png = charts.chart_image(chart, "png")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
+    small = charts.chart_image(chart, "png", scale=1)
+    assert len(small) < len(png), "scale multiplies the pixels"
+    svg = charts.chart_image(chart, "svg").decode("utf-8")
+    assert svg.lstrip().startswith("<svg") and "NanoKimi" in svg and "#D55E00" in svg.upper()
+    with pytest.raises(ValueError, match="png, svg"):
+        charts.chart_image(chart, "jpg")
 
 
 # --- ablation charts ------------------------------------------------------------------------------
@@ -179,10 +358,29 @@ def test_effects_chart_shows_the_effects_of_one_metric_with_zero_marked():
     assert (rules["encoding"]["x"]["field"], rules["encoding"]["x2"]["field"]) == ("ci_low", "ci_high")
     assert rules["encoding"]["x"]["title"] == "difference in best val loss (nats/char)"
     assert points["encoding"]["x"]["field"] == "mean"
-    assert points["encoding"]["color"]["scale"]["domain"] == ["yes", "no"]
+    assert [r["interval"] for r in rows] == ["excludes 0", "includes 0"]
+    assert points["encoding"]["color"]["scale"]["domain"] == list(charts.INTERVALS)
+    assert rules["encoding"]["y"]["axis"]["labelLimit"] == 0, "long effect names are never cut"
     assert spec_rows(zero, spec["datasets"]) == [{"x": 0.0}]
     final = charts.effects_chart(summary, metric="final_val_loss").to_dict()
     assert [(r["name"], r["mean"]) for r in spec_rows(final, final["datasets"])] == [("muon − adamw", -0.2)]
+
+
+def test_an_effect_of_one_seed_is_shown_without_an_interval():
+    # As ablation.summary_rows writes it: one seed, no interval (NaN), and "no" in the verdict column.
+    one_seed = {"kind": "effect", "name": "parameters, AdamW: matched ReLU − NanoGPT (a long name that must stay whole)",
+                "metric": "best_val_loss", "n": 1, "mean": -0.03, "ci_low": math.nan, "ci_high": math.nan,
+                "distinguishable_from_zero": "no"}
+    three = {**one_seed, "name": "routing", "n": 3, "ci_low": -0.05, "ci_high": 0.01}
+    spec = charts.effects_chart(pd.DataFrame([one_seed, three])).to_dict()
+    rules, points, zero = spec["layer"]
+    assert [r["interval"] for r in spec_rows(spec, spec["datasets"])] == ["no interval (one seed)", "includes 0"]
+    fills = dict(zip(points["encoding"]["fill"]["scale"]["domain"], points["encoding"]["fill"]["scale"]["range"]))
+    assert fills["no interval (one seed)"] == "white", "drawn open, not as an interval that includes 0"
+    assert fills["includes 0"] != "white"
+    svg = charts.chart_image(charts.effects_chart(pd.DataFrame([one_seed, three])), "svg").decode()
+    assert one_seed["name"] in svg.replace("&gt;", ">"), "the whole label is in the saved image"
+    assert "no interval (one seed)" in svg
 
 
 def test_effects_side_by_side_chart_draws_each_condition_on_each_effects_row():
@@ -205,7 +403,7 @@ def test_effects_side_by_side_chart_draws_each_condition_on_each_effects_row():
         assert layer["encoding"]["color"]["field"] == "learning rates", "each condition its own colour"
     assert (rules["encoding"]["x"]["field"], rules["encoding"]["x2"]["field"]) == ("ci_low", "ci_high")
     assert points["encoding"]["x"]["field"] == "mean" and spec_rows(zero, spec["datasets"]) == [{"x": 0.0}]
-    assert rules["encoding"]["y"]["axis"]["labelLimit"] == 400, "long effect names are not cut"
+    assert rules["encoding"]["y"]["axis"]["labelLimit"] == 0, "long effect names are never cut"
 
 
 # --- Experts and Optimizer lab charts (moved from test_app_analysis.py) ---------------------------

@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from nanokimi import report
+from nanokimi import report, request
 from nanokimi.metrics import HISTORY_COLUMNS, RESULT_COLUMNS
 
 
@@ -21,7 +21,7 @@ def test_verdict_lower_loss_wins_with_signed_difference_and_percent():
     kimi = row("NanoKimi", "truemuon", best_val_loss=1.5, train_ms_per_step=15.0)
     sentence = report.verdict([gpt, kimi])
     assert sentence.startswith("NanoKimi (TrueMuon) beat NanoGPT (AdamW) on best val loss: ")
-    assert "NanoKimi − NanoGPT = -0.5000 nats/char (25.0%)" in sentence  # b − a, relative to a
+    assert "NanoKimi − NanoGPT = −0.5000 nats/char (25.0%)" in sentence  # b − a, relative to a; "−" in text
     assert "at 1.50× the training time per step" in sentence
     # The same rows the other way round: the winner stays, the difference is still b − a.
     flipped = report.verdict([kimi, gpt])
@@ -40,7 +40,7 @@ def test_verdict_higher_is_better_metric():
     kimi = row("NanoKimi", "truemuon", tokens_per_s=800.0)
     sentence = report.verdict([gpt, kimi], metric="tokens_per_s")
     assert sentence.startswith("NanoGPT (AdamW) beat NanoKimi (TrueMuon) on training throughput: ")
-    assert "NanoKimi − NanoGPT = -200.0000 tokens/s (20.0%)" in sentence
+    assert "NanoKimi − NanoGPT = −200.0000 tokens/s (20.0%)" in sentence
     # Lower is worse here, unlike a loss: the same numbers as a loss would crown the other model.
     as_loss = report.verdict([row("NanoGPT", "adamw", best_val_loss=1000.0),
                               row("NanoKimi", "truemuon", best_val_loss=800.0)])
@@ -116,35 +116,119 @@ def test_verdict_names_size_and_activation_when_the_models_differ_in_them():
     assert "may come from" not in report.verdict([gpt, kimi], metric="train_ms_per_step")
 
 
-# --- the terminal table ---------------------------------------------------------------------------
+# --- numbers and names for reading ----------------------------------------------------------------
+
+@pytest.mark.parametrize("value,text", [
+    (27234.8386, "27,235"), (214244, "214,244"), (1.683312, "1.6833"), (21.6347, "21.635"), (0.0123456, "0.012346"),
+    (-0.0448, "−0.044800"), (-68368, "−68,368"), (0.0, "0.0000"), (None, "—"), (math.nan, "—"),
+    (math.inf, "inf"), (-math.inf, "−inf"), (math.exp(345.6), "1.236e+150"), ("completed", "completed")])
+def test_number_for_reading(value, text):
+    assert report.number(value) == text
+
+
+def test_signed_and_places():
+    assert report.signed(0.0123, places=4) == "+0.0123" and report.signed(-0.0123, places=4) == "−0.0123"
+    assert report.signed(68368) == "+68,368" and report.signed(0) == "0" and report.signed(None) == "—"
+
+
+def test_display_names():
+    assert report.arm_name("nanokimi+truemuon") == "NanoKimi · TrueMuon"
+    assert report.arm_name("relu-matched+muon") == "matched ReLU · Muon (PyTorch)"
+    assert report.arm_name("nanogpt+adamw · lr=0.003") == "NanoGPT · AdamW · lr=0.003", "a sweep's series keeps its lr"
+    assert report.arm_name("something else") == "something else"
+    assert report.optimizer_name("truemuon") == "TrueMuon" and report.optimizer_name("sgd") == "sgd"
+
+
+def test_table_rows_have_difference_ratio_and_better():
+    gpt = row("NanoGPT", "adamw", params=209_729, best_val_loss=1.72815, tokens_per_s=27234.8386, inference_ms=4.0,
+              peak_cuda_mb=None)
+    kimi = row("NanoKimi", "truemuon", params=278_097, best_val_loss=1.68331, tokens_per_s=19000.2, inference_ms=4.0,
+               peak_cuda_mb=None)
+    rows = {r["metric"]: r for r in report.table_rows([gpt, kimi])}
+    assert "Peak CUDA memory" not in rows, "a metric no model has is left out"
+    params = rows["Parameters"]
+    assert (params["NanoGPT"], params["NanoKimi"], params["NanoKimi − NanoGPT"], params["NanoKimi / NanoGPT"],
+            params["better"]) == ("209,729", "278,097", "+68,368", "1.33×", ""), "a count has no better direction"
+    loss = rows["Best val loss"]
+    assert (loss["NanoGPT"], loss["NanoKimi"], loss["NanoKimi − NanoGPT"], loss["NanoKimi / NanoGPT"], loss["better"]) \
+        == ("1.7282", "1.6833", "−0.0448", "0.974×", "NanoKimi (lower)")
+    speed = rows["Training throughput"]
+    assert (speed["NanoGPT"], speed["NanoKimi − NanoGPT"], speed["better"]) == ("27,235", "−8,235", "NanoGPT (higher)")
+    assert rows["Inference latency"]["better"] == "tie"
+    assert all(value is not None and "None" not in value for r in rows.values() for value in r.values())
+    three = report.table_rows([gpt, kimi, {**kimi, "model": "Other"}])
+    assert "better" not in three[0], "differences only between two models"
+
 
 def test_report_text_writes_huge_and_infinite_numbers_readably():
     rows = [row("NanoGPT", "adamw", perplexity=math.exp(345.6), final_val_loss=345.6, tokens_per_s=123_456.7),
             row("NanoKimi", "truemuon", perplexity=math.inf, final_val_loss=1_900.3, tokens_per_s=math.nan)]
     assert len(f"{rows[0]['perplexity']:,.0f}") > 150, "the number really is that long"
     text = report.report_text(rows)
-    assert "1.236e+150" in text and " inf" in text and "1,900" in text and "123,457" in text
+    assert "1.236e+150" in text and " inf" in text and "1,900.3" in text and "123,457" in text
+    assert "+1,554.7" in text and "NanoGPT (lower)" in text, "the difference and the better model"
     assert max(len(line) for line in text.splitlines()) < 120
-    assert report.verdict([row("NanoGPT", "adamw", perplexity=2e20), row("NanoKimi", "adamw", perplexity=1e20)],
-                          metric="perplexity").count("-1e+20 ") == 1
+    assert text.splitlines()[-1].split() == ["status", "completed", "completed"]
+
+
+# --- the per-arm table --------------------------------------------------------------------------------
+
+def test_arm_table_is_wide_with_units_and_no_empty_cells():
+    def arm(name, metric, mean, low, high, n=3):
+        return {"kind": "arm", "name": name, "metric": metric, "n": n, "mean": mean, "sd": 0.0, "ci_low": low,
+                "ci_high": high}
+    summary = [arm("nanogpt+adamw", "best_val_loss", 1.72816, 1.71367, 1.74265),
+               arm("nanogpt+adamw", "params", 209729.0, 209729.0, 209729.0),
+               arm("nanogpt+adamw", "active_params", 209729.0, 209729.0, 209729.0),
+               arm("nanogpt+adamw", "time_to_target_s", math.nan, math.nan, math.nan, n=0),
+               arm("nanokimi+truemuon", "best_val_loss", 1.6833, math.nan, math.nan, n=1),
+               arm("nanokimi+truemuon", "params", 278097.0, math.nan, math.nan, n=1),
+               arm("nanokimi+truemuon", "active_params", 278097.0, math.nan, math.nan, n=1),
+               arm("nanokimi+truemuon", "time_to_target_s", 12.5, math.nan, math.nan, n=1),
+               {"kind": "effect", "name": "MoE − dense", "metric": "best_val_loss", "n": 1, "mean": -0.04,
+                "sd": 0.0, "ci_low": math.nan, "ci_high": math.nan}]
+    table = report.arm_table(summary)
+    assert list(table.columns) == ["arm", "seeds", "Best val loss (nats/char)", "Time to target (s)", "Parameters"], \
+        "one column per metric, with units; active parameters equal the parameters here, so left out"
+    assert table.to_dict("records") == [
+        {"arm": "NanoGPT · AdamW", "seeds": 3, "Best val loss (nats/char)": "1.7282 ± 0.0145",
+         "Time to target (s)": "—", "Parameters": "209,729"},
+        {"arm": "NanoKimi · TrueMuon", "seeds": 1, "Best val loss (nats/char)": "1.6833", "Time to target (s)": "12.500",
+         "Parameters": "278,097"}]
+    top_k = [{**r, "mean": 150000.0} if r["metric"] == "active_params" and r["name"].startswith("nanokimi") else r
+             for r in summary]
+    assert report.arm_table(top_k)["Active parameters"].tolist() == ["209,729", "150,000"], "kept when they differ"
 
 
 # --- CSV builders (the app's download buttons serve these bytes) ----------------------------------
 
-def test_results_csv_has_the_engine_columns():
-    rows = [{"model": "NanoGPT", "best_val_loss": 1.5, "status": "completed"},
+def test_results_csv_has_the_run_the_text_and_every_setting():
+    stored = request.comparison("quick", "adamw", "truemuon", iters=30, n_embd=48, lr=0.002, threads=1,
+                                data_label="Tiny Shakespeare")
+    rows = [{"model": "NanoGPT", "best_val_loss": -1.5, "params": 209_729, "status": "completed"},
             {"model": "NanoKimi", "best_val_loss": 1.4, "status": "completed"}]
-    frame = pd.read_csv(io.StringIO(report.results_csv(rows)))
-    assert list(frame.columns) == RESULT_COLUMNS
-    assert frame["model"].tolist() == ["NanoGPT", "NanoKimi"] and frame["best_val_loss"].tolist() == [1.5, 1.4]
+    frame = pd.read_csv(io.StringIO(report.results_csv(rows, stored.runs, run_id=7, dataset=stored.data_label)))
+    assert list(frame.columns) == ["run_id", "dataset"] + RESULT_COLUMNS + report.SETTING_COLUMNS
+    assert set(report.SETTING_COLUMNS) >= {"iters", "n_embd", "lr", "matrix_lr", "block_size", "batch_size"}
+    assert frame["run_id"].tolist() == [7, 7] and frame["dataset"].tolist() == ["Tiny Shakespeare"] * 2
+    assert frame["iters"].tolist() == [30, 30] and frame["n_embd"].tolist() == [48, 48]
+    assert frame["lr"].tolist() == [0.002, 0.002], "each model's own settings"
+    assert frame["best_val_loss"].tolist() == [-1.5, 1.4], "numbers stay numbers: '-', no separators"
+    assert frame["params"].iloc[0] == 209729
+    bare = pd.read_csv(io.StringIO(report.results_csv(rows)))
+    assert list(bare.columns) == list(frame.columns) and bare["iters"].isna().all(), "unknown settings left empty"
 
 
 def test_runs_results_csv_names_the_run_of_every_row():
-    runs = [{"id": 3, "results": [{"model": "NanoGPT", "steps": 10}, {"model": "NanoKimi", "steps": 10}]},
-            {"id": 5, "results": [{"model": "NanoGPT", "steps": 4}]}]
+    first = request.comparison("quick", iters=10, threads=1).to_stored()
+    second = request.comparison("quick", iters=4, threads=1, data_label="upload notes.txt").to_stored()
+    runs = [{"id": 3, "config": first, "results": [{"model": "NanoGPT", "steps": 10}, {"model": "NanoKimi", "steps": 10}]},
+            {"id": 5, "config": second, "results": [{"model": "NanoGPT", "steps": 4}]}]
     frame = pd.read_csv(io.StringIO(report.runs_results_csv(runs)))
-    assert list(frame.columns) == ["run_id"] + RESULT_COLUMNS
-    assert list(zip(frame["run_id"], frame["model"], frame["steps"])) == [(3, "NanoGPT", 10), (3, "NanoKimi", 10), (5, "NanoGPT", 4)]
+    assert list(frame.columns) == ["run_id", "dataset"] + RESULT_COLUMNS + report.SETTING_COLUMNS
+    assert list(zip(frame["run_id"], frame["model"], frame["steps"], frame["iters"], frame["dataset"])) == [
+        (3, "NanoGPT", 10, 10, "built-in corpus"), (3, "NanoKimi", 10, 10, "built-in corpus"),
+        (5, "NanoGPT", 4, 4, "upload notes.txt")]
 
 
 def test_history_csv_is_tidy():
