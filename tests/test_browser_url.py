@@ -164,3 +164,15 @@ def test_ablation_settings_survive_a_reload(server, browser):
     page.get_by_text("8 runs: 4 arms × 2 seed(s)").wait_for(timeout=20_000)
     assert (slider(page, "Seeds"), number(page, "Iterations")) == ("2", "120")
     assert page.url.startswith(server + "ablation?"), "the address names the page"
+
+
+def test_a_page_link_is_the_first_visit_of_a_fresh_server(server, browser):
+    """A shared /ablation link opened before any session has loaded "/" (or a refresh after a restart)
+    runs through the app's navigation: its sidebar shows the pages' titles, not the folder's files, and
+    the link's settings are taken."""
+    page = open_page(browser.new_context(), server + "ablation?ablation_seeds=2&ablation_iters=120",
+                     button="Train grid")
+    page.get_by_text("8 runs: 4 arms × 2 seed(s)").wait_for(timeout=20_000)
+    nav = page.get_by_test_id("stSidebarNav").inner_text()
+    assert "Optimizer lab" in nav and "common" not in nav, nav
+    assert (slider(page, "Seeds"), number(page, "Iterations")) == ("2", "120")
