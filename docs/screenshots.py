@@ -8,12 +8,10 @@ docs/screens/. Needs ../shared/data/tinyshakespeare.txt beside the checkout and 
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,11 +19,9 @@ sys.path.insert(0, str(REPO))
 
 from nanokimi import request  # noqa: E402  (after the path, so the checkout's package is used)
 from nanokimi.store import Store  # noqa: E402
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E402
 
 SHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 # (url path, file name, which stored run the page opens)
 PAGES = [("", "compare", "comparison"), ("ablation", "ablation", "grid"), ("runs", "runs", None),
          ("generate", "generate", None), ("experts", "experts", None), ("optimizer_lab", "optimizer_lab", None)]
@@ -48,12 +44,6 @@ def train_examples(home, iters):
     return ids
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=300, help="training steps of the example runs (default 300)")
@@ -66,22 +56,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="nanokimi-screens-") as tmp:
         home = Path(tmp) / "home"
         ids = train_examples(home, args.iters)
-        port = free_port()
-        env = {**os.environ, "NANOKIMI_HOME": str(home)}
-        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless",
-                                   "true", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-                                  cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            base = f"http://localhost:{port}/"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    urllib.request.urlopen(base + "_stcore/health", timeout=2)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise SystemExit("streamlit did not start")
-                    time.sleep(0.3)
+        with streamlit_server(home, Path(tmp) / "server.log") as base:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -93,9 +68,6 @@ def main():
                     page.screenshot(path=str(out / f"{name}.png"), full_page=True)
                     print(f"{out / (name + '.png')}: {url}", file=sys.stderr)
                 browser.close()
-        finally:
-            server.terminate()
-            server.wait(30)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,24 @@ def home(tmp_path, monkeypatch):
         time.sleep(0.2)
 
 
+@pytest.fixture
+def server(tmp_path):
+    """The app served by `streamlit run` for a real-browser test (tests/browser.py); skipped, saying why,
+    without Debian's Chromium or playwright."""
+    from tests.browser import CHROMIUM, streamlit_server
+
+    if not Path(CHROMIUM).exists():
+        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium); skipping the real-browser test"
+        print(reason)
+        pytest.skip(reason)
+    pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    try:
+        with streamlit_server(tmp_path / "home", tmp_path / "server.log") as url:
+            yield url
+    except RuntimeError as err:
+        pytest.fail(str(err))
+
+
 @pytest.fixture(scope="session")
 def equivalence_corpus():
     """Tiny Shakespeare when ../shared has it, else the built-in corpus: checks that need real text never skip."""

@@ -7,63 +7,10 @@ drives Debian's Chromium (`apt-get install chromium`); without it the test is sk
 
 import csv
 import io
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
-import pytest
-
 from nanokimi.report import CSV_COLUMNS
-from nanokimi.store import Store
-
-REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def server(tmp_path):
-    if not Path(CHROMIUM).exists():
-        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium); skipping the real-browser test"
-        print(reason)
-        pytest.skip(reason)
-    pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    port = free_port()
-    env = {**os.environ, "NANOKIMI_HOME": str(tmp_path / "home")}
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "localhost",
-                             "--browser.gatherUsageStats", "false"],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://localhost:{port}/"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url + "_stcore/health", timeout=2)
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("streamlit did not start:\n" + (tmp_path / "server.log").read_text())
-            time.sleep(0.3)
-    yield url
-    proc.terminate()
-    proc.wait(30)
-    store = Store(tmp_path / "home")  # a run still going (a failed test) is stopped, so its runner exits
-    for run in store.list_runs(("queued", "running")):
-        store.request_stop(run["id"])
-    log.close()
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
 
 def test_train_in_a_real_browser_and_download_the_results(server, tmp_path):

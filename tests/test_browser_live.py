@@ -3,67 +3,17 @@
 A double click on Train queues one run, and the page follows it and scrolls to its live area; Stop
 while NanoKimi trains leaves progress that counts the steps each model really ran and a verdict
 that names no winner between models that ran different numbers of steps. The models are made tiny
-with the controls (embedding size 8, one layer, batch 1, block 4). The server is started as in
-tests/test_browser.py; without Chromium the tests are skipped, saying why.
+with the controls (embedding size 8, one layer, batch 1, block 4). The server is
+tests/browser.py's; without Chromium the tests are skipped, saying why.
 """
 
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from nanokimi.store import Store
-
-REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def server(tmp_path):
-    if not Path(CHROMIUM).exists():
-        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium); skipping the real-browser test"
-        print(reason)
-        pytest.skip(reason)
-    pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    port = free_port()
-    env = {**os.environ, "NANOKIMI_HOME": str(tmp_path / "home")}
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "localhost",
-                             "--browser.gatherUsageStats", "false"],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://localhost:{port}/"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url + "_stcore/health", timeout=2)
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("streamlit did not start:\n" + (tmp_path / "server.log").read_text())
-            time.sleep(0.3)
-    yield url
-    proc.terminate()
-    proc.wait(30)
-    store = Store(tmp_path / "home")  # a run still going (a failed test) is stopped, so its runner exits
-    for run in store.list_runs(("queued", "running")):
-        store.request_stop(run["id"])
-    log.close()
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
 
 @pytest.fixture
@@ -79,25 +29,14 @@ def page(server):
         browser.close()
 
 
-def slider(page, label):
-    """The slider labelled exactly `label` ("Experts", not "Top-k experts")."""
-    return page.locator(f'input[type="range"][aria-label="{label}"]')
-
-
-def tiny_models(page, iters_steps, experts_end=False):
-    """Every model control at its smallest (NanoKimi's experts and Newton–Schulz steps at their largest when
-    asked, so NanoKimi's steps cost far more than NanoGPT's); Iterations = 10 + 10 * iters_steps."""
-    for name in ("Embedding size", "Heads", "Layers", "Batch size", "Block size", "Iterations"):
-        slider(page, name).focus()
-        page.keyboard.press("Home")
+def tiny_models(page, server, iters, experts_end=False):
+    """Every model control at its smallest, set through the address (the page's state): NanoKimi's
+    experts and Newton–Schulz steps at their largest when asked, so its steps cost far more than
+    NanoGPT's."""
+    settings = "n_embd=8&n_head=1&n_layer=1&batch_size=1&block_size=4&iters=" + str(iters)
     if experts_end:
-        for name in ("Experts", "Newton–Schulz steps"):
-            slider(page, name).focus()
-            page.keyboard.press("End")
-    slider(page, "Iterations").focus()
-    for _ in range(iters_steps):
-        page.keyboard.press("ArrowRight")
-    iters = 10 + 10 * iters_steps
+        settings += "&experts=16&ns_steps=10"
+    page.goto(f"{server}?{settings}")
     every = "every step" if iters < 20 else f"every {min(100, iters // 10)} steps"
     page.get_by_text(f"Evaluates {every}").wait_for(timeout=60_000)  # the app has taken the values
     return iters
@@ -106,7 +45,7 @@ def tiny_models(page, iters_steps, experts_end=False):
 def test_a_double_click_on_train_queues_one_run_and_the_page_follows_it(server, page, tmp_path):
     from playwright.sync_api import expect
 
-    tiny_models(page, 0)
+    tiny_models(page, server, 10)
     train = page.get_by_role("button", name="Train")
     train.click()
     page.wait_for_timeout(250)  # a person's double click: the second press lands while the first one's rerun runs
@@ -121,8 +60,7 @@ def test_a_double_click_on_train_queues_one_run_and_the_page_follows_it(server, 
 
 
 def test_stop_while_nanokimi_trains_shows_the_steps_really_run_and_no_winner(server, page, tmp_path):
-    iters = tiny_models(page, 99, experts_end=True)
-    assert iters == 1000
+    tiny_models(page, server, 1000, experts_end=True)
     page.get_by_role("button", name="Train").click()
     page.get_by_text(re.compile(r"NanoKimi \(2 of 2\): training · step [1-9]")).wait_for(timeout=180_000)
     # the page's Stop, not Streamlit's own "Stop" in the header, shown while a script reruns

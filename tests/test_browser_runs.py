@@ -3,72 +3,19 @@
 A 2-seed grid of tiny models is trained for real by a runner process; the Runs page, opened while it
 trains, follows it to the end without a reload, then draws the two seeds of each arm as one group:
 a band chart and a group row with two members; Open shows it on the Ablation page, the URL naming
-page and run. The server is started as tests/test_browser.py
-starts it; without Chromium the test is skipped, saying why.
+page and run. The server is tests/browser.py's; without Chromium the test is skipped, saying why.
 """
 
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
-
-import pytest
 
 from nanokimi import jobs, request
 from nanokimi.data import BUILTIN
 from nanokimi.status import ACTIVE
-from nanokimi.store import Store
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
-REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 TINY_GRID = {"n_embd": 16, "n_head": 2, "n_layer": 1, "experts": 2, "iters": 10, "eval_interval": 5, "eval_iters": 2,
              "batch_size": 4, "block_size": 8, "threads": 1}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def server(tmp_path):
-    if not Path(CHROMIUM).exists():
-        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium); skipping the real-browser test"
-        print(reason)
-        pytest.skip(reason)
-    pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    port = free_port()
-    env = {**os.environ, "NANOKIMI_HOME": str(tmp_path / "home")}
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "localhost",
-                             "--browser.gatherUsageStats", "false"],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://localhost:{port}/"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url + "_stcore/health", timeout=2)
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("streamlit did not start:\n" + (tmp_path / "server.log").read_text())
-            time.sleep(0.3)
-    yield url
-    proc.terminate()
-    proc.wait(30)
-    store = Store(tmp_path / "home")  # a run still going (a failed test) is stopped, so its runner exits
-    for run in store.list_runs(ACTIVE):
-        store.request_stop(run["id"])
-    log.close()
 
 
 def test_the_runs_page_groups_two_seeds_of_a_real_grid_into_a_band(server, tmp_path):

@@ -3,55 +3,18 @@
 Change controls on Compare, reload: they are kept; open the address in a new browser context (a new
 tab's session, nothing shared): they are restored; a preset sets the controls and the address; a link
 naming a stored run (`?run=N`) fills the controls with that run's settings; the Ablation page keeps
-its grid across a reload. The server start-up is tests/test_browser.py's; without Debian's Chromium
+its grid across a reload. The server is tests/browser.py's; without Debian's Chromium
 the tests are skipped, saying why.
 """
 
-import os
 import re
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from nanokimi.data import BUILTIN
 from nanokimi.request import comparison, eval_schedule
 from nanokimi.store import Store
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, REPO, free_port
-
-
-@pytest.fixture
-def server(tmp_path):
-    if not Path(CHROMIUM).exists():
-        reason = f"no Chromium at {CHROMIUM} (apt-get install chromium); skipping the real-browser test"
-        print(reason)
-        pytest.skip(reason)
-    pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    port = free_port()
-    env = {**os.environ, "NANOKIMI_HOME": str(tmp_path / "home")}
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "localhost",
-                             "--browser.gatherUsageStats", "false"],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://localhost:{port}/"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url + "_stcore/health", timeout=2)
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("streamlit did not start:\n" + (tmp_path / "server.log").read_text())
-            time.sleep(0.3)
-    yield url
-    proc.terminate()
-    proc.wait(30)
-    log.close()
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
 
 @pytest.fixture
