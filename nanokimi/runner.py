@@ -7,8 +7,8 @@ Its life:
 
 1. Take the runner lock (an exclusive `flock` on `NANOKIMI_HOME/runner.lock`, held while it works
    and released by the OS when the process dies, so "is a runner alive?" is "is the lock taken?").
-   Runs still marked running with no runner alive were left by a process that was killed: they are
-   marked interrupted.
+   Runs still marked running with no runner alive were left by a runner that died (killed or
+   crashed: one that is stopped finishes its run first): they are marked failed, with that cause.
 2. Claim the oldest queued run and train its RunConfigs (a comparison's two models, a grid's
    arms × seeds, a sweep's tuning runs and then the confirmation runs it chose) one after the
    other, each in its own worker process (worker.py: honest per-model peak memory, step times
@@ -21,8 +21,10 @@ Its life:
   SIGTERM to the worker, which finishes its current step (or evaluation), writes what it measured,
   and the run ends stopped with its history and results kept.
 - A worker that dies (killed, out of memory) makes its run failed with the worker's last error
-  line; a grid stops at that run. SIGTERM or SIGINT to the runner end its current run interrupted.
-  Nothing that was measured is deleted in any of these cases.
+  line; a grid stops at that run. SIGTERM or SIGINT to the runner end its current run interrupted,
+  its message naming the signal. A runner that dies itself (SIGKILL, a crash) leaves its run
+  running with the lock free: whoever looks next (the app's page poll, JobQueue.check, or the next
+  runner) marks it failed with runner_died(). Nothing that was measured is deleted in any of these cases.
 """
 
 import fcntl
@@ -44,7 +46,11 @@ from .worker import run_isolated
 
 POLL_S = 0.1   # how often the runner looks at the stop flag
 FLUSH_S = 0.5  # live history reaches the store at least this often (short write transactions)
-INTERRUPTED_MESSAGE = "the app was stopped while this run was training; what it measured is kept"
+
+
+def runner_died(how="killed or crashed"):
+    """The message of a run whose runner died while it trained."""
+    return f"the runner process died ({how}) during this run; what it measured is kept"
 
 
 class RunnerLock:
@@ -73,6 +79,15 @@ class RunnerLock:
             fcntl.flock(self.file, fcntl.LOCK_UN)
             self.file.close()
             self.file = None
+
+
+class Shutdown(threading.Event):
+    """Set when a signal asks the runner to stop; `signal` names it ("SIGTERM"), for the run's message."""
+    signal = "a signal"
+
+    def by(self, signum):
+        self.signal = signal.Signals(signum).name
+        self.set()
 
 
 def runner_alive(home):
@@ -174,7 +189,8 @@ def execute(store, run, shutdown):
             configs = with_checkpoints(request.runs)
             train()
         tuning = {c.name for c in request.tuning} if request.kind == SWEEP else set()
-        status, message = outcome(results, configs, store.stop_requested(run_id), shutdown.is_set(), tuning)
+        status, message = outcome(results, configs, store.stop_requested(run_id), shutdown.is_set() and shutdown.signal,
+                                  tuning)
     except Exception as err:  # the runner must outlive one bad run; the traceback goes to runner.log
         traceback.print_exc()
         status, message = FAILED, f"{type(err).__name__}: {err}"
@@ -183,7 +199,8 @@ def execute(store, run, shutdown):
 
 
 def outcome(results, configs, stop_requested, shutting_down, tuning=()):
-    """The run's status and message from its models' results. A sweep's tuning runs (names in
+    """The run's status and message from its models' results; `shutting_down` is the signal that
+    stopped the runner ("SIGTERM"), if one did. A sweep's tuning runs (names in
     `tuning`) that diverged are part of its design (they score worst), so they are named in the
     message but do not make the run diverged."""
     untrained = [c.name for c in configs[len(results):]]
@@ -192,7 +209,7 @@ def outcome(results, configs, stop_requested, shutting_down, tuning=()):
     if failed:
         return FAILED, f"{failed[0].config.name}: {failed[0].message}{rest}"
     if shutting_down:
-        return INTERRUPTED, "the app was stopped during this run; what it measured is kept" + rest
+        return INTERRUPTED, f"the runner was stopped by {shutting_down} during this run; what it measured is kept" + rest
     if stop_requested:
         stopped = [f"{r.config.name}: {r.message}" for r in results if r.status == STOPPED]
         return STOPPED, "; ".join(stopped or ["stopped by request"]) + rest
@@ -213,10 +230,10 @@ def main(home=None):
     if not lock.acquire(wait_s=5):
         print("another runner is already training the queue", file=sys.stderr)
         return 0
-    shutdown = threading.Event()
+    shutdown = Shutdown()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: shutdown.set())
-    store.mark_orphans(INTERRUPTED, INTERRUPTED_MESSAGE)
+        signal.signal(sig, lambda signum, frame: shutdown.by(signum))
+    store.mark_orphans(FAILED, runner_died())
     try:
         while not shutdown.is_set():
             run = store.claim_next()
