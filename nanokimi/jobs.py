@@ -12,7 +12,7 @@ next start marks it failed, saying the runner died. Nothing measured is deleted.
 
 Threads: the app's runs train with every core but one (`request.training_threads`), leaving a core
 to the Streamlit server; on a 2-core machine two processes each using both cores made a tiny model
-about 100x slower.
+about 100x slower. With 4 cores or more a comparison's two models train at once and share them.
 """
 
 import os

@@ -51,7 +51,9 @@ METRIC_BY_NAME = {m.name: m for m in METRICS}
 
 # results.csv: identification first, then every metric, then run facts.
 RESULT_COLUMNS = (["model", "architecture", "optimizer", "seed"] + [m.name for m in METRICS]
-                  + ["steps", "device", "threads", "status", "message"])
+                  + ["steps", "device", "threads", "shared_with", "status", "message"])
+# shared_with: the runs that trained on this machine at the same time as this one, "; "-separated
+# ("" = alone). Their step times compare with each other, not with those of runs made alone.
 HISTORY_COLUMNS = ["model", "step", "wall_time_s", "metric", "value"]
 
 MB = 1024 ** 2

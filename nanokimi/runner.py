@@ -11,7 +11,8 @@ Its life:
    crashed: one that is stopped finishes its run first): they are marked failed, with that cause.
 2. Claim the oldest queued run and train its RunConfigs (a comparison's two models, a grid's
    arms × seeds, a sweep's tuning runs and then the confirmation runs it chose) one after the
-   other, each in its own worker process (worker.py: honest per-model peak memory, step times
+   other (a comparison's two at once where the machine has 4 cores or more: request.comparison_jobs),
+   each in its own worker process (worker.py: honest per-model peak memory, step times
    that don't compete for the cores). The workers' events become history
    rows and progress in the store, written in short transactions at least every FLUSH_S.
 3. Repeat until the queue is empty, then exit. Any number of browser tabs can press Train: their
@@ -38,11 +39,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from .paths import checkpoint_path
-from .request import SWEEP, Request
+from .request import COMPARISON, SWEEP, Request
 from .status import COMPLETED, DIVERGED, FAILED, INTERRUPTED, STOPPED
 from .store import Store
 from .sweep import choose
-from .worker import run_isolated
+from .worker import run_isolated, run_many
 
 POLL_S = 0.1   # how often the runner looks at the stop flag
 FLUSH_S = 0.5  # live history reaches the store at least this often (short write transactions)
@@ -104,14 +105,14 @@ class Recorder:
 
     def __init__(self, store, run_id, configs):
         self.store, self.run_id, self.configs = store, run_id, configs
-        self.pending, self.recent_ms = [], []
+        self.pending, self.recent_ms = [], {}  # recent_ms: per model, as two may train at once
+        self.steps = {}  # the last step of each model
         self.last_flush = 0.0
         self.progress = {"index": 0, "model": configs[0].name, "step": 0}
 
     def begin(self, index, config):
         self.config = config
-        self.recent_ms = []
-        self.progress = {"index": index, "model": config.name, "step": 0}
+        self.progress = {"index": index, "model": config.name, "step": self.steps.get(config.name, 0)}
         self.flush()
 
     def point(self, event, metric, value):
@@ -123,20 +124,25 @@ class Recorder:
         if kind == "step":
             self.point(event, "train_loss", event["loss"])
             self.point(event, "ms_per_step", event["ms"])
-            self.recent_ms.append(event["ms"])
-            self.progress["step"] = event["step"]
+            self.recent_ms.setdefault(event["model"], []).append(event["ms"])
+            self.stepped(event)
         elif kind == "eval":
             self.point(event, "val_loss", event["val_loss"])
             self.point(event, "eval_train_loss", event["train_loss"])
             if event.get("rss_mb") is not None:
                 self.point(event, "rss_mb", event["rss_mb"])
-            if self.recent_ms:  # live estimate from the sampled steps; the worker's exact figure replaces it
+            recent_ms = self.recent_ms.pop(event["model"], None)
+            if recent_ms:  # live estimate from the sampled steps; the worker's exact figure replaces it
                 tokens = self.config.batch_size * self.config.model.block_size
-                self.point(event, "tokens_per_s", tokens / statistics.median(self.recent_ms) * 1000)
-                self.recent_ms = []
-            self.progress["step"] = event["step"]
+                self.point(event, "tokens_per_s", tokens / statistics.median(recent_ms) * 1000)
+            self.stepped(event)
         if kind != "step" or time.monotonic() - self.last_flush >= FLUSH_S:
             self.flush()
+
+    def stepped(self, event):
+        self.steps[event["model"]] = event["step"]
+        if event["model"] == self.progress["model"]:  # the progress follows the first model not done yet
+            self.progress["step"] = event["step"]
 
     def flush(self):
         self.store.record(self.run_id, self.pending, dict(self.progress))
@@ -166,6 +172,7 @@ def execute(store, run, shutdown):
     configs = with_checkpoints(request.runs)
     recorder = Recorder(store, run_id, configs)
     results = []
+    jobs = request.asked.get("jobs", 1) if request.kind == COMPARISON else 1
 
     def train():
         """Train the configs not trained yet; True when every one of them trained and no stop was asked."""
@@ -182,8 +189,27 @@ def execute(store, run, shutdown):
                 return False
         return not should_stop()
 
+    def train_at_once():
+        """A comparison on a machine with the cores (request.comparison_jobs): both models at once,
+        each in its own worker; stored in the comparison's order, each once those before it are."""
+        ended = {}
+
+        def keep(result):
+            ended[result.config.name] = result
+            while len(results) < len(configs) and configs[len(results)].name in ended:
+                done = ended.pop(configs[len(results)].name)
+                store.finish_model(run_id, done.config.name, done.history, done.results)
+                results.append(done)
+                if len(results) < len(configs):
+                    recorder.begin(len(results), configs[len(results)])
+
+        recorder.begin(0, configs[0])
+        run_many(configs, on_event=recorder, should_stop=should_stop, jobs=jobs, on_result=keep)
+        recorder.flush()
+        return len(results) == len(configs) and all(r.status != FAILED for r in results) and not should_stop()
+
     try:
-        if train() and request.kind == SWEEP and not request.chosen:
+        if (train_at_once() if jobs > 1 else train()) and request.kind == SWEEP and not request.chosen:
             request = request.confirmed(choose(results))
             store.replace_config(run_id, request.to_stored())
             configs = with_checkpoints(request.runs)

@@ -114,6 +114,7 @@ def _run_parallel(runs, on_event, should_stop, jobs, on_result):
 
     halt = threading.Event()  # set by Ctrl-C, a stop request or a stopped run: start nothing more
     lock = threading.Lock()
+    spans = {}  # run name -> (started, ended): which runs shared the machine
 
     def stopping():
         if should_stop and should_stop():
@@ -130,7 +131,16 @@ def _run_parallel(runs, on_event, should_stop, jobs, on_result):
     def one(run):
         if stopping():
             return None
+        started = time.monotonic()
+        with lock:
+            spans[run.name] = (started, None)  # None: still training
         result = run_isolated(run, on_event=tagged(run), should_stop=stopping)
+        ended = time.monotonic()
+        with lock:  # known as it ends: a run that starts later can't overlap it
+            spans[run.name] = (started, ended)
+            result.results["shared_with"] = "; ".join(
+                name for name, (start, end) in spans.items()
+                if name != run.name and start < ended and (end is None or end > started))
         if result.status == STOPPED:
             halt.set()
         if on_result:

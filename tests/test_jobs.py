@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from nanokimi import jobs
-from nanokimi.request import comparison, sweep, training_threads
+from nanokimi.request import comparison, comparison_jobs, sweep, training_threads
 from nanokimi.runner import outcome
 from nanokimi.status import ACTIVE, COMPLETED, DIVERGED
 from nanokimi.store import Store
@@ -195,6 +195,22 @@ def test_a_run_left_running_without_a_runner_keeps_its_points_at_the_next_start(
     run = store.get_run(run_id)
     assert run["status"] == "failed" and "the runner process died" in run["message"]
     assert store.history(run_id)[0]["value"] == 4.2, "nothing already measured is lost"
+
+
+def test_a_comparison_on_a_machine_with_the_cores_trains_both_models_at_once(runner, text_dataset):
+    asked = request(text_dataset, 30)
+    asked.asked["jobs"] = 2  # what comparison() asks for on 4 or more cores
+    view = finished(runner, runner.submit(asked))
+    assert view.status == "completed"
+    assert [(r["model"], r["shared_with"]) for r in view.results] == [("NanoGPT", "NanoKimi"), ("NanoKimi", "NanoGPT")]
+    assert all(r["steps"] == 30 for r in view.results)
+    val = view.history[view.history["metric"] == "val_loss"]
+    assert val.groupby("model")["step"].max().to_dict() == {"NanoGPT": 30, "NanoKimi": 30}
+    assert view.progress()[0] == 1.0
+
+
+def test_the_app_trains_a_comparisons_models_at_once_only_with_four_cores_or_more():
+    assert [comparison_jobs(cores) for cores in (1, 2, 3, 4, 16)] == [1, 1, 1, 2, 2]
 
 
 def test_training_threads_leave_a_core_for_the_app():
