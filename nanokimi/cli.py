@@ -230,8 +230,9 @@ def compare_main(args):
     except OSError as err:
         return fail("compare", f"cannot create --out directory {out}: {err.strerror}")
 
+    each = f"{runs[0].threads} thread{'s' if runs[0].threads > 1 else ''} each"
     if args.jobs > 1:
-        print(f"NanoGPT and NanoKimi at the same time, {runs[0].threads} threads each", file=sys.stderr)
+        print(f"NanoGPT and NanoKimi at the same time, {each}", file=sys.stderr)
     progress = Progress(redraw=args.jobs == 1)
     interrupted = False
     try:
@@ -254,8 +255,7 @@ def compare_main(args):
     print(report.verdict(rows))
     shared = [r for r in rows if r.get("shared_with")]
     if shared:
-        threads = f"{runs[0].threads} thread{'s' if runs[0].threads > 1 else ''} each"
-        print(f"\n{' and '.join(r['model'] for r in shared)} trained at the same time (--jobs {args.jobs}, {threads}): "
+        print(f"\n{' and '.join(r['model'] for r in shared)} trained at the same time (--jobs {args.jobs}, {each}): "
               "their step times compare with each other, not with runs made alone.")
     finished = [r for r in rows if r.get("status") in MEASURED]
     if finished:

@@ -3,9 +3,9 @@
 Why a process per run: peak resident memory is a per-process high-water mark, so a model trained
 after another in the same process would report the other's peak. In its own process each model's
 `peak_rss_mb` is its own. `run_many` trains runs one after the other by default, so they never
-compete for the cores and their step times are comparable; a grid may trade that for wall time
-(`jobs > 1`): its runs then share the machine alike, so their times compare with each other but
-not with a run made alone.
+compete for the cores and their step times are comparable; a grid or a comparison may trade that
+for wall time (`jobs > 1`): its runs then share the machine alike, so their times compare with each
+other but not with a run made alone, and each result's `shared_with` names the runs beside it.
 
 Both sides of the process boundary are here. The parent (`run_isolated`) writes the RunConfig as
 JSON, starts the worker and passes its events on as they arrive; the worker (`main`) trains,
