@@ -173,6 +173,10 @@ def build_parser():
     p.add_argument("--gpt-optimizer", default="adamw", choices=OPTIMIZERS, help="optimizer for NanoGPT (default: adamw)")
     p.add_argument("--kimi-optimizer", default="truemuon", choices=OPTIMIZERS, help="optimizer for NanoKimi (default: truemuon)")
     p.add_argument("--out", default=".", help="directory for results.csv, history.csv, comparison_graph.png (default: .)")
+    p.add_argument("--jobs", type=int, default=1, choices=(1, 2),
+                   help="models trained at once (default: 1, one after the other). 2: both at the same time, each "
+                        "with cores/2 threads unless --threads says otherwise; results.csv's shared_with then names "
+                        "the other, as their step times compare with each other, not with runs made alone")
     add_backend_flags(p)
 
     a = sub.add_parser("ablate", help="arms of architecture x optimizer over several seeds, with confidence intervals",
@@ -239,9 +243,13 @@ def fail(command, message):
 
 
 def compare_main(args):
+    chosen = training_settings(args)
+    if args.jobs > 1 and chosen["threads"] is None:
+        from .metrics import usable_cores
+        chosen["threads"] = max(1, usable_cores() // args.jobs)
     try:
         runs = comparison_runs(args.preset, args.gpt_optimizer, args.kimi_optimizer, data=resolve_source(args.data),
-                               **training_settings(args))
+                               **chosen)
         check_data(runs)
     except (ValueError, DataError) as err:
         return fail("compare", err)
@@ -255,7 +263,10 @@ def compare_main(args):
         backend = backend_for(args)
     except BackendError as err:
         return fail("compare", err)
-    progress = Progress()
+    each = f"{runs[0].threads} thread{'s' if runs[0].threads > 1 else ''} each"
+    if args.jobs > 1:
+        print(f"NanoGPT and NanoKimi at the same time, {each}", file=sys.stderr)
+    progress = Progress(redraw=args.jobs == 1)
     interrupted = False
     try:
         results = backend.run(runs, on_event=progress)
@@ -277,6 +288,10 @@ def compare_main(args):
     print(report.report_text(rows))
     print()
     print(report.verdict(rows))
+    shared = [r for r in rows if r.get("shared_with")]
+    if shared:
+        print(f"\n{' and '.join(r['model'] for r in shared)} trained at the same time (--jobs {args.jobs}, {each}): "
+              "their step times compare with each other, not with runs made alone.")
     finished = [r for r in rows if r.get("status") in MEASURED]
     if finished:
         frame = report.history_frame(history)

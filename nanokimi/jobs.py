@@ -6,13 +6,13 @@ one run at a time). Pages read everything back from the store: `JobQueue.view(ru
 `RunView` of one run with its history as a typed frame, so a refresh, a second tab or a reopened
 browser shows the same run (the run id is in the URL).
 
-A runner that dies while the server runs leaves its run running with the lock free: the next
-`check()` (every page poll) marks it failed. A run still running when the app starts, with no runner
-alive, was left by a server that was killed: it is marked interrupted. Nothing measured is deleted.
+A runner that dies (killed, crashed) leaves its run running with the lock free: the next look at
+that run (`view()`, every second while a page shows it; `check()`, every page run) or the app's
+next start marks it failed, saying the runner died. Nothing measured is deleted.
 
 Threads: the app's runs train with every core but one (`request.training_threads`), leaving a core
 to the Streamlit server; on a 2-core machine two processes each using both cores made a tiny model
-about 100x slower.
+about 100x slower. With 4 cores or more a comparison's two models train at once and share them.
 """
 
 import os
@@ -30,8 +30,8 @@ from .data import remove_uploads
 from .metrics import HISTORY_COLUMNS
 from .paths import checkpoint_path
 from .request import COMPARISON, Request
-from .runner import INTERRUPTED_MESSAGE, RunnerLock, runner_alive
-from .status import ACTIVE, FAILED, INTERRUPTED, QUEUED, TRAINED_TO_THE_END
+from .runner import RunnerLock, runner_alive, runner_died
+from .status import ACTIVE, FAILED, QUEUED, RUNNING, TRAINED_TO_THE_END
 from .store import Store
 from .sweep import learning_rate, tuned_setting
 from .train import RunResult
@@ -256,8 +256,8 @@ class JobQueue:
         self.spawn_lock = threading.Lock()
         self.submit_lock = threading.Lock()
         self.last_submitted = {}  # session -> (stored request, run id, time): a double click queues once
-        # A run left running by a server that was killed: nobody holds the runner lock.
-        self.recover(INTERRUPTED, INTERRUPTED_MESSAGE)
+        # A run left running with nobody holding the runner lock: its runner died.
+        self.recover(FAILED, runner_died())
 
     def recover(self, status, message):
         probe = RunnerLock(self.home)
@@ -303,13 +303,12 @@ class JobQueue:
             log.close()
 
     def check(self):
-        """Called on every poll: a dead runner's run becomes failed; waiting runs get a runner."""
-        exit_note = ""
-        if self.process is not None and self.process.poll() is not None:
+        """Called on every page run: a dead runner's run becomes failed; waiting runs get a runner."""
+        how = "killed or crashed"
+        if self.process is not None and self.process.poll() is not None:  # ours: we know how it ended
             code = self.process.returncode
-            exit_note = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-        self.recover(FAILED, "the training process ended unexpectedly"
-                     + (f" ({exit_note})" if exit_note else "") + f"; see {self.home / 'runner.log'}")
+            how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        self.recover(FAILED, f"{runner_died(how)}; see {self.home / 'runner.log'}")
         self.ensure_runner()
 
     def stop(self, run_id):
@@ -331,6 +330,9 @@ class JobQueue:
 
     def view(self, run_id):
         run = self.store.get_run(run_id)
+        if run is not None and run["status"] == RUNNING and not self.runner_alive():
+            self.check()  # its runner died: say so at this poll, not at the next reload
+            run = self.store.get_run(run_id)
         if run is None:
             return None
         history = history_frame(self.store.history(run_id))

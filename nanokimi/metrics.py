@@ -51,7 +51,10 @@ METRIC_BY_NAME = {m.name: m for m in METRICS}
 
 # results.csv: identification first, then every metric, then run facts.
 RESULT_COLUMNS = (["model", "architecture", "optimizer", "seed"] + [m.name for m in METRICS]
-                  + ["steps", "device", "threads", "node", "status", "message"])  # node: the host (Ray: node id) it trained on
+                  + ["steps", "device", "threads", "node", "shared_with", "status", "message"])
+# node: the host (Ray: the node id) it trained on. shared_with: the runs that trained on this machine at
+# the same time as this one, "; "-separated ("" = alone). Their step times compare with each other,
+# not with those of runs made alone.
 HISTORY_COLUMNS = ["model", "step", "wall_time_s", "metric", "value"]
 
 MB = 1024 ** 2

@@ -370,34 +370,42 @@ class FlatAdamW(_StandIns, torch.optim.AdamW):
     def step(self, closure=None):
         self.layout.link()
         has_grad = [p.grad is not None for p in self.members]
-        if all(has_grad) and "skipped" not in self.state[self.flat]:
-            self.flat.grad = self.layout.gather_grads()
-            return super().step(closure)
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._step_per_member(has_grad)
-        return loss
-
-    def _step_per_member(self, has_grad):
-        group, state = self.param_groups[0], self.state[self.flat]
+        state = self.state[self.flat]
         if not state:  # what torch's fused AdamW creates at its first step
             state["step"] = torch.zeros((), dtype=torch.float32, device=self.flat.device)
             state["exp_avg"] = torch.zeros_like(self.flat, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(self.flat, memory_format=torch.preserve_format)
+        if all(has_grad) and "skipped" not in state:
+            # torch.optim.AdamW.step's own call, made directly: its wrapper imports torch._dynamo
+            # (1.3 s of a worker's start-up here, see optim_without_dynamo) to mark a graph break.
+            self.flat.grad = self.layout.gather_grads()
+            self._adamw([self.flat], [self.flat.grad], [state["exp_avg"]], [state["exp_avg_sq"]], [state["step"]])
+        else:
+            self._step_per_member(has_grad)
+        return loss
+
+    def _adamw(self, params, grads, exp_avgs, exp_avg_sqs, steps):
+        """torch's functional fused AdamW with this optimizer's settings; it advances `steps`."""
+        group = self.param_groups[0]
+        adamw_kernels(params, grads, exp_avgs, exp_avg_sqs, [], steps, fused=True, amsgrad=group["amsgrad"],
+                      beta1=group["betas"][0], beta2=group["betas"][1], lr=group["lr"],
+                      weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"])
+
+    def _step_per_member(self, has_grad):
+        state = self.state[self.flat]
         if "skipped" not in state:
             state["skipped"] = torch.zeros(len(self.members), dtype=torch.float32, device=self.flat.device)
         stepped = [i for i, has in enumerate(has_grad) if has]
         if stepped:
             member_steps = (state["step"] - state["skipped"]).to(state["step"].dtype)  # each member's own (a copy)
-            adamw_kernels(  # torch's functional AdamW, what torch.optim.AdamW runs
-                [self.members[i] for i in stepped], [self.members[i].grad for i in stepped],
-                [self.layout.view(state["exp_avg"], i) for i in stepped],
-                [self.layout.view(state["exp_avg_sq"], i) for i in stepped], [],
-                [member_steps[i] for i in stepped], fused=True, amsgrad=group["amsgrad"],
-                beta1=group["betas"][0], beta2=group["betas"][1], lr=group["lr"],
-                weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"])
+            self._adamw([self.members[i] for i in stepped], [self.members[i].grad for i in stepped],
+                        [self.layout.view(state["exp_avg"], i) for i in stepped],
+                        [self.layout.view(state["exp_avg_sq"], i) for i in stepped],
+                        [member_steps[i] for i in stepped])
         state["step"] += 1
         state["skipped"] += torch.tensor([0.0 if has else 1.0 for has in has_grad], device=self.flat.device)
 
@@ -408,6 +416,24 @@ def adamw(params, lr):
     return FlatAdamW(params, lr)
 
 
+def optim_without_dynamo():
+    """Let torch.optim.Optimizer's methods run without importing torch._dynamo (nanokimi never compiles).
+
+    torch wraps Optimizer.add_param_group, zero_grad, state_dict and load_state_dict so that
+    torch.compile won't trace into them; on its first call the wrapper imports torch._dynamo to
+    build that "disabled" version, which took 1.3 s here (it loads sympy and the tracer): more than
+    a worker's whole start-up after `import torch`. Outside a compiled graph the disabled version
+    of a method is the method itself, so this puts the method in the cache the wrapper looks at
+    first (torch._compile._disable_dynamo). Should torch rename that cache, the wrappers import
+    torch._dynamo again: slower, never wrong (tests/test_imports.py would say so).
+    """
+    for name in ("add_param_group", "zero_grad", "state_dict", "load_state_dict"):
+        method = getattr(torch.optim.Optimizer, name)
+        plain = getattr(method, "__wrapped__", None)
+        if plain is not None:
+            setattr(plain, "__dynamo_disable", plain)
+
+
 def build_optimizer(model, config=OptimizerConfig(), threads=None):
     """An OptimizerSet for `model` as `config` (an OptimizerConfig, or just its name) says: "adamw"
     (all parameters), "truemuon" or "muon" (the hybrid). `threads` (a BatchThreads) spreads
@@ -416,6 +442,7 @@ def build_optimizer(model, config=OptimizerConfig(), threads=None):
         config = OptimizerConfig(name=config)
     if config.name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {config.name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    optim_without_dynamo()
     if config.name == "adamw":
         return OptimizerSet(adamw=adamw(model.parameters(), config.lr))
     hidden, others = split_parameters(model)

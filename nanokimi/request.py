@@ -138,12 +138,21 @@ class Request:
         return f"{self.asked['preset']} · NanoGPT {gpt} vs NanoKimi {kimi} · {first.iters} iters · {self.data_label}"
 
 
+def comparison_jobs(cores=None):
+    """How many models of a comparison the app trains at once: both where there are cores to share
+    (4 or more: each gets half of training_threads()), else one after the other. On this 2-core VM
+    both at once would take the core left to the server (README "Speed": compare --jobs)."""
+    return 2 if (cores or usable_cores()) >= 4 else 1
+
+
 def comparison(preset_name="quick", gpt_optimizer="adamw", kimi_optimizer="truemuon", data=BUILTIN,
                data_label="built-in corpus", **settings):
     """A comparison as the app queues it; raises SettingError when the engine refuses the settings."""
-    settings.setdefault("threads", training_threads())
+    jobs = comparison_jobs()
+    settings.setdefault("threads", max(1, training_threads() // jobs))
     runs = comparison_runs(preset_name, gpt_optimizer, kimi_optimizer, data=data, **settings)
-    asked = {"preset": preset_name, "gpt_optimizer": gpt_optimizer, "kimi_optimizer": kimi_optimizer, **settings}
+    asked = {"preset": preset_name, "gpt_optimizer": gpt_optimizer, "kimi_optimizer": kimi_optimizer, **settings,
+             "jobs": jobs}
     return Request(COMPARISON, runs, data_label, asked)
 
 

@@ -7,11 +7,12 @@ Its life:
 
 1. Take the runner lock (an exclusive `flock` on `NANOKIMI_HOME/runner.lock`, held while it works
    and released by the OS when the process dies, so "is a runner alive?" is "is the lock taken?").
-   Runs still marked running with no runner alive were left by a process that was killed: they are
-   marked interrupted.
+   Runs still marked running with no runner alive were left by a runner that died (killed or
+   crashed: one that is stopped finishes its run first): they are marked failed, with that cause.
 2. Claim the oldest queued run and train its RunConfigs (a comparison's two models, a grid's
    arms × seeds, a sweep's tuning runs and then the confirmation runs it chose) one after the
-   other, each in its own worker process (worker.py: honest per-model peak memory, step times
+   other (a comparison's two at once where the machine has 4 cores or more: request.comparison_jobs),
+   each in its own worker process (worker.py: honest per-model peak memory, step times
    that don't compete for the cores). The workers' events become history
    rows and progress in the store, written in short transactions at least every FLUSH_S.
 3. Repeat until the queue is empty, then exit. Any number of browser tabs can press Train: their
@@ -21,8 +22,10 @@ Its life:
   SIGTERM to the worker, which finishes its current step (or evaluation), writes what it measured,
   and the run ends stopped with its history and results kept.
 - A worker that dies (killed, out of memory) makes its run failed with the worker's last error
-  line; a grid stops at that run. SIGTERM or SIGINT to the runner end its current run interrupted.
-  Nothing that was measured is deleted in any of these cases.
+  line; a grid stops at that run. SIGTERM or SIGINT to the runner end its current run interrupted,
+  its message naming the signal. A runner that dies itself (SIGKILL, a crash) leaves its run
+  running with the lock free: whoever looks next (the app's page poll, JobQueue.check, or the next
+  runner) marks it failed with runner_died(). Nothing that was measured is deleted in any of these cases.
 """
 
 import fcntl
@@ -37,15 +40,19 @@ from dataclasses import replace
 from pathlib import Path
 
 from .paths import checkpoint_path
-from .request import SWEEP, Request
+from .request import COMPARISON, SWEEP, Request
 from .status import COMPLETED, DIVERGED, FAILED, INTERRUPTED, STOPPED
 from .store import Store
 from .sweep import choose
-from .worker import run_isolated
+from .worker import run_isolated, run_many
 
 POLL_S = 0.1   # how often the runner looks at the stop flag
 FLUSH_S = 0.5  # live history reaches the store at least this often (short write transactions)
-INTERRUPTED_MESSAGE = "the app was stopped while this run was training; what it measured is kept"
+
+
+def runner_died(how="killed or crashed"):
+    """The message of a run whose runner died while it trained."""
+    return f"the runner process died ({how}) during this run; what it measured is kept"
 
 
 class RunnerLock:
@@ -76,6 +83,15 @@ class RunnerLock:
             self.file = None
 
 
+class Shutdown(threading.Event):
+    """Set when a signal asks the runner to stop; `signal` names it ("SIGTERM"), for the run's message."""
+    signal = "a signal"
+
+    def by(self, signum):
+        self.signal = signal.Signals(signum).name
+        self.set()
+
+
 def runner_alive(home):
     """Does a runner hold the lock of this data directory?"""
     probe = RunnerLock(home)
@@ -88,62 +104,89 @@ def runner_alive(home):
 class Recorder:
     """Turns a worker's events into store rows, written in short batches at least every FLUSH_S.
 
-    The run's progress (one JSON object in the store) says which model trains now, its step and its
-    phase (train.PHASES, or "starting" while its worker process starts), and, per model that has
+    The run's progress (one JSON object in the store) says which model it follows now, its step and
+    its phase (train.PHASES, or "starting" while its worker process starts), and, per model that has
     started, what a live estimate needs: steps really run, training seconds (the training clock,
     evaluation excluded), evaluations and their seconds, and start-up seconds (worker start, loading,
     building: until its first evaluation). Steps are the ones really run, so a stopped, diverged or
-    killed model never counts as trained to the end.
+    killed model never counts as trained to the end. Two models may train at once (a comparison on a
+    machine with the cores, or a Ray cluster): everything is kept per model, and the progress follows
+    the model `begin` names.
     """
 
     def __init__(self, store, run_id, configs):
-        self.store, self.run_id, self.configs = store, run_id, configs
-        self.pending, self.recent_ms = [], []
+        self.store, self.run_id = store, run_id
+        self.known = {c.name: c for c in configs}
+        self.pending = []
+        self.recent_ms = {}  # per model: its step times since its last evaluation
+        self.clocks = {}     # per model: [when it began, when its current evaluation began]
+        self.phases = {}     # per model: (phase, step)
+        self.began = time.monotonic()
         self.last_flush = 0.0
-        self.progress = {"index": 0, "model": configs[0].name, "step": 0, "phase": "starting", "models": {}}
+        self.progress = {"index": 0, "model": configs[0].name, "step": 0, "phase": "starting", "phase_step": 0,
+                         "models": {}}
 
     def begin(self, index, config):
-        self.config = config
-        self.recent_ms = []
-        self.began = self.evaluation_began = time.monotonic()
-        self.measured = {"steps": 0, "train_s": 0.0, "evals": 0, "eval_s": 0.0, "startup_s": None}
-        self.progress.update(index=index, model=config.name, step=0, phase="starting", phase_step=0)
-        self.progress.setdefault("models", {})[config.name] = self.measured
+        """Follow `config` (the index-th of the run's models) from now on; it starts now unless it
+        already started beside another."""
+        self.known[config.name] = config
+        self.began = time.monotonic()
+        self.measured(config.name)
+        self.progress.update(index=index, model=config.name)
+        self.follow()
         self.flush()
+
+    def measured(self, name):
+        """The model's measurements, created when its first event (or `begin`) arrives."""
+        models = self.progress["models"]
+        if name not in models:
+            models[name] = {"steps": 0, "train_s": 0.0, "evals": 0, "eval_s": 0.0, "startup_s": None}
+            self.clocks[name] = [self.began, self.began]
+            self.phases[name] = ("starting", 0)
+        return models[name]
+
+    def follow(self):
+        name = self.progress["model"]
+        if name in self.progress["models"]:
+            phase, phase_step = self.phases[name]
+            self.progress.update(step=self.progress["models"][name]["steps"], phase=phase, phase_step=phase_step)
 
     def point(self, event, metric, value):
         self.pending.append({"model": event["model"], "step": event["step"], "wall_time_s": event["wall_time_s"],
                              "metric": metric, "value": value})
 
     def __call__(self, event):
-        kind = event["event"]
+        kind, name = event["event"], event.get("model")
+        if name is None:  # a backend's own event (e.g. where a Ray task was placed)
+            return
+        measured, clocks = self.measured(name), self.clocks[name]
         if kind == "phase":
-            self.progress.update(phase=event["phase"], phase_step=event["step"])
+            self.phases[name] = (event["phase"], event["step"])
             if event["phase"] == "evaluating":
-                self.evaluation_began = time.monotonic()
-                if self.measured["startup_s"] is None:
-                    self.measured["startup_s"] = self.evaluation_began - self.began
+                clocks[1] = time.monotonic()
+                if measured["startup_s"] is None:
+                    measured["startup_s"] = clocks[1] - clocks[0]
         elif kind == "step":
             self.point(event, "train_loss", event["loss"])
             self.point(event, "ms_per_step", event["ms"])
-            self.recent_ms.append(event["ms"])
-            self.progress["step"] = event["step"]
-            self.measured.update(steps=event["step"], train_s=event["wall_time_s"])
+            self.recent_ms.setdefault(name, []).append(event["ms"])
+            measured.update(steps=event["step"], train_s=event["wall_time_s"])
         elif kind == "eval":
-            self.measured["evals"] += 1
-            self.measured["eval_s"] += time.monotonic() - self.evaluation_began
+            measured["evals"] += 1
+            measured["eval_s"] += time.monotonic() - clocks[1]
             self.point(event, "val_loss", event["val_loss"])
             self.point(event, "eval_train_loss", event["train_loss"])
             if event.get("rss_mb") is not None:
                 self.point(event, "rss_mb", event["rss_mb"])
-            if self.recent_ms:  # live estimate from the sampled steps; the worker's exact figure replaces it
-                tokens = self.config.batch_size * self.config.model.block_size
-                self.point(event, "tokens_per_s", tokens / statistics.median(self.recent_ms) * 1000)
-                self.recent_ms = []
-            self.progress["step"] = event["step"]
-            self.measured.update(steps=event["step"], train_s=event["wall_time_s"])  # steps are sampled; evals are not
-        elif kind == "done" and isinstance(event["results"].get("steps"), int):
-            self.progress["step"] = self.measured["steps"] = event["results"]["steps"]
+            recent_ms = self.recent_ms.pop(name, None)
+            config = self.known.get(name)
+            if recent_ms and config:  # live estimate from the sampled steps; the worker's exact figure replaces it
+                tokens = config.batch_size * config.model.block_size
+                self.point(event, "tokens_per_s", tokens / statistics.median(recent_ms) * 1000)
+            measured.update(steps=event["step"], train_s=event["wall_time_s"])  # steps are sampled; evals are not
+        elif kind == "done" and isinstance((event.get("results") or {}).get("steps"), int):
+            measured["steps"] = event["results"]["steps"]
+        self.follow()
         if kind != "step" or time.monotonic() - self.last_flush >= FLUSH_S:
             self.flush()
 
@@ -175,6 +218,7 @@ def execute(store, run, shutdown):
     configs = with_checkpoints(request.runs)
     recorder = Recorder(store, run_id, configs)
     results = []
+    jobs = request.asked.get("jobs", 1) if request.kind == COMPARISON else 1
 
     def train():
         """Train the configs not trained yet; True when every one of them trained and no stop was asked."""
@@ -193,14 +237,34 @@ def execute(store, run, shutdown):
                 return False
         return not should_stop()
 
+    def train_at_once():
+        """A comparison on a machine with the cores (request.comparison_jobs): both models at once,
+        each in its own worker; stored in the comparison's order, each once those before it are."""
+        ended = {}
+
+        def keep(result):
+            ended[result.config.name] = result
+            while len(results) < len(configs) and configs[len(results)].name in ended:
+                done = ended.pop(configs[len(results)].name)
+                store.finish_model(run_id, done.config.name, done.history, done.results)
+                results.append(done)
+                if len(results) < len(configs):
+                    recorder.begin(len(results), configs[len(results)])
+
+        recorder.begin(0, configs[0])
+        run_many(configs, on_event=recorder, should_stop=should_stop, jobs=jobs, on_result=keep)
+        recorder.flush()
+        return len(results) == len(configs) and all(r.status != FAILED for r in results) and not should_stop()
+
     try:
-        if train() and request.kind == SWEEP and not request.chosen:
+        if (train_at_once() if jobs > 1 else train()) and request.kind == SWEEP and not request.chosen:
             request = request.confirmed(choose(results))
             store.replace_config(run_id, request.to_stored())
             configs = with_checkpoints(request.runs)
             train()
         tuning = {c.name for c in request.tuning} if request.kind == SWEEP else set()
-        status, message = outcome(results, configs, store.stop_requested(run_id), shutdown.is_set(), tuning)
+        status, message = outcome(results, configs, store.stop_requested(run_id), shutdown.is_set() and shutdown.signal,
+                                  tuning)
     except Exception as err:  # the runner must outlive one bad run; the traceback goes to runner.log
         traceback.print_exc()
         status, message = FAILED, f"{type(err).__name__}: {err}"
@@ -238,7 +302,8 @@ def train_on_ray(store, run_id, configs, results, recorder, should_stop):
 
 
 def outcome(results, configs, stop_requested, shutting_down, tuning=()):
-    """The run's status and message from its models' results. A sweep's tuning runs (names in
+    """The run's status and message from its models' results; `shutting_down` is the signal that
+    stopped the runner ("SIGTERM"), if one did. A sweep's tuning runs (names in
     `tuning`) that diverged are part of its design (they score worst), so they are named in the
     message but do not make the run diverged."""
     untrained = [c.name for c in configs[len(results):]]
@@ -247,7 +312,7 @@ def outcome(results, configs, stop_requested, shutting_down, tuning=()):
     if failed:
         return FAILED, f"{failed[0].config.name}: {failed[0].message}{rest}"
     if shutting_down:
-        return INTERRUPTED, "the app was stopped during this run; what it measured is kept" + rest
+        return INTERRUPTED, f"the runner was stopped by {shutting_down} during this run; what it measured is kept" + rest
     if stop_requested:
         stopped = [f"{r.config.name}: {r.message}" for r in results if r.status == STOPPED]
         return STOPPED, "; ".join(stopped or ["stopped by request"]) + rest
@@ -268,10 +333,10 @@ def main(home=None):
     if not lock.acquire(wait_s=5):
         print("another runner is already training the queue", file=sys.stderr)
         return 0
-    shutdown = threading.Event()
+    shutdown = Shutdown()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: shutdown.set())
-    store.mark_orphans(INTERRUPTED, INTERRUPTED_MESSAGE)
+        signal.signal(sig, lambda signum, frame: shutdown.by(signum))
+    store.mark_orphans(FAILED, runner_died())
     try:
         while not shutdown.is_set():
             run = store.claim_next()

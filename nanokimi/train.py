@@ -366,6 +366,7 @@ def train(run, on_event=None, should_stop=None, corpus=None):
     results.setdefault("device", device)
     results.setdefault("threads", threads)
     results.setdefault("node", platform.node())
+    results.setdefault("shared_with", "")  # as far as train() knows; worker.run_many names the runs beside it
     results["total_time_s"] = time.perf_counter() - started
     for m in metrics.METRICS:  # whatever was not measured
         results.setdefault(m.name, math.nan)

@@ -3,9 +3,9 @@
 Why a process per run: peak resident memory is a per-process high-water mark, so a model trained
 after another in the same process would report the other's peak. In its own process each model's
 `peak_rss_mb` is its own. `run_many` trains runs one after the other by default, so they never
-compete for the cores and their step times are comparable; a grid may trade that for wall time
-(`jobs > 1`): its runs then share the machine alike, so their times compare with each other but
-not with a run made alone.
+compete for the cores and their step times are comparable; a grid or a comparison may trade that
+for wall time (`jobs > 1`): its runs then share the machine alike, so their times compare with each
+other but not with a run made alone, and each result's `shared_with` names the runs beside it.
 
 Both sides of the process boundary are here. The parent (`run_isolated`) writes the RunConfig as
 JSON, starts the worker and passes its events on as they arrive; the worker (`main`) trains,
@@ -114,6 +114,7 @@ def _run_parallel(runs, on_event, should_stop, jobs, on_result):
 
     halt = threading.Event()  # set by Ctrl-C, a stop request or a stopped run: start nothing more
     lock = threading.Lock()
+    spans = {}  # run name -> (started, ended): which runs shared the machine
 
     def stopping():
         if should_stop and should_stop():
@@ -130,7 +131,16 @@ def _run_parallel(runs, on_event, should_stop, jobs, on_result):
     def one(run):
         if stopping():
             return None
+        started = time.monotonic()
+        with lock:
+            spans[run.name] = (started, None)  # None: still training
         result = run_isolated(run, on_event=tagged(run), should_stop=stopping)
+        ended = time.monotonic()
+        with lock:  # known as it ends: a run that starts later can't overlap it
+            spans[run.name] = (started, ended)
+            result.results["shared_with"] = "; ".join(
+                name for name, (start, end) in spans.items()
+                if name != run.name and start < ended and (end is None or end > started))
         if result.status == STOPPED:
             halt.set()
         if on_result:

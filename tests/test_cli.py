@@ -30,6 +30,25 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
+def test_compare_jobs_2_trains_both_models_at_once_and_says_they_shared_the_machine(small_text_file, tmp_path):
+    rows = {}
+    for jobs in (1, 2):
+        proc = run_cli("compare", "--data", small_text_file, *TINY_FLAGS, "--jobs", jobs, "--out", tmp_path / str(jobs))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        rows[jobs] = read_csv(tmp_path / str(jobs) / "results.csv")
+    assert [r["shared_with"] for r in rows[1]] == ["", ""]
+    assert [(r["model"], r["shared_with"]) for r in rows[2]] == [("NanoGPT", "NanoKimi"), ("NanoKimi", "NanoGPT")]
+    assert "NanoGPT and NanoKimi trained at the same time (--jobs 2, 1 thread each)" in proc.stdout
+    # Same seeds, same threads: the same numbers, whether the models trained apart or together.
+    assert [r["best_val_loss"] for r in rows[2]] == [r["best_val_loss"] for r in rows[1]]
+
+
+def test_compare_refuses_more_jobs_than_models():
+    proc = run_cli("compare", "--jobs", "3")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "python -m nanokimi compare: error: argument --jobs: invalid choice: 3 (choose from 1, 2)"]
+
+
 def test_compare_end_to_end_writes_results_history_and_a_png(small_text_file, tmp_path):
     out = tmp_path / "out"
     proc = run_cli("compare", "--data", small_text_file, *TINY_FLAGS, "--out", out)

@@ -29,6 +29,18 @@ def test_vocabulary_is_the_sorted_set_of_characters():
     assert corpus.encode("hello") == [4, 3, 5, 5, 6]
 
 
+def test_the_ids_are_those_of_a_dictionary_lookup_per_character_for_any_code_point():
+    """The corpus encodes with tensor ops on code points; this is the plain definition it must match,
+    on characters from ASCII to astral planes (an emoji) and a lone surrogate."""
+    text = "naïve café — 日本語 😀 \ud800 z\n" * 50 + "\U0010ffff"
+    corpus = Corpus(text, "t")
+    chars = sorted(set(text))
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    assert corpus.chars == chars and len(chars) == 18
+    ids = corpus.train_data.tolist() + corpus.val_data.tolist()
+    assert ids == [stoi[ch] for ch in text]
+
+
 def test_encode_decode_round_trips_every_character(small_text_file):
     corpus = load_corpus(small_text_file)
     text = small_text_file.read_text(encoding="utf-8")

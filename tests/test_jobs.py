@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from nanokimi import jobs, report
-from nanokimi.request import comparison, sweep, training_threads
+from nanokimi.request import comparison, comparison_jobs, sweep, training_threads
 from nanokimi.runner import Recorder, outcome
 from nanokimi.status import ACTIVE, COMPLETED, DIVERGED
 from nanokimi.store import Store
@@ -196,21 +196,65 @@ def test_a_runner_that_dies_fails_its_run(runner, text_dataset):
     runner.process.send_signal(signal.SIGKILL)
     runner.process.wait()
     worker.kill()
-    runner.check()  # what every page does on every poll
+    runner.check()  # what every page does on every run
     view = runner.view(run_id)
     assert view.status == "failed"
-    assert "ended unexpectedly (killed by signal 9)" in view.run["message"]
+    assert "the runner process died (killed by signal 9) during this run" in view.run["message"]
     assert (view.history["metric"] == "train_loss").any()
 
 
-def test_a_run_left_running_by_a_killed_server_is_interrupted_at_the_next_start(tmp_path):
+def test_an_open_page_notices_a_runner_killed_with_sigkill_within_seconds(runner, text_dataset):
+    """`kill -9` of the runner, nothing else: the page's 1 s poll (JobQueue.view) must see the run
+    end, not show it running with a growing ETA until a reload."""
+    run_id = runner.submit(request(text_dataset, 1_000_000))
+    worker = training(runner, run_id)
+    assert runner.view(run_id).status == "running"
+    try:
+        runner.process.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        view = wait_for(lambda: (v := runner.view(run_id)) and not v.active and v, timeout=5, poll=1.0)
+        assert time.monotonic() - killed < 5
+        assert view.status == "failed"
+        assert view.run["message"].startswith(
+            "the runner process died (killed by signal 9) during this run; what it measured is kept")
+        assert (view.history["metric"] == "train_loss").any(), "what it measured is kept"
+        # Its worker, in a session of its own, stops at its next line to the dead runner: nobody trains on for nothing.
+        assert psutil.wait_procs([worker], timeout=30)[1] == []
+    finally:
+        if worker.is_running():
+            worker.kill()
+
+
+def test_a_runner_stopped_by_sigterm_names_the_signal(runner, text_dataset):
+    run_id = runner.submit(request(text_dataset, 1_000_000))
+    training(runner, run_id)
+    runner.process.send_signal(signal.SIGTERM)
+    view = finished(runner, run_id, timeout=30)
+    assert view.status == "interrupted"
+    assert view.run["message"].startswith("the runner was stopped by SIGTERM during this run; what it measured is kept")
+    assert view.results[0]["steps"] > 0
+
+
+def test_a_server_started_after_its_runner_died_says_the_runner_died(runner, text_dataset):
+    run_id = runner.submit(request(text_dataset, 1_000_000))
+    worker = training(runner, run_id)
+    runner.process.send_signal(signal.SIGKILL)
+    runner.process.wait()
+    worker.kill()
+    restarted = jobs.JobQueue(runner.home)  # a new server; the old one never looked at the run again
+    run = restarted.store.get_run(run_id)
+    assert run["status"] == "failed"
+    assert run["message"] == "the runner process died (killed or crashed) during this run; what it measured is kept"
+
+
+def test_a_run_left_running_without_a_runner_keeps_its_points_at_the_next_start(tmp_path):
     store = Store(tmp_path)
     run_id = store.create_run({"request": {}, "runs": [{"name": "NanoGPT", "iters": 10}]}, "killed")
     store.claim_next()
     store.record(run_id, [{"model": "NanoGPT", "step": 1, "wall_time_s": 0.01, "metric": "train_loss", "value": 4.2}])
     jobs.JobQueue(tmp_path)  # the app starting again
     run = store.get_run(run_id)
-    assert run["status"] == "interrupted"
+    assert run["status"] == "failed" and "the runner process died" in run["message"]
     assert store.history(run_id)[0]["value"] == 4.2, "nothing already measured is lost"
 
 
@@ -235,6 +279,22 @@ def test_the_time_left_uses_each_models_own_rates_and_never_another_architecture
     seconds, unknown = jobs.time_left([gpt, kimi, second], during_kimi)
     assert unknown == [] and seconds == pytest.approx(36 + 1.8 + 5.0 + 1000 * 0.04 + 11 * 0.2)
     assert jobs.clock(3725) == "1:02:05" and jobs.clock(59.6) == "1:00"
+
+
+def test_a_comparison_on_a_machine_with_the_cores_trains_both_models_at_once(runner, text_dataset):
+    asked = request(text_dataset, 30)
+    asked.asked["jobs"] = 2  # what comparison() asks for on 4 or more cores
+    view = finished(runner, runner.submit(asked))
+    assert view.status == "completed"
+    assert [(r["model"], r["shared_with"]) for r in view.results] == [("NanoGPT", "NanoKimi"), ("NanoKimi", "NanoGPT")]
+    assert all(r["steps"] == 30 for r in view.results)
+    val = view.history[view.history["metric"] == "val_loss"]
+    assert val.groupby("model")["step"].max().to_dict() == {"NanoGPT": 30, "NanoKimi": 30}
+    assert view.progress()[0] == 1.0
+
+
+def test_the_app_trains_a_comparisons_models_at_once_only_with_four_cores_or_more():
+    assert [comparison_jobs(cores) for cores in (1, 2, 3, 4, 16)] == [1, 1, 1, 2, 2]
 
 
 def test_training_threads_leave_a_core_for_the_app():

@@ -277,6 +277,18 @@ def test_adamw_path_is_torch_adamw_on_every_parameter():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_adamw_path_is_torch_fused_adamw_to_the_bit():
+    """The flat buffer's step calls torch's fused kernel itself (not AdamW.step, whose wrapper
+    imports torch._dynamo): the same kernel on the same numbers, so the same bits and step count."""
+    model, twin = tiny_model("moe"), tiny_model("moe")
+    optimizer = build_optimizer(model, "adamw")
+    reference = torch.optim.AdamW(twin.parameters(), lr=1e-3, fused=True)
+    assert train_steps(model, [optimizer], steps=5) == train_steps(twin, [reference], steps=5)
+    for (name, a), b in zip(model.named_parameters(), twin.parameters()):
+        assert torch.equal(a, b), name
+    assert optimizer.optimizers["adamw"].state[optimizer.optimizers["adamw"].flat]["step"].item() == 5
+
+
 def test_flat_adamw_keeps_the_model_parameters_in_its_buffer_even_after_they_are_replaced():
     model, twin = tiny_model("dense"), tiny_model("dense")
     optimizer = build_optimizer(model, "adamw")

@@ -41,6 +41,10 @@ def test_parallel_runs_give_the_same_losses_as_one_after_the_other_in_run_order(
     assert [r.results["best_val_loss"] for r in together] == [r.results["best_val_loss"] for r in alone]
     done = {(e["model"], e["seed"]) for e in events if e["event"] == "done"}
     assert done == {("run3", 3), ("run4", 4), ("run5", 5)}, "events say which run they come from"
+    # Which runs shared the machine: the first two started together; one after the other, none did.
+    shared = {r.config.name: r.results["shared_with"].split("; ") for r in together}
+    assert "run4" in shared["run3"] and "run3" in shared["run4"] and shared["run5"] != [""]
+    assert [r.results["shared_with"] for r in alone] == ["", "", ""]
 
 
 def test_a_stop_request_reaches_every_parallel_run_and_nothing_more_starts(small_text_file):
