@@ -119,7 +119,8 @@ def test_every_setting_of_the_configs_has_a_flag_and_no_flag_is_written_by_hand(
     from nanokimi.train import RunConfig
 
     given = vars(build_parser().parse_args(["compare"]))
-    flags = set(given) - {"command", "data", "preset", "gpt_optimizer", "kimi_optimizer", "out", "backend", "ray_address"}
+    flags = set(given) - {"command", "data", "preset", "gpt_optimizer", "kimi_optimizer", "out", "backend", "ray_address",
+                           "jobs"}
     assert flags == set(names(RunConfig))
     assert {"n_embd", "experts", "lr", "matrix_lr", "ns_steps", "iters", "seed"} <= flags  # the three configs' settings
 
