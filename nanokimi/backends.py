@@ -192,7 +192,10 @@ class RayBackend:
         streams = {}
         for index, run in enumerate(runs):
             sent = replace(run, threads=self.threads(run))
+            # SPREAD: a grid's runs go to the least busy nodes first, rather than filling the driver's
+            # node before spilling over (Ray's default), so they contend for cores as little as they can.
             streams[task.options(num_cpus=sent.threads, num_gpus=1 if self.wants_gpu(run) else 0,
+                                 scheduling_strategy="SPREAD",
                                  name=f"nanokimi {run.name}").remote(sent.to_dict(), texts[run.data])] = index
         results = [None] * len(runs)
         placed = {}  # index -> (node, pid) once its task started on a worker

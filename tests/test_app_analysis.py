@@ -55,9 +55,15 @@ def grid_run(home, small_text_file):
     store.claim_next()
     (home / "checkpoints").mkdir(exist_ok=True)
     for config in asked.runs:
-        steps = iter(range(10**6))
-        stop = (lambda: next(steps) >= 5) if config is asked.runs[-1] else None
-        result = train(replace(config, checkpoint=str(checkpoint_path(home, run_id, config.name))), should_stop=stop)
+        done = {"step": 0}
+
+        def note(event, done=done):
+            if event["event"] == "step":
+                done["step"] = event["step"]
+
+        stop = (lambda done=done: done["step"] >= 5) if config is asked.runs[-1] else None
+        result = train(replace(config, checkpoint=str(checkpoint_path(home, run_id, config.name))), on_event=note,
+                       should_stop=stop)
         store.finish_model(run_id, config.name, result.history, result.results)
     store.finish_run(run_id, STOPPED, "stopped by request")
     store.close()
