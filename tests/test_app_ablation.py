@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from nanokimi import jobs, request, sweep
+from nanokimi import jobs, report, request, sweep
 from nanokimi.ablation import CONTROLS, holm
 from nanokimi.compare import ARCHITECTURE_LABELS
 from nanokimi.data import BUILTIN, load_corpus
@@ -193,7 +193,7 @@ def test_a_tiny_grid_trains_to_completion_shows_its_effects_and_can_be_stopped(h
     runs = app("pages/runs.py")
     rows = runs.dataframe[0].value
     assert set(rows["kind"]) == {request.ABLATION} and list(rows["seeds"]) == [2, 2]
-    means = {arm: results_mean(run, arm) for arm in ("nanogpt+adamw", "nanokimi+adamw")}
+    means = {report.arm_name(arm): results_mean(run, arm) for arm in ("nanogpt+adamw", "nanokimi+adamw")}
     assert dict(zip(rows["model"], rows["best_val_loss"])) == pytest.approx(means)
     runs.multiselect(key="runs_selected").set_value([run_id]).run()
     next(b for b in runs.button if b.label == "Open").click().run()
