@@ -34,6 +34,11 @@ def optimizer_name(name):
     return OPTIMIZER_LABELS.get(name, name)
 
 
+def architecture_name(architecture):
+    """"relu-matched" → "matched ReLU"; an unknown name as it is."""
+    return ARCHITECTURE_NAMES.get(architecture, architecture)
+
+
 def arm_name(arm):
     """An arm as a person reads it: "nanokimi+truemuon" → "NanoKimi · TrueMuon"; a sweep's series
     "nanogpt+adamw · lr=0.003" keeps what follows its arm; anything else as it is."""

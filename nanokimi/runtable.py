@@ -22,7 +22,7 @@ import time
 import pandas as pd
 from scipy import stats
 
-from . import routing
+from . import report, routing
 from .request import GRIDS, Request
 from .settings import flatten, names
 from .status import ACTIVE, MEASURED, TRAINED_TO_THE_END
@@ -65,11 +65,12 @@ def t_interval(values):
 
 def members(run):
     """One dict per model a stored run trains: run, name (in the store), model (the table's label:
-    a comparison's model name, a grid's arm, with the settings that tell its rows apart when an arm
-    has several, e.g. a sweep's learning rates), architecture, optimizer and every setting."""
+    a comparison's model name, a grid's arm by its display name, with the settings that tell its rows
+    apart when an arm has several, e.g. a sweep's learning rates), architecture, optimizer (their
+    keys) and every setting."""
     request = Request.from_stored(run["config"])
     grid = request.kind in GRIDS
-    out = [{"run": run["id"], "name": c.name, "model": c.arm if grid and c.arm else c.name,
+    out = [{"run": run["id"], "name": c.name, "model": report.arm_name(c.arm) if grid and c.arm else c.name,
             "architecture": c.architecture, "optimizer": c.optimizer.name, **flatten(c)} for c in request.runs]
     # rows of one label whose settings differ (other than the seed) are named by what differs
     for label in {m["model"] for m in out}:
@@ -183,15 +184,16 @@ def metric_series(history, metric):
     return history.loc[history["metric"] == metric, ["run_id", "model", "step", "wall_time_s", "value"]]
 
 
+# How a group's value of these columns reads in its name: "#3", "NanoKimi", "matched ReLU", "TrueMuon".
+LABELS = {"run": lambda run: f"#{run}", "model": str, "architecture": report.architecture_name,
+          "optimizer": report.optimizer_name}
+
+
 def group_label(member, by):
-    """A group's name from its values of the `by` columns: "#3 · NanoKimi", "n_embd=32"."""
+    """A group's name from its values of the `by` columns: "#3 · NanoKimi", "NanoGPT · AdamW", "n_embd=32"."""
     if not by:
         return "all runs"
-    parts = []
-    for key in by:
-        value = member[key]
-        parts.append(f"#{value}" if key == "run" else str(value) if key == "model" else f"{key}={_short(value)}")
-    return " · ".join(parts)
+    return " · ".join(LABELS[key](member[key]) if key in LABELS else f"{key}={_short(member[key])}" for key in by)
 
 
 def group_stats(history, member_table, by, metric="val_loss", x="step"):
@@ -199,8 +201,9 @@ def group_stats(history, member_table, by, metric="val_loss", x="step"):
 
     history: stored rows with run_id (jobs.history_frame); member_table: member_frame() of the runs;
     by: the GROUP_KEYS to group on. Returns group, x (the axis value), step, mean, low, high, n, one
-    row per group and point (low/high NaN where n < 2)."""
-    columns = ["group", "x", "step", "mean", "low", "high", "n"]
+    row per group and point (low/high NaN where n < 2), and the architecture and optimizer its members
+    share (None where they differ: the group is no one model)."""
+    columns = ["group", "x", "step", "mean", "low", "high", "n"] + BUILT_AS
     series = metric_series(history, metric).dropna(subset=["value"])
     if series.empty or member_table.empty:
         return pd.DataFrame(columns=columns)
@@ -221,7 +224,8 @@ def group_stats(history, member_table, by, metric="val_loss", x="step"):
     t = out["n"].map(lambda n: float(stats.t.ppf(0.975, n - 1)) if n > 1 else math.nan)
     half = t * out["sd"] / out["n"].pow(0.5)
     out["low"], out["high"] = out["mean"] - half, out["mean"] + half
-    return out[columns]
+    shared = labels.groupby("group")[BUILT_AS].agg(lambda values: values.iloc[0] if values.nunique() == 1 else None)
+    return out.join(shared, on="group")[columns]
 
 
 def group_summary(table_members, by, bests):

@@ -10,6 +10,7 @@ active. The controls are URL parameters, and a grid opens into them, as on the C
 """
 
 import math
+import re
 from fractions import Fraction
 
 import pandas as pd
@@ -28,8 +29,7 @@ from pages.common import (BASELINE, BIND, CONTROLS, KEEP, POLL_S, build_request,
 PREFIX = "ablation_"
 FACTOR_CHOICES = (1 / 27, 1 / 9, 1 / 3, 1.0, 3.0, 9.0, 27.0)  # learning-rate factors offered; the CLI's default below
 # The decomposition's arms in sentences, and what each of its contrasts isolates (ablation.DECOMPOSITION).
-SHORT_NAMES = {"nanogpt": "NanoGPT", "relu-matched": "matched ReLU", "swiglu-matched": "matched SwiGLU",
-               "nanokimi": "NanoKimi"}
+SHORT_NAMES = report.ARCHITECTURE_NAMES
 ISOLATES = {"parameters": "size alone", "activation": "SwiGLU for ReLU at equal size",
             "routing": "the gate and the split into experts at equal size"}
 EFFECT_NAMES = {f"{contrast} ({with_change} − {without}), {OPTIMIZER_LABELS[o]}":
@@ -83,7 +83,8 @@ def effect_sentence(row):
     name, isolates = EFFECT_NAMES.get(row["name"], (row["name"], ""))
     metric = METRIC_BY_NAME[row["metric"]].label.lower()
     subject = f"**{name}**" + (f" ({isolates})" if isolates else "")
-    return row["note"].replace(f"{row['name']} on {row['metric']}", f"{subject} on {metric}", 1)
+    note = re.sub(r"(?<!\w)-(?=\d)", report.MINUS, row["note"])  # "−" in text; the summary CSV keeps "-"
+    return note.replace(f"{row['name']} on {row['metric']}", f"{subject} on {metric}", 1)
 
 
 opening = run_to_open(PREFIX, BOUND)
@@ -151,7 +152,7 @@ def grid_estimate(grid):
     """How long the grid's runs should take here, from step times measured on this machine, or which arms
     have none yet (a sweep's confirmation runs are chosen later: not counted)."""
     estimates = [estimate_s(run) for run in grid.runs]
-    missing = list(dict.fromkeys(run.arm for run, e in zip(grid.runs, estimates) if e is None))
+    missing = list(dict.fromkeys(report.arm_name(run.arm) for run, e in zip(grid.runs, estimates) if e is None))
     if missing:
         return (f"Duration: no measurement yet on this machine of {', '.join(missing)} at these settings "
                 f"(the arms table shows their sizes; train them once to measure).")
@@ -177,7 +178,7 @@ def arms_table(grid, vocab_size):
     rows = []
     for arm, (params, active) in sizes.items():
         run = arms[arm]
-        row = {"arm": arm, "architecture": ARCHITECTURE_LABELS[run.architecture],
+        row = {"arm": report.arm_name(arm), "architecture": ARCHITECTURE_LABELS[run.architecture],
                "optimizer": OPTIMIZER_LABELS[run.optimizer.name], "parameters": params, "active parameters": active}
         if kimi:
             row["vs NanoKimi"] = (params - kimi) / kimi * 100
@@ -234,12 +235,13 @@ def live_view(run_id, was_active):
     if view.status == RUNNING:
         index = view.run["progress"].get("index", 0)
         now = view.request.runs[index]
+        arm = report.arm_name(now.arm)
         if is_sweep:
             phase = "Tuning" if index < len(view.request.tuning) else "Confirming"
-            st.caption(f"{phase}: arm **{now.arm}** at {sweep.tuned_setting(now)} **{sweep.learning_rate(now):.3g}**, "
+            st.caption(f"{phase}: arm **{arm}** at {sweep.tuned_setting(now)} **{sweep.learning_rate(now):.3g}**, "
                        f"seed **{now.seed}** (run {index + 1} of {up_to}{total}).")
         else:
-            st.caption(f"Training arm **{now.arm}**, seed **{now.seed}** (run {index + 1} of {total}).")
+            st.caption(f"Training arm **{arm}**, seed **{now.seed}** (run {index + 1} of {total}).")
     if view.run["stop_requested"] and view.active:
         st.caption("Stopping…")
     if is_sweep:
@@ -261,10 +263,8 @@ st.fragment(live_view, run_every=POLL_S if view.active else None)(view.id, view.
 
 # --- results ------------------------------------------------------------------------------------
 NUMBER = st.column_config.NumberColumn
-EFFECT_COLUMNS = {"name": "effect", "n": "seeds", "mean": "difference", "ci_low": "95% CI low",
-                  "ci_high": "95% CI high", "p_value": "p", "p_holm": "p (Holm)", "survives_holm": "survives Holm"}
-EFFECT_FORMATS = {"difference": NUMBER(format="%+.4f"), "95% CI low": NUMBER(format="%+.4f"),
-                  "95% CI high": NUMBER(format="%+.4f"), "p": NUMBER(format="%.3g"), "p (Holm)": NUMBER(format="%.3g")}
+EFFECT_COLUMNS = ["effect", "seeds", "difference", "95% CI", "p", "p (Holm)", "survives Holm"]
+NO_INTERVAL = "no interval (one seed)"
 
 
 def summarise(results):
@@ -281,6 +281,22 @@ def effects_of(frame, metric):
     return frame[(frame["kind"] == "effect") & (frame["metric"] == metric)]
 
 
+def effects_table(frame, metric):
+    """The effects on `metric` as text to read: signed differences and intervals to 4 decimals with
+    "−", p-values to 3 digits, NO_INTERVAL and "—" where one seed gives none (the CSVs keep numbers)."""
+    def interval(row):
+        if not (row["n"] > 1 and math.isfinite(row["ci_low"]) and math.isfinite(row["ci_high"])):
+            return NO_INTERVAL
+        return f"[{report.signed(row['ci_low'], 4)}, {report.signed(row['ci_high'], 4)}]"
+
+    def p(value):
+        return f"{value:.3g}" if math.isfinite(value) else report.NO_VALUE
+
+    return pd.DataFrame([[row["name"], int(row["n"]), report.signed(row["mean"], 4), interval(row), p(row["p_value"]),
+                          p(row["p_holm"]), row["survives_holm"] or report.NO_VALUE]
+                         for row in effects_of(frame, metric).to_dict("records")], columns=EFFECT_COLUMNS)
+
+
 def effects_block(frame, metric, key):
     """The effects on `metric`: their intervals, their table, and a sentence each."""
     if effects_of(frame, metric).empty:
@@ -289,8 +305,7 @@ def effects_block(frame, metric, key):
     rows = len(effects_of(frame, metric))
     show_chart(charts.effects_chart(frame, metric).properties(height=100 + 32 * rows).configure_axisY(
         **WIDE_LABELS), f"effects-{metric}-run{view.id}", f"{key}_chart")
-    st.dataframe(effects_of(frame, metric)[list(EFFECT_COLUMNS)].rename(columns=EFFECT_COLUMNS), hide_index=True,
-                 width="stretch", key=f"{key}_table", column_config=EFFECT_FORMATS)
+    st.dataframe(effects_table(frame, metric), hide_index=True, width="stretch", key=f"{key}_table")
     for sentence in effects_of(frame, metric)["sentence"]:
         st.markdown(f"- {sentence}")
 
@@ -334,7 +349,7 @@ def sweep_results(results):
     _, original_runs = stored.confirmation({})
     original_lr = {run.arm: sweep.learning_rate(run) for run in original_runs}
     st.dataframe(pd.DataFrame([{
-        "arm": arm, "tuned": c["tuned"], "original": original_lr[arm], "chosen": c["lr"],
+        "arm": report.arm_name(arm), "tuned": c["tuned"], "original": original_lr[arm], "chosen": c["lr"],
         "× original": c["lr"] / original_lr[arm], "final val loss": c["loss"],
         "tried": ", ".join(f"{lr:.3g}" for lr in c["tried"]), "at the edge": c["at_edge"]} for arm, c in chosen.items()]),
         hide_index=True, width="stretch", key=PREFIX + "chosen_table",
@@ -343,8 +358,8 @@ def sweep_results(results):
                            format="%.4f", help="Mean over the tuning seeds at the chosen learning rate.")})
     st.caption("Each arm's learning rate with the lowest mean final validation loss on the tuning seeds (a run "
                "that diverged counts as the worst).")
-    edges = [f"{arm} ({c['tuned']} {c['lr']:.3g}, the {'lowest' if c['lr'] == c['tried'][0] else 'highest'} tried)"
-             for arm, c in chosen.items() if c["at_edge"]]
+    edges = [f"{report.arm_name(arm)} ({c['tuned']} {c['lr']:.3g}, the "
+             f"{'lowest' if c['lr'] == c['tried'][0] else 'highest'} tried)" for arm, c in chosen.items() if c["at_edge"]]
     if edges:
         st.warning(f"At the edge of the learning rates tried, so the best may lie beyond: {'; '.join(edges)}. "
                    f"Widen the learning-rate factors and tune again.", icon=":material/warning:")
@@ -370,11 +385,10 @@ def sweep_results(results):
                    PREFIX + "sweep_effects_chart")
         side_by_side = pd.DataFrame({"effect": list(dict.fromkeys(effects_of(both, metric)["name"]))})
         for name, (_, _, frame) in summaries.items():
-            effects = effects_of(frame, metric)[list(EFFECT_COLUMNS)].rename(columns=EFFECT_COLUMNS).rename(
-                columns=lambda c: c if c == "effect" else f"{c} · {name}")
+            effects = effects_table(frame, metric).rename(columns=lambda c: c if c == "effect" else f"{c} · {name}")
             side_by_side = side_by_side.merge(effects, on="effect", how="left")
-        st.dataframe(side_by_side, hide_index=True, width="stretch", key=PREFIX + "sweep_effects_table",
-                     column_config={f"{c} · {name}": fmt for c, fmt in EFFECT_FORMATS.items() for name in summaries})
+        st.dataframe(side_by_side.fillna(report.NO_VALUE), hide_index=True, width="stretch",
+                     key=PREFIX + "sweep_effects_table")
         for column, (name, (_, _, frame)) in zip(st.columns(len(summaries)), summaries.items()):
             with column:
                 st.markdown(f"**At the {name} learning rates**")

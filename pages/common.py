@@ -24,13 +24,13 @@ from pathlib import Path
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
-from nanokimi import charts, jobs, sampling
+from nanokimi import charts, jobs, report, sampling, sweep
 from nanokimi.compare import PRESETS
 from nanokimi.data import (
     BUILTIN, MAX_TEXT_BYTES, MAX_TEXT_LABEL, TINY_SHAKESPEARE, DataError, check_size, load_corpus, resolve_source,
 )
 from nanokimi.paths import home_dir
-from nanokimi.request import Request
+from nanokimi.request import GRIDS, SWEEP, Request
 from nanokimi.settings import SettingError, all_fields, flatten, names
 from nanokimi.status import COMPLETED, DIVERGED, FAILED, INTERRUPTED, STOPPED
 from nanokimi.train import RunConfig
@@ -446,17 +446,35 @@ def pick_run(runs, key, label="Run", column=None, default=0):
     return by_id[run_id]
 
 
-def model_label(run, name):
-    """A model of a run as the pickers name it: its name, and how it ended when it did not train to
-    the end ("NanoKimi · stopped at step 584 of 2,000"): its weights are from that step."""
+def model_name(run, name):
+    """A model of a run as a person reads it: a comparison's by its name ("NanoKimi"), a grid's by its
+    arm's display name and seed ("NanoKimi · TrueMuon · seed 1337"), a sweep's with its learning rate."""
+    stored = Request.from_stored(run["config"])
+    config = next((c for c in stored.runs if c.name == name), None)
+    if config is None or stored.kind not in GRIDS or not config.arm:
+        return name
+    lr = f" · {sweep.tuned_setting(config)}={sweep.learning_rate(config):.3g}" if stored.kind == SWEEP else ""
+    return f"{report.arm_name(config.arm)}{lr} · seed {config.seed}"
+
+
+def how_ended(run, name):
+    """How a model of a run ended when it did not train to the end ("stopped at step 584 of 2,000"),
+    else "": its weights are from that step."""
     row = next((r for r in run["results"] if r.get("model") == name), {})
     status = row.get("status", COMPLETED)
     if status == COMPLETED:
-        return name
+        return ""
     iters = next((c["iters"] for c in run["config"]["runs"] if c["name"] == name), None)
     steps = row.get("steps")
     where = f" at step {steps:,}" + (f" of {iters:,}" if iters else "") if isinstance(steps, int) else ""
-    return f"{name} · {status}{where}"
+    return f"{status}{where}"
+
+
+def model_label(run, name):
+    """A model of a run as the pickers name it: model_name, and how_ended when it did not train to the
+    end ("NanoKimi · stopped at step 584 of 2,000")."""
+    ended = how_ended(run, name)
+    return model_name(run, name) + (f" · {ended}" if ended else "")
 
 
 def pick_models(run, paths, key, column=None, per_arm=1):

@@ -13,7 +13,7 @@ import torch
 from nanokimi import charts, jobs, routing
 from nanokimi.data import DataError
 from nanokimi.status import FINISHED
-from pages.common import KEEP, checkpoint_with_text, job_queue, model_label, pick_run
+from pages.common import KEEP, checkpoint_with_text, job_queue, model_label, model_name, pick_run
 from pages.common import show_chart
 
 queue = job_queue()
@@ -54,7 +54,8 @@ else:
     kimi = next(iter(kimis.values()))
 name, experts, layers = kimi["name"], kimi["model"]["experts"], kimi["model"]["n_layer"]
 top_k = kimi["model"].get("top_k") or 0
-st.caption(f"{name}: {layers} layer(s) × {experts} experts, "
+shown = model_name(run, name)  # "NanoKimi · TrueMuon · seed 1337" for a grid's model
+st.caption(f"{shown}: {layers} layer(s) × {experts} experts, "
            + ("dense routing (every expert, softmax-weighted): load = share of gate weight." if not top_k or top_k >= experts
               else f"top-{top_k} routing: load = share of token assignments."))
 
@@ -63,7 +64,7 @@ wanted = routing.routing_metrics(layers, experts)
 history = jobs.history_frame(queue.store.history(run_id, wanted))
 load, entropy = charts.routing_history(history[history["model"] == name])
 if load.empty:
-    st.info(f"This run's history has no routing metrics for {name}: they are recorded at every evaluation "
+    st.info(f"This run's history has no routing metrics for {shown}: they are recorded at every evaluation "
             "by runs trained with this version of nanokimi.")
 else:
     final = load[load["step"] == load["step"].max()]
@@ -82,7 +83,7 @@ else:
 st.subheader("Which characters each expert prefers")
 path = queue.checkpoints(run).get(name)
 if path is None:
-    st.info(f"{name}'s weights were not saved for this run (it stopped or failed before the end of training), "
+    st.info(f"{shown}'s weights were not saved for this run (it stopped or failed before the end of training), "
             "so its routing per character can't be measured.")
     st.stop()
 source = kimi["data"]

@@ -9,7 +9,7 @@ import streamlit as st
 
 from nanokimi import sampling
 from nanokimi.status import COMPLETED
-from pages.common import KEEP, checkpoint, job_queue, model_label, pick_models, pick_run, run_downloads
+from pages.common import KEEP, checkpoint, how_ended, job_queue, model_name, pick_models, pick_run, run_downloads
 
 queue = job_queue()
 
@@ -38,15 +38,15 @@ if st.button("Generate", type="primary", icon=":material/edit_note:", disabled=n
         model, chars = checkpoint(str(path), path.stat().st_mtime)
         result = sampling.sample(name, model, chars, prompt, length, temperature, seed=int(seed))
         with column:
-            st.subheader(name)
-            if model_label(run, name) != name:
-                ended = model_label(run, name).split(" · ", 1)[1]
+            st.subheader(model_name(run, name))
+            if ended := how_ended(run, name):
                 st.caption(f"{ended[0].upper()}{ended[1:]}: these are its weights from then.")
             st.metric("Generation speed", f"{result.chars_per_s:,.0f} chars/s")
             if result.unknown:
                 shown = ", ".join(repr(c) for c in result.unknown[:20])
-                st.warning(f"{len(result.unknown)} prompt character(s) never occur in this run's training text, so "
-                           f"{name} has no way to read them; they were left out of the prompt: {shown}")
+                st.warning(f"{len(result.unknown)} prompt character(s) never occur in this run's training text, "
+                           f"so {model_name(run, name)} has no way to read them; they were left out of the prompt: "
+                           f"{shown}")
             st.code(result.text, language=None, wrap_lines=True)
 
 run_downloads(run, paths, st.columns(2))

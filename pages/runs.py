@@ -109,7 +109,9 @@ def run_table():
     stored = queue.store.list_runs()
     table = runtable.run_table(stored, summaries(stored))
     shown = filtered(table)
-    shown = shown.assign(best_val_loss_ci=shown["best_val_loss_ci"].map(lambda v: "–" if pd.isna(v) else f"± {v:.4f}"))
+    shown = shown.assign(best_val_loss_ci=shown["best_val_loss_ci"].map(lambda v: "–" if pd.isna(v) else f"± {v:.4f}"),
+                         architecture=shown["architecture"].map(report.architecture_name),
+                         optimizer=shown["optimizer"].map(report.optimizer_name))
     st.dataframe(shown, hide_index=True, width="stretch", key="runs_table", column_config=COLUMN_CONFIG,
                  column_order=[c for c in columns if c in shown.columns] or None)
     training = sum(r["status"] in ACTIVE for r in stored)

@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from nanokimi import jobs, request, sweep
+from nanokimi import jobs, report, request, sweep
 from nanokimi.ablation import CONTROLS, holm
 from nanokimi.compare import ARCHITECTURE_LABELS
 from nanokimi.data import BUILTIN, load_corpus
@@ -39,6 +39,17 @@ def set_controls(at, **values):
 def table(at, column):
     """The first table on the page with `column`."""
     return next(frame.value for frame in at.dataframe if column in frame.value.columns)
+
+
+def value(text):
+    """A number as the page writes it ("−0.1450", "+0.0050") back to a float."""
+    return float(text.replace(report.MINUS, "-"))
+
+
+def interval(text):
+    """The "95% CI" cell "[−0.2000, −0.0900]" as (low, high)."""
+    low, high = text.strip("[]").split(", ")
+    return value(low), value(high)
 
 
 def until_finished(at, word, timeout=120):
@@ -90,12 +101,14 @@ def test_the_arms_picker_builds_the_grid_and_shows_each_arms_size(home):
     # Each arm's size before training, as the engine counts it: the controls within 1% of NanoKimi.
     sizes = table(at, "parameters")
     assert list(sizes["architecture"]) == [ARCHITECTURE_LABELS[a] for a in CONTROLS]
+    assert list(sizes["arm"]) == ["NanoGPT · AdamW", "matched ReLU · AdamW", "matched SwiGLU · AdamW",
+                                  "NanoKimi · AdamW"], "arms by display name"
     params = dict(zip(sizes["arm"], sizes["parameters"]))
-    kimi = params["nanokimi+adamw"]
-    assert params["nanogpt+adamw"] < 0.9 * kimi, "NanoGPT really is smaller: the 1% below can fail"
-    assert all(abs(params[f"{a}+adamw"] - kimi) / kimi < 0.01 for a in ("relu-matched", "swiglu-matched"))
+    kimi = params["NanoKimi · AdamW"]
+    assert params["NanoGPT · AdamW"] < 0.9 * kimi, "NanoGPT really is smaller: the 1% below can fail"
+    assert all(abs(params[f"matched {a} · AdamW"] - kimi) / kimi < 0.01 for a in ("ReLU", "SwiGLU"))
     vocab = load_corpus(BUILTIN).vocab_size
-    assert params["nanogpt+adamw"] == LanguageModel(replace(grid.runs[0].model, vocab_size=vocab)).num_params()
+    assert params["NanoGPT · AdamW"] == LanguageModel(replace(grid.runs[0].model, vocab_size=vocab)).num_params()
     # No architecture: said, and nothing to train (not the default grid in its place).
     at = set_controls(at, architectures=[])
     assert "Choose at least one architecture" in errors(at)
@@ -132,11 +145,13 @@ def test_the_decomposition_shows_each_contrast_with_its_interval_p_values_and_a_
     assert list(effects["effect"]) == ["MoE − dense", "Parameters, AdamW: matched ReLU − NanoGPT",
                                        "Activation, AdamW: matched SwiGLU − matched ReLU",
                                        "Routing, AdamW: NanoKimi − matched SwiGLU"]
-    assert list(effects["difference"]) == pytest.approx([-0.145, -0.045, -0.055, -0.045])
-    assert sum(effects["difference"][1:]) == pytest.approx(effects["difference"].iloc[0]), "the three add up"
-    assert all(effects["95% CI low"] < effects["difference"]) and all(effects["difference"] < effects["95% CI high"])
-    assert list(effects["p (Holm)"]) == pytest.approx(holm(list(effects["p"])))
-    assert (effects["p (Holm)"] > effects["p"]).any(), "Holm's correction really adjusts: the check above can fail"
+    assert list(effects["difference"]) == ["−0.1450", "−0.0450", "−0.0550", "−0.0450"], "signed, with \"−\""
+    difference = [value(d) for d in effects["difference"]]
+    assert sum(difference[1:]) == pytest.approx(difference[0]), "the three add up"
+    assert all(low < d < high for d, (low, high) in zip(difference, map(interval, effects["95% CI"])))
+    p, p_holm = [value(v) for v in effects["p"]], [value(v) for v in effects["p (Holm)"]]
+    assert p_holm == pytest.approx(holm(p), rel=1e-2), "to the three digits shown"
+    assert any(a > b for a, b in zip(p_holm, p)), "Holm's correction really adjusts: the check above can fail"
     sentences = [m.value for m in at.markdown if " on best val loss: " in m.value]
     assert len(sentences) == 4
     assert sentences[1].startswith("- **Parameters, AdamW: matched ReLU − NanoGPT** (size alone) on best val loss: ")
@@ -171,7 +186,8 @@ def test_a_tiny_grid_trains_to_completion_shows_its_effects_and_can_be_stopped(h
     effects = table(at, "p (Holm)")
     assert list(effects["effect"]) == ["MoE − dense"] and list(effects["seeds"]) == [2]
     [effect] = effects.to_dict("records")
-    assert effect["95% CI low"] < effect["difference"] < effect["95% CI high"]
+    low, high = interval(effect["95% CI"])
+    assert low < value(effect["difference"]) < high
     assert any("MoE − dense** on best val loss" in m.value and "at 2 seeds" in m.value for m in at.markdown)
 
     # The runner kept the grid under one job: every run's results row, history and checkpoint.
@@ -193,7 +209,7 @@ def test_a_tiny_grid_trains_to_completion_shows_its_effects_and_can_be_stopped(h
     runs = app("pages/runs.py")
     rows = runs.dataframe[0].value
     assert set(rows["kind"]) == {request.ABLATION} and list(rows["seeds"]) == [2, 2]
-    means = {arm: results_mean(run, arm) for arm in ("nanogpt+adamw", "nanokimi+adamw")}
+    means = {report.arm_name(arm): results_mean(run, arm) for arm in ("nanogpt+adamw", "nanokimi+adamw")}
     assert dict(zip(rows["model"], rows["best_val_loss"])) == pytest.approx(means)
     runs.multiselect(key="runs_selected").set_value([run_id]).run()
     next(b for b in runs.button if b.label == "Open").click().run()
@@ -240,16 +256,21 @@ def test_a_tiny_sweep_tunes_then_confirms_in_one_job_and_shows_its_learning_rate
     specs = [c.proto.spec for c in at.get("vega_lite_chart")]
     assert any("Final validation loss against learning rate" in spec for spec in specs)
     shown = table(at, "chosen")
-    assert dict(zip(shown["arm"], shown["chosen"])) == pytest.approx(stored.chosen)
+    assert dict(zip(shown["arm"], shown["chosen"])) == pytest.approx(
+        {report.arm_name(arm): lr for arm, lr in stored.chosen.items()}), "arms by display name"
     assert list(shown["original"]) == pytest.approx([1e-3, 1e-3]) and all(shown["at the edge"])
     [edge] = [w.value for w in at.warning if "At the edge of the learning rates tried" in w.value]
-    assert all(f"{arm} (lr {lr:.3g}, the" in edge for arm, lr in stored.chosen.items()), "one warning naming each arm"
+    assert all(f"{report.arm_name(arm)} (lr {lr:.3g}, the" in edge for arm, lr in stored.chosen.items()), \
+        "one warning naming each arm"
     assert [m.value for m in at.markdown if m.value.startswith("**At the")] == [
         "**At the tuned learning rates**", "**At the original learning rates**"]
     assert len([m for m in at.markdown if "MoE − dense** on best val loss" in m.value]) == 2
     [effect] = table(at, "p (Holm) · tuned").to_dict("records")
     assert effect["effect"] == "MoE − dense"
-    assert math.isfinite(effect["difference · tuned"]) and math.isfinite(effect["difference · original"])
+    assert math.isfinite(value(effect["difference · tuned"])) and math.isfinite(value(effect["difference · original"]))
+    # one confirmation seed: no interval and no p-value, said so, not left blank
+    assert (effect["seeds · tuned"], effect["95% CI · tuned"], effect["p · tuned"], effect["survives Holm · tuned"]) == (
+        1, "no interval (one seed)", "—", "—")
     assert effect["difference · tuned"] != effect["difference · original"], "different runs, different effects"
     assert any("by learning rates" in spec for spec in specs), "both sets of intervals in one chart"
 
@@ -269,7 +290,8 @@ def test_query_parameters_set_the_grid(home):
     assert {r.seed for r in grid.runs} == {1337, 1338}
     assert all((r.iters, r.model.n_embd, r.optimizer.lr) == (120, 32, 0.002) for r in grid.runs)
     [duration] = [c.value for c in at.caption if c.value.startswith("Duration")]
-    assert "no measurement yet on this machine of nanogpt+muon, relu-matched+muon" in duration, duration
+    assert ("no measurement yet on this machine of NanoGPT · Muon (PyTorch), matched ReLU · Muon (PyTorch)"
+            in duration), duration
 
 
 def stored_grid(home, grid):

@@ -71,6 +71,9 @@ def grid_run(home, small_text_file):
 
 
 GRID_MODELS = ["nanogpt+adamw/s1337", "nanogpt+truemuon/s1337", "nanokimi+adamw/s1337", "nanokimi+truemuon/s1337"]
+# ... as a person reads them (pages.common.model_name)
+GRID_NAMES = ["NanoGPT · AdamW · seed 1337", "NanoGPT · TrueMuon · seed 1337", "NanoKimi · AdamW · seed 1337",
+              "NanoKimi · TrueMuon · seed 1337"]
 
 
 def page(path):
@@ -167,12 +170,12 @@ def test_generate_samples_every_arm_of_a_grid_and_names_the_stopped_model(home, 
     assert picker.value == grid_run and f"#{grid_run} · stopped · ablation" in picker.options[0]
     models = at.multiselect(key="generate_models")
     assert models.value == GRID_MODELS, "one model per arm by default"
-    assert "nanokimi+truemuon/s1337 · stopped at step 5 of 10" in models.options
+    assert "NanoKimi · TrueMuon · seed 1337 · stopped at step 5 of 10" in models.options
     at.text_area(key="generate_prompt").set_value("the ")
     at.slider(key="generate_length").set_value(20)
     next(b for b in at.button if b.label == "Generate").click().run()
     assert not at.exception, at.exception
-    assert [s.value for s in at.subheader] == GRID_MODELS
+    assert [s.value for s in at.subheader] == GRID_NAMES
     assert [c.value for c in at.caption if "weights from then" in c.value] == [
         "Stopped at step 5 of 10: these are its weights from then."]
     first = [code.value for code in at.code]
@@ -203,7 +206,7 @@ def test_experts_page_offers_each_moe_model_of_a_grid(home, grid_run):
     assert not at.error
     choice = at.selectbox(key="experts_model")
     assert choice.value == "nanokimi+adamw/s1337"
-    assert choice.options == ["nanokimi+adamw/s1337", "nanokimi+truemuon/s1337 · stopped at step 5 of 10"]
+    assert choice.options == ["NanoKimi · AdamW · seed 1337", "NanoKimi · TrueMuon · seed 1337 · stopped at step 5 of 10"]
     assert "Expert load per layer" in chart_titles(at)
     assert any(t.startswith("Which characters each expert gets") for t in chart_titles(at))
     at.selectbox(key="experts_model").set_value("nanokimi+truemuon/s1337").run()
@@ -217,7 +220,7 @@ def test_optimizer_lab_takes_a_gradient_from_any_model_of_a_grid(home, grid_run)
     at.radio(key="lab_source").set_value("Gradient from a run").run()
     assert not at.exception and not at.info
     model = at.selectbox(key="lab_model")
-    assert model.options[:3] == GRID_MODELS[:3] and model.value == "nanokimi+truemuon/s1337"
+    assert model.options[:3] == GRID_NAMES[:3] and model.value == "nanokimi+truemuon/s1337"
     at.selectbox(key="lab_model").set_value("nanogpt+truemuon/s1337").run()
     assert not at.exception and "Singular values after each step" in chart_titles(at)
     assert {"blocks.0.ffn.fc.weight", "blocks.0.ffn.out.weight"} <= {

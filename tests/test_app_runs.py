@@ -8,7 +8,7 @@ test_app_ablation.py reach the page after real training.
 import pyarrow as pa
 import pytest
 
-from nanokimi import request
+from nanokimi import charts, request
 from nanokimi.data import BUILTIN
 from nanokimi.store import Store
 from tests.test_app import app
@@ -61,8 +61,10 @@ def test_the_table_has_a_row_per_model_and_arm_and_filters(two_runs):
     comparison, grid = two_runs
     at = app(PAGE)
     rows = table(at)
-    assert list(zip(rows["run"], rows["model"])) == [(grid, "nanogpt+adamw"), (comparison, "NanoGPT"),
-                                                     (comparison, "NanoKimi")]
+    assert list(zip(rows["run"], rows["model"])) == [(grid, "NanoGPT · AdamW"), (comparison, "NanoGPT"),
+                                                     (comparison, "NanoKimi")], "arms by display name"
+    assert list(rows["optimizer"]) == ["AdamW", "AdamW", "TrueMuon"] and list(rows["architecture"]) == [
+        "NanoGPT", "NanoGPT", "NanoKimi"]
     assert list(rows["best_val_loss"]) == pytest.approx([2.1, 1.8, 1.7]), "a grid's arm has its loss, not None"
     assert list(rows["seeds"]) == [2, 1, 1] and list(rows["steps"]) == [8, 4, 4]
     assert {"n_embd", "lr", "matrix_lr", "batch_size", "block_size", "iters"} <= set(rows.columns)
@@ -71,6 +73,8 @@ def test_the_table_has_a_row_per_model_and_arm_and_filters(two_runs):
     at.multiselect(key="runs_kind").set_value([]).run()
     at.text_input(key="runs_filter").set_value("nanokimi").run()
     assert list(table(at)["model"]) == ["NanoKimi"]
+    at.text_input(key="runs_filter").set_value("truemuon").run()
+    assert list(table(at)["model"]) == ["NanoKimi"], "an optimizer found by its id too"
     assert not at.exception
 
 
@@ -81,16 +85,20 @@ def test_group_by_draws_the_seeds_as_a_band_and_open_goes_to_the_runs_page(two_r
     assert not at.exception, at.exception
     [group] = groups(at)
     half = T_975_1 * 0.2 / 2  # two values 0.2 apart: sd = 0.2/sqrt(2), over sqrt(2)
-    assert group == {"group": f"#{grid} · nanogpt+adamw", "runs": f"#{grid}", "members": 2, "measured seeds": 2,
+    assert group == {"group": f"#{grid} · NanoGPT · AdamW", "runs": f"#{grid}", "members": 2, "measured seeds": 2,
                      "best val loss (mean)": "2.1000", "95% CI": f"[{2.1 - half:.4f}, {2.1 + half:.4f}]"}
-    band = [r for r in chart_data(at) if r.get("group") == f"#{grid} · nanogpt+adamw"]
+    band = [r for r in chart_data(at) if r.get("group") == f"#{grid} · NanoGPT · AdamW"]
     assert [r["n"] for r in band] == [2, 2, 2]
     last = band[-1]
     assert (last["mean"], last["low"], last["high"]) == pytest.approx((2.1, 2.1 - half, 2.1 + half))
+    [spec] = [c.proto.spec for c in at.get("vega_lite_chart")]
+    assert charts.series_color("NanoGPT") in spec and "viridis" not in spec, "one model's group: its colour"
 
     at.multiselect(key="runs_group_by").set_value(["seed"]).run()
     assert sorted(g["group"] for g in groups(at)) == ["seed=1337", "seed=1338"]
     assert {g["95% CI"] for g in groups(at)} == {"no interval"}, "one member each: no interval"
+    [spec] = [c.proto.spec for c in at.get("vega_lite_chart")]
+    assert "viridis" in spec and charts.series_color("NanoGPT") not in spec, "seeds are no model: no model colour"
     at.selectbox(key="runs_x").set_value("fraction").run()
     assert {r["x"] for r in chart_data(at) if "x" in r} == {0.0, 0.5, 1.0}
     at.selectbox(key="runs_metric").set_value("train_loss").run()

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from nanokimi import request, runtable
+from nanokimi import charts, request, runtable
 from nanokimi.data import BUILTIN
 from nanokimi.jobs import history_frame
 from nanokimi.routing import entropy_metric
@@ -69,7 +69,7 @@ def test_a_grid_has_one_row_per_arm_with_its_seeds_summarised(store):
         (c.name, 4, 2.5, 2.0) for c in grid.runs}, "last training step, lowest val loss, last time"
 
     table = runtable.run_table([store.get_run(run_id)], summaries)
-    assert list(table["model"]) == ["nanogpt+adamw", "nanokimi+adamw"]
+    assert list(table["model"]) == ["NanoGPT · AdamW", "NanoKimi · AdamW"], "arms by display name"
     assert table["best_val_loss"].notna().all(), "an arm's best val loss is found (never None for a grid)"
     gpt = table.iloc[0]
     assert gpt["best_val_loss"] == pytest.approx(2.1)
@@ -77,7 +77,7 @@ def test_a_grid_has_one_row_per_arm_with_its_seeds_summarised(store):
     assert (gpt["seeds"], gpt["steps"], gpt["progress"], gpt["seed"]) == (2, 8, 1.0, "1337, 1338")
     assert (gpt["kind"], gpt["status"], gpt["dataset"]) == ("ablation", "completed", "built-in corpus")
     assert (gpt["n_embd"], gpt["n_layer"], gpt["batch_size"], gpt["block_size"], gpt["iters"]) == (16, 2, 4, 8, 4)
-    assert (gpt["architecture"], gpt["optimizer"], gpt["lr"]) == ("nanogpt", "adamw", 1e-3)
+    assert (gpt["architecture"], gpt["optimizer"], gpt["lr"]) == ("nanogpt", "adamw", 1e-3), "machine ids, to filter on"
 
 
 def test_a_comparison_has_a_row_per_model_and_a_stopped_grid_seed_does_not_count(store):
@@ -114,7 +114,7 @@ def test_a_sweep_has_a_row_per_arm_and_learning_rate(store):
     sweep = request.sweep(1, ("adamw",), BUILTIN, architectures=("nanogpt",), factors=(0.5, 2.0), **TINY)
     run_id = stored(store, sweep)
     table = runtable.run_table([store.get_run(run_id)])
-    assert list(table["model"]) == ["nanogpt+adamw · lr=0.0005", "nanogpt+adamw · lr=0.002"]
+    assert list(table["model"]) == ["NanoGPT · AdamW · lr=0.0005", "NanoGPT · AdamW · lr=0.002"]
     assert list(table["lr"]) == pytest.approx([5e-4, 2e-3])
 
 
@@ -133,7 +133,8 @@ def test_grouping_two_seeds_gives_their_mean_and_t_interval(store):
     history = history_frame(store.history([run_id]))
     members = runtable.member_frame(runs)
     stats = runtable.group_stats(history, members, ["model"], "val_loss", "step")
-    assert list(stats["group"].unique()) == ["nanogpt+adamw"] and list(stats["x"]) == [0, 2, 4]
+    assert list(stats["group"].unique()) == ["NanoGPT · AdamW"] and list(stats["x"]) == [0, 2, 4]
+    assert set(zip(stats["architecture"], stats["optimizer"])) == {("nanogpt", "adamw")}, "the model the group is"
     assert list(stats["n"]) == [2, 2, 2]
     assert list(stats["mean"]) == pytest.approx([4.1, 3.2, 2.1])
     for (_, row), (a, b) in zip(stats.iterrows(), ((4.0, 4.2), (3.0, 3.4), (2.0, 2.2))):
@@ -157,7 +158,7 @@ def test_fraction_of_run_puts_a_short_and_a_long_run_on_one_axis(store):
     assert list(stats["x"]) == [0.0, 0.5, 1.0] and list(stats["n"]) == [4, 4, 4]
     assert list(stats["mean"]) == pytest.approx([4.1, 3.2, 2.1])
     by_run = runtable.group_stats(history, members, ["run", "model"], "val_loss", "fraction")
-    assert set(by_run["group"]) == {f"#{short} · nanogpt+adamw", f"#{long} · nanogpt+adamw"}
+    assert set(by_run["group"]) == {f"#{short} · NanoGPT · AdamW", f"#{long} · NanoGPT · AdamW"}
 
 
 def test_gate_entropy_is_the_mean_over_layers_and_the_group_summary_counts_members(store):
@@ -173,3 +174,49 @@ def test_gate_entropy_is_the_mean_over_layers_and_the_group_summary_counts_membe
     [summary] = runtable.group_summary(runtable.member_frame([store.get_run(run_id)]), ["model"], bests).to_dict("records")
     assert (summary["members"], summary["measured"], summary["best_val_loss"]) == (2, 2, pytest.approx(2.1))
     assert summary["ci_high"] - summary["ci_low"] == pytest.approx(2 * T_975_1 * math.sqrt(0.02) / math.sqrt(2))
+
+
+def chart_scales(stats):
+    """The group band chart's {group: colour} and {group: dash}, read from its Vega-Lite spec."""
+    spec = charts.group_band_chart(stats, "validation loss", "step").to_dict()
+    color = spec["layer"][0]["encoding"]["color"]["scale"]
+    dash = spec["layer"][1]["encoding"]["strokeDash"]["scale"]
+    return color, dict(zip(dash["domain"], dash["range"]))
+
+
+def test_groups_of_one_model_each_take_its_colour_and_dash_and_other_groups_a_scheme_of_their_own(store):
+    comparison = request.comparison("quick", data=BUILTIN, **TINY)
+    grid = request.ablation(1, ("adamw", "truemuon"), BUILTIN, architectures=("nanogpt", "relu-matched"), **TINY)
+    ids = [stored(store, asked) for asked in (comparison, grid)]
+    for run_id, asked in zip(ids, (comparison, grid)):
+        for config in asked.runs:
+            store.record(run_id, points(config.name, [(0, 4.0), (2, 3.0)]))
+    runs = [store.get_run(i) for i in ids]
+    history, members = history_frame(store.history(ids)), runtable.member_frame(runs)
+    assert set(members["model"]) == {"NanoGPT", "NanoKimi", "NanoGPT · AdamW", "NanoGPT · TrueMuon",
+                                     "matched ReLU · AdamW", "matched ReLU · TrueMuon"}
+
+    # by architecture and optimizer: one model per group, named as people write it, in its own colour and dash
+    by_arm = runtable.group_stats(history, members, ["architecture", "optimizer"])
+    color, dash = chart_scales(by_arm)
+    assert color["domain"] == ["NanoGPT · AdamW", "NanoGPT · TrueMuon", "matched ReLU · AdamW",
+                               "matched ReLU · TrueMuon", "NanoKimi · TrueMuon"], "legend: architecture, optimizer"
+    assert dict(zip(color["domain"], color["range"])) == {g: charts.series_color(g) for g in color["domain"]}
+    assert charts.series_color("NanoGPT") != charts.series_color("matched ReLU") != charts.series_color("NanoKimi")
+    assert dash == {g: charts.series_dash(g) for g in color["domain"]}
+    assert dash["NanoGPT · AdamW"] != dash["NanoGPT · TrueMuon"], "the optimizer is the dash: this can fail"
+
+    # the comparison's NanoKimi trains with TrueMuon: dashed, though its name says no optimizer
+    _, dash = chart_scales(runtable.group_stats(history, members[members["run"] == ids[0]], ["model"]))
+    assert dash == {"NanoGPT": charts.OPTIMIZER_DASHES["adamw"], "NanoKimi": charts.OPTIMIZER_DASHES["truemuon"]}
+
+    # one model in two groups (NanoGPT · AdamW of each run), or groups of several models (by optimizer,
+    # seed or run): no model colour, the groups in their natural order
+    for by in (["run", "architecture", "optimizer"], ["optimizer"], ["seed"], ["run"]):
+        stats = runtable.group_stats(history, members, by)
+        color, dash = chart_scales(stats)
+        assert "range" not in color and color["scheme"]["name"] == "viridis", by
+        assert color["domain"] == sorted(set(stats["group"]), key=charts._natural)
+        assert set(map(tuple, dash.values())) == {(1, 0)}, "all solid: no dash claims an optimizer"
+    assert color["domain"] == [f"#{ids[0]}", f"#{ids[1]}"]
+    assert charts._natural("n_embd=64") < charts._natural("n_embd=128"), "numbers as numbers, not as text"
