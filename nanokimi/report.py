@@ -10,6 +10,7 @@ import csv
 import io
 import math
 import numbers
+import platform
 
 import pandas as pd
 
@@ -317,3 +318,20 @@ def verdict(results, metric="best_val_loss", see=CONTROLS_HINT):
                 f"(one seed: see `nanokimi ablate` for the spread over seeds).")
     caveat = confound(winner, loser, see) if metric in QUALITY else ""
     return f"{sentence} {caveat}" if caveat else sentence
+
+
+def where_trained(results, here=None):
+    """Where a run's models trained, for a person: "" when every one trained on this machine (`here`,
+    its host name), else each node and its models ("Trained on Ray node 1a2b3c4d: NanoGPT · AdamW ·
+    seed 1; …"), a Ray node id shortened to 8 characters."""
+    here = here or platform.node()
+    by_node = {}
+    for row in results:
+        if row.get("node"):
+            arm, grid, _ = row["model"].partition("/")  # a grid's runs are named "arm/sSEED"
+            by_node.setdefault(row["node"], []).append(f"{arm_name(arm)} · seed {row.get('seed')}" if grid else arm)
+    if not by_node or set(by_node) == {here}:
+        return ""
+    return "Trained on " + "; ".join(
+        f"{'this machine' if node == here else 'Ray node ' + node[:8] if len(node) > 32 else node}: {', '.join(models)}"
+        for node, models in by_node.items())

@@ -237,3 +237,17 @@ def test_history_csv_is_tidy():
     frame = pd.read_csv(io.StringIO(report.history_csv(history)))
     assert list(frame.columns) == HISTORY_COLUMNS
     assert frame.to_dict("records") == history
+
+
+def test_where_trained_names_each_ray_node_and_nothing_for_this_machine():
+    here = "laptop"
+    alone = [{"model": "NanoGPT", "node": here}, {"model": "NanoKimi", "node": here}]
+    assert report.where_trained(alone, here) == "", "runs made here need no note"
+    head, worker = "a" * 56, "b" * 56  # Ray node ids are 56 hex characters
+    grid = [{"model": "nanogpt+adamw/s1", "seed": 1, "node": head},
+            {"model": "nanokimi+truemuon/s1", "seed": 1, "node": worker},
+            {"model": "nanogpt+adamw/s2", "seed": 2, "node": head}]
+    assert report.where_trained(grid, here) == ("Trained on Ray node aaaaaaaa: NanoGPT · AdamW · seed 1, "
+                                                "NanoGPT · AdamW · seed 2; Ray node bbbbbbbb: NanoKimi · TrueMuon · seed 1")
+    assert report.where_trained([{"model": "NanoGPT", "node": here}, {"model": "NanoKimi", "node": head}], here) == \
+        "Trained on this machine: NanoGPT; Ray node aaaaaaaa: NanoKimi"
