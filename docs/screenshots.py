@@ -8,6 +8,7 @@ docs/screens/. Needs ../shared/data/tinyshakespeare.txt beside the checkout and 
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from nanokimi import request  # noqa: E402  (after the path, so the checkout's package is used)
+from nanokimi.data import TINY_SHAKESPEARE, resolve_source  # noqa: E402
+from nanokimi.paths import cache_dir  # noqa: E402
 from nanokimi.store import Store  # noqa: E402
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E402
 
@@ -30,7 +33,10 @@ PAGES = [("", "compare", "comparison"), ("ablation", "ablation", "grid"), ("runs
 def train_examples(home, iters):
     """Queue a comparison and a two-seed grid and train them with the app's runner, in this process's wait."""
     store = Store(home)
-    data = {"data": str(SHAKESPEARE), "data_label": "Tiny Shakespeare", "iters": iters,
+    cached = cache_dir(home) / "tinyshakespeare.txt"  # as if the app had downloaded it (this machine is offline)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(SHAKESPEARE, cached)
+    data = {"data": resolve_source(TINY_SHAKESPEARE, home), "data_label": "Tiny Shakespeare", "iters": iters,
             **request.eval_schedule("quick", iters)}
     ids = {
         "comparison": store.create_run(request.comparison("quick", **data).to_stored(), "comparison"),
@@ -65,7 +71,18 @@ def main():
                     page.goto(url)
                     page.wait_for_selector("[data-testid='stMain']", timeout=60_000)
                     time.sleep(8)  # the page's reruns and the charts' rendering
-                    page.screenshot(path=str(out / f"{name}.png"), full_page=True)
+                    if name == "runs":  # overlay the grid: its two seeds per arm drawn as one band
+                        page.get_by_role("combobox", name="Runs").click()
+                        page.get_by_role("option").first.click()
+                        page.keyboard.press("Escape")
+                        time.sleep(8)
+                    # The page scrolls inside Streamlit's main block, so a "full page" shot would stop at the
+                    # window: make the window as tall as the page instead.
+                    height = page.evaluate("document.querySelector('[data-testid=stMain]').scrollHeight")
+                    page.set_viewport_size({"width": 1400, "height": min(max(height, 800), 6000)})
+                    time.sleep(3)
+                    page.screenshot(path=str(out / f"{name}.png"))
+                    page.set_viewport_size({"width": 1400, "height": 1000})
                     print(f"{out / (name + '.png')}: {url}", file=sys.stderr)
                 browser.close()
 
