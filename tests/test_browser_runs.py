@@ -46,7 +46,7 @@ def test_the_runs_page_groups_two_seeds_of_a_real_grid_into_a_band(server, tmp_p
             page.keyboard.press("Escape")
             page.get_by_test_id("stVegaLiteChart").locator("canvas, svg").first.wait_for(timeout=30_000)
             groups = page.get_by_test_id("stTable")
-            for arm in ("nanogpt+adamw", "nanokimi+adamw"):
+            for arm in ("NanoGPT · AdamW", "NanoKimi · AdamW"):  # display names
                 row = groups.get_by_role("row").filter(has_text=f"#{run_id} · {arm}")
                 expect(row).to_have_count(1, timeout=20_000)
                 cells = row.get_by_role("cell")
