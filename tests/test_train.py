@@ -57,13 +57,18 @@ def test_the_first_training_loss_is_the_per_module_reference_loss_on_the_same_ba
     assert losses(result.history, "train_loss")[0] == (1, pytest.approx(loss.item(), rel=1e-5))
 
 
-def test_should_stop_stops_within_one_step_and_returns_the_partial_result(small_text_file):
-    steps_seen = []
+def keep_steps(kind):
+    """(on_event, steps): on_event keeps the step of every `kind` event ("step", "eval") in `steps`."""
+    steps = []
 
     def on_event(event):
-        if event["event"] == "step":
-            steps_seen.append(event["step"])
+        if event["event"] == kind:
+            steps.append(event["step"])
+    return on_event, steps
 
+
+def test_should_stop_stops_within_one_step_and_returns_the_partial_result(small_text_file):
+    on_event, steps_seen = keep_steps("step")
     result = train(tiny_run(small_text_file, iters=50, eval_interval=10), on_event=on_event,
                    should_stop=lambda: len(steps_seen) >= 2)
     assert result.status == "stopped" and "after 2 of 50" in result.message
@@ -225,12 +230,7 @@ def test_phases_are_named_in_order_before_what_they_announce(small_text_file, tm
 
 
 def test_a_stopped_run_is_evaluated_at_the_step_where_it_stopped(small_text_file):
-    steps_seen = []
-
-    def on_event(event):
-        if event["event"] == "step":
-            steps_seen.append(event["step"])
-
+    on_event, steps_seen = keep_steps("step")
     result = train(tiny_run(small_text_file, iters=50, eval_interval=10), on_event=on_event,
                    should_stop=lambda: len(steps_seen) >= 13)
     val = losses(result.history, "val_loss")
@@ -241,12 +241,7 @@ def test_a_stopped_run_is_evaluated_at_the_step_where_it_stopped(small_text_file
 
 
 def test_a_stop_during_an_evaluation_is_not_evaluated_twice(small_text_file):
-    evals = []
-
-    def on_event(event):
-        if event["event"] == "eval":
-            evals.append(event["step"])
-
+    on_event, evals = keep_steps("eval")
     # stop is asked while step 10 is being evaluated: that evaluation is the final one
     result = train(tiny_run(small_text_file, iters=50, eval_interval=10), on_event=on_event,
                    should_stop=lambda: 10 in evals)
