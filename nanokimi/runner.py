@@ -44,7 +44,7 @@ from .request import COMPARISON, SWEEP, Request
 from .status import COMPLETED, DIVERGED, FAILED, INTERRUPTED, STOPPED
 from .store import Store
 from .sweep import choose
-from .worker import run_isolated, run_many
+from .worker import run_isolated
 
 POLL_S = 0.1   # how often the runner looks at the stop flag
 FLUSH_S = 0.5  # live history reaches the store at least this often (short write transactions)
@@ -221,43 +221,55 @@ def execute(store, run, shutdown):
     jobs = request.asked.get("jobs", 1) if request.kind == COMPARISON else 1
 
     def train():
-        """Train the configs not trained yet; True when every one of them trained and no stop was asked."""
+        """Train the configs not trained yet; True when every one of them trained and no stop was asked.
+        One after the other here, unless a Ray cluster is configured or a comparison has the cores for
+        both models at once (request.comparison_jobs)."""
         if ray_address():
-            return train_on_ray(store, run_id, configs, results, recorder, should_stop)
+            from .backends import RayBackend
+            return train_together(RayBackend(ray_address(), jobs=len(configs) - len(results)))
+        if jobs > 1:
+            from .backends import LocalBackend
+            return train_together(LocalBackend(jobs))
         for index in range(len(results), len(configs)):
             if should_stop():
                 return False
             config = configs[index]
             recorder.begin(index, config)
             result = run_isolated(config, on_event=recorder, should_stop=should_stop, poll_s=POLL_S)
-            recorder.flush()
-            store.finish_model(run_id, config.name, result.history, result.results)
-            results.append(result)
+            keep(result)
             if result.status == FAILED:
                 return False
         return not should_stop()
 
-    def train_at_once():
-        """A comparison on a machine with the cores (request.comparison_jobs): both models at once,
-        each in its own worker; stored in the comparison's order, each once those before it are."""
-        ended = {}
+    def keep(result):
+        recorder.flush()
+        store.finish_model(run_id, result.config.name, result.history, result.results)
+        results.append(result)
 
-        def keep(result):
+    def train_together(backend):
+        """The configs not trained yet, all at once through `backend` (backends.py), each in its own
+        worker or Ray task. Each model is kept in the store once those before it are, so the stored
+        results keep the configs' order and the progress follows the first model not done yet; one
+        that ended after a model that never did (a stop) is kept last. An unreachable cluster raises
+        BackendError, which ends the run failed with that one line."""
+        todo, ended = configs[len(results):], {}
+
+        def in_order(result):
             ended[result.config.name] = result
             while len(results) < len(configs) and configs[len(results)].name in ended:
-                done = ended.pop(configs[len(results)].name)
-                store.finish_model(run_id, done.config.name, done.history, done.results)
-                results.append(done)
+                keep(ended.pop(configs[len(results)].name))
                 if len(results) < len(configs):
                     recorder.begin(len(results), configs[len(results)])
 
-        recorder.begin(0, configs[0])
-        run_many(configs, on_event=recorder, should_stop=should_stop, jobs=jobs, on_result=keep)
-        recorder.flush()
+        recorder.begin(len(results), todo[0])
+        backend.run(todo, on_event=recorder, on_result=in_order, should_stop=should_stop)
+        for config in todo:
+            if config.name in ended:
+                keep(ended.pop(config.name))
         return len(results) == len(configs) and all(r.status != FAILED for r in results) and not should_stop()
 
     try:
-        if (train_at_once() if jobs > 1 else train()) and request.kind == SWEEP and not request.chosen:
+        if train() and request.kind == SWEEP and not request.chosen:
             request = request.confirmed(choose(results))
             store.replace_config(run_id, request.to_stored())
             configs = with_checkpoints(request.runs)
@@ -277,36 +289,13 @@ def ray_address():
     return os.environ.get("NANOKIMI_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS") or None
 
 
-def train_on_ray(store, run_id, configs, results, recorder, should_stop):
-    """execute()'s train() on a Ray cluster: the configs not trained yet, one task each, at once
-    (backends.py); each model is kept in the store as it ends, with the node it trained on.
-    An unreachable cluster raises BackendError, which ends the run failed with that one line."""
-    from .backends import RayBackend
-
-    todo = configs[len(results):]
-    index = {c.name: (len(results) + i, c) for i, c in enumerate(todo)}
-
-    def on_event(event):
-        if event["event"] == "start":
-            recorder.begin(*index[event["model"]])
-        recorder(event)
-
-    def on_result(result):
-        recorder.flush()
-        store.finish_model(run_id, result.config.name, result.history, result.results)
-
-    trained = RayBackend(ray_address(), jobs=len(todo)).run(todo, on_event=on_event, on_result=on_result,
-                                                             should_stop=should_stop)
-    results.extend(trained)
-    return len(trained) == len(todo) and all(r.status != FAILED for r in trained) and not should_stop()
-
-
 def outcome(results, configs, stop_requested, shutting_down, tuning=()):
     """The run's status and message from its models' results; `shutting_down` is the signal that
     stopped the runner ("SIGTERM"), if one did. A sweep's tuning runs (names in
     `tuning`) that diverged are part of its design (they score worst), so they are named in the
     message but do not make the run diverged."""
-    untrained = [c.name for c in configs[len(results):]]
+    trained = {r.config.name for r in results}
+    untrained = [c.name for c in configs if c.name not in trained]
     rest = f"; {', '.join(untrained)} did not train" if untrained else ""
     failed = [r for r in results if r.status == FAILED]
     if failed:
