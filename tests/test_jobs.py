@@ -190,12 +190,18 @@ def test_a_worker_that_dies_fails_its_run_and_the_queue_goes_on(runner, text_dat
     assert finished(runner, after).status == "completed"
 
 
-def test_a_runner_that_dies_fails_its_run(runner, text_dataset):
+def killed_while_training(runner, text_dataset):
+    """A long run training, then its runner killed with SIGKILL and its worker too; returns the run's id."""
     run_id = runner.submit(request(text_dataset, 1_000_000))
     worker = training(runner, run_id)
     runner.process.send_signal(signal.SIGKILL)
     runner.process.wait()
     worker.kill()
+    return run_id
+
+
+def test_a_runner_that_dies_fails_its_run(runner, text_dataset):
+    run_id = killed_while_training(runner, text_dataset)
     runner.check()  # what every page does on every run
     view = runner.view(run_id)
     assert view.status == "failed"
@@ -236,11 +242,7 @@ def test_a_runner_stopped_by_sigterm_names_the_signal(runner, text_dataset):
 
 
 def test_a_server_started_after_its_runner_died_says_the_runner_died(runner, text_dataset):
-    run_id = runner.submit(request(text_dataset, 1_000_000))
-    worker = training(runner, run_id)
-    runner.process.send_signal(signal.SIGKILL)
-    runner.process.wait()
-    worker.kill()
+    run_id = killed_while_training(runner, text_dataset)
     restarted = jobs.JobQueue(runner.home)  # a new server; the old one never looked at the run again
     run = restarted.store.get_run(run_id)
     assert run["status"] == "failed"
