@@ -23,6 +23,7 @@ import pandas as pd
 from scipy import stats
 
 from . import report, routing
+from .ablation import estimate
 from .request import GRIDS, Request
 from .settings import flatten, names
 from .status import ACTIVE, MEASURED, TRAINED_TO_THE_END
@@ -47,18 +48,11 @@ X_AXES = {"step": "step", "wall_time_s": "training time (s, evaluation excluded)
 
 
 def t_interval(values):
-    """(mean, low, high) of the finite values: the 95% Student-t confidence interval of their mean;
-    low and high are NaN for fewer than two values (no interval), all three for none."""
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan, math.nan
-    mean = math.fsum(values) / n
-    if n == 1:
-        return mean, math.nan, math.nan
-    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
+    """(mean, low, high) of the finite values: the 95% Student-t confidence interval of their mean
+    (ablation.estimate's); low and high are NaN for fewer than two values (no interval), all three
+    for none."""
+    est = estimate(values)
+    return est.mean, est.ci_low, est.ci_high
 
 
 # --- members: one per trained model -------------------------------------------------------------------
