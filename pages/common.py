@@ -403,13 +403,34 @@ def run_controls(queue, kind, request, train_label):
     return view, info_col
 
 
+# Scrolls the live area to the top of the page, and keeps it there for a few seconds while the run's
+# progress and charts arrive below it (scrolled at once, the page could still be too short, leaving the
+# live view below the fold); a person who scrolls, clicks or types meanwhile keeps their place.
+SCROLL_TO_LIVE_AREA = """<div id="live-area-%s"></div><script>
+(() => {
+  const anchor = document.getElementById("live-area-%s");
+  const quit = new AbortController();
+  for (const event of ["wheel", "touchmove", "keydown", "pointerdown"])
+    window.addEventListener(event, () => quit.abort(), {capture: true, signal: quit.signal});
+  let tries = 0;
+  const scroll = () => {
+    if (quit.signal.aborted || !anchor.isConnected) return quit.abort();
+    anchor.scrollIntoView({block: "start"});
+    if (++tries < 40) setTimeout(scroll, 125); else quit.abort();
+  };
+  scroll();
+})();
+</script>"""
+
+
 def live_area():
     """Where a page's live view begins: right after Train, the page scrolls there, so the run's phase,
-    progress and charts are in sight rather than below the controls."""
+    progress and charts are in sight rather than below the controls. Each press draws a new anchor,
+    so a second press scrolls again."""
     st.divider()
     if st.session_state.pop("show_live_area", False):
-        st.html('<div id="live-area"></div><script>document.getElementById("live-area")'
-                '.scrollIntoView({block: "start"});</script>', unsafe_allow_javascript=True)
+        nonce = uuid.uuid4().hex[:8]
+        st.html(SCROLL_TO_LIVE_AREA % (nonce, nonce), unsafe_allow_javascript=True)
 
 
 STATUS_NOTES = {COMPLETED: st.success, STOPPED: st.info, DIVERGED: st.warning, INTERRUPTED: st.warning,
