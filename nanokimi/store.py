@@ -239,6 +239,11 @@ class Store:
             sql += f" WHERE runs.id IN ({', '.join('?' * len(params))})"
         return {row[0] for row in self._read(sql, params) if row[0]}
 
+    def texts(self):
+        """(name in run lists, RunConfig.data) of every stored run's training text, newest run first."""
+        return self._read("SELECT json_extract(config, '$.request.data_label'), json_extract(config, '$.request.data') "
+                          "FROM runs ORDER BY id DESC")
+
     # --- history ------------------------------------------------------------------------------
 
     def history(self, run_ids, metrics=None):

@@ -59,7 +59,7 @@ def open_grid(run_id):
             "tune": (is_sweep, False, str), "factors": (factors if is_sweep else DEFAULTS["factors"], DEFAULTS["factors"],
                                                       factor_label),
             "tuning_seeds": (asked.get("tuning_seeds", 1), 1, str),
-            "dataset": (dataset_of(stored) or dataset_choices()[0], dataset_choices()[0], str)}
+            "dataset": (dataset_of(stored, PREFIX + "dataset"), dataset_choices()[0], str)}
     open_in_url(BOUND, {**control_params(PREFIX, settings),
                         **url_params({PREFIX + name: control for name, control in grid.items()})}, PREFIX, settings)
 

@@ -29,7 +29,7 @@ from nanokimi.compare import PRESETS
 from nanokimi.data import (
     BUILTIN, MAX_TEXT_BYTES, MAX_TEXT_LABEL, TINY_SHAKESPEARE, DataError, check_size, load_corpus, resolve_source,
 )
-from nanokimi.paths import home_dir
+from nanokimi.paths import home_dir, uploads_dir
 from nanokimi.request import GRIDS, SWEEP, Request
 from nanokimi.settings import SettingError, all_fields, flatten, names
 from nanokimi.status import COMPLETED, DIVERGED, FAILED, INTERRUPTED, STOPPED
@@ -75,7 +75,23 @@ def job_queue():
 # --- the training text ----------------------------------------------------------------------------
 
 def dataset_choices():
-    return ([INPUT_TXT] if Path(INPUT_TXT).is_file() else []) + [BUILTIN_LABEL, SHAKESPEARE_LABEL, UPLOAD_LABEL]
+    """The Dataset menu: input.txt when the server has one, the built-in corpus, Tiny Shakespeare, the
+    texts uploaded for stored runs (as run lists name them, "upload notes.txt"), and a new upload."""
+    return ([INPUT_TXT] if Path(INPUT_TXT).is_file() else []) + [BUILTIN_LABEL, SHAKESPEARE_LABEL,
+                                                                  *kept_uploads(str(home_dir())), UPLOAD_LABEL]
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def kept_uploads(home):
+    """{name: path} of the uploaded texts stored runs trained on: each is kept until the last run that
+    used it is deleted, so such a run can be trained again without uploading its text again. Two
+    uploads of one name: the newer run's."""
+    folder = uploads_dir(home).resolve()
+    kept = {}
+    for label, source in job_queue().store.texts():
+        if label and source and Path(source).resolve().parent == folder and Path(source).is_file():
+            kept.setdefault(label, source)
+    return kept
 
 
 @st.cache_data(ttl=60, show_spinner="Preparing the training text…")
@@ -92,6 +108,8 @@ def resolve_dataset(choice, upload=None, upload_name=None, home=None):
             return resolve_source(TINY_SHAKESPEARE, home), "Tiny Shakespeare", ""
         except DataError as err:
             return BUILTIN, "built-in corpus", f"{str(err)[0].upper()}{str(err)[1:]}. Are you offline? Training on the built-in corpus instead."
+    if choice in kept_uploads(home):
+        return kept_uploads(home)[choice], choice, ""
     if choice == UPLOAD_LABEL:
         if upload is None:
             raise DataError("choose a .txt file to upload")
@@ -124,6 +142,10 @@ def dataset_control(key, column):
     (None, problem sentence). Its notice and size are shown in `column`."""
     with column:
         choice = st.selectbox("Dataset", dataset_choices(), key=key, help=DATASET_HELP, **BIND)
+        not_offered = st.session_state.pop(f"{key}_not_offered", None)
+        if not_offered:
+            st.warning(f"The run opened trained on {not_offered}, which this menu does not offer here; upload it "
+                       f"or choose another text to train it again.")
         upload = None
         if choice == UPLOAD_LABEL:
             upload = st.file_uploader("Upload a text file", type=["txt"], key=f"{key}_upload",
@@ -131,8 +153,9 @@ def dataset_control(key, column):
     try:
         args = (choice, upload_bytes(upload) if upload else None, upload.name if upload else None, str(home_dir()))
         source, label, notice = resolve_dataset(*args)
-        if choice == UPLOAD_LABEL and not Path(source).is_file():  # deleted with the last run that used it
-            resolve_dataset.clear()
+        if choice in (UPLOAD_LABEL, *kept_uploads(str(home_dir()))) and not Path(source).is_file():
+            resolve_dataset.clear()  # deleted with the last run that used it
+            kept_uploads.clear()
             source, label, notice = resolve_dataset(*args)
         text = corpus(source, label)
     except DataError as err:
@@ -273,9 +296,15 @@ def untaken(prefix, values):
             f"offers; it shows {values[name]}." for name, value in wanted.items() if values.get(name) != value]
 
 
-def dataset_of(stored):
-    """The Dataset menu's choice for a stored request's text, or None for an upload (not kept in the menu)."""
-    return DATASET_OF_LABEL.get(stored.data_label)
+def dataset_of(stored, key):
+    """The Dataset menu's choice (widget `key`) for a stored request's text. When the menu does not
+    offer it (input.txt on a server without one, an upload no longer kept), the first choice, and the
+    Dataset control says so once."""
+    choice = DATASET_OF_LABEL.get(stored.data_label, stored.data_label)
+    if choice in dataset_choices():
+        return choice
+    st.session_state[f"{key}_not_offered"] = stored.data_label
+    return dataset_choices()[0]
 
 
 # --- before Train: the models' sizes and how long they will take here -------------------------------

@@ -42,7 +42,7 @@ def open_run(run_id):
         "preset": (stored.asked.get("preset", "quick"), "quick", str),
         "gpt_optimizer": (gpt, "adamw", OPTIMIZER_LABELS.get), "kimi_optimizer": (kimi, "truemuon", OPTIMIZER_LABELS.get),
         "seed": (settings["seed"], BASELINE["seed"], str),
-        "dataset": (dataset_of(stored) or dataset_choices()[0], dataset_choices()[0], str)})}, "", settings)
+        "dataset": (dataset_of(stored, "dataset"), dataset_choices()[0], str)})}, "", settings)
 
 
 opening = run_to_open("", BOUND)

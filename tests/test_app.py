@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from nanokimi.data import BUILTIN, DataError, load_corpus
+from nanokimi.data import BUILTIN, DataError, load_corpus, resolve_source
 from nanokimi.metrics import METRICS
 from nanokimi.model import LanguageModel
 from nanokimi.request import comparison, eval_schedule
 from nanokimi.store import Store
-from pages.common import BUILTIN_LABEL, UPLOAD_LABEL, build_request, measured_costs, resolve_dataset
+from pages.common import BUILTIN_LABEL, UPLOAD_LABEL, build_request, kept_uploads, measured_costs, resolve_dataset
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 TINY = {"n_embd": 16, "n_head": 2, "n_layer": 1, "experts": 2, "iters": 10, "batch_size": 4, "block_size": 8}
@@ -170,11 +170,11 @@ def test_train_runs_to_completion_and_shows_results(home):
 
 # --- settings as state in the URL, and what the page says before Train ------------------------------------
 
-def stored_comparison(home, measured=None, **settings):
+def stored_comparison(home, measured=None, data=BUILTIN, data_label="built-in corpus", **settings):
     """A comparison in the store as the app asks for it, finished without training (its rows say what
     `measured` gives)."""
     store = Store(home)
-    asked = comparison("quick", "truemuon", "muon", data=BUILTIN, data_label="built-in corpus", **settings,
+    asked = comparison("quick", "truemuon", "muon", data=data, data_label=data_label, **settings,
                        **eval_schedule("quick", settings["iters"]))
     run_id = store.create_run(asked.to_stored(), asked.label())
     store.claim_next()
@@ -241,6 +241,31 @@ def test_opening_a_run_loads_its_settings_so_train_trains_it_again(home):
     assert not refreshed.exception
     runs = refreshed.session_state["run_request"].runs
     assert (runs[0].iters, runs[0].model.n_embd, runs[1].optimizer.name) == (400, 32, "muon")
+
+
+def test_a_run_trained_on_an_upload_opens_on_its_kept_text(home):
+    text = "An uploaded text, kept with the runs that trained on it.\n" * 40
+    source = resolve_source(text.encode(), home, name="notes.txt")
+    run_id, asked = stored_comparison(home, data=source, data_label="upload notes.txt", n_embd=32, n_head=2, iters=300)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = str(run_id)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="dataset").value == "upload notes.txt" and not at.warning
+    again = at.session_state["run_request"]
+    assert again.to_stored()["runs"] == asked.to_stored()["runs"], "Train trains it again on the same text"
+    assert [r.data for r in again.runs] == [source, source]
+
+    # Its text gone (deleted with the last run that used it, here by hand): the menu cannot offer it, and says so.
+    Path(source).unlink()
+    kept_uploads.clear()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = str(run_id)
+    at.run()
+    assert not at.exception, at.exception
+    assert "upload notes.txt" not in at.selectbox(key="dataset").options
+    assert [w.value for w in at.warning] == ["The run opened trained on upload notes.txt, which this menu does not "
+                                             "offer here; upload it or choose another text to train it again."]
 
 
 def test_before_train_the_page_shows_sizes_and_a_measured_duration(home):
