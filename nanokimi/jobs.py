@@ -15,6 +15,7 @@ to the Streamlit server; on a 2-core machine two processes each using both cores
 about 100x slower. With 4 cores or more a comparison's two models train at once and share them.
 """
 
+import heapq
 import os
 import signal
 import subprocess
@@ -195,6 +196,10 @@ def time_left(runs, progress):
     yet (or the one starting, before its first steps) is timed at the rates of a model of the same
     arm (architecture and optimizer) measured in this run, when there is one; otherwise it is in
     the list, not guessed from another architecture: a NanoKimi step costs 2-5x a NanoGPT step.
+
+    Models trained one after the other add up. When the run trains several at once (progress
+    "slots": the most models seen training together), the models started finish side by side and
+    each one waiting takes the first slot to free up, as the backend hands them out.
     """
     measured = progress.get("models", {})
     index = progress.get("index", 0)
@@ -206,19 +211,27 @@ def time_left(runs, progress):
         return m["train_s"] / m["steps"], m["eval_s"] / m["evals"] if m.get("evals") else 0.0, m.get("startup_s") or 0.0
 
     by_arm = {run.arm or run.name: r for run in runs if (r := rates(measured.get(run.name, {})))}  # the latest of each
-    seconds, unknown = 0.0, []
+    started, waiting, unknown = [], [], []
     for run in runs[index:]:
         own = rates(measured.get(run.name, {}))
-        if own:  # the model training now: its own rates, whatever other models of its arm measured
+        if own:  # a model training now: its own rates, whatever other models of its arm measured
             per_step, per_eval, _ = own
             done = measured[run.name]["steps"]
-            seconds += (run.iters - done) * per_step + evaluations(run, done) * per_eval
+            started.append(max(0, run.iters - done) * per_step + evaluations(run, done) * per_eval)
         elif (run.arm or run.name) in by_arm:
             per_step, per_eval, startup = by_arm[run.arm or run.name]
-            seconds += startup + run.iters * per_step + evaluations(run, -1) * per_eval
+            waiting.append(startup + run.iters * per_step + evaluations(run, -1) * per_eval)
         else:
             unknown.append(run.name)
-    return seconds, unknown
+    slots = progress.get("slots", 1)
+    if slots <= 1:
+        return sum(started) + sum(waiting), unknown
+    ends = [s for s in started if s > 0]  # each slot: when it frees up
+    ends += [0.0] * max(0, slots - len(ends))
+    heapq.heapify(ends)
+    for seconds in waiting:
+        heapq.heappush(ends, heapq.heappop(ends) + seconds)
+    return max(ends), unknown
 
 
 def clock(seconds):

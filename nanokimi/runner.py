@@ -110,8 +110,8 @@ class Recorder:
     evaluation excluded), evaluations and their seconds, and start-up seconds (worker start, loading,
     building: until its first evaluation). Steps are the ones really run, so a stopped, diverged or
     killed model never counts as trained to the end. Two models may train at once (a comparison on a
-    machine with the cores, or a Ray cluster): everything is kept per model, and the progress follows
-    the model `begin` names.
+    machine with the cores, or a Ray cluster): everything is kept per model, the progress follows
+    the model `begin` names, and "slots" counts the most models seen training at once.
     """
 
     def __init__(self, store, run_id, configs):
@@ -123,8 +123,9 @@ class Recorder:
         self.phases = {}     # per model: (phase, step)
         self.began = time.monotonic()
         self.last_flush = 0.0
+        self.training = set()  # the models started and not done: more than one when they train together
         self.progress = {"index": 0, "model": configs[0].name, "step": 0, "phase": "starting", "phase_step": 0,
-                         "models": {}}
+                         "models": {}, "slots": 1}
 
     def begin(self, index, config):
         """Follow `config` (the index-th of the run's models) from now on; it starts now unless it
@@ -160,6 +161,11 @@ class Recorder:
         if name is None:  # a backend's own event (e.g. where a Ray task was placed)
             return
         measured, clocks = self.measured(name), self.clocks[name]
+        if kind == "done":
+            self.training.discard(name)
+        else:
+            self.training.add(name)
+            self.progress["slots"] = max(self.progress["slots"], len(self.training))
         if kind == "phase":
             self.phases[name] = (event["phase"], event["step"])
             if event["phase"] == "evaluating":
@@ -229,6 +235,7 @@ def execute(store, run, shutdown):
             return train_together(RayBackend(ray_address(), jobs=len(configs) - len(results)))
         if jobs > 1:
             from .backends import LocalBackend
+            recorder.progress["slots"] = min(jobs, len(configs) - len(results))  # Ray's: as seen
             return train_together(LocalBackend(jobs))
         for index in range(len(results), len(configs)):
             if should_stop():

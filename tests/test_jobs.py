@@ -152,6 +152,23 @@ def test_progress_names_the_phases_of_a_real_worker_run_in_order(tmp_path, text_
     assert 0 < measured["train_s"] == pytest.approx(result.history[-1]["wall_time_s"], rel=0.01)
 
 
+def test_the_recorder_counts_the_models_it_sees_training_at_once(tmp_path):
+    store = Store(tmp_path / "home")
+    configs = sweep(1, ("adamw",), "builtin", architectures=("nanogpt",), factors=(1.0, 3.0, 9.0), **TINY).runs
+    run_id = store.create_run({"request": {}, "runs": [c.to_dict() for c in configs]})
+    recorder = Recorder(store, run_id, configs)
+    recorder.begin(0, configs[0])
+    a, b, c = (config.name for config in configs)
+
+    def event(name, kind="phase"):
+        recorder({"event": kind, "model": name, "phase": "loading", "step": 0})
+
+    event(a), event(a, "done"), event(b)
+    assert recorder.progress["slots"] == 1, "one after the other"
+    event(c), event(b), event(b, "done"), event(c, "done")
+    assert recorder.progress["slots"] == 2, "as a cluster placed them: two at once"
+
+
 def test_a_sweep_stopped_while_tuning_ends_stopped_without_a_confirmation(runner, text_dataset):
     asked = sweep(1, ("adamw",), text_dataset, "test text", architectures=("nanogpt",), factors=(1.0, 3.0),
                   **{**TINY, "iters": 1_000_000, "eval_interval": 1000})
@@ -283,6 +300,21 @@ def test_the_time_left_uses_each_models_own_rates_and_never_another_architecture
     assert jobs.clock(3725) == "1:02:05" and jobs.clock(59.6) == "1:00"
 
 
+def test_models_trained_at_once_are_timed_side_by_side_not_one_after_the_other():
+    gpt, kimi = request("builtin", 1000, eval_interval=100).runs
+    nanogpt = {"steps": 200, "train_s": 2.0, "evals": 3, "eval_s": 0.3, "startup_s": 4.0}  # 8.8 s left
+    nanokimi = {"steps": 100, "train_s": 4.0, "evals": 2, "eval_s": 0.4, "startup_s": 5.0}  # 37.8 s left
+    both = {"index": 0, "models": {"NanoGPT": nanogpt, "NanoKimi": nanokimi}}
+    assert jobs.time_left([gpt, kimi], both)[0] == pytest.approx(8.8 + 37.8), "one after the other: they add up"
+    assert jobs.time_left([gpt, kimi], {**both, "slots": 2}) == (pytest.approx(37.8), []), "at once: the longer one"
+    # a third model of NanoGPT's arm waits for the first free slot (NanoGPT's, at 8.8 s) and takes 4 + 10 + 1.1 s
+    third = replace(gpt, name="NanoGPT seed 2", seed=2)
+    assert jobs.time_left([gpt, kimi, third], {**both, "slots": 2})[0] == pytest.approx(37.8)
+    quick_kimi = {**nanokimi, "steps": 900, "train_s": 36.0, "evals": 10, "eval_s": 2.0}  # 4.2 s left
+    assert jobs.time_left([gpt, kimi, third], {**both, "models": {"NanoGPT": nanogpt, "NanoKimi": quick_kimi},
+                                               "slots": 2})[0] == pytest.approx(4.2 + 4.0 + 10.0 + 11 * 0.1)
+
+
 def test_a_comparison_on_a_machine_with_the_cores_trains_both_models_at_once(runner, text_dataset):
     asked = request(text_dataset, 30)
     asked.asked["jobs"] = 2  # what comparison() asks for on 4 or more cores
@@ -290,6 +322,7 @@ def test_a_comparison_on_a_machine_with_the_cores_trains_both_models_at_once(run
     assert view.status == "completed"
     assert [(r["model"], r["shared_with"]) for r in view.results] == [("NanoGPT", "NanoKimi"), ("NanoKimi", "NanoGPT")]
     assert all(r["steps"] == 30 for r in view.results)
+    assert view.run["progress"]["slots"] == 2, "the live estimate times them side by side"
     val = view.history[view.history["metric"] == "val_loss"]
     assert val.groupby("model")["step"].max().to_dict() == {"NanoGPT": 30, "NanoKimi": 30}
     assert view.progress()[0] == 1.0
