@@ -6,8 +6,10 @@ any optimizer on either model, top-k routing, honest timing and memory, and thre
 
 import argparse
 import contextlib
+import math
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 from . import settings
@@ -212,8 +214,9 @@ def build_parser():
     w.add_argument("--seeds", type=_positive(int), default=3, help="confirmation seeds per arm (default: 3)")
     w.add_argument("--tuning-seeds", type=_positive(int), default=1,
                    help="tuning seeds per arm and learning rate (default: 1), numbered from --seed + 100000")
-    w.add_argument("--lr-factors", default="0.111,0.333,1,3,9",
-                   help="the learning-rate grid as factors of each arm's original (default: 0.111,0.333,1,3,9)")
+    w.add_argument("--lr-factors", default="1/9,1/3,1,3,9",
+                   help="the learning-rate grid as factors of each arm's original, numbers or fractions "
+                        "(default: 1/9,1/3,1,3,9, the app's default too)")
     w.add_argument("--target", type=_positive(float),
                    help="validation loss for time-to-target (default: the worst arm's mean final loss)")
     w.add_argument("--out", default=".", help="directory for the sweep files (default: .)")
@@ -356,6 +359,18 @@ def make_out(path):
     return out
 
 
+
+def lr_factors(text):
+    """--lr-factors: "1/9,1/3,1,3,9" -> [1/9, 1/3, 1.0, 3.0, 9.0]; ValueError unless each is a positive number."""
+    try:
+        factors = [float(Fraction(f.strip())) for f in text.split(",") if f.strip()]
+    except (ValueError, ZeroDivisionError):
+        factors = []
+    if not factors or min(factors) <= 0 or not all(math.isfinite(f) for f in factors):
+        raise ValueError(f"--lr-factors must be positive numbers or fractions such as 1/9, got {text!r}")
+    return factors
+
+
 def sweep_main(args):
     from . import ablation, charts, sweep
 
@@ -364,9 +379,7 @@ def sweep_main(args):
     chosen, base_seed = grid_settings(args)
     try:
         arms = chosen_arms(args)
-        factors = [float(f) for f in args.lr_factors.split(",") if f.strip()]
-        if not factors or min(factors) <= 0:
-            raise ValueError(f"--lr-factors must be positive numbers, got {args.lr_factors!r}")
+        factors = lr_factors(args.lr_factors)
         grid = {"data": resolve_source(args.data), "preset_name": args.preset, **chosen}
         tuning = sweep.tuning_runs(arms, factors, args.tuning_seeds, base_seed, **grid)
         check_data(tuning)

@@ -189,3 +189,17 @@ def test_infinite_and_nan_settings_are_refused_with_status_2_in_the_configs_word
     assert main(["compare", *flags, "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"nanokimi compare: error: {message}"]
     assert not out.exists()
+
+
+def test_the_sweeps_learning_rate_factors_default_to_the_apps_and_take_fractions(tmp_path, capsys):
+    from nanokimi.cli import build_parser, lr_factors
+    from nanokimi.sweep import DEFAULT_FACTORS
+
+    assert lr_factors(build_parser().parse_args(["sweep"]).lr_factors) == list(DEFAULT_FACTORS)
+    assert lr_factors("1/27, 0.5,3") == [1 / 27, 0.5, 3.0]
+    for bad in ("", "1/0", "-1,3", "three", "nan"):
+        out = tmp_path / "out"
+        assert main(["sweep", f"--lr-factors={bad}", "--out", str(out)]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"nanokimi sweep: error: --lr-factors must be positive numbers or fractions such as 1/9, got {bad!r}"]
+        assert not out.exists()
