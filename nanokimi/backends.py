@@ -15,8 +15,11 @@ finished run), and returns the results in the order of `runs`. Each result says 
   streaming generator (`num_returns="streaming"`): its events come back while it trains, so the
   progress and the live charts look as they do locally. Tasks are never retried (`max_retries=0`):
   a worker that dies (killed, out of memory, node lost) makes its run `failed` with the reason, and
-  the grid goes on. A stop cancels the outstanding tasks: queued runs never start, running ones end
-  `stopped` (their partial measurements are not kept, unlike a local worker's), finished ones stay.
+  the grid goes on. A stop cancels the queued tasks (those runs never start) and asks the running
+  ones to stop through a stop signal (a named actor the driver creates when it stops; each task
+  looks for it about once a second): they end `stopped` as a local worker does, evaluated at the
+  step they reached, with what they measured. One that has not ended STOP_GRACE_S later is
+  cancelled, and its measurements are lost. Ctrl-C cancels every task at once; finished runs stay.
   Ray reuses its worker processes, so a run's `peak_rss_mb` is measured from a peak reset at the
   task's start (Linux; NaN elsewhere), and includes Ray's worker runtime.
   A run's checkpoint is saved on the worker's node and its bytes come back with the result, so it
@@ -35,6 +38,7 @@ import socket
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,6 +49,8 @@ BACKENDS = ("local", "ray")
 INSTALL_RAY = "pip install -r requirements-ray.txt"
 CONNECT_TIMEOUT_S = 5
 STEP_EVENTS_PER_S = 10  # as the local worker: progress at most ten times a second, evals and the end always
+STOP_POLL_S = 1.0       # how often a Ray task looks for the stop signal
+STOP_GRACE_S = 120      # how long stopped Ray tasks have to evaluate and send what they measured
 
 
 class BackendError(Exception):
@@ -189,6 +195,7 @@ class RayBackend:
                 corpus = load_corpus(run.data)
                 texts[run.data] = ray.put((corpus.text, corpus.name))
         task = _train_task(ray)
+        stop_name = f"nanokimi-stop-{uuid.uuid4().hex}"
         streams = {}
         for index, run in enumerate(runs):
             sent = replace(run, threads=self.threads(run))
@@ -196,7 +203,7 @@ class RayBackend:
             # node before spilling over (Ray's default), so they contend for cores as little as they can.
             streams[task.options(num_cpus=sent.threads, num_gpus=1 if self.wants_gpu(run) else 0,
                                  scheduling_strategy="SPREAD",
-                                 name=f"nanokimi {run.name}").remote(sent.to_dict(), texts[run.data])] = index
+                                 name=f"nanokimi {run.name}").remote(sent.to_dict(), texts[run.data], stop_name)] = index
         results = [None] * len(runs)
         placed = {}  # index -> (node, pid) once its task started on a worker
         last_step = {}
@@ -210,9 +217,16 @@ class RayBackend:
             if on_result:
                 on_result(result)
 
-        def cancel_outstanding():
-            for stream, index in streams.items():
-                ray.cancel(stream, force=True)  # a forced cancel ends a running task at once; queued ones never start
+        def cancel(placed_too=True):
+            """Cancel the tasks not placed yet (they never train) and, when `placed_too`, the running
+            ones, whose measurements are then lost: by force, ending their worker processes at once.
+            A task not placed yet is cancelled gently: a queued one never starts, and one that has
+            just started stops its training thread (train_on_worker), keeping its worker process."""
+            for stream, index in list(streams.items()):
+                if index in placed and not placed_too:
+                    continue
+                ray.cancel(stream, force=placed_too)
+                del streams[stream]
                 if index in placed:
                     steps = last_step.get(index, 0)
                     message = (f"stopped by request after about {steps} of {runs[index].iters} steps: its Ray task "
@@ -221,12 +235,17 @@ class RayBackend:
                     emit(index, {"event": "done", "model": runs[index].name, "status": STOPPED, "message": message,
                                  "results": result.results})
                     finish(index, result)
-            streams.clear()
 
+        stop_signal, give_up_at = None, None
         try:
             while streams:
-                if should_stop and should_stop():
-                    cancel_outstanding()
+                if give_up_at is None and should_stop and should_stop():
+                    cancel(placed_too=False)
+                    give_up_at = time.monotonic() + STOP_GRACE_S
+                    if streams:  # running tasks: ask them to stop, and keep reading until they have
+                        stop_signal = _stop_signal(ray, stop_name)
+                if give_up_at is not None and time.monotonic() > give_up_at:
+                    cancel()
                     break
                 ready, _ = ray.wait(list(streams), num_returns=1, timeout=0.2)
                 if ready:  # and whatever else is ready now
@@ -269,8 +288,11 @@ class RayBackend:
                             event = {**event, "results": {**event["results"], "node": placed.get(index, ("", 0))[0]}}
                         emit(index, event)
         except KeyboardInterrupt:  # Ctrl-C: cancel what is outstanding; what finished went to on_result
-            cancel_outstanding()
+            cancel()
             raise
+        finally:
+            if stop_signal is not None:
+                ray.kill(stop_signal)
         return [r for r in results if r is not None]
 
 
@@ -312,12 +334,46 @@ def _train_task(ray):
     return _TASK["task"]
 
 
-def train_on_worker(config, text_and_name):
+class StopSignal:
+    """A grid's stop signal: it exists (as the actor named in the tasks' arguments) once the driver stops."""
+
+    def ready(self):
+        return True
+
+
+def _stop_signal(ray, name):
+    """Create the stop signal `name` (no CPU of its own, so a full cluster still places it) and wait
+    until the tasks can find it."""
+    signal = ray.remote(num_cpus=0, max_restarts=0)(StopSignal).options(name=name).remote()
+    ray.get(signal.ready.remote(), timeout=60)
+    return signal
+
+
+def stop_requested(ray, name, every_s=STOP_POLL_S):
+    """should_stop for train() in a task: true once the actor `name` exists; asks Ray at most every `every_s`."""
+    state = {"asked_at": -math.inf, "stop": False}
+
+    def should_stop():
+        now = time.monotonic()
+        if not state["stop"] and now - state["asked_at"] >= every_s:
+            state["asked_at"] = now
+            try:
+                ray.get_actor(name)
+                state["stop"] = True
+            except ValueError:  # not created: no stop yet
+                pass
+        return state["stop"]
+
+    return should_stop
+
+
+def train_on_worker(config, text_and_name, stop_name=None):
     """Train one run on this worker; yields its events as they happen, then {"event": "result", ...}.
 
     `train()` reports through a callback, so it runs in a thread and this generator passes its
     events on. The first event says where the run trains ("placed": the node id and the worker's
-    pid, so a run can be found and, in the fault tests, killed)."""
+    pid, so a run can be found and, in the fault tests, killed). The run stops, as a local one does,
+    once the driver creates the actor `stop_name` (RayBackend.run)."""
     import ray
 
     from .data import Corpus, DataError
@@ -342,11 +398,13 @@ def train_on_worker(config, text_and_name):
         events.put(event)
 
     peak_reset = reset_peak_rss()
+    cancelled = threading.Event()  # the task was cancelled while it trains: its thread stops too
+    signalled = stop_requested(ray, stop_name) if stop_name else (lambda: False)
 
     def work():
         try:
             corpus = Corpus(*text_and_name)
-            result = train(run, on_event=emit, corpus=corpus)
+            result = train(run, on_event=emit, corpus=corpus, should_stop=lambda: cancelled.is_set() or signalled())
             payload = {"status": result.status, "message": result.message, "results": result.results,
                        "history": result.history}
             # Ray reuses its worker processes: the process's peak is this run's only when reset at its start.
@@ -362,11 +420,16 @@ def train_on_worker(config, text_and_name):
 
     worker = threading.Thread(target=work, name="nanokimi-train", daemon=True)
     worker.start()
-    while True:
-        event = events.get()
-        yield event
-        if event["event"] == "result":
-            break
+    try:
+        while True:
+            event = events.get()
+            yield event
+            if event["event"] == "result":
+                break
+    except BaseException:  # cancelled (Ray raises KeyboardInterrupt here): Ray reuses this process,
+        cancelled.set()    # so the training thread must end with the task
+        worker.join(STOP_GRACE_S)
+        raise
     worker.join()
 
 

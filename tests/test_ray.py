@@ -90,7 +90,18 @@ def two_nodes(tmp_path_factory):
         stop_nodes(groups)
 
 
+def at_rest(timeout=60):
+    """Wait until every CPU of the cluster is free again: a worker killed by an earlier test (a fault,
+    a forced cancel) holds its node's CPU until Ray has noticed, and a grid started meanwhile would
+    go to the other node only."""
+    deadline = time.monotonic() + timeout
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources().get("CPU", 0):
+        assert time.monotonic() < deadline, f"the cluster is still busy: {ray.available_resources()}"
+        time.sleep(0.2)
+
+
 def test_a_grid_on_two_nodes_uses_both_and_matches_the_local_backend_bit_for_bit(two_nodes, shakespeare_path):
+    at_rest()
     runs = [tiny_run(shakespeare_path, name=f"run{seed}", seed=seed, iters=40, eval_interval=10) for seed in (3, 4, 5, 6)]
     events, ended = [], []
     on_ray = two_nodes.run(runs, on_event=events.append, on_result=ended.append)
@@ -135,20 +146,40 @@ def test_a_worker_killed_mid_run_fails_that_run_and_the_grid_goes_on(two_nodes, 
     assert [r.status for r in results[1:]] == ["completed"] * 3
 
 
-def test_a_stop_cancels_outstanding_tasks_and_keeps_finished_runs(two_nodes, shakespeare_path):
+def test_a_stop_cancels_queued_tasks_and_running_ones_end_stopped_with_what_they_measured(two_nodes, shakespeare_path):
+    at_rest()
     first = tiny_run(shakespeare_path, name="quick", seed=3, iters=10, eval_interval=5)
     slow = [tiny_run(shakespeare_path, name=f"slow{seed}", seed=seed, iters=20000, eval_interval=5000)
             for seed in (4, 5, 6)]
-    finished = []
+    finished, stepped, training_at_stop = [], set(), []
     started = time.monotonic()
-    results = two_nodes.run([first] + slow, on_result=finished.append,
-                            should_stop=lambda: any(r.config.name == "quick" for r in finished)
-                            and time.monotonic() - started > 1)
+
+    def on_event(event):
+        if event["event"] == "step" and event["model"].startswith("slow"):
+            stepped.add(event["model"])
+
+    def should_stop():  # once "quick" has finished and a slow run is training on the other node
+        if not training_at_stop and any(r.config.name == "quick" for r in finished) and stepped:
+            training_at_stop.append(set(stepped))
+        return bool(training_at_stop)
+
+    results = two_nodes.run([first] + slow, on_event=on_event, on_result=finished.append, should_stop=should_stop)
     names = [r.config.name for r in results]
     assert names[0] == "quick" and results[0].status == "completed"
-    assert 2 <= len(results) <= 3, "the run in flight comes back stopped; the queued ones never start"
+    assert 2 <= len(results) <= 3, "the runs in flight come back stopped; the queued ones never start"
     assert all(r.status == "stopped" for r in results[1:]) and "slow6" not in names
     assert time.monotonic() - started < 60, "20,000 steps were not trained"
+    assert training_at_stop[0] <= set(names)
+    for stopped in results[1:]:
+        assert stopped.results["steps"] < 20000 and stopped.results["node"], "where it trained"
+        if stopped.config.name in training_at_stop[0]:  # evaluated at the step it reached, as a local run stopped is
+            steps = stopped.results["steps"]
+            assert steps > 0 and max(step for step, _ in losses(stopped.history, "val_loss")) == steps
+            assert stopped.results["final_val_loss"] == losses(stopped.history, "val_loss")[-1][1]
+    deadline = time.monotonic() + 10
+    while [a for a in ray.util.list_named_actors() if a.startswith("nanokimi-stop-")] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [a for a in ray.util.list_named_actors() if a.startswith("nanokimi-stop-")], "the stop signal is gone"
 
 
 def run_cli(*args, env=None, timeout=300):
@@ -204,9 +235,11 @@ def test_the_apps_runner_sends_a_grid_to_the_configured_cluster_and_keeps_each_r
 
     monkeypatch.setenv("NANOKIMI_RAY_ADDRESS", two_nodes.address)
     store = Store(tmp_path / "home")
-    grid = request.ablation(seeds=1, data=str(shakespeare_path), preset_name="quick", iters=20, eval_interval=10,
+    # runs of a few seconds, as real ones are: Ray spreads them over the nodes as their workers come up
+    grid = request.ablation(seeds=1, data=str(shakespeare_path), preset_name="quick", iters=1000, eval_interval=500,
                             eval_iters=2, batch_size=4, block_size=8, n_embd=16, n_head=2, n_layer=1, threads=1)
     run_id = store.create_run(grid.to_stored(), grid.label())
+    at_rest()
     assert execute(store, store.claim_next(), threading.Event()) == "completed"
     stored = store.get_run(run_id)
     assert sorted(row["model"] for row in stored["results"]) == sorted(c.name for c in grid.runs)
