@@ -359,7 +359,6 @@ def make_out(path):
     return out
 
 
-
 def lr_factors(text):
     """--lr-factors: "1/9,1/3,1,3,9" -> [1/9, 1/3, 1.0, 3.0, 9.0]; ValueError unless each is a positive number."""
     try:
