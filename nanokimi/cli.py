@@ -22,25 +22,29 @@ from .train import RunConfig
 
 
 class Progress:
-    """One status line per model on stderr: bar, step, loss, ms/step and ETA."""
+    """One status line per model on stderr: bar, step, loss, ms/step and ETA. The ETA extrapolates
+    the time since the model's first training step, so start-up and the step-0 evaluation, which
+    do not recur, are not counted as if every step cost a share of them."""
 
-    def __init__(self, stream=sys.stderr, redraw=True):
+    def __init__(self, stream=sys.stderr, redraw=True, clock=time.monotonic):
         self.stream = stream
         self.tty = redraw and stream.isatty()  # runs in parallel print lines: one redrawn line can't show two
+        self.clock = clock
         self.last = {}
-        self.started = {}
+        self.first_step = {}  # model -> (when its first step event came, that step)
 
     def __call__(self, event):
         model = event["model"] if "seed" not in event else f"{event['model']} seed {event['seed']}"
         kind = event["event"]
         if kind == "start":
-            self.started[model] = time.monotonic()
             self.last[model] = {}
             print(f"{model}: {event['params']:,} parameters on {event['device']} ({event['threads']} threads)", file=self.stream)
             return
         state = self.last.setdefault(model, {})
         if kind == "eval":
             state["val"] = event["val_loss"]
+        if kind == "step" and model not in self.first_step:
+            self.first_step[model] = (self.clock(), event["step"])
         if kind in ("step", "eval"):
             state["step"] = event["step"]
             state.setdefault("loss", event.get("loss"))
@@ -58,11 +62,15 @@ class Progress:
         frac = min(1.0, step / iters) if iters else 1.0
         width = 24
         bar = "█" * int(frac * width) + "░" * (width - int(frac * width))
-        elapsed = time.monotonic() - self.started.get(model, time.monotonic())
-        eta = elapsed / frac - elapsed if 0 < frac < 1 else 0
+        since, first = self.first_step.get(model, (None, step))
+        if step > first:
+            eta = (self.clock() - since) / (step - first) * (iters - step)
+            eta = f"ETA {int(eta) // 60}:{int(eta) % 60:02d}"
+        else:
+            eta = "ETA  -:--"
         loss = f"loss {state['loss']:.4f}" if state.get("loss") is not None else "loss   -   "
         val = f"val {state['val']:.4f}" if state.get("val") is not None else ""
-        line = f"{model:<9} {bar} {step:>6}/{iters:<6} {loss}  {val}  ETA {int(eta) // 60}:{int(eta) % 60:02d}"
+        line = f"{model:<9} {bar} {step:>6}/{iters:<6} {loss}  {val}  {eta}"
         if final:
             line = f"{model:<9} {bar} {step:>6} steps  {val}  {status}" + (f": {message}" if message else "")
         if self.tty:

@@ -203,3 +203,23 @@ def test_the_sweeps_learning_rate_factors_default_to_the_apps_and_take_fractions
         assert capsys.readouterr().err.strip().splitlines() == [
             f"nanokimi sweep: error: --lr-factors must be positive numbers or fractions such as 1/9, got {bad!r}"]
         assert not out.exists()
+
+
+def test_the_progress_eta_counts_from_the_first_training_step_not_the_start_up():
+    import io
+
+    from nanokimi.cli import Progress
+
+    now = [0.0]
+    stream = io.StringIO()
+    progress = Progress(stream=stream, clock=lambda: now[0])
+    model = {"model": "NanoGPT", "iters": 1000}
+    progress({**model, "event": "start", "params": 1000, "device": "cpu", "threads": 1})
+    now[0] = 30.0  # start-up and the step-0 evaluation took 30 s
+    progress({**model, "event": "eval", "step": 0, "val_loss": 4.2, "train_loss": 4.2})
+    progress({**model, "event": "step", "step": 1, "loss": 4.1})
+    now[0] = 40.0  # then 100 steps in 10 s: 0.1 s a step
+    progress({**model, "event": "eval", "step": 101, "val_loss": 3.0, "train_loss": 3.0})
+    lines = stream.getvalue().splitlines()
+    assert lines[1].endswith("ETA  -:--"), "no rate before a step has been timed"
+    assert lines[-1].endswith("ETA 1:29"), lines[-1]  # 899 steps x 0.1 s, not 40 s / 10.1% - 40 s = 5:56
