@@ -108,8 +108,9 @@ def resolve_dataset(choice, upload=None, upload_name=None, home=None):
             return resolve_source(TINY_SHAKESPEARE, home), "Tiny Shakespeare", ""
         except DataError as err:
             return BUILTIN, "built-in corpus", f"{str(err)[0].upper()}{str(err)[1:]}. Are you offline? Training on the built-in corpus instead."
-    if choice in kept_uploads(home):
-        return kept_uploads(home)[choice], choice, ""
+    kept = kept_uploads(home)
+    if choice in kept:
+        return kept[choice], choice, ""
     if choice == UPLOAD_LABEL:
         if upload is None:
             raise DataError("choose a .txt file to upload")

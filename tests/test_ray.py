@@ -176,10 +176,13 @@ def test_a_stop_cancels_queued_tasks_and_running_ones_end_stopped_with_what_they
             steps = stopped.results["steps"]
             assert steps > 0 and max(step for step, _ in losses(stopped.history, "val_loss")) == steps
             assert stopped.results["final_val_loss"] == losses(stopped.history, "val_loss")[-1][1]
+    def stop_signals():
+        return [a for a in ray.util.list_named_actors() if a.startswith("nanokimi-stop-")]
+
     deadline = time.monotonic() + 10
-    while [a for a in ray.util.list_named_actors() if a.startswith("nanokimi-stop-")] and time.monotonic() < deadline:
+    while stop_signals() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not [a for a in ray.util.list_named_actors() if a.startswith("nanokimi-stop-")], "the stop signal is gone"
+    assert not stop_signals(), "the stop signal is gone"
 
 
 def run_cli(*args, env=None, timeout=300):
