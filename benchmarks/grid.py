@@ -33,8 +33,8 @@ from pathlib import Path
 os.environ.setdefault("RAY_AUTH_MODE", "token")  # `ray start` clusters use token authentication; read at import
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nanokimi.ablation import ablation_runs, grid_arms  # noqa: E402
-from nanokimi.backends import LocalBackend, RayBackend  # noqa: E402
+from nanokimi.experiments.ablation import ablation_runs, grid_arms  # noqa: E402
+from nanokimi.running.backends import LocalBackend, RayBackend  # noqa: E402
 
 
 def free_port():

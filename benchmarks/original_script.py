@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nanokimi.compare import architecture  # noqa: E402  (the configuration only; the models are the reference's)
-from nanokimi.reference import ReferenceModel, reference_optimizers, reference_step  # noqa: E402
+from nanokimi.experiments.compare import architecture  # noqa: E402  (the configuration only; the models are the reference's)
+from nanokimi.training.reference import ReferenceModel, reference_optimizers, reference_step  # noqa: E402
 
 
 def main(argv=None):

@@ -37,14 +37,14 @@ import torch  # before nanokimi: this process's OpenMP keeps torch's default wai
 ORIGINAL_ENV = dict(os.environ)
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from nanokimi.data import eval_batches, get_batch, load_corpus  # noqa: E402
+from nanokimi.training.data import eval_batches, get_batch, load_corpus  # noqa: E402
 from nanokimi.metrics import usable_cores  # noqa: E402
-from nanokimi.compare import architecture  # noqa: E402
-from nanokimi.model import LanguageModel  # noqa: E402
-from nanokimi.optim import build_optimizer  # noqa: E402
-from nanokimi.parallel import BatchThreads, plan  # noqa: E402
-from nanokimi.reference import from_fast, reference_optimizers, reference_step  # noqa: E402
-from nanokimi.train import evaluate, train_step  # noqa: E402
+from nanokimi.experiments.compare import architecture  # noqa: E402
+from nanokimi.training.model import LanguageModel  # noqa: E402
+from nanokimi.training.optim import build_optimizer  # noqa: E402
+from nanokimi.training.parallel import BatchThreads, plan  # noqa: E402
+from nanokimi.training.reference import from_fast, reference_optimizers, reference_step  # noqa: E402
+from nanokimi.training.train import evaluate, train_step  # noqa: E402
 
 TARGETS = {"NanoKimi+TrueMuon step": 4.0, "NanoGPT+AdamW step": 2.5, "evaluation (200 batches/split)": 5.0,
            "large config: fraction of matmul peak": 0.5, "whole run": 5.0}

@@ -8,7 +8,7 @@ AdamW, NanoKimi + TrueMuon):
   optimizer built) plus the first training step as train() timed it (the `wall_time_s` of the
   evaluation after it), without the step-0 evaluation in between, which is shown on its own line;
 - the same start-up split into phases, in a fresh interpreter that does what the worker does, in
-  the same order, timing each part: process start and imports (`import nanokimi.worker`), corpus
+  the same order, timing each part: process start and imports (`import nanokimi.running.worker`), corpus
   load, model and optimizer build (train.prepare), step-0 evaluation, first training step.
 
     python benchmarks/startup.py --data ../shared/data/tinyshakespeare.txt
@@ -28,8 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from nanokimi.compare import comparison_runs  # noqa: E402
-from nanokimi.worker import run_isolated  # noqa: E402
+from nanokimi.experiments.compare import comparison_runs  # noqa: E402
+from nanokimi.running.worker import run_isolated  # noqa: E402
 
 # Run in a fresh interpreter with the run's config as argv[1]; prints one JSON line of
 # (time.time(), CPU seconds of the process so far) after each phase.
@@ -37,11 +37,11 @@ PHASES = """
 import json, sys, time
 marks = {}
 mark = lambda name: marks.__setitem__(name, (time.time(), time.process_time()))
-import nanokimi.worker
+import nanokimi.running.worker
 mark("imported")
 import torch
-from nanokimi.data import eval_batches, get_batch, load_corpus
-from nanokimi.train import RunConfig, evaluate, prepare, train_step
+from nanokimi.training.data import eval_batches, get_batch, load_corpus
+from nanokimi.training.train import RunConfig, evaluate, prepare, train_step
 run = RunConfig.from_dict(json.loads(sys.argv[1]))
 corpus = load_corpus(run.data)
 mark("corpus")

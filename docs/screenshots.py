@@ -18,10 +18,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from nanokimi import request  # noqa: E402  (after the path, so the checkout's package is used)
-from nanokimi.data import TINY_SHAKESPEARE, resolve_source  # noqa: E402
+from nanokimi.running import request  # noqa: E402  (after the path, so the checkout's package is used)
+from nanokimi.training.data import TINY_SHAKESPEARE, resolve_source  # noqa: E402
 from nanokimi.paths import cache_dir  # noqa: E402
-from nanokimi.store import Store  # noqa: E402
+from nanokimi.running.store import Store  # noqa: E402
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E402
 
 SHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"

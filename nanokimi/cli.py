@@ -13,12 +13,12 @@ from fractions import Fraction
 from pathlib import Path
 
 from . import settings
-from .backends import BACKENDS, BackendError, make_backend
-from .compare import ARCHITECTURES, PRESET_HELP, PRESETS, check_data, comparison_runs
-from .data import BUILTIN, MAX_TEXT_LABEL, TINY_SHAKESPEARE, DataError, resolve_source
-from .optim import OPTIMIZERS
+from .running.backends import BACKENDS, BackendError, make_backend
+from .experiments.compare import ARCHITECTURES, PRESET_HELP, PRESETS, check_data, comparison_runs
+from .training.data import BUILTIN, MAX_TEXT_LABEL, TINY_SHAKESPEARE, DataError, resolve_source
+from .training.optim import OPTIMIZERS
 from .status import FAILED, MEASURED
-from .train import RunConfig
+from .training.train import RunConfig
 
 
 class Progress:
@@ -140,13 +140,13 @@ def grid_progress(args, runs):
     """Grid-level progress (progress.py) with many runs in flight; one line per model otherwise."""
     if args.backend == "local" and args.jobs == 1:
         return contextlib.nullcontext(Progress())
-    from .progress import GridProgress
+    from .running.progress import GridProgress
     return GridProgress(runs)
 
 
 def chosen_arms(args):
     """The (architecture, optimizer) arms the arm flags ask for; SettingError when one is unknown."""
-    from . import ablation
+    from .experiments import ablation
 
     if args.arms:
         return ablation.parse_arms(args.arms)
@@ -289,7 +289,7 @@ def compare_main(args):
     if interrupted and not results:
         print("interrupted before any model finished; nothing written", file=sys.stderr)
         return 130
-    from . import charts, report  # pandas and altair: only once there is something to write
+    from .results import charts, report  # pandas and altair: only once there is something to write
 
     rows = [r.results for r in results]
     history = [row for r in results for row in r.history]
@@ -313,7 +313,7 @@ def compare_main(args):
 
 
 def ablate_main(args):
-    from . import ablation
+    from .experiments import ablation
 
     chosen, base_seed = grid_settings(args)
     try:
@@ -379,7 +379,8 @@ def lr_factors(text):
 
 
 def sweep_main(args):
-    from . import ablation, charts, sweep
+    from .experiments import ablation, sweep
+    from .results import charts
 
     import pandas as pd
 
@@ -437,7 +438,7 @@ def sweep_main(args):
 def bench_main(args):
     import json
 
-    from .bench import bench, bench_text
+    from .training.bench import bench, bench_text
     optimizers = {"gpt_optimizer": args.optimizer or "adamw", "kimi_optimizer": args.optimizer or "truemuon"}
     if args.warmup < 0:
         return fail("bench", f"--warmup must be 0 or more, got {args.warmup}")
@@ -455,7 +456,7 @@ def bench_main(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.command == "runner":
-        from . import runner  # the app's runner: not needed by compare
+        from .running import runner  # the app's runner: not needed by compare
         return runner.main()
     if args.command == "compare":
         return compare_main(args)

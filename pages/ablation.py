@@ -16,10 +16,12 @@ from fractions import Fraction
 import pandas as pd
 import streamlit as st
 
-from nanokimi import ablation, charts, jobs, report, request, sweep
-from nanokimi.compare import ARCHITECTURE_LABELS, ARCHITECTURES
+from nanokimi.experiments import ablation, sweep
+from nanokimi.results import charts, report
+from nanokimi.running import jobs, request
+from nanokimi.experiments.compare import ARCHITECTURE_LABELS, ARCHITECTURES
 from nanokimi.metrics import METRIC_BY_NAME
-from nanokimi.optim import OPTIMIZER_LABELS, OPTIMIZERS
+from nanokimi.training.optim import OPTIMIZER_LABELS, OPTIMIZERS
 from nanokimi.status import RUNNING
 from pages.common import (BASELINE, BIND, CONTROLS, KEEP, POLL_S, build_request, control_params, corpus,
                           dataset_choices, dataset_control, dataset_of, duration, estimate_s, job_queue, live_area,

@@ -24,16 +24,19 @@ from pathlib import Path
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
-from nanokimi import charts, jobs, report, sampling, sweep
-from nanokimi.compare import PRESETS
-from nanokimi.data import (
+from nanokimi.results import charts, report
+from nanokimi.running import jobs
+from nanokimi.training import sampling
+from nanokimi.experiments import sweep
+from nanokimi.experiments.compare import PRESETS
+from nanokimi.training.data import (
     BUILTIN, MAX_TEXT_BYTES, MAX_TEXT_LABEL, TINY_SHAKESPEARE, DataError, check_size, load_corpus, resolve_source,
 )
 from nanokimi.paths import home_dir, uploads_dir
-from nanokimi.request import GRIDS, SWEEP, Request
+from nanokimi.running.request import GRIDS, SWEEP, Request
 from nanokimi.settings import SettingError, all_fields, flatten, names
 from nanokimi.status import COMPLETED, DIVERGED, FAILED, INTERRUPTED, STOPPED
-from nanokimi.train import RunConfig
+from nanokimi.training.train import RunConfig
 
 # A page opened by its own URL on a server that no session has used yet (a shared /ablation?run=3
 # link, or a refresh after a restart) is run by Streamlit's older pages-folder mode, which a folder
@@ -573,7 +576,7 @@ def run_downloads(run, paths, columns):
     columns[1].download_button(f"Download checkpoints ({len(paths)}, ZIP)", lambda: checkpoints_zip(paths),
                                f"run{run['id']}-checkpoints.zip", "application/zip", on_click="ignore",
                                icon=":material/download:", disabled=not paths,
-                               help="The saved weights, one .pt per model: nanokimi.train.load_checkpoint reads one.")
+                               help="The saved weights, one .pt per model: nanokimi.training.train.load_checkpoint reads one.")
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")

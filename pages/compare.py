@@ -11,9 +11,10 @@ controls); a link naming a run and no settings opens it: its settings go into th
 import pandas as pd
 import streamlit as st
 
-from nanokimi import charts, report, request
-from nanokimi.compare import PRESET_HELP
-from nanokimi.optim import OPTIMIZER_LABELS, OPTIMIZERS
+from nanokimi.results import charts, report
+from nanokimi.running import request
+from nanokimi.experiments.compare import PRESET_HELP
+from nanokimi.training.optim import OPTIMIZER_LABELS, OPTIMIZERS
 from nanokimi.status import MEASURED
 from pages.common import (BASELINE, BIND, CONTROLS, KEEP, POLL_S, build_request, control_params, corpus,
                           dataset_choices, dataset_control, dataset_of, estimate_sentence, job_queue, live_area,

@@ -10,8 +10,10 @@ import math
 import streamlit as st
 import torch
 
-from nanokimi import charts, jobs, routing
-from nanokimi.data import DataError
+from nanokimi.results import charts
+from nanokimi.running import jobs
+from nanokimi.training import routing
+from nanokimi.training.data import DataError
 from nanokimi.status import FINISHED
 from pages.common import KEEP, checkpoint_with_text, job_queue, model_label, model_name, pick_run
 from pages.common import show_chart

@@ -7,7 +7,7 @@ generator: the same seed gives the same text.
 
 import streamlit as st
 
-from nanokimi import sampling
+from nanokimi.training import sampling
 from nanokimi.status import COMPLETED
 from pages.common import KEEP, checkpoint, how_ended, job_queue, model_name, pick_models, pick_run, run_downloads
 

@@ -10,9 +10,10 @@ import math
 import streamlit as st
 import torch
 
-from nanokimi import charts, nslab
-from nanokimi.data import DataError
-from nanokimi.optim import NS_COEFFICIENTS
+from nanokimi.results import charts
+from nanokimi.training import nslab
+from nanokimi.training.data import DataError
+from nanokimi.training.optim import NS_COEFFICIENTS
 from pages.common import KEEP, checkpoint_with_text, job_queue, model_label, pick_run
 from pages.common import show_chart
 

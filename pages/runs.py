@@ -10,12 +10,12 @@ results, or delete them (with their history and checkpoints). Active runs refres
 import pandas as pd
 import streamlit as st
 
-from nanokimi import charts, report, runtable
-from nanokimi.jobs import history_frame
-from nanokimi.request import COMPARISON, GRIDS, Request
+from nanokimi.results import charts, report, runtable
+from nanokimi.running.jobs import history_frame
+from nanokimi.running.request import COMPARISON, GRIDS, Request
 from nanokimi.settings import all_fields
 from nanokimi.status import ACTIVE, ALL
-from nanokimi.train import RunConfig
+from nanokimi.training.train import RunConfig
 from pages.common import KEEP, POLL_S, job_queue, run_label, show_chart
 
 queue = job_queue()

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from nanokimi.status import ACTIVE
-from nanokimi.store import Store
+from nanokimi.running.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"

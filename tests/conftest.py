@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanokimi.runner import runner_alive
+from nanokimi.running.runner import runner_alive
 from nanokimi.status import ACTIVE
-from nanokimi.store import Store
+from nanokimi.running.store import Store
 
 torch.set_num_threads(1)  # tiny models: one thread is fastest and leaves the other core free
 
@@ -72,5 +72,5 @@ def server(tmp_path):
 @pytest.fixture(scope="session")
 def equivalence_corpus():
     """Tiny Shakespeare when ../shared has it, else the built-in corpus: checks that need real text never skip."""
-    from nanokimi.data import BUILTIN, load_corpus
+    from nanokimi.training.data import BUILTIN, load_corpus
     return load_corpus(SHAKESPEARE if SHAKESPEARE.is_file() else BUILTIN)

@@ -5,12 +5,12 @@ import statistics
 import pandas as pd
 import pytest
 
-from nanokimi import ablation, compare
+from nanokimi.experiments import ablation, compare
 from nanokimi.metrics import RESULT_COLUMNS
-from nanokimi.optim import OptimizerConfig
-from nanokimi.train import RunConfig, RunResult
+from nanokimi.training.optim import OptimizerConfig
+from nanokimi.training.train import RunConfig, RunResult
 
-from nanokimi.ablation import (ablation_runs, default_target, effects, estimate, grid_arms, holm, parse_arms,
+from nanokimi.experiments.ablation import (ablation_runs, default_target, effects, estimate, grid_arms, holm, parse_arms,
                                summary_rows, time_to_target)
 from nanokimi.metrics import usable_cores
 from nanokimi.settings import SettingError

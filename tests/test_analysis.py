@@ -4,16 +4,16 @@ import math
 import pytest
 import torch
 
-from nanokimi.data import load_corpus
-from nanokimi.model import LanguageModel
-from nanokimi.compare import architecture
-from nanokimi.nslab import gradient_matrices, random_matrix, singular_value_trajectory, spread
-from nanokimi.optim import newton_schulz
-from nanokimi.parallel import BatchThreads
-from nanokimi.routing import (
+from nanokimi.training.data import load_corpus
+from nanokimi.training.model import LanguageModel
+from nanokimi.experiments.compare import architecture
+from nanokimi.training.nslab import gradient_matrices, random_matrix, singular_value_trajectory, spread
+from nanokimi.training.optim import newton_schulz
+from nanokimi.training.parallel import BatchThreads
+from nanokimi.training.routing import (
     character_preferences, entropy_metric, gate_statistics, load_metric, parse_metric, routing_metrics, routing_table,
 )
-from nanokimi.train import evaluate
+from nanokimi.training.train import evaluate
 
 
 def test_gate_statistics_of_a_uniform_and_a_collapsed_gate():

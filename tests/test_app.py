@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from nanokimi.data import BUILTIN, DataError, load_corpus, resolve_source
+from nanokimi.training.data import BUILTIN, DataError, load_corpus, resolve_source
 from nanokimi.metrics import METRICS
-from nanokimi.model import LanguageModel
-from nanokimi.request import comparison, eval_schedule
-from nanokimi.store import Store
+from nanokimi.training.model import LanguageModel
+from nanokimi.running.request import comparison, eval_schedule
+from nanokimi.running.store import Store
 from pages.common import BUILTIN_LABEL, UPLOAD_LABEL, build_request, kept_uploads, measured_costs, resolve_dataset
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")

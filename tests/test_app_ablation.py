@@ -11,14 +11,16 @@ from dataclasses import replace
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from nanokimi import jobs, report, request, sweep
-from nanokimi.ablation import CONTROLS, holm
-from nanokimi.compare import ARCHITECTURE_LABELS
-from nanokimi.data import BUILTIN, load_corpus
-from nanokimi.model import LanguageModel
+from nanokimi.running import jobs, request
+from nanokimi.results import report
+from nanokimi.experiments import sweep
+from nanokimi.experiments.ablation import CONTROLS, holm
+from nanokimi.experiments.compare import ARCHITECTURE_LABELS
+from nanokimi.training.data import BUILTIN, load_corpus
+from nanokimi.training.model import LanguageModel
 from nanokimi.paths import checkpoint_path
 from nanokimi.status import ACTIVE, STOPPED
-from nanokimi.store import Store
+from nanokimi.running.store import Store
 from pages.common import BUILTIN_LABEL
 from tests.test_app import APP, app, errors
 

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from nanokimi import sampling
-from nanokimi.data import DataError
+from nanokimi.training import sampling
+from nanokimi.training.data import DataError
 from nanokimi.paths import checkpoint_path
-from nanokimi.request import Request, ablation, comparison
+from nanokimi.running.request import Request, ablation, comparison
 from nanokimi.status import COMPLETED, STOPPED
-from nanokimi.store import Store
-from nanokimi.train import load_checkpoint, train
+from nanokimi.running.store import Store
+from nanokimi.training.train import load_checkpoint, train
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 TINY = {"n_embd": 16, "n_head": 2, "n_layer": 1, "experts": 2, "iters": 10, "batch_size": 4, "block_size": 8,
@@ -242,7 +242,7 @@ def test_the_configuration_download_reads_back_as_the_runs_request(home, grid_ru
 
 
 def test_the_checkpoints_download_holds_every_saved_model_byte_for_byte(home, grid_run, tmp_path):
-    from nanokimi.jobs import JobQueue
+    from nanokimi.running.jobs import JobQueue
     from pages.common import checkpoints_zip
 
     paths = JobQueue(home).checkpoints(Store(home).get_run(grid_run))

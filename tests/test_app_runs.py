@@ -8,9 +8,10 @@ test_app_ablation.py reach the page after real training.
 import pyarrow as pa
 import pytest
 
-from nanokimi import charts, request
-from nanokimi.data import BUILTIN
-from nanokimi.store import Store
+from nanokimi.results import charts
+from nanokimi.running import request
+from nanokimi.training.data import BUILTIN
+from nanokimi.running.store import Store
 from tests.test_app import app
 from tests.test_runtable import T_975_1, TINY, finish, points, stored
 

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from nanokimi.backends import BackendError, LocalBackend, make_backend
-from nanokimi.progress import GridProgress
+from nanokimi.running.backends import BackendError, LocalBackend, make_backend
+from nanokimi.running.progress import GridProgress
 from test_train import losses, tiny_run
 
 

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from nanokimi import backprop
-from nanokimi.model import LanguageModel
-from nanokimi.compare import architecture
-from nanokimi.parallel import BatchThreads
+from nanokimi.training import backprop
+from nanokimi.training.model import LanguageModel
+from nanokimi.experiments.compare import architecture
+from nanokimi.training.parallel import BatchThreads
 
 CONFIGS = [
     ("nanogpt", {}),

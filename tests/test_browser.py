@@ -9,7 +9,7 @@ import csv
 import io
 from pathlib import Path
 
-from nanokimi.report import CSV_COLUMNS
+from nanokimi.results.report import CSV_COLUMNS
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from nanokimi.store import Store
+from nanokimi.running.store import Store
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
 

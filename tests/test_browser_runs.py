@@ -9,8 +9,8 @@ page and run. The server is tests/browser.py's; without Chromium the test is ski
 import re
 import time
 
-from nanokimi import jobs, request
-from nanokimi.data import BUILTIN
+from nanokimi.running import jobs, request
+from nanokimi.training.data import BUILTIN
 from nanokimi.status import ACTIVE
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
 

@@ -11,9 +11,9 @@ import re
 
 import pytest
 
-from nanokimi.data import BUILTIN
-from nanokimi.request import comparison, eval_schedule
-from nanokimi.store import Store
+from nanokimi.training.data import BUILTIN
+from nanokimi.running.request import comparison, eval_schedule
+from nanokimi.running.store import Store
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
 

@@ -9,7 +9,8 @@ import re
 import pandas as pd
 import pytest
 
-from nanokimi import charts, nslab
+from nanokimi.results import charts
+from nanokimi.training import nslab
 
 
 def history(models=("NanoGPT", "NanoKimi"), metrics=("train_loss", "val_loss", "ms_per_step"), steps=5):

@@ -116,7 +116,7 @@ def test_non_positive_counts_are_refused_with_status_2_in_the_configs_words(tmp_
 def test_every_setting_of_the_configs_has_a_flag_and_no_flag_is_written_by_hand():
     from nanokimi.cli import build_parser
     from nanokimi.settings import names
-    from nanokimi.train import RunConfig
+    from nanokimi.training.train import RunConfig
 
     given = vars(build_parser().parse_args(["compare"]))
     flags = set(given) - {"command", "data", "preset", "gpt_optimizer", "kimi_optimizer", "out", "backend", "ray_address",
@@ -193,7 +193,7 @@ def test_infinite_and_nan_settings_are_refused_with_status_2_in_the_configs_word
 
 def test_the_sweeps_learning_rate_factors_default_to_the_apps_and_take_fractions(tmp_path, capsys):
     from nanokimi.cli import build_parser, lr_factors
-    from nanokimi.sweep import DEFAULT_FACTORS
+    from nanokimi.experiments.sweep import DEFAULT_FACTORS
 
     assert lr_factors(build_parser().parse_args(["sweep"]).lr_factors) == list(DEFAULT_FACTORS)
     assert lr_factors("1/27, 0.5,3") == [1 / 27, 0.5, 3.0]

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from nanokimi.data import (
+from nanokimi.training.data import (
     BUILTIN_MAX_CHARS, MAX_TEXT_BYTES, Corpus, DataError, builtin_text, check_size, download_tiny_shakespeare,
     eval_batches, get_batch, load_corpus, min_chars, remove_uploads, resolve_source,
 )
-from nanokimi.compare import architecture
-from nanokimi.optim import OptimizerConfig
-from nanokimi.train import RunConfig, train
-from nanokimi.worker import run_isolated
+from nanokimi.experiments.compare import architecture
+from nanokimi.training.optim import OptimizerConfig
+from nanokimi.training.train import RunConfig, train
+from nanokimi.running.worker import run_isolated
 
 
 # --- vocabulary, encoding, split --------------------------------------------------------------

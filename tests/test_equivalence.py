@@ -12,13 +12,13 @@ those ratios "at identical math".
 import pytest
 import torch
 
-from nanokimi.data import get_batch
-from nanokimi.model import LanguageModel
-from nanokimi.compare import architecture
-from nanokimi.optim import build_optimizer
-from nanokimi.parallel import BatchThreads
-from nanokimi.reference import from_fast, reference_optimizers, reference_step
-from nanokimi.train import train_step
+from nanokimi.training.data import get_batch
+from nanokimi.training.model import LanguageModel
+from nanokimi.experiments.compare import architecture
+from nanokimi.training.optim import build_optimizer
+from nanokimi.training.parallel import BatchThreads
+from nanokimi.training.reference import from_fast, reference_optimizers, reference_step
+from nanokimi.training.train import train_step
 
 STEPS = 50
 TOLERANCE = 1e-4

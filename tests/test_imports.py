@@ -26,30 +26,30 @@ def loaded_after(statement):
 
 def trained_by_a_worker(tmp_path, optimizer):
     """The modules of a worker that has trained a tiny run with `optimizer` (worker.main, in-process)."""
-    from nanokimi.compare import comparison_runs
+    from nanokimi.experiments.compare import comparison_runs
 
     run = comparison_runs("quick", "adamw", optimizer, "builtin", iters=2, eval_interval=1, eval_iters=1, n_embd=16,
                           n_head=2, n_layer=1, block_size=8, batch_size=2, threads=1)[1]  # NanoKimi
     config = tmp_path / "config.json"
     config.write_text(json.dumps(run.to_dict()))
     result = tmp_path / "result.json"
-    modules = modules_after(f"import nanokimi.worker; assert nanokimi.worker.main({str(config)!r}, {str(result)!r}) == 0")
+    modules = modules_after(f"import nanokimi.running.worker; assert nanokimi.running.worker.main({str(config)!r}, {str(result)!r}) == 0")
     assert json.loads(result.read_text())["results"]["steps"] == 2
     return modules
 
 
 def test_the_check_sees_what_an_import_loads():
-    assert "pandas" in loaded_after("import nanokimi.jobs"), "jobs builds history frames with pandas"
+    assert "pandas" in loaded_after("import nanokimi.running.jobs"), "jobs builds history frames with pandas"
 
 
-@pytest.mark.parametrize("module", ["nanokimi.cli", "nanokimi.jobs", "nanokimi.worker", "nanokimi.store",
-                                    "nanokimi.runner", "nanokimi.request"])
+@pytest.mark.parametrize("module", ["nanokimi.cli", "nanokimi.running.jobs", "nanokimi.running.worker", "nanokimi.running.store",
+                                    "nanokimi.running.runner", "nanokimi.running.request"])
 def test_the_engine_never_imports_streamlit(module):
     assert "streamlit" not in loaded_after(f"import {module}")
 
 
 def test_a_worker_imports_neither_pandas_nor_altair():
-    loaded = loaded_after("import nanokimi.worker")
+    loaded = loaded_after("import nanokimi.running.worker")
     assert "torch" in loaded and not {"pandas", "altair", "streamlit"} & loaded
 
 
@@ -73,4 +73,4 @@ def test_a_worker_loads_no_analysis_or_app_module(tmp_path):
     assert not {"pandas", "altair", "streamlit", "scipy", "matplotlib"} & {name.split(".")[0] for name in loaded}
     heavy = {"nanokimi." + name for name in ("ablation", "sweep", "report", "charts", "sampling", "jobs", "store",
                                             "runner", "compare", "request", "cli")}
-    assert "nanokimi.train" in loaded and not heavy & loaded
+    assert "nanokimi.training.train" in loaded and not heavy & loaded

@@ -10,13 +10,14 @@ from dataclasses import replace
 import psutil
 import pytest
 
-from nanokimi import jobs, report
-from nanokimi.request import comparison, comparison_jobs, sweep, training_threads
-from nanokimi.runner import Recorder, outcome
+from nanokimi.running import jobs
+from nanokimi.results import report
+from nanokimi.running.request import comparison, comparison_jobs, sweep, training_threads
+from nanokimi.running.runner import Recorder, outcome
 from nanokimi.status import ACTIVE, COMPLETED, DIVERGED
-from nanokimi.store import Store
-from nanokimi.train import RunResult
-from nanokimi.worker import run_isolated
+from nanokimi.running.store import Store
+from nanokimi.training.train import RunResult
+from nanokimi.running.worker import run_isolated
 
 TINY = dict(n_embd=16, n_head=2, n_layer=1, experts=2, batch_size=4, block_size=8, eval_iters=2, threads=1)
 
@@ -61,7 +62,7 @@ def finished(runner, run_id, timeout=120):
 def training(runner, run_id, timeout=60):
     """Wait until the run has recorded training steps; returns the runner's worker process."""
     wait_for(lambda: (runner.view(run_id).history["metric"] == "train_loss").any(), timeout)
-    workers = [p for p in psutil.Process(runner.process.pid).children(recursive=True) if "nanokimi.worker" in p.cmdline()]
+    workers = [p for p in psutil.Process(runner.process.pid).children(recursive=True) if "nanokimi.running.worker" in p.cmdline()]
     assert workers, "the runner trains in a worker process"
     return workers[0]
 

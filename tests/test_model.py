@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from nanokimi.data import Corpus, DataError
-from nanokimi.model import MoE, CausalSelfAttention, LanguageModel, ModelConfig, balancing_loss, ffn_params, fused_experts, generate
-from nanokimi.compare import architecture
-from nanokimi.reference import from_fast
+from nanokimi.training.data import Corpus, DataError
+from nanokimi.training.model import MoE, CausalSelfAttention, LanguageModel, ModelConfig, balancing_loss, ffn_params, fused_experts, generate
+from nanokimi.experiments.compare import architecture
+from nanokimi.training.reference import from_fast
 
 TINY = dict(vocab_size=11, block_size=8, n_embd=16, n_head=4, n_layer=1)
 

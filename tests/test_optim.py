@@ -6,12 +6,12 @@ import copy
 import pytest
 import torch
 
-from nanokimi.model import LanguageModel, ModelConfig
-from nanokimi.optim import (
+from nanokimi.training.model import LanguageModel, ModelConfig
+from nanokimi.training.optim import (
     NS_COEFFICIENTS, MatrixwiseMuon, OptimizerConfig, TrueMuon, build_optimizer, matrices, newton_schulz, split_parameters,
 )
-from nanokimi.parallel import BatchThreads
-from nanokimi.reference import from_fast, matrix_sign, reference_optimizers, reference_step
+from nanokimi.training.parallel import BatchThreads
+from nanokimi.training.reference import from_fast, matrix_sign, reference_optimizers, reference_step
 
 TINY = dict(vocab_size=13, block_size=8, n_embd=16, n_head=4, n_layer=2)
 

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from nanokimi.data import eval_batches, load_corpus
-from nanokimi.model import LanguageModel
-from nanokimi.compare import architecture
-from nanokimi.parallel import BatchThreads, plan
-from nanokimi.train import evaluate, train
+from nanokimi.training.data import eval_batches, load_corpus
+from nanokimi.training.model import LanguageModel
+from nanokimi.experiments.compare import architecture
+from nanokimi.training.parallel import BatchThreads, plan
+from nanokimi.training.train import evaluate, train
 from test_train import losses, tiny_run
 
 

@@ -1,5 +1,5 @@
-from nanokimi.model import LanguageModel
-from nanokimi.compare import architecture
+from nanokimi.training.model import LanguageModel
+from nanokimi.experiments.compare import architecture
 
 
 def test_seed_preset_parameter_counts_match_the_original():

@@ -24,7 +24,7 @@ import pytest
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 ray = pytest.importorskip("ray", reason="the Ray backend's tests need Ray: pip install -r requirements-ray.txt")
 
-from nanokimi.backends import LocalBackend, RayBackend  # noqa: E402
+from nanokimi.running.backends import LocalBackend, RayBackend  # noqa: E402
 from test_train import losses, tiny_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -231,10 +231,10 @@ def test_the_apps_runner_sends_a_grid_to_the_configured_cluster_and_keeps_each_r
                                                                                         tmp_path, monkeypatch):
     import threading
 
-    from nanokimi import request
+    from nanokimi.running import request
     from nanokimi.paths import checkpoint_path
-    from nanokimi.runner import execute
-    from nanokimi.store import Store
+    from nanokimi.running.runner import execute
+    from nanokimi.running.store import Store
 
     monkeypatch.setenv("NANOKIMI_RAY_ADDRESS", two_nodes.address)
     store = Store(tmp_path / "home")

@@ -6,7 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from nanokimi import report, request
+from nanokimi.results import report
+from nanokimi.running import request
 from nanokimi.metrics import HISTORY_COLUMNS, RESULT_COLUMNS
 
 

@@ -5,12 +5,12 @@ from dataclasses import replace
 
 import pytest
 
-from nanokimi import request
-from nanokimi.ablation import CONTROLS
-from nanokimi.model import LanguageModel
-from nanokimi.optim import OptimizerConfig
+from nanokimi.running import request
+from nanokimi.experiments.ablation import CONTROLS
+from nanokimi.training.model import LanguageModel
+from nanokimi.training.optim import OptimizerConfig
 from nanokimi.settings import SettingError, apply, flatten, names
-from nanokimi.train import RunConfig
+from nanokimi.training.train import RunConfig
 
 TINY = dict(n_embd=16, n_head=2, n_layer=1, experts=2, batch_size=4, block_size=8, eval_iters=2, threads=1)
 

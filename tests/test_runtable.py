@@ -8,11 +8,12 @@ import math
 
 import pytest
 
-from nanokimi import charts, request, runtable
-from nanokimi.data import BUILTIN
-from nanokimi.jobs import history_frame
-from nanokimi.routing import entropy_metric
-from nanokimi.store import Store
+from nanokimi.results import charts, runtable
+from nanokimi.running import request
+from nanokimi.training.data import BUILTIN
+from nanokimi.running.jobs import history_frame
+from nanokimi.training.routing import entropy_metric
+from nanokimi.running.store import Store
 
 TINY = {"n_embd": 16, "n_head": 2, "n_layer": 2, "experts": 2, "iters": 4, "eval_interval": 2, "eval_iters": 2,
         "batch_size": 4, "block_size": 8, "threads": 1}

@@ -3,7 +3,7 @@
 import sqlite3
 from pathlib import Path
 
-from nanokimi.store import Store
+from nanokimi.running.store import Store
 
 
 def test_schema_is_created_once_in_wal_mode(tmp_path):
@@ -63,8 +63,8 @@ def test_data_sources_lists_the_texts_of_the_given_runs_or_of_all(tmp_path):
 
 
 def test_an_uploaded_text_is_deleted_with_the_last_run_that_trains_on_it(tmp_path, small_text_file):
-    from nanokimi.data import resolve_source
-    from nanokimi.jobs import JobQueue
+    from nanokimi.training.data import resolve_source
+    from nanokimi.running.jobs import JobQueue
 
     queue = JobQueue(tmp_path)
     upload = Path(resolve_source(b"an uploaded text, twice used", tmp_path))

@@ -8,10 +8,10 @@ from dataclasses import replace
 
 import pytest
 
-from nanokimi import sweep
-from nanokimi.ablation import grid_arms
+from nanokimi.experiments import sweep
+from nanokimi.experiments.ablation import grid_arms
 from nanokimi.status import COMPLETED, DIVERGED
-from nanokimi.train import RunResult
+from nanokimi.training.train import RunResult
 
 TINY = dict(iters=4, eval_interval=2, eval_iters=1, n_layer=1, n_embd=16, n_head=2, block_size=8, batch_size=4,
             threads=1)

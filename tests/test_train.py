@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from nanokimi import metrics
-from nanokimi.data import eval_batches, get_batch, load_corpus
-from nanokimi.model import LanguageModel
-from nanokimi.compare import architecture
-from nanokimi.reference import from_fast
-from nanokimi.optim import OptimizerConfig
+from nanokimi.training.data import eval_batches, get_batch, load_corpus
+from nanokimi.training.model import LanguageModel
+from nanokimi.experiments.compare import architecture
+from nanokimi.training.reference import from_fast
+from nanokimi.training.optim import OptimizerConfig
 from nanokimi.settings import apply
-from nanokimi import train as train_module
-from nanokimi.train import (DIVERGENCE_WINDOW, PHASES, RunConfig, RunResult, divergence_limit, diverged, evaluate,
+from nanokimi.training import train as train_module
+from nanokimi.training.train import (DIVERGENCE_WINDOW, PHASES, RunConfig, RunResult, divergence_limit, diverged, evaluate,
                             load_checkpoint, smoothed_train_loss, train)
 
 

@@ -4,8 +4,8 @@ as one after the other, in order, and is stoppable."""
 import math
 import threading
 
-from nanokimi.train import train
-from nanokimi.worker import run_isolated, run_many
+from nanokimi.training.train import train
+from nanokimi.running.worker import run_isolated, run_many
 from test_train import losses, tiny_run
 
 

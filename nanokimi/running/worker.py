@@ -1,4 +1,4 @@
-"""Running one RunConfig in its own process: `python -m nanokimi.worker CONFIG RESULT`.
+"""Running one RunConfig in its own process: `python -m nanokimi.running.worker CONFIG RESULT`.
 
 Why a process per run: peak resident memory is a per-process high-water mark, so a model trained
 after another in the same process would report the other's peak. In its own process each model's
@@ -27,12 +27,12 @@ import threading
 import time
 from pathlib import Path
 
-from .data import DataError
-from .metrics import rss_mb
-from .status import FAILED, STOPPED
-from .train import RunConfig, RunResult, train
+from ..training.data import DataError
+from ..metrics import rss_mb
+from ..status import FAILED, STOPPED
+from ..training.train import RunConfig, RunResult, train
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_isolated(run, on_event=None, should_stop=None, poll_s=0.1):
@@ -41,7 +41,7 @@ def run_isolated(run, on_event=None, should_stop=None, poll_s=0.1):
         config_path, result_path = Path(tmp) / "config.json", Path(tmp) / "result.json"
         config_path.write_text(json.dumps(run.to_dict()))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
-        proc = subprocess.Popen([sys.executable, "-m", "nanokimi.worker", str(config_path), str(result_path)],
+        proc = subprocess.Popen([sys.executable, "-m", "nanokimi.running.worker", str(config_path), str(result_path)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, env=env,
                                 start_new_session=True)  # Ctrl-C reaches the worker only through us
         # should_stop is polled in a thread, not only when a line arrives: a worker that is

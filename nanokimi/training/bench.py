@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from . import metrics
+from .. import metrics
 from .data import eval_batches, get_batch
 from .model import generate
 from .train import evaluate, prepare, train_step

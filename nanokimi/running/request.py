@@ -25,16 +25,16 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from .ablation import ablation_runs, grid_arms
-from .compare import comparison_runs, preset
-from .data import BUILTIN
-from .metrics import usable_cores
-from .model import LanguageModel
-from .optim import OPTIMIZER_LABELS
-from .settings import SettingError
-from .sweep import DEFAULT_FACTORS, confirmation_runs, tuning_runs
-from .sweep import tuning_seeds as tuning_seed_numbers
-from .train import RunConfig
+from ..experiments.ablation import ablation_runs, grid_arms
+from ..experiments.compare import comparison_runs, preset
+from ..training.data import BUILTIN
+from ..metrics import usable_cores
+from ..training.model import LanguageModel
+from ..training.optim import OPTIMIZER_LABELS
+from ..settings import SettingError
+from ..experiments.sweep import DEFAULT_FACTORS, confirmation_runs, tuning_runs
+from ..experiments.sweep import tuning_seeds as tuning_seed_numbers
+from ..training.train import RunConfig
 
 COMPARISON, ABLATION, SWEEP = "comparison", "ablation", "sweep"
 GRIDS = (ABLATION, SWEEP)  # the kinds made of arms × seeds (the Ablation page shows both)

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 
-from .status import COMPLETED, DIVERGED, FAILED, STOPPED
+from ..status import COMPLETED, DIVERGED, FAILED, STOPPED
 
 QUEUED, RUNNING = "queued", "running"
 SHOWN_IN_FLIGHT = 12  # runs in flight listed by name; the rest are counted

@@ -10,7 +10,7 @@ measure that on real gradients or random matrices, for any number of steps and c
 import torch
 
 from .data import get_batch
-from .metrics import median_time_ms
+from ..metrics import median_time_ms
 from .optim import NS_COEFFICIENTS, matrices, newton_schulz
 
 

@@ -30,7 +30,7 @@ import torch.nn as nn
 from torch.optim.adamw import adamw as adamw_kernels
 
 from .flat import FlatLayout
-from .settings import Problems, setting
+from ..settings import Problems, setting
 
 # Quintic coefficients chosen to push singular values in (0, 1] quickly into a band around 1
 # (roughly 0.7..1.2) rather than to converge exactly: five steps are enough for an update direction.

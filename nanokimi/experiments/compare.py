@@ -21,10 +21,10 @@ app's runner (runner.py).
 
 from dataclasses import replace
 
-from .data import load_corpus
-from .model import ModelConfig, ffn_params
-from .settings import Problems, SettingError, apply, fields
-from .train import RunConfig
+from ..training.data import load_corpus
+from ..training.model import ModelConfig, ffn_params
+from ..settings import Problems, SettingError, apply, fields
+from ..training.train import RunConfig
 
 # The models nanokimi trains, by the key the CLI, the grids and the stored runs use: the two of the
 # comparison, and two controls that each change one thing on the way from NanoGPT to NanoKimi.

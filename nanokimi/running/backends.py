@@ -42,8 +42,8 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from .status import FAILED, STOPPED
-from .train import RunConfig, RunResult
+from ..status import FAILED, STOPPED
+from ..training.train import RunConfig, RunResult
 
 BACKENDS = ("local", "ray")
 INSTALL_RAY = "pip install -r requirements-ray.txt"
@@ -135,7 +135,7 @@ class RayBackend:
         import logging
 
         ray = self.ray
-        options = {"runtime_env": {"py_modules": [str(Path(__file__).resolve().parent)]},  # the code travels with the job
+        options = {"runtime_env": {"py_modules": [str(Path(__file__).resolve().parents[1])]},  # the code travels with the job
                    "log_to_driver": False, "logging_level": logging.WARNING}
         if self.address and self.address not in ("auto", "local"):
             check_reachable(self.address)
@@ -161,7 +161,7 @@ class RayBackend:
 
     def threads(self, run):
         """The run's threads, resolved on the driver as the local CLI does: the task asks for that many CPUs."""
-        from .metrics import usable_cores
+        from ..metrics import usable_cores
 
         return run.threads or max(1, usable_cores() // self.jobs)
 
@@ -182,7 +182,7 @@ class RayBackend:
     # --- training --------------------------------------------------------------------------------------
 
     def run(self, runs, on_event=None, on_result=None, should_stop=None):
-        from .data import load_corpus
+        from ..training.data import load_corpus
 
         ray = self.ray
         runs = list(runs)
@@ -376,9 +376,9 @@ def train_on_worker(config, text_and_name, stop_name=None):
     once the driver creates the actor `stop_name` (RayBackend.run)."""
     import ray
 
-    from .data import Corpus, DataError
-    from .metrics import rss_mb
-    from .train import train
+    from ..training.data import Corpus, DataError
+    from ..metrics import rss_mb
+    from ..training.train import train
 
     yield {"event": "placed", "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
     run = RunConfig.from_dict(config)

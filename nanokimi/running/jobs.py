@@ -27,15 +27,15 @@ from functools import cached_property
 
 import pandas as pd
 
-from .data import remove_uploads
-from .metrics import HISTORY_COLUMNS
-from .paths import checkpoint_path
+from ..training.data import remove_uploads
+from ..metrics import HISTORY_COLUMNS
+from ..paths import checkpoint_path
 from .request import COMPARISON, Request
 from .runner import RunnerLock, runner_alive, runner_died
-from .status import ACTIVE, FAILED, QUEUED, RUNNING, TRAINED_TO_THE_END
+from ..status import ACTIVE, FAILED, QUEUED, RUNNING, TRAINED_TO_THE_END
 from .store import Store
-from .sweep import learning_rate, tuned_setting
-from .train import RunResult
+from ..experiments.sweep import learning_rate, tuned_setting
+from ..training.train import RunResult
 from .worker import PACKAGE_ROOT
 
 # The same request from the same session this soon after the first is a double click. Counted on the
@@ -57,8 +57,8 @@ def request_kind(config):
 
 def ablation_results(run, history=None):
     """The runs of a stored ablation or sweep that trained to the end, as train.RunResults (config,
-    results row, history) in grid order, for nanokimi.ablation's run_rows / summary_rows /
-    history_rows and nanokimi.sweep's choose / sweep_rows. Without `history` they carry none.
+    results row, history) in grid order, for nanokimi.experiments.ablation's run_rows / summary_rows /
+    history_rows and nanokimi.experiments.sweep's choose / sweep_rows. Without `history` they carry none.
 
     A run stopped halfway is left out: its losses are from fewer steps than its arm's other seeds.
     """

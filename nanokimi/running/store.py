@@ -24,8 +24,8 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from .paths import home_dir
-from .status import QUEUED, RUNNING, STOPPED
+from ..paths import home_dir
+from ..status import QUEUED, RUNNING, STOPPED
 
 SCHEMA_VERSION = 1
 SCHEMA = """

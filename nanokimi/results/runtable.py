@@ -22,12 +22,13 @@ import time
 import pandas as pd
 from scipy import stats
 
-from . import report, routing
-from .ablation import estimate
-from .request import GRIDS, Request
-from .settings import flatten, names
-from .status import ACTIVE, MEASURED, TRAINED_TO_THE_END
-from .train import RunConfig
+from . import report
+from ..training import routing
+from ..experiments.ablation import estimate
+from ..running.request import GRIDS, Request
+from ..settings import flatten, names
+from ..status import ACTIVE, MEASURED, TRAINED_TO_THE_END
+from ..training.train import RunConfig
 
 SETTINGS = names(RunConfig)
 BUILT_AS = ["architecture", "optimizer"]          # config fields that say what a model is, not settings

@@ -39,11 +39,11 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
-from .paths import checkpoint_path
+from ..paths import checkpoint_path
 from .request import COMPARISON, SWEEP, Request
-from .status import COMPLETED, DIVERGED, FAILED, INTERRUPTED, STOPPED
+from ..status import COMPLETED, DIVERGED, FAILED, INTERRUPTED, STOPPED
 from .store import Store
-from .sweep import choose
+from ..experiments.sweep import choose
 from .worker import run_isolated
 
 POLL_S = 0.1   # how often the runner looks at the stop flag

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from nanokimi import backprop
+from nanokimi.training import backprop
 
 
 def plan(threads, device, model_config, batch_size):

@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .settings import Problems, setting
+from ..settings import Problems, setting
 
 
 FFNS = ("dense", "swiglu", "moe")

@@ -27,14 +27,14 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from . import metrics
+from .. import metrics
 from .data import Corpus, eval_batches, get_batch, load_corpus
 from .model import LanguageModel, ModelConfig, generate
 from .optim import OptimizerConfig, build_optimizer
 from .parallel import BatchThreads, plan
 from .routing import entropy_metric, gate_statistics, load_metric
-from .settings import Problems, setting
-from .status import COMPLETED, DIVERGED, FAILED, RUNNING, STOPPED
+from ..settings import Problems, setting
+from ..status import COMPLETED, DIVERGED, FAILED, RUNNING, STOPPED
 
 # Evaluation runs many batches per forward pass, this many tokens at a time. On the CPU, chunks
 # whose activations stay in cache win: 2,048 tokens evaluated the seed models 1.1-1.2x faster than

@@ -205,7 +205,7 @@ def resolve_source(source=None, home=None, name="uploaded file"):
     """What RunConfig.data gets for a source key: None (input.txt if present, else the built-in
     corpus), "builtin", TINY_SHAKESPEARE (downloaded once into the cache, checked), a path, or the bytes of an uploaded text (checked, then saved once under the
     uploads folder by content hash). Raises DataError when the text cannot be had or used."""
-    from .paths import cache_dir, uploads_dir
+    from ..paths import cache_dir, uploads_dir
 
     if source is None:
         source = default_source()
@@ -228,7 +228,7 @@ def resolve_source(source=None, home=None, name="uploaded file"):
 def remove_uploads(sources, home=None):
     """Delete the uploaded texts among `sources` (RunConfig.data values); any other path (a user's own
     file, the download cache) is never touched. The caller knows no stored run uses them any more."""
-    from .paths import uploads_dir
+    from ..paths import uploads_dir
 
     folder = uploads_dir(home)
     removed = []

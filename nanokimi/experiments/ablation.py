@@ -39,11 +39,11 @@ from pathlib import Path
 from scipy import stats
 
 from .compare import ARCHITECTURES, as_architecture, preset, validate_all
-from .data import DataError, load_corpus
-from .optim import OPTIMIZER_LABELS, OPTIMIZERS
-from .settings import SettingError, apply
-from .status import TRAINED_TO_THE_END
-from .train import RunConfig, RunResult
+from ..training.data import DataError, load_corpus
+from ..training.optim import OPTIMIZER_LABELS, OPTIMIZERS
+from ..settings import SettingError, apply
+from ..status import TRAINED_TO_THE_END
+from ..training.train import RunConfig, RunResult
 
 CONTROLS = ("nanogpt", "relu-matched", "swiglu-matched", "nanokimi")
 DEFAULT_ARCHITECTURES = ("nanogpt", "nanokimi")
@@ -178,7 +178,7 @@ def train_grid(runs, out_dir, jobs=1, on_event=None, should_stop=None, backend=N
     """Train the runs not already finished in `out_dir` (each kept there as it ends) on `backend`
     (backends.py; default: local worker processes, `jobs` at a time); returns (results of every
     run trained or reused, in grid order; how many were reused)."""
-    from .backends import LocalBackend
+    from ..running.backends import LocalBackend
 
     backend = backend or LocalBackend(jobs)
     finished = load_finished(out_dir, runs)
@@ -330,7 +330,7 @@ def history_rows(results):
 
 def run_columns():
     """ablation.csv's columns: the arm, then the results.csv metrics, then time to target."""
-    from .metrics import RESULT_COLUMNS
+    from ..metrics import RESULT_COLUMNS
 
     return ["arm", "architecture", "optimizer", "seed"] + [c for c in RESULT_COLUMNS if c not in (
         "architecture", "optimizer", "seed")] + ["target_val_loss", "time_to_target_s"]
@@ -354,7 +354,7 @@ def write_files(out_dir, results, target=None):
     """ablation.csv, ablation_summary.csv and ablation.png in out_dir; returns (run rows, summary rows)."""
     import pandas as pd
 
-    from . import charts
+    from ..results import charts
 
     out_dir = Path(out_dir)
     rows = run_rows(results, target)

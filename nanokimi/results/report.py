@@ -14,12 +14,12 @@ import platform
 
 import pandas as pd
 
-from .metrics import HISTORY_COLUMNS, METRIC_BY_NAME, METRICS, RESULT_COLUMNS
-from .optim import OPTIMIZER_LABELS, OPTIMIZERS
-from .request import Request
-from .settings import flatten, names
-from .status import COMPLETED, DIVERGED
-from .train import RunConfig
+from ..metrics import HISTORY_COLUMNS, METRIC_BY_NAME, METRICS, RESULT_COLUMNS
+from ..training.optim import OPTIMIZER_LABELS, OPTIMIZERS
+from ..running.request import Request
+from ..settings import flatten, names
+from ..status import COMPLETED, DIVERGED
+from ..training.train import RunConfig
 
 # --- display names -----------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ import statistics
 from dataclasses import replace
 
 from .ablation import ablation_runs, train_grid
-from .status import DIVERGED, FAILED
+from ..status import DIVERGED, FAILED
 
 DEFAULT_FACTORS = (1 / 9, 1 / 3, 1.0, 3.0, 9.0)
 TUNING_SEED_OFFSET = 100_000  # tuning seeds are base_seed + 100,000 + i: never a confirmation seed

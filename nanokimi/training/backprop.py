@@ -19,7 +19,7 @@ import weakref
 
 import torch
 
-from nanokimi.model import MoE, SwiGLU
+from nanokimi.training.model import MoE, SwiGLU
 
 aten = torch.ops.aten
 _layer_norm_backward = aten.native_layer_norm_backward.default

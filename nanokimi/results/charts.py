@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 from scipy import signal
 
-from . import report, routing
+from . import report
+from ..training import routing
 
 MAX_POINTS = 2000  # per series: enough for a smooth line, few enough to redraw every second
 
