@@ -56,7 +56,7 @@ def _architecture(name):
     controls first, since "matched ReLU" is no NanoGPT and no NanoKimi."""
     text = str(name).lower()
     return next((arch for arch in ARCHITECTURE_COLORS
-                 if arch in text or report.ARCHITECTURE_NAMES[arch].lower() in text), None)
+                 if arch in text or report.architecture_name(arch).lower() in text), None)
 
 
 def series_color(name):
