@@ -10,16 +10,16 @@ active. The controls are URL parameters, and a grid opens into them, as on the C
 """
 
 import math
-import re
 from fractions import Fraction
 
 import pandas as pd
 import streamlit as st
 
 from nanokimi.experiments import ablation, sweep
-from nanokimi.results import charts, report
+from nanokimi.experiments.arms import ARCHITECTURES, display_name, short_name
+from nanokimi.experiments.stats import Estimate
+from nanokimi.results import ablation_files, charts, report
 from nanokimi.running import jobs, request
-from nanokimi.experiments.compare import ARCHITECTURE_LABELS, ARCHITECTURES
 from nanokimi.metrics import METRIC_BY_NAME
 from nanokimi.training.optim import OPTIMIZER_LABELS, OPTIMIZERS
 from nanokimi.status import RUNNING
@@ -30,14 +30,7 @@ from pages.common import (BASELINE, BIND, CONTROLS, KEEP, POLL_S, build_request,
 
 PREFIX = "ablation_"
 FACTOR_CHOICES = (1 / 27, 1 / 9, 1 / 3, 1.0, 3.0, 9.0, 27.0)  # learning-rate factors offered; the CLI's default below
-# The decomposition's arms in sentences, and what each of its contrasts isolates (ablation.DECOMPOSITION).
-SHORT_NAMES = report.ARCHITECTURE_NAMES
-ISOLATES = {"parameters": "size alone", "activation": "SwiGLU for ReLU at equal size",
-            "routing": "the gate and the split into experts at equal size"}
-EFFECT_NAMES = {f"{contrast} ({with_change} − {without}), {OPTIMIZER_LABELS[o]}":
-                (f"{contrast.capitalize()}, {OPTIMIZER_LABELS[o]}: {SHORT_NAMES[with_change]} − {SHORT_NAMES[without]}",
-                 ISOLATES[contrast])
-                for contrast, with_change, without in ablation.DECOMPOSITION for o in OPTIMIZERS}
+ISOLATES = {step.contrast: step.isolates for step in ablation.DECOMPOSITION}  # what each of its contrasts measures
 WIDE_LABELS = {"labelLimit": 0}  # arm and effect names are long: show them whole in legends and axes
 queue = job_queue()
 
@@ -55,7 +48,7 @@ def open_grid(run_id):
         return
     asked, settings, is_sweep = stored.asked, settings_of(stored), stored.kind == request.SWEEP
     factors = [f for f in FACTOR_CHOICES if any(math.isclose(f, g) for g in asked.get("factors", ()))]
-    grid = {"architectures": (list(asked["architectures"]), DEFAULTS["architectures"], ARCHITECTURE_LABELS.get),
+    grid = {"architectures": (list(asked["architectures"]), DEFAULTS["architectures"], display_name),
             "optimizers": (list(asked["optimizers"]), DEFAULTS["optimizers"], OPTIMIZER_LABELS.get),
             "seeds": (asked["seeds"], 3, str), "seed": (settings["seed"], BASELINE["seed"], str),
             "tune": (is_sweep, False, str), "factors": (factors if is_sweep else DEFAULTS["factors"], DEFAULTS["factors"],
@@ -74,19 +67,23 @@ def factor_label(factor):
     return f"×{Fraction(factor).limit_denominator(100)}"
 
 
-def effect_name(name):
-    """An effect's name for reading: the decomposition's architectures by name, not by key."""
-    return EFFECT_NAMES.get(name, (name, ""))[0]
+def effect_name(row):
+    """An effect's name for reading, from its parts (a summary row): a step of the decomposition as
+    "Routing, AdamW: NanoKimi − matched SwiGLU"; the 2×2's effects by the engine's name."""
+    if row["contrast"] not in ISOLATES:
+        return row["name"]
+    return (f"{row['contrast'].capitalize()}, {OPTIMIZER_LABELS[row['optimizer']]}: "
+            f"{short_name(row['architecture'])} − {short_name(row['baseline_architecture'])}")
 
 
-def effect_sentence(row):
-    """The engine's sentence about an effect (its `note`), with the effect, what it isolates and the
-    metric named for reading."""
-    name, isolates = EFFECT_NAMES.get(row["name"], (row["name"], ""))
-    metric = METRIC_BY_NAME[row["metric"]].label.lower()
-    subject = f"**{name}**" + (f" ({isolates})" if isolates else "")
-    note = re.sub(r"(?<!\w)-(?=\d)", report.MINUS, row["note"])  # "−" in text; the summary CSV keeps "-"
-    return note.replace(f"{row['name']} on {row['metric']}", f"{subject} on {metric}", 1)
+def effect_sentence(row, family):
+    """The engine's sentence about an effect (ablation.effect_sentence), with the effect, what it
+    isolates and the metric named for reading, and "−" for minus; `family`: the effects on its metric."""
+    isolates = ISOLATES.get(row["contrast"])
+    subject = f"**{effect_name(row)}**" + (f" ({isolates})" if isolates else "")
+    est = Estimate(row["n"], row["mean"], row["sd"], row["ci_low"], row["ci_high"], row["p_value"])
+    return ablation.effect_sentence(subject, METRIC_BY_NAME[row["metric"]].label.lower(), est, row["p_holm"], family,
+                                    signed=lambda value: report.signed(value, 4))
 
 
 opening = run_to_open(PREFIX, BOUND)
@@ -102,7 +99,7 @@ st.caption("Which change helps: the Mixture-of-Experts, TrueMuon, or both, and d
 architectures_col, controls_col, optimizers_col = st.columns([5, 2, 3], vertical_alignment="bottom")
 chosen_architectures = architectures_col.multiselect(
     "Architectures", list(ARCHITECTURES), default=DEFAULTS["architectures"], key=PREFIX + "architectures",
-    format_func=ARCHITECTURE_LABELS.get, **BIND,
+    format_func=display_name, **BIND,
     help="NanoGPT and NanoKimi, and the two controls between them: NanoGPT's ReLU MLP and one SwiGLU, each widened "
          "to NanoKimi's parameter count.")
 controls_col.button("The four controls", on_click=choose_controls, key=PREFIX + "controls_button", width="stretch",
@@ -180,7 +177,7 @@ def arms_table(grid, vocab_size):
     rows = []
     for arm, (params, active) in sizes.items():
         run = arms[arm]
-        row = {"arm": report.arm_name(arm), "architecture": ARCHITECTURE_LABELS[run.architecture],
+        row = {"arm": report.arm_name(arm), "architecture": display_name(run.architecture),
                "optimizer": OPTIMIZER_LABELS[run.optimizer.name], "parameters": params, "active parameters": active}
         if kimi:
             row["vs NanoKimi"] = (params - kimi) / kimi * 100
@@ -274,8 +271,10 @@ def summarise(results):
     rows = ablation.run_rows(results)
     summary = ablation.summary_rows(rows)
     frame = pd.DataFrame(summary, columns=ablation.SUMMARY_COLUMNS)
-    frame["sentence"] = [effect_sentence(row) if row["kind"] == "effect" else "" for row in summary]
-    frame["name"] = [effect_name(name) if kind == "effect" else name for kind, name in zip(frame["kind"], frame["name"])]
+    family = frame[frame["kind"] == "effect"]["metric"].value_counts()
+    frame["sentence"] = [effect_sentence(row, family[row["metric"]]) if row["kind"] == "effect" else ""
+                         for row in summary]
+    frame["name"] = [effect_name(row) if row["kind"] == "effect" else row["name"] for row in summary]
     return rows, summary, frame
 
 
@@ -319,9 +318,9 @@ def per_arm(rows, summary, frame, name):
     st.caption(f"Time to target: training seconds until validation loss first reached {rows[0]['target_val_loss']:.4f} "
                f"(the worst arm's mean final validation loss).")
     downloads = st.container(horizontal=True)
-    downloads.download_button("Download ablation CSV", ablation.runs_csv(rows), file_name=f"{name}-run{view.id}.csv",
+    downloads.download_button("Download ablation CSV", ablation_files.runs_csv(rows), file_name=f"{name}-run{view.id}.csv",
                               mime="text/csv", icon=":material/download:", key=f"{PREFIX}{name}_runs_csv")
-    downloads.download_button("Download summary CSV", ablation.summary_csv(summary),
+    downloads.download_button("Download summary CSV", ablation_files.summary_csv(summary),
                               file_name=f"{name}_summary-run{view.id}.csv", mime="text/csv",
                               icon=":material/download:", key=f"{PREFIX}{name}_summary_csv")
 

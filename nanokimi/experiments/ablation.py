@@ -270,11 +270,9 @@ def effect_sentence(name, metric, est, p_holm=math.nan, family=1, signed="{:+.4f
 
 
 def history_rows(results):
-    """The runs' history with their arm, architecture, optimizer and seed, for the per-arm loss bands."""
+    """The runs' history with arm and seed columns, for the per-arm loss bands."""
     rows = []
     for result in results:
-        config = result.config
-        arm = {"arm": config.arm, "architecture": config.architecture, "optimizer": config.optimizer.name,
-               "seed": config.seed}
-        rows.extend({**row, **arm} for row in result.history)
+        arm, seed = result.config.arm, result.config.seed
+        rows.extend({**row, "arm": arm, "seed": seed} for row in result.history)
     return rows

@@ -105,6 +105,11 @@ def short_name(key):
     return ARCHITECTURES[key].short if key in ARCHITECTURES else key
 
 
+def display_name(key):
+    """"relu-matched" → "ReLU MLP, NanoKimi's size"; an unknown key as it is."""
+    return ARCHITECTURES[key].name if key in ARCHITECTURES else key
+
+
 register(Architecture(
     "nanogpt", "NanoGPT (ReLU MLP)", "NanoGPT",
     "the original dense feed-forward: Linear → ReLU → Linear, of width 4C",
@@ -148,7 +153,7 @@ class Arm(NamedTuple):
 
     @property
     def dash(self):
-        """Its optimizer's dash: AdamW solid, TrueMuon dashed, Muon dotted."""
+        """Its optimizer's dash: AdamW solid, TrueMuon dashed, Muon dotted; an architecture alone solid."""
         return OPTIMIZER_DASHES.get(self.optimizer, OPTIMIZER_DASHES["adamw"])
 
     @property
@@ -171,6 +176,20 @@ class Arm(NamedTuple):
             raise SettingError([("arms", f"arm {key!r} is not ARCHITECTURE+OPTIMIZER with an architecture of "
                                          f"{', '.join(ARCHITECTURES)} and an optimizer of {', '.join(OPTIMIZERS)}")])
         return cls(architecture, optimizer)
+
+
+def named(name):
+    """The arm a series is named by, exactly: an arm's key or name ("nanokimi+truemuon", "NanoKimi ·
+    TrueMuon"), or an architecture's key, short name or display name (its optimizer then ""); None
+    for any other name, even one that contains a model's name."""
+    names = {}
+    for architecture in ARCHITECTURES.values():
+        alone = Arm(architecture.key, "")
+        names.update({architecture.key: alone, architecture.short: alone, architecture.name: alone})
+        for optimizer in OPTIMIZERS:
+            arm = Arm(architecture.key, optimizer)
+            names.update({arm.key: arm, arm.name: arm})
+    return names.get(str(name))
 
 
 def arm_name(key):

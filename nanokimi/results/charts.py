@@ -4,8 +4,9 @@ Design choices, each one a reader's habit from TensorBoard or W&B:
 - Smoothing is TensorBoard's debiased exponential moving average (`ema`), per series, in step
   units, drawn over the faint raw series; it only touches metrics recorded at every step
   (`EVERY_STEP`): evaluation points (validation loss, memory, routing) are drawn as they are.
-- Every model and arm has one colour on every page (`series_color`, from the Okabe–Ito
-  colour-blind-safe palette); an arm's optimizer is its dash (`series_dash`). Model colours mean
+- Every model and arm has one colour on every page: its architecture's, from the registry
+  (arms.py, the Okabe–Ito colour-blind-safe palette), found by its key or name, never by a part of
+  a name (`series_color`); an arm's optimizer is its dash (`series_dash`). Model colours mean
   models only: parts, conditions and layers get greys or a sequential scheme.
 - Bars and areas that compare sizes start at zero; line charts zoom and pan along x (drag,
   scroll) and their legend entries fade or bring back a series when clicked.
@@ -27,6 +28,8 @@ import pandas as pd
 from scipy import signal
 
 from . import report
+from ..experiments import arms
+from ..experiments.arms import OKABE_ITO, OPTIMIZER_DASHES
 from ..training import routing
 
 MAX_POINTS = 2000  # per series: enough for a smooth line, few enough to redraw every second
@@ -41,52 +44,34 @@ BARS = [
 
 # --- colours: one per model or arm, everywhere ------------------------------------------------------
 
-OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73",
-             "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish purple": "#CC79A7"}
-# Each architecture's colour, by its key (compare.ARCHITECTURES) and its display name (report).
-ARCHITECTURE_COLORS = {"relu-matched": OKABE_ITO["bluish green"], "swiglu-matched": OKABE_ITO["reddish purple"],
-                       "nanogpt": OKABE_ITO["blue"], "nanokimi": OKABE_ITO["vermillion"]}
+# Each architecture's colour and each optimizer's dash are the registry's (arms.py).
 OTHER_SERIES = (OKABE_ITO["orange"], OKABE_ITO["sky blue"], OKABE_ITO["black"])  # a series of no known model
-OPTIMIZER_DASHES = {"adamw": [1, 0], "truemuon": [6, 3], "muon": [2, 2]}  # solid, dashed, dotted
 GREYS = ("#333333", "#888888", "#c8c8c8")  # for what is not a model: memory parts, conditions, intervals
 
 
-def _architecture(name):
-    """The architecture key named in a model's or arm's name, by key or display name; the matched
-    controls first, since "matched ReLU" is no NanoGPT and no NanoKimi."""
-    text = str(name).lower()
-    return next((arch for arch in ARCHITECTURE_COLORS
-                 if arch in text or report.architecture_name(arch).lower() in text), None)
-
-
 def series_color(name):
-    """The colour of a model or arm wherever it is drawn: by its architecture, found in any of its
-    names ("NanoKimi", "nanokimi+truemuon", "#3 NanoKimi", "NanoKimi · TrueMuon"); a name of no
-    known architecture gets one of OTHER_SERIES, always the same for the same name."""
-    arch = _architecture(name)
-    if arch:
-        return ARCHITECTURE_COLORS[arch]
+    """The colour of a model or arm wherever it is drawn, by its architecture: `name` is an arm's or an
+    architecture's key or name ("nanokimi+truemuon", "NanoKimi · TrueMuon", "nanokimi", "NanoKimi",
+    arms.named). Any other name gets one of OTHER_SERIES, always the same for the same name: a chart
+    whose series are models carries their keys, not names to search for one."""
+    arm = arms.named(name)
+    if arm:
+        return arm.color
     return OTHER_SERIES[zlib.crc32(str(name).encode()) % len(OTHER_SERIES)]
 
 
 def series_dash(name):
-    """An arm's dash, by its optimizer (after the "+" of "nanogpt+truemuon", or its display name):
-    AdamW solid, TrueMuon dashed, Muon dotted; a name without an optimizer is solid."""
-    text = str(name).lower()
-    # "truemuon" contains "muon": look for the longest optimizer name first
-    for optimizer in sorted(OPTIMIZER_DASHES, key=len, reverse=True):
-        if optimizer in text.replace(" (pytorch)", "").replace(" ", ""):
-            return OPTIMIZER_DASHES[optimizer]
-    return OPTIMIZER_DASHES["adamw"]
+    """An arm's dash, by its optimizer: AdamW solid, TrueMuon dashed, Muon dotted; a name without an
+    optimizer is solid."""
+    arm = arms.named(name)
+    return arm.dash if arm else OPTIMIZER_DASHES["adamw"]
 
 
 def series_rank(name):
-    """Where a model or arm goes in a legend: by architecture (NanoGPT, the matched ReLU, the matched
-    SwiGLU, NanoKimi), then optimizer (AdamW, TrueMuon, Muon); other names after them."""
-    order = ["nanogpt", "relu-matched", "swiglu-matched", "nanokimi"]
-    arch = _architecture(name)
-    dash = series_dash(name)
-    return (order.index(arch) if arch else len(order), list(OPTIMIZER_DASHES.values()).index(dash), str(name))
+    """Where a model or arm goes in a legend: by architecture (the registry's order), then optimizer
+    (AdamW, TrueMuon, Muon); other names after them."""
+    arm = arms.named(name)
+    return (*(arm.rank if arm else (len(arms.ARCHITECTURES), len(OPTIMIZER_DASHES))), str(name))
 
 
 def color_scale(names):
@@ -329,23 +314,31 @@ def comparison_figure(results, history):
 
 def arm_band_chart(history, metric="val_loss", x="step", height=300):
     """Ablation: mean `metric` per arm over seeds, with a band from the lowest to the highest seed.
-    Arms by display name (report.arm_name), coloured by architecture, dashed by optimizer."""
+    `history` names each row's arm by its key (`arm`) and, where one arm has several series (a sweep's
+    learning rates), what makes each its own (`variant`: "lr=0.003"). Arms by display name
+    (report.arm_name), then their variant; coloured by architecture, dashed by optimizer."""
     frame = history[history["metric"] == metric]
-    stats = frame.groupby(["arm", "step"], as_index=False, sort=False).agg(
+    frame = frame if "variant" in frame else frame.assign(variant="")
+    stats = frame.groupby(["arm", "variant", "step"], as_index=False, sort=False).agg(
         mean=("value", "mean"), low=("value", "min"), high=("value", "max"), wall_time_s=("wall_time_s", "mean"),
         seeds=("value", "size"))
-    stats = stats.iloc[sorted(range(len(stats)), key=lambda i: series_rank(stats["arm"].iloc[i]))]
-    stats["arm"] = stats["arm"].map(report.arm_name)
-    arms = list(dict.fromkeys(stats["arm"]))
+    stats = stats.iloc[sorted(range(len(stats)), key=lambda i: (series_rank(stats["arm"].iloc[i]),
+                                                                  stats["variant"].iloc[i]))]
+    keys = list(dict.fromkeys(zip(stats["arm"], stats["variant"])))
+    labels = {(arm, variant): report.arm_name(arm) + (f" · {variant}" if variant else "") for arm, variant in keys}
+    stats = stats.assign(arm=[labels[key] for key in zip(stats["arm"], stats["variant"])]).drop(columns="variant")
+    names = [labels[key] for key in keys]
     toggle = _legend_toggle("arm")
     base = alt.Chart(stats, height=height).encode(
         x=alt.X(f"{x}:Q", title="step" if x == "step" else "training time (s, mean over seeds)"),
-        color=alt.Color("arm:N", title="arm", scale=color_scale(arms), legend=alt.Legend(**LINE_LEGEND)))
+        color=alt.Color("arm:N", title="arm", scale=alt.Scale(domain=names, range=[series_color(a) for a, _ in keys]),
+                        legend=alt.Legend(**LINE_LEGEND)))
     band = base.mark_area(opacity=0.2).encode(
         y=alt.Y("low:Q", title="validation loss (nats/char)", scale=alt.Scale(zero=False)), y2="high:Q",
         opacity=_faded(toggle, 0.2, 0.03))
     line = base.mark_line(strokeWidth=2).encode(
-        y="mean:Q", strokeDash=alt.StrokeDash("arm:N", title="arm", scale=dash_scale(arms), legend=alt.Legend(**LINE_LEGEND)),
+        y="mean:Q", strokeDash=alt.StrokeDash("arm:N", title="arm", scale=alt.Scale(
+            domain=names, range=[series_dash(a) for a, _ in keys]), legend=alt.Legend(**LINE_LEGEND)),
         opacity=_faded(toggle),
         tooltip=["arm", "step", "seeds", alt.Tooltip("mean:Q", format=".4f"),
                  alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f")])
@@ -603,13 +596,13 @@ def group_scales(group_stats):
     setting, or one model in several groups, e.g. two runs' NanoKimi, which the same colour would
     not tell apart) GROUP_SCHEME in their natural order, all solid."""
     groups = group_stats.drop_duplicates("group")
-    model = {group: (architecture, optimizer)
+    model = {group: arms.Arm(architecture, optimizer)
              for group, architecture, optimizer in zip(groups["group"], groups["architecture"], groups["optimizer"])
              if pd.notna(architecture) and pd.notna(optimizer)}
     if len(model) == len(groups) and len(set(model.values())) == len(model):
-        order = sorted(model, key=lambda g: (series_rank("+".join(model[g]))[:2], _natural(g)))
-        return (alt.Scale(domain=order, range=[series_color(model[g][0]) for g in order]),
-                alt.Scale(domain=order, range=[OPTIMIZER_DASHES.get(model[g][1], [1, 0]) for g in order]), order)
+        order = sorted(model, key=lambda g: (model[g].rank, _natural(g)))
+        return (alt.Scale(domain=order, range=[series_color(model[g].architecture) for g in order]),
+                alt.Scale(domain=order, range=[model[g].dash for g in order]), order)
     order = sorted(groups["group"], key=_natural)
     return (alt.Scale(domain=order, scheme=GROUP_SCHEME),
             alt.Scale(domain=order, range=[OPTIMIZER_DASHES["adamw"]] * len(order)), order)
