@@ -37,7 +37,8 @@ from ..training.optim import OPTIMIZER_LABELS, OPTIMIZERS
 OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73",
              "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish purple": "#CC79A7"}
 OPTIMIZER_DASHES = {"adamw": [1, 0], "truemuon": [6, 3], "muon": [2, 2]}  # solid, dashed, dotted
-MOE_ONLY = tuple(f.name for f in fields(ModelConfig) if f.metadata["moe"])  # settings a model without experts ignores
+# The settings only the MoE has, at their defaults: what a model without experts keeps, whatever is asked.
+MOE_DEFAULTS = {f.name: f.default for f in fields(ModelConfig) if f.metadata["moe"]}
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,7 @@ class Architecture:
         every model of a comparison or grid. A model without experts keeps the default values of the
         settings only the MoE has; a control takes the hidden width that matches the parameter count
         of `matched_to` built from the same settings."""
-        own = {f.name: f.default for f in fields(ModelConfig) if f.name in MOE_ONLY} if self.ffn != "moe" else {}
-        model = replace(shared, ffn=self.ffn, **own)
+        model = replace(shared, ffn=self.ffn, **(MOE_DEFAULTS if self.ffn != "moe" else {}))
         if self.matched_to:
             model = replace(model, ffn_hidden=matched_width(model, get(self.matched_to).build(shared)))
         return model
