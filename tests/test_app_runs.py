@@ -15,7 +15,7 @@ from nanokimi.running.store import Store
 from tests.test_app import app
 from tests.test_runtable import T_975_1, TINY, finish, points, stored
 
-PAGE = "pages/runs.py"
+PAGE = "app/runs.py"
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ import zipfile
 from pathlib import Path
 
 import streamlit as st
-from streamlit.runtime.pages_manager import PagesManager
 
 from nanokimi.results import charts, report
 from nanokimi.running import jobs
@@ -37,15 +36,6 @@ from nanokimi.running.request import GRIDS, SWEEP, Request
 from nanokimi.settings import SettingError, all_fields, flatten, names
 from nanokimi.status import COMPLETED, DIVERGED, FAILED, INTERRUPTED, STOPPED
 from nanokimi.training.train import RunConfig
-
-# A page opened by its own URL on a server that no session has used yet (a shared /ablation?run=3
-# link, or a refresh after a restart) is run by Streamlit's older pages-folder mode, which a folder
-# named pages/ turns on until the first st.navigation call: the sidebar would list every file of the
-# folder (common too) and streamlit_app.py's wide layout would be lost. Leave that mode and rerun: the
-# rerun goes through streamlit_app.py's navigation, to the same page with the same query string.
-if PagesManager.uses_pages_directory:
-    PagesManager.uses_pages_directory = False
-    st.rerun()
 
 POLL_S = 1.0  # how often a page re-reads an active run from the store
 KEEP = {"persist_state": "session"}  # a control keeps its value when the user visits another page

@@ -9,7 +9,7 @@ import streamlit as st
 
 from nanokimi.training import sampling
 from nanokimi.status import COMPLETED
-from pages.common import KEEP, checkpoint, how_ended, job_queue, model_name, pick_models, pick_run, run_downloads
+from app.common import KEEP, checkpoint, how_ended, job_queue, model_name, pick_models, pick_run, run_downloads
 
 queue = job_queue()
 

@@ -15,8 +15,8 @@ from nanokimi.running import jobs
 from nanokimi.training import routing
 from nanokimi.training.data import DataError
 from nanokimi.status import FINISHED
-from pages.common import KEEP, checkpoint_with_text, job_queue, model_label, model_name, pick_run
-from pages.common import show_chart
+from app.common import KEEP, checkpoint_with_text, job_queue, model_label, model_name, pick_run
+from app.common import show_chart
 
 queue = job_queue()
 

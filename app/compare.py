@@ -16,7 +16,7 @@ from nanokimi.running import request
 from nanokimi.experiments.compare import PRESET_HELP
 from nanokimi.training.optim import OPTIMIZER_LABELS, OPTIMIZERS
 from nanokimi.status import MEASURED
-from pages.common import (BASELINE, BIND, CONTROLS, KEEP, POLL_S, build_request, control_params, corpus,
+from app.common import (BASELINE, BIND, CONTROLS, KEEP, POLL_S, build_request, control_params, corpus,
                           dataset_choices, dataset_control, dataset_of, estimate_sentence, job_queue, live_area,
                           live_run, model_controls, model_size, open_in_url, preset_values, run_controls, run_label,
                           run_to_open, set_controls, settings_of, show_chart, status_note, untaken, url_params)

@@ -14,8 +14,8 @@ from nanokimi.results import charts
 from nanokimi.training import nslab
 from nanokimi.training.data import DataError
 from nanokimi.training.optim import NS_COEFFICIENTS
-from pages.common import KEEP, checkpoint_with_text, job_queue, model_label, pick_run
-from pages.common import show_chart
+from app.common import KEEP, checkpoint_with_text, job_queue, model_label, pick_run
+from app.common import show_chart
 
 RANDOM, GRADIENT = "Random matrix", "Gradient from a run"
 

@@ -16,7 +16,7 @@ from nanokimi.running.request import COMPARISON, GRIDS, Request
 from nanokimi.settings import all_fields
 from nanokimi.status import ACTIVE, ALL
 from nanokimi.training.train import RunConfig
-from pages.common import KEEP, POLL_S, job_queue, run_label, show_chart
+from app.common import KEEP, POLL_S, job_queue, run_label, show_chart
 
 queue = job_queue()
 LIVE_S = 2 * POLL_S  # the table and chart re-read active runs this often
@@ -180,7 +180,7 @@ def delete(run_ids):
 open_col, download_col, delete_col = st.columns(3)
 first = chosen[0]
 first_kind = Request.from_stored(first["config"]).kind
-target = "pages/ablation.py" if first_kind in GRIDS else "pages/compare.py"
+target = "app/ablation.py" if first_kind in GRIDS else "app/compare.py"
 if open_col.button("Open", icon=":material/open_in_new:",
                    help=f"Show run #{first['id']} (the first selected) on the "
                         f"{'Ablation' if first_kind in GRIDS else 'Compare'} page."):

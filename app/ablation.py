@@ -23,7 +23,7 @@ from nanokimi.experiments.compare import ARCHITECTURE_LABELS, ARCHITECTURES
 from nanokimi.metrics import METRIC_BY_NAME
 from nanokimi.training.optim import OPTIMIZER_LABELS, OPTIMIZERS
 from nanokimi.status import RUNNING
-from pages.common import (BASELINE, BIND, CONTROLS, KEEP, POLL_S, build_request, control_params, corpus,
+from app.common import (BASELINE, BIND, CONTROLS, KEEP, POLL_S, build_request, control_params, corpus,
                           dataset_choices, dataset_control, dataset_of, duration, estimate_s, job_queue, live_area,
                           live_run, model_controls, open_in_url, run_controls, run_label, run_to_open, settings_of,
                           show_chart, status_note, untaken, url_params)
