@@ -3,7 +3,7 @@ each arm at its own tuned learning rate.
 
 The same grids as `python -m nanokimi ablate` (the four controls: `--controls`) and, with "Tune
 learning rates", `python -m nanokimi sweep`. Train grid queues it in the run store and the runner
-process trains its runs one after the other (nanokimi/jobs.py); a sweep's confirmation runs are
+process trains its runs one after the other (nanokimi/running/jobs.py); a sweep's confirmation runs are
 added by the runner once its tuning runs have chosen the learning rates. The page shows the grid
 named in the URL (`?run=ID`), else the one training now, else the latest, and polls while it is
 active. The controls are URL parameters, and a grid opens into them, as on the Compare page.
@@ -23,10 +23,15 @@ from nanokimi.experiments.compare import ARCHITECTURE_LABELS, ARCHITECTURES
 from nanokimi.metrics import METRIC_BY_NAME
 from nanokimi.training.optim import OPTIMIZER_LABELS, OPTIMIZERS
 from nanokimi.status import RUNNING
-from app.common import (BASELINE, BIND, CONTROLS, KEEP, POLL_S, build_request, control_params, corpus,
-                          dataset_choices, dataset_control, dataset_of, duration, estimate_s, job_queue, live_area,
-                          live_run, model_controls, open_in_url, run_controls, run_label, run_to_open, settings_of,
-                          show_chart, status_note, untaken, url_params)
+from app.common.chart_display import show_chart
+from app.common.controls import (BASELINE, BIND, CONTROLS, KEEP, control_params, model_controls, open_in_url,
+                                 run_to_open, settings_of, untaken, url_params)
+from app.common.datasets import corpus, dataset_choices, dataset_control, dataset_of
+from app.common.estimate import duration, estimate_s
+from app.common.jobqueue import job_queue
+from app.common.live import POLL_S, live_area, live_run, run_controls, status_note
+from app.common.pickers import run_label
+from app.common.request import build_request
 
 PREFIX = "ablation_"
 FACTOR_CHOICES = (1 / 27, 1 / 9, 1 / 3, 1.0, 3.0, 9.0, 27.0)  # learning-rate factors offered; the CLI's default below

@@ -1,7 +1,7 @@
 """Compare: set up NanoGPT vs NanoKimi, press Train, watch both learn, read the verdict.
 
 Training never runs in this script: Train queues the comparison in the run store and the runner
-process trains it (nanokimi/jobs.py, nanokimi/runner.py). The page shows the run named in the URL (`?run=ID`), else the
+process trains it (nanokimi/running/jobs.py, nanokimi/running/runner.py). The page shows the run named in the URL (`?run=ID`), else the
 one training now, else the latest, and polls the store every second while it is active.
 
 Every control is bound to a URL parameter named by its key (a refresh or a shared link restores the
@@ -16,10 +16,15 @@ from nanokimi.running import request
 from nanokimi.experiments.compare import PRESET_HELP
 from nanokimi.training.optim import OPTIMIZER_LABELS, OPTIMIZERS
 from nanokimi.status import MEASURED
-from app.common import (BASELINE, BIND, CONTROLS, KEEP, POLL_S, build_request, control_params, corpus,
-                          dataset_choices, dataset_control, dataset_of, estimate_sentence, job_queue, live_area,
-                          live_run, model_controls, model_size, open_in_url, preset_values, run_controls, run_label,
-                          run_to_open, set_controls, settings_of, show_chart, status_note, untaken, url_params)
+from app.common.chart_display import show_chart
+from app.common.controls import (BASELINE, BIND, CONTROLS, KEEP, control_params, model_controls, open_in_url,
+                                 preset_values, run_to_open, set_controls, settings_of, untaken, url_params)
+from app.common.datasets import corpus, dataset_choices, dataset_control, dataset_of
+from app.common.estimate import estimate_sentence, model_size
+from app.common.jobqueue import job_queue
+from app.common.live import POLL_S, live_area, live_run, run_controls, status_note
+from app.common.pickers import run_label
+from app.common.request import build_request
 
 queue = job_queue()
 CONTROLS_HINT = "the Ablation page's controls"  # where the verdict sends a reader when size or activation differ

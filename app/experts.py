@@ -15,8 +15,11 @@ from nanokimi.running import jobs
 from nanokimi.training import routing
 from nanokimi.training.data import DataError
 from nanokimi.status import FINISHED
-from app.common import KEEP, checkpoint_with_text, job_queue, model_label, model_name, pick_run
-from app.common import show_chart
+from app.common.chart_display import show_chart
+from app.common.checkpoints import checkpoint_with_text
+from app.common.controls import KEEP
+from app.common.jobqueue import job_queue
+from app.common.pickers import model_label, model_name, pick_run
 
 queue = job_queue()
 

@@ -14,8 +14,11 @@ from nanokimi.results import charts
 from nanokimi.training import nslab
 from nanokimi.training.data import DataError
 from nanokimi.training.optim import NS_COEFFICIENTS
-from app.common import KEEP, checkpoint_with_text, job_queue, model_label, pick_run
-from app.common import show_chart
+from app.common.chart_display import show_chart
+from app.common.checkpoints import checkpoint_with_text
+from app.common.controls import KEEP
+from app.common.jobqueue import job_queue
+from app.common.pickers import model_label, pick_run
 
 RANDOM, GRADIENT = "Random matrix", "Gradient from a run"
 

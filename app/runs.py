@@ -16,7 +16,11 @@ from nanokimi.running.request import COMPARISON, GRIDS, Request
 from nanokimi.settings import all_fields
 from nanokimi.status import ACTIVE, ALL
 from nanokimi.training.train import RunConfig
-from app.common import KEEP, POLL_S, job_queue, run_label, show_chart
+from app.common.chart_display import show_chart
+from app.common.controls import KEEP
+from app.common.jobqueue import job_queue
+from app.common.live import POLL_S
+from app.common.pickers import run_label
 
 queue = job_queue()
 LIVE_S = 2 * POLL_S  # the table and chart re-read active runs this often

@@ -17,7 +17,9 @@ from nanokimi.metrics import METRICS
 from nanokimi.training.model import LanguageModel
 from nanokimi.running.request import comparison, eval_schedule
 from nanokimi.running.store import Store
-from app.common import BUILTIN_LABEL, UPLOAD_LABEL, build_request, kept_uploads, measured_costs, resolve_dataset
+from app.common.datasets import BUILTIN_LABEL, UPLOAD_LABEL, kept_uploads, resolve_dataset
+from app.common.estimate import measured_costs
+from app.common.request import build_request
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 TINY = {"n_embd": 16, "n_head": 2, "n_layer": 1, "experts": 2, "iters": 10, "batch_size": 4, "block_size": 8}

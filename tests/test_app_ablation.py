@@ -21,7 +21,7 @@ from nanokimi.training.model import LanguageModel
 from nanokimi.paths import checkpoint_path
 from nanokimi.status import ACTIVE, STOPPED
 from nanokimi.running.store import Store
-from app.common import BUILTIN_LABEL
+from app.common.datasets import BUILTIN_LABEL
 from tests.test_app import APP, app, errors
 
 PAGE = "app/ablation.py"

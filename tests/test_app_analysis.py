@@ -71,7 +71,7 @@ def grid_run(home, small_text_file):
 
 
 GRID_MODELS = ["nanogpt+adamw/s1337", "nanogpt+truemuon/s1337", "nanokimi+adamw/s1337", "nanokimi+truemuon/s1337"]
-# ... as a person reads them (app.common.model_name)
+# ... as a person reads them (app.common.pickers.model_name)
 GRID_NAMES = ["NanoGPT · AdamW · seed 1337", "NanoGPT · TrueMuon · seed 1337", "NanoKimi · AdamW · seed 1337",
               "NanoKimi · TrueMuon · seed 1337"]
 
@@ -230,7 +230,7 @@ def test_optimizer_lab_takes_a_gradient_from_any_model_of_a_grid(home, grid_run)
 # --- the builders behind the downloads and the sampling seed ---------------------------------------
 
 def test_the_configuration_download_reads_back_as_the_runs_request(home, grid_run):
-    from app.common import run_config_json
+    from app.common.downloads import run_config_json
 
     run = Store(home).get_run(grid_run)
     stored = json.loads(run_config_json(run))
@@ -243,7 +243,7 @@ def test_the_configuration_download_reads_back_as_the_runs_request(home, grid_ru
 
 def test_the_checkpoints_download_holds_every_saved_model_byte_for_byte(home, grid_run, tmp_path):
     from nanokimi.running.jobs import JobQueue
-    from app.common import checkpoints_zip
+    from app.common.downloads import checkpoints_zip
 
     paths = JobQueue(home).checkpoints(Store(home).get_run(grid_run))
     assert list(paths) == GRID_MODELS
@@ -265,7 +265,7 @@ def test_the_sampling_seed_decides_the_text(home, finished_run):
 def test_an_upload_over_the_cap_is_refused_by_its_size(tmp_path):
     from streamlit.runtime.uploaded_file_manager import UploadedFile, UploadedFileRec
 
-    from app.common import upload_bytes
+    from app.common.datasets import upload_bytes
 
     small = UploadedFile(UploadedFileRec("1", "small.txt", "text/plain", b"some text"), None)
     assert upload_bytes(small) == b"some text"
