@@ -16,7 +16,8 @@ import pandas as pd
 import streamlit as st
 
 from nanokimi.experiments import ablation, sweep
-from nanokimi.results import charts, report
+from nanokimi.results import report
+from nanokimi.results.charts.ablation import arm_band_chart, effects_chart, effects_side_by_side_chart, lr_sweep_chart
 from nanokimi.running import jobs, request
 from nanokimi.experiments.compare import ARCHITECTURE_LABELS, ARCHITECTURES
 from nanokimi.metrics import METRIC_BY_NAME
@@ -232,13 +233,13 @@ def live_view(run_id, was_active):
         names = {r.name for r in view.request.tuning}
         tuned = [r for r in jobs.ablation_results(view.run) if r.config.name in names]
         if tuned:
-            show_chart(charts.lr_sweep_chart(pd.DataFrame(sweep.sweep_rows(tuned))).configure_legend(**WIDE_LABELS),
+            show_chart(lr_sweep_chart(pd.DataFrame(sweep.sweep_rows(tuned))).configure_legend(**WIDE_LABELS),
                        f"sweep-run{view.id}", PREFIX + "lr_chart")
     history = jobs.ablation_history(view.run, view.history, phase_runs(view), by_learning_rate=is_sweep)
     if (history["metric"] == "val_loss").any():
         over_time = st.toggle("Over wall time", key=PREFIX + "over_time", **KEEP,
                               help="Training time (evaluation excluded), mean over seeds.")
-        show_chart(charts.arm_band_chart(history, x="wall_time_s" if over_time else "step").configure_legend(
+        show_chart(arm_band_chart(history, x="wall_time_s" if over_time else "step").configure_legend(
             **WIDE_LABELS), f"val-loss-per-arm-run{view.id}", PREFIX + "band_chart")
 
 
@@ -255,7 +256,7 @@ def effects_block(frame, metric, key):
         st.caption("No effect to estimate: these arms share no contrast.")
         return
     rows = len(effects_of(frame, metric))
-    show_chart(charts.effects_chart(frame, metric).properties(height=100 + 32 * rows).configure_axisY(
+    show_chart(effects_chart(frame, metric).properties(height=100 + 32 * rows).configure_axisY(
         **WIDE_LABELS), f"effects-{metric}-run{view.id}", f"{key}_chart")
     st.dataframe(effects_table(frame, metric), hide_index=True, width="stretch", key=f"{key}_table")
     for sentence in effects_of(frame, metric)["sentence"]:
@@ -333,7 +334,7 @@ def sweep_results(results):
     if effects_of(both, metric).empty:
         st.caption("No effect to estimate: these arms share no contrast.")
     else:
-        show_chart(charts.effects_side_by_side_chart(both, metric), f"effects-{metric}-by-lr-run{view.id}",
+        show_chart(effects_side_by_side_chart(both, metric), f"effects-{metric}-by-lr-run{view.id}",
                    PREFIX + "sweep_effects_chart")
         side_by_side = pd.DataFrame({"effect": list(dict.fromkeys(effects_of(both, metric)["name"]))})
         for name, (_, _, frame) in summaries.items():

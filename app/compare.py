@@ -11,7 +11,9 @@ controls); a link naming a run and no settings opens it: its settings go into th
 import pandas as pd
 import streamlit as st
 
-from nanokimi.results import charts, report
+from nanokimi.results import report
+from nanokimi.results.charts.comparison import bar_charts, loss_chart, memory_breakdown_chart, metric_chart
+from nanokimi.results.charts.smoothing import DEFAULT_SMOOTHING
 from nanokimi.running import request
 from nanokimi.experiments.compare import PRESET_HELP
 from nanokimi.training.optim import OPTIMIZER_LABELS, OPTIMIZERS
@@ -120,25 +122,25 @@ def live_view(run_id, was_active):
         over_time = toggles[0].toggle("Over wall time", key="loss_over_time", **KEEP,
                                       help="Training time, evaluation excluded.")
         log_scale = toggles[1].toggle("Log scale", key="loss_log", **KEEP)
-        smoothing = toggles[2].slider("Smoothing", 0.0, 0.99, charts.DEFAULT_SMOOTHING, step=0.01, key="loss_smoothing",
+        smoothing = toggles[2].slider("Smoothing", 0.0, 0.99, DEFAULT_SMOOTHING, step=0.01, key="loss_smoothing",
                                       **KEEP, help="TensorBoard's exponential moving average of the train loss and "
                                                    "step time, in steps (0 = off; raw drawn faintly behind). "
                                                    "Validation points are drawn as they are.")
-        show_chart(charts.loss_chart(view.history, x="wall_time_s" if over_time else "step",
+        show_chart(loss_chart(view.history, x="wall_time_s" if over_time else "step",
                                      log_scale=log_scale, smoothing=smoothing), f"loss-run{view.id}", "loss_chart")
     with side_col:
-        show_chart(charts.metric_chart(view.history, "ms_per_step", "Time per training step", "ms",
+        show_chart(metric_chart(view.history, "ms_per_step", "Time per training step", "ms",
                                        smoothing=smoothing), f"ms-per-step-run{view.id}", "ms_chart")
-        show_chart(charts.metric_chart(view.history, "tokens_per_s", "Training throughput", "tokens/s"),
+        show_chart(metric_chart(view.history, "tokens_per_s", "Training throughput", "tokens/s"),
                    f"tokens-per-s-run{view.id}", "tokens_chart")
     mem_col, state_col = st.columns([3, 2])
     with mem_col:
-        show_chart(charts.metric_chart(view.history, "rss_mb", "Resident memory (at evaluations)", "MB"),
+        show_chart(metric_chart(view.history, "rss_mb", "Resident memory (at evaluations)", "MB"),
                    f"memory-run{view.id}", "rss_chart")
     finished = [r for r in view.results if r.get("param_mb") is not None]
     if finished:
         with state_col:
-            show_chart(charts.memory_breakdown_chart(finished), f"training-state-run{view.id}", "state_chart")
+            show_chart(memory_breakdown_chart(finished), f"training-state-run{view.id}", "state_chart")
     else:
         state_col.caption("The exact parameter / gradient / optimizer-state breakdown appears when a model finishes.")
 
@@ -155,7 +157,7 @@ if not view.active:
         st.markdown(f"**{report.verdict(measured, see=CONTROLS_HINT)}**")
         rows = pd.DataFrame(report.table_rows(measured))
         st.dataframe(rows, hide_index=True, width="stretch", height="content", key="results_table")
-        show_chart(charts.bar_charts(measured), f"bars-run{view.id}", "bar_charts", width="content")
+        show_chart(bar_charts(measured), f"bars-run{view.id}", "bar_charts", width="content")
     downloads = st.container(horizontal=True)
     downloads.download_button("Download results CSV", report.results_csv(view.results, view.request.runs, view.id,
                                                                           view.request.data_label),

@@ -10,7 +10,8 @@ results, or delete them (with their history and checkpoints). Active runs refres
 import pandas as pd
 import streamlit as st
 
-from nanokimi.results import charts, report, runtable
+from nanokimi.results import report, runtable
+from nanokimi.results.charts.runs import group_band_chart
 from nanokimi.running.jobs import history_frame
 from nanokimi.running.request import COMPARISON, GRIDS, Request
 from nanokimi.settings import all_fields
@@ -158,7 +159,7 @@ def overlay():
     if stats.empty:
         st.info(f"No {runtable.METRICS[metric].split(' (')[0]} recorded yet for these runs.")
     else:
-        show_chart(charts.group_band_chart(stats, runtable.METRICS[metric], runtable.X_AXES[x_axis], log_x, log_y),
+        show_chart(group_band_chart(stats, runtable.METRICS[metric], runtable.X_AXES[x_axis], log_x, log_y),
                    f"runs-{metric}", "runs_overlay")
     groups = runtable.group_summary(member_table, group_by, runtable.member_bests(current, summaries(current)))
     st.table(groups.assign(
