@@ -1,4 +1,10 @@
-"""nanokimi's explorer: `streamlit run streamlit_app.py`. This file only routes to the pages (app/)."""
+"""nanokimi's explorer: `streamlit run streamlit_app.py`. This file only routes to the pages.
+
+The pages are the scripts of app/ (what they share: app/common/). The folder is not named pages/:
+beside this file that name turns on Streamlit's older pages-folder mode, in which a page opened
+first by its own URL on a fresh server runs outside this navigation (every file of the folder in
+the sidebar, this file's layout lost).
+"""
 
 import streamlit as st
 

@@ -3,8 +3,9 @@
 Every model and arm has one colour on every page (`series_color`, from the Okabe–Ito
 colour-blind-safe palette), found from any of its names; an arm's optimizer is its dash
 (`series_dash`). Model colours mean models only: what is not a model gets GREYS or a sequential
-scheme. A legend entry, clicked, fades the other series (`legend_toggle`, `faded`); line charts
-zoom and pan along x (`zoom`).
+scheme. Bars and areas that compare sizes start at zero. A legend entry, clicked, fades or brings
+back a series (`legend_toggle`, `faded`); line charts zoom and pan along x (`zoom`): each a
+reader's habit from TensorBoard or W&B.
 
 Okabe, M. and Ito, K. (2008), "Color Universal Design (CUD): how to make figures and
 presentations that are friendly to colorblind people".
