@@ -290,7 +290,9 @@ def compare_main(args):
     if interrupted and not results:
         print("interrupted before any model finished; nothing written", file=sys.stderr)
         return 130
-    from .results import charts, report  # pandas and altair: only once there is something to write
+    from .results import report  # pandas and altair: only once there is something to write
+    from .results.charts.comparison import comparison_figure
+    from .results.charts.images import save_png
 
     rows = [r.results for r in results]
     history = [row for r in results for row in r.history]
@@ -307,7 +309,7 @@ def compare_main(args):
     finished = [r for r in rows if r.get("status") in MEASURED]
     if finished:
         frame = report.history_frame(history)
-        charts.save_png(charts.comparison_figure(finished, frame), out / "comparison_graph.png")
+        save_png(comparison_figure(finished, frame), out / "comparison_graph.png")
     print(f"\nwrote {out / 'results.csv'}, {out / 'history.csv'}" + (f", {out / 'comparison_graph.png'}" if finished else ""))
     failed = [r for r in rows if r.get("status") == FAILED]
     return 1 if failed else 0
@@ -383,7 +385,9 @@ def lr_factors(text):
 
 def sweep_main(args):
     from .experiments import sweep
-    from .results import ablation_files, charts
+    from .results import ablation_files
+    from .results.charts.ablation import lr_sweep_chart
+    from .results.charts.images import save_png
     from .running.grid import run_sweep
 
     import pandas as pd
@@ -424,7 +428,7 @@ def sweep_main(args):
     choice = pd.DataFrame([{"arm": arm, **c, "tried": " ".join(f"{lr:.3g}" for lr in c["tried"])}
                            for arm, c in chosen_lrs.items()])
     choice.to_csv(out / "chosen_lrs.csv", index=False)
-    charts.save_png(charts.lr_sweep_chart(frame), out / "sweep.png")
+    save_png(lr_sweep_chart(frame), out / "sweep.png")
     print("\nchosen learning rates (lowest mean final validation loss on the tuning seeds):")
     for arm, c in chosen_lrs.items():
         edge = "  (at the edge of the grid: the best may lie beyond it)" if c["at_edge"] else ""

@@ -9,11 +9,13 @@ import pytest
 from nanokimi.cli import build_parser, chosen_arms, main
 from nanokimi.experiments import ablation, arms
 from nanokimi.experiments.arms import ARCHITECTURES, OKABE_ITO, Architecture, Arm
-from nanokimi.results import charts, report
+from nanokimi.results import report
+from nanokimi.results.charts.ablation import arm_band_chart
+from nanokimi.results.charts.style import series_color
 from nanokimi.settings import SettingError
 from nanokimi.training.model import LanguageModel, ModelConfig
 from nanokimi.training.train import RunResult
-from pages.common import BUILTIN_LABEL
+from app.common.datasets import BUILTIN_LABEL
 from tests.test_app import app
 
 KEY = "swiglu-wide"
@@ -82,7 +84,7 @@ def test_a_registered_architecture_is_a_choice_of_the_cli(extra, capsys):
 
 
 def test_a_registered_architecture_is_in_the_ablation_pages_picker(extra, home):
-    at = app("pages/ablation.py")
+    at = app("app/ablation.py")
     at.selectbox(key="ablation_dataset").set_value(BUILTIN_LABEL).run()
     picker = at.multiselect(key="ablation_architectures")
     assert "SwiGLU MLP, its own width" in picker.options, "by its display name"
@@ -96,10 +98,10 @@ def test_a_registered_architecture_is_in_the_ablation_pages_picker(extra, home):
 
 
 def test_a_registered_architecture_has_its_colour_in_the_charts(extra):
-    assert charts.series_color(KEY) == charts.series_color("wide SwiGLU · Muon (PyTorch)") == OKABE_ITO["yellow"]
+    assert series_color(KEY) == series_color("wide SwiGLU · Muon (PyTorch)") == OKABE_ITO["yellow"]
     history = [{"model": f"{arm}/s1", "arm": arm, "seed": 1, "step": step, "wall_time_s": step, "metric": "val_loss",
                 "value": 2.0} for arm in ("nanokimi+adamw", f"{KEY}+truemuon") for step in (0, 10)]
-    color = charts.arm_band_chart(pd.DataFrame(history)).to_dict()["layer"][0]["encoding"]["color"]["scale"]
+    color = arm_band_chart(pd.DataFrame(history)).to_dict()["layer"][0]["encoding"]["color"]["scale"]
     assert dict(zip(color["domain"], color["range"])) == {"NanoKimi · AdamW": OKABE_ITO["vermillion"],
                                                           "wide SwiGLU · TrueMuon": OKABE_ITO["yellow"]}, \
         "in the registry's order: after the four built-ins"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import charts
+from .charts.ablation import ablation_figure
+from .charts.images import save_png
 from ..experiments.ablation import SUMMARY_COLUMNS, history_rows, run_rows, summary_rows
 from ..metrics import RESULT_COLUMNS
 
@@ -41,8 +42,7 @@ def write_files(out_dir, results, target=None):
     (out_dir / "ablation_summary.csv").write_text(summary_csv(summary), encoding="utf-8")
     history = pd.DataFrame(history_rows(results))
     if not history.empty:
-        charts.save_png(charts.ablation_figure(history, pd.DataFrame(summary, columns=SUMMARY_COLUMNS)),
-                        out_dir / "ablation.png")
+        save_png(ablation_figure(history, pd.DataFrame(summary, columns=SUMMARY_COLUMNS)), out_dir / "ablation.png")
     return rows, summary
 
 

@@ -1,4 +1,5 @@
-"""Results as tables: results.csv, history.csv, the terminal report and the verdict sentence.
+"""Results as tables: results.csv, history.csv, the routing metrics of a history (Experts page), the
+terminal report and the verdict sentence.
 
 The CLI writes files with these builders and the app's download buttons serve the same bytes, so
 a CSV from either has the same columns. CSVs keep raw numbers (machine-readable, "-" minus); what
@@ -24,6 +25,7 @@ from ..training.optim import OPTIMIZER_LABELS
 from ..running.request import GRIDS, SWEEP, Request
 from ..settings import flatten, names
 from ..status import COMPLETED, DIVERGED
+from ..training import routing
 from ..training.train import RunConfig
 
 # --- display names -----------------------------------------------------------------------------------
@@ -62,6 +64,27 @@ def results_frame(results, configs=(), run_id=None, dataset=None):
 
 def history_frame(history):
     return pd.DataFrame(history, columns=HISTORY_COLUMNS)
+
+
+def routing_history(history):
+    """Expert load and gate entropy rows of a history, with layer and expert as columns.
+
+    Returns (load: step, layer, expert, load; entropy: step, layer, entropy) from the routing
+    metrics recorded at every evaluation (names: routing.parse_metric).
+    """
+    metric_names = history["metric"].astype(str)
+    parsed = metric_names.map({name: routing.parse_metric(name) for name in metric_names.unique()})  # (layer, expert or None)
+    routed = parsed.notna()
+    layer = parsed[routed].str[0]
+    expert = parsed[routed].str[1]
+    load_rows, entropy_rows = expert.notna(), expert.isna()
+    rows = history[routed]
+    load = pd.DataFrame({"step": rows.loc[load_rows, "step"].astype(int), "layer": layer[load_rows].astype(int),
+                         "expert": expert[load_rows].astype(int), "load": rows.loc[load_rows, "value"].astype(float)})
+    entropy = pd.DataFrame({"step": rows.loc[entropy_rows, "step"].astype(int),
+                            "layer": layer[entropy_rows].astype(int),
+                            "entropy": rows.loc[entropy_rows, "value"].astype(float)})
+    return load.reset_index(drop=True), entropy.reset_index(drop=True)
 
 
 def results_csv(results, configs=(), run_id=None, dataset=None):
