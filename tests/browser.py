@@ -30,14 +30,14 @@ def free_port():
 
 
 @contextmanager
-def streamlit_server(home, log_path, start_s=60):
-    """`streamlit run streamlit_app.py` on a free localhost port with NANOKIMI_HOME=home; yields its URL.
+def streamlit_server(home, log_path, start_s=60, script="streamlit_app.py"):
+    """`streamlit run script` (the app by default) on a free localhost port with NANOKIMI_HOME=home; yields its URL.
     On the way out the server is stopped and any run still going (a failed test) is asked to stop, so
     its runner exits."""
     env = {**os.environ, "NANOKIMI_HOME": str(home)}
     port = free_port()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless",
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(script), "--server.headless",
                                  "true", "--server.port", str(port), "--server.address", "localhost",
                                  "--browser.gatherUsageStats", "false"],
                                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -131,6 +131,16 @@ def test_the_same_request_twice_from_one_session_is_queued_once(runner, text_dat
     assert runner.submit(asked, session="tab-1") != first, "the window is the last request only"
 
 
+def test_the_same_request_again_after_its_run_ended_is_a_new_run_however_soon(runner, text_dataset):
+    """Train, Stop, Train again within seconds: the second press is not a double click of the first."""
+    asked = request(text_dataset, 1_000_000)
+    first = runner.submit(asked, session="tab-1")
+    runner.stop(first)
+    finished(runner, first, timeout=60)
+    again = runner.submit(asked, session="tab-1")
+    assert again != first and runner.store.get_run(again)["status"] in ACTIVE
+
+
 def test_progress_names_the_phases_of_a_real_worker_run_in_order(tmp_path, text_dataset):
     store = Store(tmp_path / "home")
     config = request(text_dataset, 20).runs[0]

@@ -1,8 +1,16 @@
-"""Running a request and showing it live: Train and Stop, the run on show, the live area the page
-scrolls to after Train (with its script), and how a finished run ended.
+"""Running a request and showing it live: Train and Stop, the run on show, where the page scrolls
+after Train (with its script), and how a finished run ended.
 
 A live view is a fragment re-run every POLL_S while its run is active; it re-reads the run from the
 store, and when the run has finished the whole page is redrawn once, with its results.
+
+Every click on Train and Stop counts. Clicks were lost when the page moved under the pointer, not
+when it refreshed (the refreshes never replace or move the buttons, which are outside the
+fragment): after Train the page kept scrolling the live area to the top for five seconds while the
+charts arrived, carrying Stop, above the live area, away from a pointer on its way to it (3 of 6
+presses lost in tests/test_browser_clicks.py, 4 of 12 in the issue). Now the page scrolls once, to
+the buttons with the live view below them, as soon as the live view is drawn; Stop's callback
+writes the stop request before the page is drawn again, and the button says "Stopping…" at once.
 """
 
 import uuid
@@ -10,7 +18,7 @@ import uuid
 import streamlit as st
 
 from nanokimi.results import report
-from nanokimi.status import COMPLETED, DIVERGED, FAILED, INTERRUPTED, STOPPED
+from nanokimi.status import ACTIVE, COMPLETED, DIVERGED, FAILED, INTERRUPTED, STOPPED
 
 from .controls import SUBMITTED
 
@@ -25,34 +33,46 @@ def session_id():
 def run_controls(queue, kind, request, train_label):
     """Train / Stop buttons and the run on show (the URL's, else the active, else the latest of `kind`):
     returns (its view or None, the column beside the buttons). After Train the page follows the run
-    that will train (a double click's second request is the first's run) and scrolls to its live
-    area (`live_area`)."""
+    that will train (a double click's second request is the first's run) and scrolls to these
+    buttons, its live view below them (`SCROLL_TO_LIVE_AREA`)."""
+    scroll_anchor = st.empty()
     train_col, stop_col, info_col = st.columns([1, 1, 6])
-    if train_col.button(train_label, type="primary", disabled=request is None, icon=":material/play_arrow:"):
+    if train_col.button(train_label, key="train_run", type="primary", disabled=request is None,
+                        icon=":material/play_arrow:"):
         st.query_params["run"] = str(queue.submit(request, session=session_id()))
-        st.session_state["show_live_area"] = True
         st.session_state[SUBMITTED] = st.query_params["run"]  # shown, not opened: its settings are the controls'
+        nonce = uuid.uuid4().hex[:8]  # a new anchor per press, so a second press scrolls again
+        scroll_anchor.html(SCROLL_TO_LIVE_AREA % (nonce, nonce), unsafe_allow_javascript=True)
     run_id = queue.run_to_show(kind, st.query_params.get("run"))
-    view = queue.view(run_id) if run_id is not None else None
-    if stop_col.button("Stop", disabled=not (view and view.active), icon=":material/stop:"):
-        queue.stop(view.id)
-    return view, info_col
+    run = queue.store.get_run(run_id) if run_id is not None else None
+    active = bool(run and run["status"] in ACTIVE)
+    stopping = active and run["stop_requested"]
+    # The callback writes the request as the click arrives, before the page is drawn again; the
+    # button the person pressed then says it was heard, early in that redraw (before the run's
+    # history is read).
+    stop_col.button("Stopping…" if stopping else "Stop", key="stop_run", disabled=stopping or not active,
+                    icon=":material/stop:", on_click=queue.stop if active else None, args=(run_id,) if active else None)
+    return (queue.view(run_id) if run_id is not None else None), info_col
 
 
-# Scrolls the live area to the top of the page, and keeps it there for a few seconds while the run's
-# progress and charts arrive below it (scrolled at once, the page could still be too short, leaving the
-# live view below the fold); a person who scrolls, clicks or types meanwhile keeps their place.
-SCROLL_TO_LIVE_AREA = """<div id="live-area-%s"></div><script>
+# Scrolls the page once, as soon as the live view's progress is drawn below the anchor, so that the
+# anchor (above Train and Stop) is at the top of the window, below Streamlit's header (4rem: its
+# 3.75rem and a little air), and the live view below it, or as near as the page's length allows. Once: scrolling again as the charts arrive would move Stop away from
+# a pointer on its way to it. A person who scrolls, clicks or types first keeps their place.
+SCROLL_TO_LIVE_AREA = """<div id="live-area-%s" style="scroll-margin-top: 4rem"></div><script>
 (() => {
   const anchor = document.getElementById("live-area-%s");
   const quit = new AbortController();
   for (const event of ["wheel", "touchmove", "keydown", "pointerdown"])
     window.addEventListener(event, () => quit.abort(), {capture: true, signal: quit.signal});
-  let tries = 0;
+  const below = (element) => anchor.compareDocumentPosition(element) & Node.DOCUMENT_POSITION_FOLLOWING;
+  let waited = 0;
   const scroll = () => {
     if (quit.signal.aborted || !anchor.isConnected) return quit.abort();
+    const drawn = [...document.querySelectorAll('[data-testid="stProgress"]')].some(below);
+    if (!drawn && ++waited < 50) return setTimeout(scroll, 100);
     anchor.scrollIntoView({block: "start"});
-    if (++tries < 40) setTimeout(scroll, 125); else quit.abort();
+    quit.abort();
   };
   scroll();
 })();
@@ -60,13 +80,8 @@ SCROLL_TO_LIVE_AREA = """<div id="live-area-%s"></div><script>
 
 
 def live_area():
-    """Where a page's live view begins: right after Train, the page scrolls there, so the run's phase,
-    progress and charts are in sight rather than below the controls. Each press draws a new anchor,
-    so a second press scrolls again."""
+    """Where a page's live view begins, below Train and Stop."""
     st.divider()
-    if st.session_state.pop("show_live_area", False):
-        nonce = uuid.uuid4().hex[:8]
-        st.html(SCROLL_TO_LIVE_AREA % (nonce, nonce), unsafe_allow_javascript=True)
 
 
 STATUS_NOTES = {COMPLETED: st.success, STOPPED: st.info, DIVERGED: st.warning, INTERRUPTED: st.warning,

@@ -289,13 +289,17 @@ class JobQueue:
 
     def submit(self, request, session=None):
         """Queue a Request (request.py); returns its run id. The same request again from the same
-        `session` (a browser tab) within DUPLICATE_WINDOW_S, a double click on Train, is not queued
-        twice: the first one's run id is returned, so the page follows the run that will train."""
+        `session` (a browser tab) within DUPLICATE_WINDOW_S while the first one's run is still queued
+        or training, a double click on Train, is not queued twice: the first one's run id is returned,
+        so the page follows the run that will train. Once that run has ended (Train, Stop, Train
+        again), the same request is a new run."""
         stored = request.to_stored()
         with self.submit_lock:
             last = self.last_submitted.get(session) if session is not None else None
             if last and last[0] == stored and time.monotonic() - last[2] < DUPLICATE_WINDOW_S:
-                return last[1]
+                run = self.store.get_run(last[1])
+                if run is not None and run["status"] in ACTIVE:
+                    return last[1]
             run_id = self.store.create_run(stored, request.label())
             if session is not None:
                 self.last_submitted[session] = (stored, run_id, time.monotonic())
