@@ -23,7 +23,9 @@ if not runs:
     st.info("No finished run with saved weights yet: train one on the Compare or the Ablation page.")
     st.stop()
 
-# newest first; the newest completed run by default, since a stopped run may have only one model
+# Newest first. By default the newest completed run (a stopped run may have only one model), on the
+# models of it worth reading first (pickers.worth_reading: a sweep's arms at their tuned learning rates,
+# not its first tuning models, trained at a ninth of the original's and writing gibberish).
 default = next((i for i, r in enumerate(runs) if r["status"] == COMPLETED), 0)
 run = pick_run(runs, "generate_run", default=default)
 paths = queue.checkpoints(run)

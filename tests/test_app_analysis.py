@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 from nanokimi.training import sampling
 from nanokimi.training.data import DataError
 from nanokimi.paths import checkpoint_path
-from nanokimi.running.request import Request, ablation, comparison
+from nanokimi.running.request import Request, ablation, comparison, sweep
 from nanokimi.status import COMPLETED, STOPPED
 from nanokimi.running.store import Store
 from nanokimi.training.train import load_checkpoint, train
@@ -168,7 +168,7 @@ def test_generate_samples_every_arm_of_a_grid_and_names_the_stopped_model(home, 
     at = page("app/generate.py")
     picker = at.selectbox(key="generate_run")
     assert picker.value == grid_run and f"#{grid_run} · stopped · ablation" in picker.options[0]
-    models = at.multiselect(key="generate_models")
+    models = at.multiselect(key=f"generate_models_run{grid_run}")
     assert models.value == GRID_MODELS, "one model per arm by default"
     assert "NanoKimi · TrueMuon · seed 1337 · stopped at step 5 of 10" in models.options
     at.text_area(key="generate_prompt").set_value("the ")
@@ -192,13 +192,53 @@ def test_generate_samples_every_arm_of_a_grid_and_names_the_stopped_model(home, 
 def test_generate_shows_a_comparisons_two_models_and_the_newest_completed_run_first(home, finished_run, grid_run):
     at = page("app/generate.py")
     assert at.selectbox(key="generate_run").value == finished_run, "the grid is newer but stopped"
-    assert at.multiselect(key="generate_models").value == ["NanoGPT", "NanoKimi"]
+    assert at.multiselect(key=f"generate_models_run{finished_run}").value == ["NanoGPT", "NanoKimi"]
     next(b for b in at.button if b.label == "Generate").click().run()
     assert not at.exception and [s.value for s in at.subheader] == ["NanoGPT", "NanoKimi"]
     assert [d.proto.label for d in at.get("download_button")][1] == "Download checkpoints (2, ZIP)"
     at.selectbox(key="generate_run").set_value(grid_run).run()
-    assert not at.exception and at.multiselect(key="generate_models").value == GRID_MODELS, \
+    assert not at.exception and at.multiselect(key=f"generate_models_run{grid_run}").value == GRID_MODELS, \
         "the models chosen for the other run are not carried over"
+
+
+def stored_sweep(home, losses, chosen=None, status=COMPLETED):
+    """A sweep of NanoGPT and NanoKimi with AdamW at ×1/9, ×1 and ×9 in the store, finished without
+    training: its tuning models scored `losses` ({factor: final val loss}, the same for both arms) and,
+    with `chosen` ({arm: factor}), confirmed on one seed. A stand-in file is each model's weights
+    (choosing models reads none). Returns (its id, the stored Request)."""
+    asked = sweep(1, ("adamw",), data="builtin", data_label="built-in corpus", factors=(1 / 9, 1.0, 9.0), **TINY)
+    if chosen:
+        asked = asked.confirmed({arm: {"lr": factor * 1e-3} for arm, factor in chosen.items()})
+    store = Store(home)
+    run_id = store.create_run(asked.to_stored(), asked.label())
+    store.claim_next()
+    for config in asked.runs:
+        path = checkpoint_path(home, run_id, config.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"weights")
+        loss = losses.get(round(config.optimizer.lr / 1e-3, 3)) if config in asked.tuning else 1.5
+        store.finish_model(run_id, config.name, [], {"model": config.name, "status": COMPLETED, "steps": config.iters,
+                                                     "final_val_loss": loss})
+    store.finish_run(run_id, status)
+    store.close()
+    return run_id, asked
+
+
+def test_generate_opens_a_sweep_on_each_arm_at_its_tuned_learning_rate(home):
+    run_id, asked = stored_sweep(home, {0.111: 4.0, 1.0: 2.5, 9.0: 3.0}, chosen={"nanogpt+adamw": 1.0,
+                                                                                "nanokimi+adamw": 9.0})
+    at = page("app/generate.py")
+    assert at.selectbox(key="generate_run").value == run_id
+    assert at.multiselect(key=f"generate_models_run{run_id}").value == [
+        "nanogpt+adamw/s1337", "nanokimi+adamw/lr=0.009/s1337"], "the confirmation models at the chosen rates"
+    assert asked.tuning[0].name == "nanogpt+adamw/lr=0.000111/s101337", "not the first model: the ×1/9 tuning one"
+
+
+def test_generate_opens_a_sweep_stopped_while_tuning_on_each_arms_best_model_so_far(home):
+    run_id, asked = stored_sweep(home, {0.111: 4.0, 1.0: 3.0, 9.0: 2.0}, status=STOPPED)
+    at = page("app/generate.py")
+    assert at.multiselect(key=f"generate_models_run{run_id}").value == [
+        "nanogpt+adamw/lr=0.009/s101337", "nanokimi+adamw/lr=0.009/s101337"]
 
 
 def test_experts_page_offers_each_moe_model_of_a_grid(home, grid_run):

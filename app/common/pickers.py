@@ -3,10 +3,12 @@ model by its name or, in a grid, by its arm and seed, with how it ended when it 
 the end (its weights are from that step).
 """
 
+import math
+
 import streamlit as st
 
 from nanokimi.results import report
-from nanokimi.running.request import Request
+from nanokimi.running.request import SWEEP, Request
 from nanokimi.status import COMPLETED
 
 from .controls import KEEP
@@ -51,16 +53,35 @@ def model_label(run, name):
     return model_name(run, name) + (f" · {ended}" if ended else "")
 
 
-def pick_models(run, paths, key, column=None, per_arm=1):
-    """A multiselect over the models of `run` that have weights (`paths`: {model: path}); by default every
-    model of a comparison, and of a grid the first `per_arm` models of each arm. Returns the names chosen."""
-    configs = {c.name: c for c in Request.from_stored(run["config"]).runs}
+def worth_reading(run, names):
+    """The models of `run` (of `names`, those with weights) a person wants to read first, one per arm:
+    a comparison's two; a grid's first seed of each arm; a sweep's each arm at the learning rate its
+    tuning chose (the first confirmation seed), or, while it has not chosen, the arm's best tuning model
+    so far (lowest final validation loss). A sweep's first models are tuning models at a learning rate
+    ×1/9 of the original's, which read as gibberish: they would greet a person with the worst text."""
+    stored = Request.from_stored(run["config"])
+    configs = {c.name: c for c in stored.runs}
     arms = {}
-    for name in paths:
+    for name in names:
         arms.setdefault(configs[name].arm if name in configs else name, []).append(name)
-    default = [name for names in arms.values() for name in names[:per_arm]]
-    if set(st.session_state.get(key) or []) - set(paths):  # a remembered choice of another run
-        st.session_state.pop(key, None)
-    return (column or st).multiselect("Models", list(paths), default=default, key=key, **KEEP,
+    if stored.kind != SWEEP:
+        return [models[0] for models in arms.values()]
+    tuned = [c.name for c in stored.confirmation()[0]] if stored.chosen else []
+    losses = {r.get("model"): r.get("final_val_loss") for r in run["results"]}
+
+    def rank(name):  # at the chosen learning rate first, then by the loss tuning measured (none: last)
+        loss = losses.get(name)
+        return (name not in tuned, loss if isinstance(loss, (int, float)) and math.isfinite(loss) else math.inf)
+
+    return [min(models, key=rank) for models in arms.values()]
+
+
+def pick_models(run, paths, key, column=None):
+    """A multiselect over the models of `run` that have weights (`paths`: {model: path}), at first those
+    `worth_reading`. Returns the names chosen. Each run has its own picker (its key names the run): a
+    browser keeps a widget's chips unless the server names new ones, so one picker shared by every run
+    kept the previous run's chips while the text was sampled from the new run's models."""
+    return (column or st).multiselect("Models", list(paths), default=worth_reading(run, list(paths)),
+                                      key=f"{key}_run{run['id']}", **KEEP,
                                       format_func=lambda name: model_label(run, name),
                                       help="The run's models whose weights were saved; a grid has one per arm and seed.")
