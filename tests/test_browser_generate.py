@@ -38,11 +38,11 @@ def stored_with_weights(home, asked):
 def chips(page, expected, timeout_s=30):
     """The labels of the Models picker's chips, once they are `expected` or `timeout_s` has passed (while
     the page redraws, the old picker can stand beside the new one for a moment)."""
-    pickers = page.get_by_test_id("stMultiSelect").filter(has_text="Models")
     deadline = time.monotonic() + timeout_s
-    while True:
-        shown = [[chip.get_attribute("aria-label") for chip in picker.locator("[data-tag]").all()]
-                 for picker in pickers.all()]
+    while True:  # read at once: the page may redraw between two reads
+        shown = page.evaluate("""[...document.querySelectorAll('[data-testid="stMultiSelect"]')]
+            .filter(picker => picker.innerText.startsWith("Models"))
+            .map(picker => [...picker.querySelectorAll("[data-tag]")].map(chip => chip.getAttribute("aria-label")))""")
         if shown == [expected] or time.monotonic() > deadline:
             return shown
         time.sleep(0.2)
