@@ -17,7 +17,7 @@ from nanokimi.results.charts.comparison import (BARS, bar_charts, comparison_fig
                                                 metric_chart)
 from nanokimi.results.charts.images import chart_image
 from nanokimi.results.charts.smoothing import downsample, ema, smooth
-from nanokimi.results.charts.style import OKABE_ITO, series_color, series_dash
+from nanokimi.results.charts.style import OKABE_ITO, natural_key, series_color, series_dash, shades
 from nanokimi.results.report import routing_history
 from nanokimi.training import nslab
 
@@ -302,15 +302,48 @@ def test_arms_keep_their_colour_in_every_chart():
     assert band["layer"][1]["encoding"]["strokeDash"]["scale"]["range"] == [[1, 0], [6, 3]]
     lrs = frame.assign(variant=lambda f: f["model"].map({"nanokimi+truemuon/s1": "lr=0.003", "nanogpt+adamw/s1": ""}))
     by_lr = arm_band_chart(pd.concat([frame.assign(variant="lr=0.001"), lrs])).to_dict()
+    gpt, kimi = shades(series_color("nanogpt"), 2), shades(series_color("nanokimi"), 2)
     assert dict(zip(*by_lr["layer"][0]["encoding"]["color"]["scale"].values())) == {
-        "NanoGPT · AdamW": series_color("nanogpt"), "NanoGPT · AdamW · lr=0.001": series_color("nanogpt"),
-        "NanoKimi · TrueMuon · lr=0.001": series_color("nanokimi"),
-        "NanoKimi · TrueMuon · lr=0.003": series_color("nanokimi")}, "a sweep's series keep the arm's colour"
+        "NanoGPT · AdamW": gpt[0], "NanoGPT · AdamW · lr=0.001": gpt[1],
+        "NanoKimi · TrueMuon · lr=0.001": kimi[0], "NanoKimi · TrueMuon · lr=0.003": kimi[1]}, \
+        "a sweep's series: shades of the arm's colour, light to dark by learning rate"
+    assert len(set(gpt + kimi)) == 4
     sweep = pd.DataFrame([{"arm": arm, "seed": 1, "lr": lr, "score": score}
                           for arm in ("nanokimi+truemuon", "nanogpt+adamw") for lr, score in ((1e-3, 2.0), (3e-3, 1.9))])
     line = lr_sweep_chart(sweep).to_dict()["layer"][0]
     assert dict(zip(line["encoding"]["color"]["scale"]["domain"], line["encoding"]["color"]["scale"]["range"])) == {
         "NanoKimi · TrueMuon": series_color("nanokimi"), "NanoGPT · AdamW": series_color("nanogpt")}
+
+
+def test_shades_keep_the_hue_and_differ_in_lightness():
+    blue = series_color("nanogpt")
+    assert shades(blue, 1) == [blue] and shades(blue, 3)[1] == blue, "centred on the colour itself"
+    five = shades(blue, 5)
+    channels = [[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in five]
+    assert [sum(c) for c in channels] == sorted((sum(c) for c in channels), reverse=True), "light to dark"
+    assert min(a - b for a, b in zip(map(sum, channels), map(sum, channels[1:]))) > 60, "each step visible"
+    for rgb in channels:  # mixed with white or black only: the channels keep their order (the hue)
+        assert sorted(range(3), key=rgb.__getitem__) == sorted(range(3), key=[0x00, 0x72, 0xB2].__getitem__)
+    assert max(map(sum, channels)) < 3 * 240 and min(map(sum, channels)) > 3 * 20, "never white, never black"
+
+
+def test_a_sweeps_learning_rates_are_told_apart_on_the_ablation_page():
+    # a sweep's tuning runs: two arms, five learning rates each, as jobs.ablation_history names them
+    lrs = {"nanogpt+adamw": ("lr=0.000111", "lr=0.000333", "lr=0.001", "lr=0.003", "lr=0.009"),
+           "nanokimi+truemuon": ("matrix_lr=0.00111", "matrix_lr=0.00333", "matrix_lr=0.01", "matrix_lr=0.03",
+                                 "matrix_lr=0.09")}
+    frame = pd.DataFrame([{"model": f"{arm}/{lr}/s1", "arm": arm, "variant": lr, "seed": 1, "step": step,
+                           "wall_time_s": step, "metric": "val_loss", "value": 3.0 - step / 10}
+                          for arm, values in lrs.items() for lr in reversed(values) for step in (0, 10)])
+    spec = arm_band_chart(frame).to_dict()
+    color = spec["layer"][0]["encoding"]["color"]["scale"]
+    dash = spec["layer"][1]["encoding"]["strokeDash"]["scale"]
+    styles = {name: (c, tuple(d)) for name, c, d in zip(color["domain"], color["range"], dash["range"])}
+    assert len(set(styles.values())) == 10, "ten lines, ten looks"
+    assert list(styles)[:5] == [f"NanoGPT · AdamW · {lr}" for lr in lrs["nanogpt+adamw"]], "the legend names the lr, in order"
+    assert [c for c, _ in styles.values()] == shades(series_color("nanogpt"), 5) + shades(series_color("nanokimi"), 5)
+    assert {d for _, d in list(styles.values())[5:]} == {(6, 3)}, "the optimizer stays the dash"
+    assert natural_key("lr=0.0003") < natural_key("lr=0.001") < natural_key("lr=1e+00")
 
 
 def test_routing_charts_do_not_borrow_model_colours():
