@@ -243,6 +243,9 @@ def test_bar_charts_one_bar_chart_per_headline_metric_from_zero():
         assert bar["encoding"]["y"]["scale"] == {"zero": True}
         assert bar["encoding"]["color"]["scale"]["range"] == [series_color("NanoGPT"), series_color("NanoKimi")]
         assert spec_rows(bar, spec["datasets"]) == [{"model": r["model"], column: r[column]} for r in RESULTS]
+    grid = bar_charts(RESULTS, columns=2).to_dict()
+    assert grid["columns"] == 2 and [b["title"] for b in grid["concat"]] == [title for _, title in BARS], \
+        "two by two: the page's four bars fit an 800-px window"
 
 
 def test_memory_breakdown_starts_at_zero_and_keeps_model_colours_for_models():
@@ -343,6 +346,11 @@ def test_a_sweeps_learning_rates_are_told_apart_on_the_ablation_page():
     assert list(styles)[:5] == [f"NanoGPT · AdamW · {lr}" for lr in lrs["nanogpt+adamw"]], "the legend names the lr, in order"
     assert [c for c, _ in styles.values()] == shades(series_color("nanogpt"), 5) + shades(series_color("nanokimi"), 5)
     assert {d for _, d in list(styles.values())[5:]} == {(6, 3)}, "the optimizer stays the dash"
+    legend = spec["layer"][0]["encoding"]["color"]["legend"]
+    assert legend["orient"] == "bottom" and spec["height"] >= 300 + 10 * 20, \
+        "ten long names go under the plot, which keeps its height"
+    assert "orient" not in arm_band_chart(frame[frame["variant"].isin(["lr=0.001", "matrix_lr=0.01"])]).to_dict()[
+        "layer"][0]["encoding"]["color"]["legend"], "a few go beside it"
     assert natural_key("lr=0.0003") < natural_key("lr=0.001") < natural_key("lr=1e+00")
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from .. import report
 from .style import (GREYS, LEGEND, LINE_LEGEND, OKABE_ITO, color_scale, dash_scale, faded, legend_toggle,
-                    natural_key, series_color, series_dash, series_rank, shades, zoom)
+                    line_legend, natural_key, series_color, series_dash, series_rank, shades, zoom)
 
 def arm_band_chart(history, metric="val_loss", x="step", height=300):
     """Ablation: mean `metric` per arm over seeds, with a band from the lowest to the highest seed.
@@ -36,17 +36,18 @@ def arm_band_chart(history, metric="val_loss", x="step", height=300):
     for arm in dict.fromkeys(a for a, _ in keys):
         variants = [key for key in keys if key[0] == arm]
         colors.update(zip(variants, shades(series_color(arm), len(variants))))
+    legend, height = line_legend(len(names), height)
     toggle = legend_toggle("arm")
     base = alt.Chart(stats, height=height).encode(
         x=alt.X(f"{x}:Q", title="step" if x == "step" else "training time (s, mean over seeds)"),
         color=alt.Color("arm:N", title="arm", scale=alt.Scale(domain=names, range=[colors[key] for key in keys]),
-                        legend=alt.Legend(**LINE_LEGEND)))
+                        legend=alt.Legend(**legend)))
     band = base.mark_area(opacity=0.2).encode(
         y=alt.Y("low:Q", title="validation loss (nats/char)", scale=alt.Scale(zero=False)), y2="high:Q",
         opacity=faded(toggle, 0.2, 0.03))
     line = base.mark_line(strokeWidth=2).encode(
         y="mean:Q", strokeDash=alt.StrokeDash("arm:N", title="arm", scale=alt.Scale(
-            domain=names, range=[series_dash(a) for a, _ in keys]), legend=alt.Legend(**LINE_LEGEND)),
+            domain=names, range=[series_dash(a) for a, _ in keys]), legend=alt.Legend(**legend)),
         opacity=faded(toggle),
         tooltip=["arm", "step", "seeds", alt.Tooltip("mean:Q", format=".4f"),
                  alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f")])

@@ -2,9 +2,10 @@
 apart and no band claims more than the data.
 
 Colour, dash and shade (`group_styles`), as on every page:
-- groups that are each one model (their members share an architecture) take its colour from the
-  registry (series_color), whatever else tells them apart; groups of several models (by seed, by
-  size) take an ordered scheme (GROUP_SCHEME), so none reads as a model it is not;
+- groups grouped by what the model is (model, architecture or optimizer among the settings) and each
+  one model (their members share an architecture) take its colour from the registry (series_color),
+  whatever else tells them apart; groups of several models, or grouped by other settings only (by
+  seed, by size), take an ordered scheme (GROUP_SCHEME), so none reads as a model it is not;
 - the dash is the optimizer's (AdamW solid, TrueMuon dashed, Muon dotted), unless the groups of one
   model share their optimizer and differ in another grouping setting (the run, a size): then that
   setting's, in its natural order. A second setting under a scheme is drawn the same way;
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .smoothing import EVERY_STEP, downsample, ema
-from .style import LINE_LEGEND, OPTIMIZER_DASHES, faded, legend_toggle, natural_key, series_color, shades, zoom
+from .style import OPTIMIZER_DASHES, faded, legend_toggle, line_legend, natural_key, series_color, shades, zoom
 from ...experiments.arms import Arm
 
 # Groups that are not one model each: viridis, in the groups' natural order. An ordered scheme suits what
@@ -58,7 +59,8 @@ def group_styles(group_stats, by=()):
     `group_stats`: runtable.group_stats rows, with the group's architecture and optimizer (None
     where its members differ) and its value of each grouping setting in `by`."""
     groups = group_stats.drop_duplicates("group").reset_index(drop=True)
-    if groups["architecture"].isna().any():  # groups of several models: a scheme, the second setting dashed
+    if groups["architecture"].isna().any() or (by and not set(by) & set(MODEL_KEYS)):
+        # groups of several models, or grouped by no model setting (seeds): a scheme, the second setting dashed
         order = sorted(groups["group"], key=natural_key)
         second = ([k for k in by if k in groups][1:] or [None])[0]
         dashes = _setting_dashes(groups.assign(all=0), second, "all") or {}
@@ -108,7 +110,7 @@ def band_note(group_stats):
     fewest = int(clipped["n"].min())
     return (f"With {fewest} member{'s' if fewest > 1 else ''} a 95% interval of the mean is wider than the members' "
             "own spread (Student's t with few degrees of freedom: ±12.7 standard errors for 2, ±4.3 for 3), so the "
-            "band stops at the lowest and highest member; the full interval is in the tooltip and the table below.")
+            "band stops at the lowest and highest member; the full interval is in the tooltip.")
 
 
 def group_band_chart(group_stats, y_title, x_title, log_x=False, log_y=False, height=320, by=(), metric=None,
@@ -124,12 +126,13 @@ def group_band_chart(group_stats, y_title, x_title, log_x=False, log_y=False, he
         frame = frame[frame["mean"] > 0]
     frame = downsample(frame.assign(metric="band"), by=("group",))
     colors, dashes, order = group_styles(group_stats, by)
+    legend, height = line_legend(len(order), height)
     toggle = legend_toggle("group")
-    base = alt.Chart(frame, height=height).encode(
+    base = alt.Chart(frame).encode(
         x=alt.X("x:Q", title=x_title, scale=alt.Scale(type="log") if log_x else alt.Scale()),
-        color=alt.Color("group:N", title="group", sort=order, scale=colors, legend=alt.Legend(**LINE_LEGEND)))
+        color=alt.Color("group:N", title="group", sort=order, scale=colors, legend=alt.Legend(**legend)))
     y_scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
-    strokeDash = alt.StrokeDash("group:N", title="group", sort=order, scale=dashes, legend=alt.Legend(**LINE_LEGEND))
+    strokeDash = alt.StrokeDash("group:N", title="group", sort=order, scale=dashes, legend=alt.Legend(**legend))
     band = base.mark_area(opacity=0.2).encode(y=alt.Y("band_low:Q", title=y_title, scale=y_scale), y2="band_high:Q",
                                               opacity=faded(toggle, 0.2, 0.03))
     line = base.mark_line(strokeWidth=2).encode(
@@ -145,4 +148,6 @@ def group_band_chart(group_stats, y_title, x_title, log_x=False, log_y=False, he
         layers.append(base.mark_line(strokeWidth=1).encode(y=alt.Y("mean:Q", title=y_title, scale=y_scale),
                                                            strokeDash=strokeDash, opacity=faded(toggle, 0.25, 0.04)))
     return alt.layer(*layers, line).properties(
-        title=f"{y_title[0].upper()}{y_title[1:]} per group (mean; band: 95% CI within the members' range)")
+        height=height,
+        title=alt.Title(f"{y_title[0].upper()}{y_title[1:]} per group",
+                        subtitle="mean over its members; band: 95% CI, within the members' range"))

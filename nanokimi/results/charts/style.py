@@ -65,7 +65,7 @@ def dash_scale(names):
 # Shades of a colour: mixed with white (towards +1) or black (towards -1), at most SHADE_STEP apart, inside
 # SHADE_MIX (paler fades into the white background, darker loses the hue); centred on the colour itself.
 # Mixing keeps the hue recognisable where HLS lightness turns a saturated green neon.
-SHADE_MIX = (-0.55, 0.55)
+SHADE_MIX = (-0.45, 0.45)
 SHADE_STEP = 0.45
 
 
@@ -94,6 +94,19 @@ def natural_key(label):
 # Legends show each series at full strength, whichever layer (a faint raw one) they are merged from.
 LEGEND = dict(symbolOpacity=1, labelLimit=0)
 LINE_LEGEND = dict(LEGEND, symbolType="stroke", symbolStrokeWidth=2.5, symbolSize=300)  # where the dash tells apart
+# More series than this (a sweep's 20, "#4 · NanoKimi · TrueMuon · matrix_lr=0.00111"): the legend goes under
+# the plot, so long names neither squeeze the plot in an 800-px window nor run past the chart's bottom.
+LEGEND_BESIDE_MAX = 8
+LEGEND_ROW_PX = 21
+
+
+def line_legend(count, height):
+    """(LINE_LEGEND's options, the chart's height) for a line chart of `count` series: the legend beside
+    the plot, or under it for more than LEGEND_BESIDE_MAX, the height grown by its rows (Streamlit fits
+    the whole chart, legend included, into the height)."""
+    if count <= LEGEND_BESIDE_MAX:
+        return LINE_LEGEND, height
+    return dict(LINE_LEGEND, orient="bottom", direction="vertical"), height + LEGEND_ROW_PX * count + 40
 
 
 def legend_toggle(field):
