@@ -10,10 +10,11 @@ import math
 import sys
 import time
 from fractions import Fraction
-from pathlib import Path
 
 from . import settings
+from .running import guards
 from .running.backends import BACKENDS, BackendError, make_backend
+from .running.guards import GuardError
 from .experiments.compare import ARCHITECTURES, PRESET_HELP, PRESETS, check_data, comparison_runs
 from .training.data import BUILTIN, MAX_TEXT_LABEL, TINY_SHAKESPEARE, DataError, resolve_source
 from .training.optim import OPTIMIZERS
@@ -264,15 +265,10 @@ def compare_main(args):
         check_data(runs)
     except (ValueError, DataError) as err:
         return fail("compare", err)
-    out = Path(args.out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        return fail("compare", f"cannot create --out directory {out}: {err.strerror}")
-
-    try:
+        out = make_out(args.out)
         backend = backend_for(args)
-    except BackendError as err:
+    except (GuardError, BackendError) as err:
         return fail("compare", err)
     each = f"{runs[0].threads} thread{'s' if runs[0].threads > 1 else ''} each"
     if args.jobs > 1:
@@ -323,7 +319,7 @@ def ablate_main(args):
         check_data(runs)
         out = make_out(args.out)
         backend = backend_for(args)
-    except (ValueError, DataError, OSError, BackendError) as err:
+    except (ValueError, DataError, GuardError, BackendError) as err:
         return fail("ablate", err)
     print(f"{len(runs)} runs: {len(arms)} arms x {args.seeds} seeds, {order_text(args, backend, runs)}", file=sys.stderr)
     try:
@@ -358,13 +354,9 @@ def order_text(args, backend, runs):
 
 
 def make_out(path):
-    """The --out directory, created; OSError with a sentence when it cannot be."""
-    out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OSError(f"cannot create --out directory {out}: {err.strerror}") from None
-    return out
+    """The --out directory, created, and the grids' folders in it, each checked by writing a file
+    there; GuardError with a sentence when one cannot be written (guards.py)."""
+    return guards.writable_out(path, subfolders=("runs", "tuned", "original"))
 
 
 def lr_factors(text):
@@ -393,7 +385,7 @@ def sweep_main(args):
         check_data(tuning)
         out = make_out(args.out)
         backend = backend_for(args)
-    except (ValueError, DataError, OSError, BackendError) as err:
+    except (ValueError, DataError, GuardError, BackendError) as err:
         return fail("sweep", err)
     total = len(arms) * (len(factors) * args.tuning_seeds + 2 * args.seeds)
     print(f"up to {total} runs: {len(arms)} arms x {len(factors)} learning rates x {args.tuning_seeds} tuning seed(s), "
