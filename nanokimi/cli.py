@@ -25,7 +25,10 @@ from .training.train import RunConfig
 class Progress:
     """One status line per model on stderr: bar, step, loss, ms/step and ETA. The ETA extrapolates
     the time since the model's first training step, so start-up and the step-0 evaluation, which
-    do not recur, are not counted as if every step cost a share of them."""
+    do not recur, are not counted as if every step cost a share of them. A model with more than a
+    day left, judged after WARN_AFTER_S of steps (the first steps are slower), gets a warning line."""
+
+    WARN_AFTER_S = 5.0
 
     def __init__(self, stream=sys.stderr, redraw=True, clock=time.monotonic):
         self.stream = stream
@@ -33,6 +36,7 @@ class Progress:
         self.clock = clock
         self.last = {}
         self.first_step = {}  # model -> (when its first step event came, that step)
+        self.warned = set()   # models whose time left was judged (guards.long_run_warning)
 
     def __call__(self, event):
         model = event["model"] if "seed" not in event else f"{event['model']} seed {event['seed']}"
@@ -51,11 +55,28 @@ class Progress:
             state.setdefault("loss", event.get("loss"))
             if "loss" in event:
                 state["loss"] = event["loss"]
+            self._warn_if_long(model, event["iters"])
             if self.tty or kind == "eval":
                 self._draw(model, event["iters"], final=False)
         if kind == "done":
             state["step"] = event["results"].get("steps", state.get("step", 0))  # step events are sampled
             self._draw(model, state["step"] or 1, final=True, status=event["status"], message=event["message"])
+
+    def _eta_s(self, model, iters):
+        """Seconds left for `model` at the pace of its steps since its first; None before one is timed."""
+        step = self.last[model].get("step", 0)
+        since, first = self.first_step.get(model, (None, step))
+        return (self.clock() - since) / (step - first) * (iters - step) if step > first else None
+
+    def _warn_if_long(self, model, iters):
+        """Once per model, after WARN_AFTER_S of timed steps: a line if it has more than a day left."""
+        since, _ = self.first_step.get(model, (None, 0))
+        if model in self.warned or since is None or self.clock() - since < self.WARN_AFTER_S:
+            return
+        self.warned.add(model)
+        warning = guards.long_run_warning(model, self._eta_s(model, iters))
+        if warning:
+            print(("\n" if self.tty else "") + warning, file=self.stream, flush=True)
 
     def _draw(self, model, iters, final, status="", message=""):
         state = self.last[model]
@@ -63,12 +84,8 @@ class Progress:
         frac = min(1.0, step / iters) if iters else 1.0
         width = 24
         bar = "█" * int(frac * width) + "░" * (width - int(frac * width))
-        since, first = self.first_step.get(model, (None, step))
-        if step > first:
-            eta = (self.clock() - since) / (step - first) * (iters - step)
-            eta = f"ETA {int(eta) // 60}:{int(eta) % 60:02d}"
-        else:
-            eta = "ETA  -:--"
+        eta = self._eta_s(model, iters)
+        eta = f"ETA {int(eta) // 60}:{int(eta) % 60:02d}" if eta is not None else "ETA  -:--"
         loss = f"loss {state['loss']:.4f}" if state.get("loss") is not None else "loss   -   "
         val = f"val {state['val']:.4f}" if state.get("val") is not None else ""
         line = f"{model:<9} {bar} {step:>6}/{iters:<6} {loss}  {val}  {eta}"
@@ -164,6 +181,18 @@ def grid_settings(args):
         from .metrics import usable_cores
         chosen["threads"] = max(1, usable_cores() // args.jobs)
     return chosen, base_seed
+
+
+def check_machine(runs, corpus, jobs, backend):
+    """Refuse runs this machine's memory cannot hold, `jobs` of them at once (GuardError, guards.py);
+    warn of more threads than cores. A Ray backend's runs train on the cluster's nodes: Ray's to check."""
+    if backend != "local":
+        return
+    at_once = min(jobs, len(runs))
+    guards.check_memory(runs, corpus.vocab_size, len(corpus.text), at_once)
+    warning = guards.threads_warning(max(run.threads for run in runs), at_once)
+    if warning:
+        print(warning, file=sys.stderr)
 
 
 def training_settings(args):
@@ -262,8 +291,8 @@ def compare_main(args):
     try:
         runs = comparison_runs(args.preset, args.gpt_optimizer, args.kimi_optimizer, data=resolve_source(args.data),
                                **chosen)
-        check_data(runs)
-    except (ValueError, DataError) as err:
+        check_machine(runs, check_data(runs), args.jobs, args.backend)
+    except (ValueError, DataError, GuardError) as err:
         return fail("compare", err)
     try:
         out = make_out(args.out)
@@ -304,8 +333,7 @@ def compare_main(args):
         frame = report.history_frame(history)
         charts.save_png(charts.comparison_figure(finished, frame), out / "comparison_graph.png")
     print(f"\nwrote {out / 'results.csv'}, {out / 'history.csv'}" + (f", {out / 'comparison_graph.png'}" if finished else ""))
-    failed = [r for r in rows if r.get("status") == FAILED]
-    return 1 if failed else 0
+    return say_failures(results)
 
 
 def ablate_main(args):
@@ -316,7 +344,7 @@ def ablate_main(args):
         arms = chosen_arms(args)
         runs = ablation.ablation_runs(arms, args.seeds, base_seed, data=resolve_source(args.data),
                                       preset_name=args.preset, **chosen)
-        check_data(runs)
+        check_machine(runs, check_data(runs), args.jobs, args.backend)
         out = make_out(args.out)
         backend = backend_for(args)
     except (ValueError, DataError, GuardError, BackendError) as err:
@@ -342,7 +370,16 @@ def ablate_main(args):
     print()
     print(ablation.summary_text(summary))
     print(f"\nwrote {out / 'ablation.csv'}, {out / 'ablation_summary.csv'}, {out / 'ablation.png'}")
-    return 1 if any(r.status == FAILED for r in results) else 0
+    return say_failures(results)
+
+
+def say_failures(results):
+    """Each failed run's cause on stderr, last, where it is seen (a run refused in its worker sends no
+    progress at all, and the report's table has room only for 'failed'); the exit status: 1 if any failed."""
+    failed = {r.config.name: r.message for r in results if r.status == FAILED}
+    for name, message in failed.items():
+        print(f"{name} failed: {message or 'no reason given'}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def order_text(args, backend, runs):
@@ -382,7 +419,7 @@ def sweep_main(args):
         factors = lr_factors(args.lr_factors)
         grid = {"data": resolve_source(args.data), "preset_name": args.preset, **chosen}
         tuning = sweep.tuning_runs(arms, factors, args.tuning_seeds, base_seed, **grid)
-        check_data(tuning)
+        check_machine(tuning, check_data(tuning), args.jobs, args.backend)
         out = make_out(args.out)
         backend = backend_for(args)
     except (ValueError, DataError, GuardError, BackendError) as err:
@@ -424,7 +461,8 @@ def sweep_main(args):
         print("\n".join(r["note"] for r in summary if r["kind"] == "effect"))
     print(f"\nwrote {out / 'sweep.csv'}, {out / 'chosen_lrs.csv'}, {out / 'sweep.png'}, {out / 'tuned'}/, "
           f"{out / 'original'}/")
-    return 1 if any(r.status == FAILED for r in at_tuned + at_original) else 0
+    say_failures(tuned)  # a failed tuning run counts as the worst learning rate; its cause is still said
+    return say_failures(at_tuned + at_original)
 
 
 def bench_main(args):

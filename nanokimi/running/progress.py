@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 
+from .guards import long_run_warning
 from ..status import COMPLETED, DIVERGED, FAILED, STOPPED
 
 QUEUED, RUNNING = "queued", "running"
@@ -28,7 +29,10 @@ def clock(seconds):
 
 
 class GridProgress:
-    """An on_event for a backend: `with GridProgress(runs) as progress: backend.run(runs, on_event=progress)`."""
+    """An on_event for a backend: `with GridProgress(runs) as progress: backend.run(runs, on_event=progress)`.
+    A grid with more than a day left, judged WARN_AFTER_S after it started, gets a warning line."""
+
+    WARN_AFTER_S = 10.0
 
     def __init__(self, runs, stream=None, redraw=None):
         self.stream = stream or sys.stderr
@@ -37,6 +41,7 @@ class GridProgress:
         self.started = time.monotonic()
         self.lock = threading.Lock()
         self.live = None
+        self.warned = False  # the grid's time left judged once (guards.long_run_warning)
 
     def __enter__(self):
         if self.tty and self.runs:
@@ -69,6 +74,7 @@ class GridProgress:
                 self._line(f"started  {event['model']}" + (f" on {short(run['node'])}" if run["node"] else ""))
             elif kind == "step":
                 run["step"], run["loss"] = event["step"], event.get("loss")
+                self._warn_if_long()
             elif kind == "eval":
                 run["step"], run["val"] = event["step"], event["val_loss"]
             elif kind == "done":
@@ -86,6 +92,17 @@ class GridProgress:
     def _line(self, text):
         if not self.tty:
             print(text, file=self.stream, flush=True)
+
+    def _warn_if_long(self):
+        """Once, after WARN_AFTER_S: a line if the grid has more than a day left (guards.long_run_warning)."""
+        if self.warned or time.monotonic() - self.started < self.WARN_AFTER_S:
+            return
+        self.warned = True
+        warning = long_run_warning("the grid", self.eta())
+        if warning and self.live:
+            self.live.console.print(warning, markup=False, highlight=False)
+        elif warning:
+            print(warning, file=self.stream, flush=True)
 
     # --- what is shown -------------------------------------------------------------------------------------
 
