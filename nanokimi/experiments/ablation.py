@@ -33,6 +33,7 @@ import gzip
 import json
 import math
 import statistics
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -149,18 +150,45 @@ def _same_run(a, b):
     return replace(a, **strip).to_dict() == replace(b, **strip).to_dict()
 
 
-def load_finished(out_dir, runs):
-    """{run name: RunResult} of the runs already trained to the end in `out_dir` with the same settings."""
+def load_finished(out_dir, runs, warn=None):
+    """{run name: RunResult} of the runs already trained to the end in `out_dir` with the same settings.
+    A kept file that cannot be read back (cut short, overwritten) is named in one line to `warn`
+    (default: stderr) and its run left out, so it trains again."""
     finished = {}
     for run in runs:
         path = saved_path(out_dir, run)
         if not path.is_file():
             continue
-        saved = json.loads(gzip.decompress(path.read_bytes()))
-        config = RunConfig.from_dict(saved["config"])
+        try:
+            config, saved = read_kept(path)
+        except DamagedRunFile as err:
+            (warn or warn_on_stderr)(f"warning: {err}; {run.name} trains again")
+            continue
         if saved["status"] in TRAINED_TO_THE_END and _same_run(config, run):
             finished[run.name] = RunResult(run, saved["status"], saved["message"], saved["results"], saved["history"])
     return finished
+
+
+class DamagedRunFile(Exception):
+    """A kept run's file that cannot be read back; says which and why, in one line."""
+
+
+def read_kept(path):
+    """(its RunConfig, the payload save_result wrote to `path`); DamagedRunFile when the file is cut
+    short (EOFError), not gzip (BadGzipFile), not JSON, or JSON of another shape."""
+    try:
+        saved = json.loads(gzip.decompress(Path(path).read_bytes()))
+        config = RunConfig.from_dict(saved["config"])
+        if not isinstance(saved["status"], str) or not {"message", "results", "history"} <= saved.keys():
+            raise ValueError("not a kept run")
+        return config, saved
+    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as err:
+        reason = (str(err).strip().splitlines() or [""])[0][:120]
+        raise DamagedRunFile(f"{path} is damaged ({type(err).__name__}" + (f": {reason})" if reason else ")")) from None
+
+
+def warn_on_stderr(text):
+    print(text, file=sys.stderr, flush=True)
 
 
 def save_result(out_dir, result):
