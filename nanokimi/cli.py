@@ -15,7 +15,8 @@ from . import settings
 from .running import guards
 from .running.backends import BACKENDS, BackendError, make_backend
 from .running.guards import GuardError
-from .experiments.compare import ARCHITECTURES, PRESET_HELP, PRESETS, check_data, comparison_runs
+from .experiments.arms import ARCHITECTURES
+from .experiments.compare import PRESET_HELP, PRESETS, check_data, comparison_runs
 from .training.data import BUILTIN, MAX_TEXT_LABEL, TINY_SHAKESPEARE, DataError, resolve_source
 from .training.optim import OPTIMIZERS
 from .status import FAILED, MEASURED
@@ -314,7 +315,9 @@ def compare_main(args):
     if interrupted and not results:
         print("interrupted before any model finished; nothing written", file=sys.stderr)
         return 130
-    from .results import charts, report  # pandas and altair: only once there is something to write
+    from .results import report  # pandas and altair: only once there is something to write
+    from .results.charts.comparison import comparison_figure
+    from .results.charts.images import save_png
 
     rows = [r.results for r in results]
     history = [row for r in results for row in r.history]
@@ -331,13 +334,15 @@ def compare_main(args):
     finished = [r for r in rows if r.get("status") in MEASURED]
     if finished:
         frame = report.history_frame(history)
-        charts.save_png(charts.comparison_figure(finished, frame), out / "comparison_graph.png")
+        save_png(comparison_figure(finished, frame), out / "comparison_graph.png")
     print(f"\nwrote {out / 'results.csv'}, {out / 'history.csv'}" + (f", {out / 'comparison_graph.png'}" if finished else ""))
     return say_failures(results)
 
 
 def ablate_main(args):
     from .experiments import ablation
+    from .results import ablation_files
+    from .running import grid
 
     chosen, base_seed = grid_settings(args)
     try:
@@ -352,9 +357,9 @@ def ablate_main(args):
     print(f"{len(runs)} runs: {len(arms)} arms x {args.seeds} seeds, {order_text(args, backend, runs)}", file=sys.stderr)
     try:
         with grid_progress(args, runs) as progress:
-            results, reused = ablation.train_grid(runs, out, jobs=args.jobs, on_event=progress, backend=backend)
+            results, reused = grid.train_grid(runs, out, jobs=args.jobs, on_event=progress, backend=backend)
     except KeyboardInterrupt:
-        results, reused = list(ablation.load_finished(out, runs).values()), 0
+        results, reused = list(grid.load_finished(out, runs).values()), 0
     except BackendError as err:
         return fail("ablate", err)
     finally:
@@ -366,9 +371,9 @@ def ablate_main(args):
         return 130
     if len(results) < len(runs):
         print(f"stopped after {len(results)} of {len(runs)} runs; summarising those", file=sys.stderr)
-    rows, summary = ablation.write_files(out, results, args.target)
+    rows, summary = ablation_files.write_files(out, results, args.target)
     print()
-    print(ablation.summary_text(summary))
+    print(ablation_files.summary_text(summary))
     print(f"\nwrote {out / 'ablation.csv'}, {out / 'ablation_summary.csv'}, {out / 'ablation.png'}")
     return say_failures(results)
 
@@ -408,8 +413,11 @@ def lr_factors(text):
 
 
 def sweep_main(args):
-    from .experiments import ablation, sweep
-    from .results import charts
+    from .experiments import sweep
+    from .results import ablation_files
+    from .results.charts.ablation import lr_sweep_chart
+    from .results.charts.images import save_png
+    from .running.grid import run_sweep
 
     import pandas as pd
 
@@ -432,7 +440,7 @@ def sweep_main(args):
     _, original = sweep.confirmation_runs(arms, {}, args.seeds, base_seed, **grid)
     try:
         with grid_progress(args, tuning + original) as progress:
-            tuned, chosen_lrs, at_tuned, at_original = sweep.run_sweep(
+            tuned, chosen_lrs, at_tuned, at_original = run_sweep(
                 arms, out, args.seeds, base_seed, factors, args.tuning_seeds, args.jobs,
                 on_event=progress, backend=backend, **grid)
     except KeyboardInterrupt:
@@ -449,14 +457,14 @@ def sweep_main(args):
     choice = pd.DataFrame([{"arm": arm, **c, "tried": " ".join(f"{lr:.3g}" for lr in c["tried"])}
                            for arm, c in chosen_lrs.items()])
     choice.to_csv(out / "chosen_lrs.csv", index=False)
-    charts.save_png(charts.lr_sweep_chart(frame), out / "sweep.png")
+    save_png(lr_sweep_chart(frame), out / "sweep.png")
     print("\nchosen learning rates (lowest mean final validation loss on the tuning seeds):")
     for arm, c in chosen_lrs.items():
         edge = "  (at the edge of the grid: the best may lie beyond it)" if c["at_edge"] else ""
         print(f"  {arm:<24} {c['tuned']} = {c['lr']:.3g}  final val loss {c['loss']:.4f}{edge}")
     for name, results in (("tuned", at_tuned), ("original", at_original)):
         (out / name).mkdir(exist_ok=True)
-        _, summary = ablation.write_files(out / name, results, args.target)
+        _, summary = ablation_files.write_files(out / name, results, args.target)
         print(f"\nat the {'tuned' if name == 'tuned' else 'original'} learning rates:")
         print("\n".join(r["note"] for r in summary if r["kind"] == "effect"))
     print(f"\nwrote {out / 'sweep.csv'}, {out / 'chosen_lrs.csv'}, {out / 'sweep.png'}, {out / 'tuned'}/, "

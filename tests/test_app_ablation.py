@@ -15,16 +15,16 @@ from nanokimi.running import jobs, request
 from nanokimi.results import report
 from nanokimi.experiments import sweep
 from nanokimi.experiments.ablation import CONTROLS, holm
-from nanokimi.experiments.compare import ARCHITECTURE_LABELS
+from nanokimi.experiments.arms import ARCHITECTURES
 from nanokimi.training.data import BUILTIN, load_corpus
 from nanokimi.training.model import LanguageModel
 from nanokimi.paths import checkpoint_path
 from nanokimi.status import ACTIVE, STOPPED
 from nanokimi.running.store import Store
-from pages.common import BUILTIN_LABEL
+from app.common.datasets import BUILTIN_LABEL
 from tests.test_app import APP, app, errors
 
-PAGE = "pages/ablation.py"
+PAGE = "app/ablation.py"
 TINY = {"n_embd": 16, "n_head": 2, "n_layer": 1, "experts": 2, "iters": 10, "batch_size": 4, "block_size": 8}
 
 
@@ -102,7 +102,7 @@ def test_the_arms_picker_builds_the_grid_and_shows_each_arms_size(home):
     assert [r.architecture for r in grid.runs] == list(CONTROLS) * 3, "four arms × three seeds"
     # Each arm's size before training, as the engine counts it: the controls within 1% of NanoKimi.
     sizes = table(at, "parameters")
-    assert list(sizes["architecture"]) == [ARCHITECTURE_LABELS[a] for a in CONTROLS]
+    assert list(sizes["architecture"]) == [ARCHITECTURES[a].name for a in CONTROLS]
     assert list(sizes["arm"]) == ["NanoGPT · AdamW", "matched ReLU · AdamW", "matched SwiGLU · AdamW",
                                   "NanoKimi · AdamW"], "arms by display name"
     params = dict(zip(sizes["arm"], sizes["parameters"]))
@@ -208,7 +208,7 @@ def test_a_tiny_grid_trains_to_completion_shows_its_effects_and_can_be_stopped(h
     assert not app().exception, "the Compare page is unbothered by a grid in the store"
 
     # The Runs page lists the grid with a row per arm (mean best loss over its seeds); Open goes to Ablation.
-    runs = app("pages/runs.py")
+    runs = app("app/runs.py")
     rows = runs.dataframe[0].value
     assert set(rows["kind"]) == {request.ABLATION} and list(rows["seeds"]) == [2, 2]
     means = {report.arm_name(arm): results_mean(run, arm) for arm in ("nanogpt+adamw", "nanokimi+adamw")}
@@ -281,7 +281,7 @@ def test_a_tiny_sweep_tunes_then_confirms_in_one_job_and_shows_its_learning_rate
 
 def test_query_parameters_set_the_grid(home):
     at = AppTest.from_file(APP, default_timeout=60)  # a pasted link to the Ablation page
-    at.query_params.update(ablation_architectures=[ARCHITECTURE_LABELS["nanogpt"], ARCHITECTURE_LABELS["relu-matched"]],
+    at.query_params.update(ablation_architectures=[ARCHITECTURES["nanogpt"].name, ARCHITECTURES["relu-matched"].name],
                            ablation_optimizers="Muon (PyTorch)", ablation_seeds="2", ablation_iters="120",
                            ablation_n_embd="32", ablation_lr="0.002", ablation_dataset=BUILTIN_LABEL)
     at.run()

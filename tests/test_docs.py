@@ -113,7 +113,7 @@ def test_layout_names_every_module_page_and_doc():
     # a file added or split without its line in the layout is caught here; empty __init__.py files
     # are covered by their folder's line
     listed = set(layout())
-    wanted = [REPO / "streamlit_app.py", *REPO.glob("nanokimi/**/*.py"), *REPO.glob("pages/*.py"),
+    wanted = [REPO / "streamlit_app.py", *REPO.glob("nanokimi/**/*.py"), *REPO.glob("app/**/*.py"),
               *REPO.glob("benchmarks/*.py"), *REPO.glob("docs/*.md"), *REPO.glob("docs/*.py")]
     missing = sorted(str(p.relative_to(REPO)) for p in wanted if p.stat().st_size and
                      str(p.relative_to(REPO)) not in listed)

@@ -7,7 +7,7 @@ import io
 import pytest
 
 from nanokimi.cli import main
-from nanokimi.experiments import ablation
+from nanokimi.running import grid
 
 TINY = ["--iters", "4", "--eval-interval", "2", "--eval-iters", "1", "--batch-size", "2", "--block-size", "8",
         "--n-embd", "16", "--n-head", "2", "--n-layer", "1", "--threads", "1"]
@@ -44,7 +44,7 @@ def test_a_damaged_run_file_is_named_in_one_line_and_only_its_run_is_trained_aga
         assert len(warnings) == 1 and warnings[0].startswith(f"warning: {kept} is damaged ("), (how, err)
         assert warnings[0].endswith("); nanokimi+truemuon/s1337 trains again"), warnings
         assert "1 of 2 runs were already trained" in " ".join(err), err  # the other one is reused
-        ablation.read_kept(kept)  # trained again and kept whole
+        grid.read_kept(kept)  # trained again and kept whole
         assert other.read_bytes() == untouched
 
 
@@ -53,19 +53,19 @@ def test_read_kept_says_which_file_and_what_is_wrong(tmp_path, how):
     path = tmp_path / "run.json.gz"
     path.write_bytes(gzip.compress(b'{"config": {}, "status": "completed"}'))
     damage(path, how)
-    with pytest.raises(ablation.DamagedRunFile, match=f"^{path} is damaged \\((EOFError|BadGzipFile|JSONDecodeError|"
+    with pytest.raises(grid.DamagedRunFile, match=f"^{path} is damaged \\((EOFError|BadGzipFile|JSONDecodeError|"
                                                        f"TypeError|KeyError|ValueError)"):
-        ablation.read_kept(path)
+        grid.read_kept(path)
 
 
 def test_load_finished_warns_through_the_callers_function(tmp_path):
     from nanokimi.training.train import RunConfig
 
     run = RunConfig(name="nanogpt+adamw/s1", architecture="nanogpt")
-    path = ablation.saved_path(tmp_path, run)
+    path = grid.saved_path(tmp_path, run)
     path.parent.mkdir()
     path.write_bytes(b"junk")
     said = []
-    assert ablation.load_finished(tmp_path, [run], warn=said.append) == {}
+    assert grid.load_finished(tmp_path, [run], warn=said.append) == {}
     assert said == [f"warning: {path} is damaged (BadGzipFile: Not a gzipped file (b'ju')); nanogpt+adamw/s1 trains "
                     f"again"]
