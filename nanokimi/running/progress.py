@@ -18,7 +18,7 @@ import time
 from .guards import long_run_warning
 from ..status import COMPLETED, DIVERGED, FAILED, STOPPED
 
-QUEUED, RUNNING = "queued", "running"
+QUEUED, RUNNING, REUSED = "queued", "running", "reused"
 SHOWN_IN_FLIGHT = 12  # runs in flight listed by name; the rest are counted
 
 
@@ -69,7 +69,10 @@ class GridProgress:
             kind = event["event"]
             if event.get("node"):
                 run["node"] = event["node"]
-            if kind in ("placed", "start") and run["state"] == QUEUED:
+            if kind == "reused":  # kept in --out/runs by an earlier (or another) process: not trained here
+                run["state"], run["step"] = REUSED, run["iters"]
+                self._line(f"reused   {event['model']}  [{self.counts_text()}]")
+            elif kind in ("placed", "start") and run["state"] == QUEUED:
                 run["state"] = RUNNING
                 self._line(f"started  {event['model']}" + (f" on {short(run['node'])}" if run["node"] else ""))
             elif kind == "step":
@@ -107,17 +110,19 @@ class GridProgress:
     # --- what is shown -------------------------------------------------------------------------------------
 
     def counts(self):
-        counts = {QUEUED: 0, RUNNING: 0, "done": 0, FAILED: 0, DIVERGED: 0}
+        counts = {QUEUED: 0, RUNNING: 0, "done": 0, REUSED: 0, FAILED: 0, DIVERGED: 0}
         for run in self.runs.values():
             state = "done" if run["state"] in (COMPLETED, STOPPED) else run["state"]
             counts[state] = counts.get(state, 0) + 1
         return counts
 
     def eta(self):
-        """Seconds left, from the share of all steps done so far; None before any step."""
-        total = len(self.runs)
+        """Seconds left, from the share of all steps done so far; None before any step. Reused runs
+        took no time here: they count neither as work done nor as work to do."""
+        trained = [r for r in self.runs.values() if r["state"] != REUSED]
+        total = len(trained)
         done = sum(1.0 if r["state"] not in (QUEUED, RUNNING) else min(1.0, r["step"] / max(1, r["iters"]))
-                   for r in self.runs.values())
+                   for r in trained)
         if not total or done <= 0:
             return None
         elapsed = time.monotonic() - self.started
