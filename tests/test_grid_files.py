@@ -183,8 +183,8 @@ def test_a_resumed_grids_progress_counts_reused_runs_as_reused_not_queued(tmp_pa
     with GridProgress(runs, stream=stream, redraw=False) as progress:
         grid.train_grid(runs, tmp_path, backend=CountingBackend([], 0.0), on_event=progress)
         counts = progress.counts()
-        assert counts["reused"] == 2 and counts["queued"] == 1, counts
+        assert counts == {"queued": 1, "running": 0, "done": 2, "failed": 0, "diverged": 0}, counts
         assert progress.eta() is None  # reused runs are no measure of this process's pace
     assert stream.getvalue().splitlines()[:2] == [
-        "reused   nanogpt+adamw/s0  [2 queued, 0 running, 0 done, 1 reused, 0 failed, 0 diverged]",
-        "reused   nanogpt+adamw/s1  [1 queued, 0 running, 0 done, 2 reused, 0 failed, 0 diverged]"]
+        "reused   nanogpt+adamw/s0  [2 queued, 0 running, 1 done (1 reused), 0 failed, 0 diverged]",
+        "reused   nanogpt+adamw/s1  [1 queued, 0 running, 2 done (2 reused), 0 failed, 0 diverged]"]

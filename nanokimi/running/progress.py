@@ -110,9 +110,10 @@ class GridProgress:
     # --- what is shown -------------------------------------------------------------------------------------
 
     def counts(self):
-        counts = {QUEUED: 0, RUNNING: 0, "done": 0, REUSED: 0, FAILED: 0, DIVERGED: 0}
+        """Runs per state; a reused run (trained before, kept in --out/runs) is done."""
+        counts = {QUEUED: 0, RUNNING: 0, "done": 0, FAILED: 0, DIVERGED: 0}
         for run in self.runs.values():
-            state = "done" if run["state"] in (COMPLETED, STOPPED) else run["state"]
+            state = "done" if run["state"] in (COMPLETED, STOPPED, REUSED) else run["state"]
             counts[state] = counts.get(state, 0) + 1
         return counts
 
@@ -131,7 +132,9 @@ class GridProgress:
     def counts_text(self):
         counts = self.counts()
         eta = self.eta()
-        text = ", ".join(f"{n} {state}" for state, n in counts.items())
+        reused = sum(run["state"] == REUSED for run in self.runs.values())
+        text = ", ".join(f"{n} {state}" + (f" ({reused} reused)" if state == "done" and reused else "")
+                         for state, n in counts.items())
         return text + (f"; ETA {clock(eta)}" if eta is not None and counts[QUEUED] + counts[RUNNING] else "")
 
     def __rich__(self):
