@@ -35,7 +35,6 @@ import os
 import queue
 import shutil
 import socket
-import tempfile
 import threading
 import time
 import uuid
@@ -379,11 +378,12 @@ def train_on_worker(config, text_and_name, stop_name=None):
     from ..training.data import Corpus, DataError
     from ..metrics import rss_mb
     from ..training.train import train
+    from .scratch import make_scratch
 
     yield {"event": "placed", "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
     run = RunConfig.from_dict(config)
     # The checkpoint path is the driver's: save on this node, and send the bytes back with the result.
-    checkpoint = Path(tempfile.mkdtemp(prefix="nanokimi-")) / "model.pt" if run.checkpoint else None
+    checkpoint = make_scratch() / "model.pt" if run.checkpoint else None
     run = replace(run, checkpoint=str(checkpoint) if checkpoint else None)
     events = queue.Queue()
     last_sent = [0.0]
