@@ -185,14 +185,8 @@ def grid_settings(args):
 
 
 def check_machine(runs, corpus, jobs, backend):
-    """Refuse runs this machine's memory cannot hold, `jobs` of them at once (GuardError, guards.py);
-    warn of more threads than cores. A Ray backend's runs train on the cluster's nodes: Ray's to check."""
-    if backend != "local":
-        return
-    at_once = min(jobs, len(runs))
-    guards.check_memory(runs, corpus.vocab_size, len(corpus.text), at_once)
-    warning = guards.threads_warning(max(run.threads for run in runs), at_once)
-    if warning:
+    """GuardError for runs this machine cannot hold (guards.py); its warnings on stderr."""
+    for warning in guards.check_machine(runs, corpus, jobs, backend):
         print(warning, file=sys.stderr)
 
 

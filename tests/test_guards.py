@@ -250,3 +250,18 @@ def test_a_failed_runs_cause_is_printed_on_the_terminal(command, small_text_file
     err = capsys.readouterr().err
     assert f"{'NanoGPT' if command == 'compare' else 'nanogpt+adamw/s1337'} failed: RuntimeError: cannot allocate " \
            f"120 GB" in err.splitlines(), err
+
+
+def test_a_cuda_run_is_held_to_the_gpus_free_memory_and_the_rest_to_ram(monkeypatch):
+    from nanokimi import metrics
+    from nanokimi.training.train import RunConfig
+
+    monkeypatch.setattr(metrics, "resolve_device", lambda device: "cuda")
+    run = RunConfig(batch_size=4096, device="cuda")
+    estimate = guards.check_memory([run], 65, ram=10 ** 12, gpu=10 ** 12)
+    on_gpu = estimate.total - estimate.runtime - estimate.text
+    guards.check_memory([run], 65, ram=estimate.runtime + estimate.text, gpu=on_gpu)  # exactly fits
+    with pytest.raises(guards.GuardError, match=r"^NanoGPT needs about .*; cuda has 1.0 GB free: try a smaller"):
+        guards.check_memory([run], 65, ram=10 ** 12, gpu=10 ** 9)
+    with pytest.raises(guards.GuardError, match="this machine has 100.0 MB available"):
+        guards.check_memory([run], 65, ram=10 ** 8, gpu=10 ** 12)  # the runtime itself lives in RAM

@@ -99,7 +99,8 @@ HINTS = {  # what to lower, by the part that needs the most
 
 def check_memory(runs, vocab_size, text_chars=0, at_once=1, ram=None, gpu=None):
     """GuardError when the runs, `at_once` of them training together, need more memory than this
-    machine has available (`ram`, `gpu`: bytes available, measured when not given)."""
+    machine has available (`ram`, `gpu`: bytes available, measured when not given); else the
+    largest run's MemoryEstimate."""
     from ..metrics import resolve_device, usable_cores
     from ..training.parallel import plan
 
@@ -113,7 +114,6 @@ def check_memory(runs, vocab_size, text_chars=0, at_once=1, ram=None, gpu=None):
     on_gpu = [e for e in together if e[2].startswith("cuda")]
     host = sum(e.total for e, _, device in together if not device.startswith("cuda")) + \
         sum(e.runtime + e.text for e, _, _ in on_gpu)
-    largest, run, device = together[0]
     ram = available_ram() if ram is None else ram
     if host > ram:
         raise GuardError(_too_big(together, host, f"this machine has {size_text(ram)} available"))
@@ -122,7 +122,7 @@ def check_memory(runs, vocab_size, text_chars=0, at_once=1, ram=None, gpu=None):
         gpu = available_gpu(on_gpu[0][2]) if gpu is None else gpu
         if device_bytes > gpu:
             raise GuardError(_too_big(on_gpu, device_bytes, f"{on_gpu[0][2]} has {size_text(gpu)} free"))
-    return largest
+    return together[0][0]
 
 
 def _too_big(together, needed, available):
@@ -136,6 +136,17 @@ def _too_big(together, needed, available):
         hint = (hint + " or " if hint else "") + "fewer at once (--jobs)"
     return (f"{who} about {size_text(needed)} of memory ({'each up to ' if len(together) > 1 else ''}"
             f"{largest.text_parts()}); {available}" + (f": try {hint}" if hint else ""))
+
+
+def check_machine(runs, corpus, jobs=1, backend="local"):
+    """Check the runs a command is to train, `jobs` at a time, on `corpus`: GuardError when their memory
+    exceeds this machine's; the warnings to show (threads beyond the cores). A Ray backend's runs train
+    on the cluster's nodes: Ray's to check."""
+    if backend != "local":
+        return []
+    at_once = min(jobs, len(runs))
+    check_memory(runs, corpus.vocab_size, len(corpus.text), at_once)
+    return list(filter(None, [threads_warning(max(run.threads for run in runs), at_once)]))
 
 
 # --- warnings ---------------------------------------------------------------------------------------
