@@ -134,8 +134,9 @@ def _too_big(together, needed, available):
     else:
         who = f"{len(together)} runs at once need"
         hint = (hint + " or " if hint else "") + "fewer at once (--jobs)"
-    return (f"{who} about {size_text(needed)} of memory ({'each up to ' if len(together) > 1 else ''}"
-            f"{largest.text_parts()}); {available}" + (f": try {hint}" if hint else ""))
+    each = f"each up to {size_text(largest.total)}: " if len(together) > 1 else ""
+    return (f"{who} about {size_text(needed)} of memory ({each}{largest.text_parts()}); {available}"
+            + (f": try {hint}" if hint else ""))
 
 
 def check_machine(runs, corpus, jobs=1, backend="local"):
