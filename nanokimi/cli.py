@@ -5,10 +5,8 @@ any optimizer on either model, top-k routing, honest timing and memory, and thre
 """
 
 import argparse
-import contextlib
 import math
 import sys
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,64 +17,7 @@ from .training.data import BUILTIN, MAX_TEXT_LABEL, TINY_SHAKESPEARE, DataError,
 from .training.optim import OPTIMIZERS
 from .status import FAILED, MEASURED
 from .training.train import RunConfig
-
-
-class Progress:
-    """One status line per model on stderr: bar, step, loss, ms/step and ETA. The ETA extrapolates
-    the time since the model's first training step, so start-up and the step-0 evaluation, which
-    do not recur, are not counted as if every step cost a share of them."""
-
-    def __init__(self, stream=sys.stderr, redraw=True, clock=time.monotonic):
-        self.stream = stream
-        self.tty = redraw and stream.isatty()  # runs in parallel print lines: one redrawn line can't show two
-        self.clock = clock
-        self.last = {}
-        self.first_step = {}  # model -> (when its first step event came, that step)
-
-    def __call__(self, event):
-        model = event["model"] if "seed" not in event else f"{event['model']} seed {event['seed']}"
-        kind = event["event"]
-        if kind == "start":
-            self.last[model] = {}
-            print(f"{model}: {event['params']:,} parameters on {event['device']} ({event['threads']} threads)", file=self.stream)
-            return
-        state = self.last.setdefault(model, {})
-        if kind == "eval":
-            state["val"] = event["val_loss"]
-        if kind == "step" and model not in self.first_step:
-            self.first_step[model] = (self.clock(), event["step"])
-        if kind in ("step", "eval"):
-            state["step"] = event["step"]
-            state.setdefault("loss", event.get("loss"))
-            if "loss" in event:
-                state["loss"] = event["loss"]
-            if self.tty or kind == "eval":
-                self._draw(model, event["iters"], final=False)
-        if kind == "done":
-            state["step"] = event["results"].get("steps", state.get("step", 0))  # step events are sampled
-            self._draw(model, state["step"] or 1, final=True, status=event["status"], message=event["message"])
-
-    def _draw(self, model, iters, final, status="", message=""):
-        state = self.last[model]
-        step = state.get("step", 0)
-        frac = min(1.0, step / iters) if iters else 1.0
-        width = 24
-        bar = "█" * int(frac * width) + "░" * (width - int(frac * width))
-        since, first = self.first_step.get(model, (None, step))
-        if step > first:
-            eta = (self.clock() - since) / (step - first) * (iters - step)
-            eta = f"ETA {int(eta) // 60}:{int(eta) % 60:02d}"
-        else:
-            eta = "ETA  -:--"
-        loss = f"loss {state['loss']:.4f}" if state.get("loss") is not None else "loss   -   "
-        val = f"val {state['val']:.4f}" if state.get("val") is not None else ""
-        line = f"{model:<9} {bar} {step:>6}/{iters:<6} {loss}  {val}  {eta}"
-        if final:
-            line = f"{model:<9} {bar} {step:>6} steps  {val}  {status}" + (f": {message}" if message else "")
-        if self.tty:
-            print("\r" + line.ljust(100), end="\n" if final else "", file=self.stream, flush=True)
-        else:
-            print(line, file=self.stream, flush=True)
+from .running.progress import ModelProgress as Progress
 
 
 class Parser(argparse.ArgumentParser):
@@ -139,7 +80,7 @@ def backend_for(args):
 def grid_progress(args, runs):
     """Grid-level progress (progress.py) with many runs in flight; one line per model otherwise."""
     if args.backend == "local" and args.jobs == 1:
-        return contextlib.nullcontext(Progress())
+        return Progress()
     from .running.progress import GridProgress
     return GridProgress(runs)
 
@@ -277,10 +218,10 @@ def compare_main(args):
     each = f"{runs[0].threads} thread{'s' if runs[0].threads > 1 else ''} each"
     if args.jobs > 1:
         print(f"NanoGPT and NanoKimi at the same time, {each}", file=sys.stderr)
-    progress = Progress(redraw=args.jobs == 1)
     interrupted = False
     try:
-        results = backend.run(runs, on_event=progress)
+        with Progress() as progress:  # a row per model, both at once with --jobs 2
+            results = backend.run(runs, on_event=progress)
     except KeyboardInterrupt:
         interrupted = True
         results = []
