@@ -15,6 +15,7 @@ from .running.backends import BACKENDS, BackendError, make_backend
 from .experiments.compare import ARCHITECTURES, PRESET_HELP, PRESETS, check_data, comparison_runs
 from .training.data import BUILTIN, MAX_TEXT_LABEL, TINY_SHAKESPEARE, DataError, resolve_source
 from .training.optim import OPTIMIZERS
+from .metrics import threads_per_job
 from .status import FAILED, MEASURED
 from .training.train import RunConfig
 from .running.progress import ModelProgress as Progress
@@ -68,8 +69,8 @@ def add_backend_flags(p):
     p.add_argument("--backend", default="local", choices=BACKENDS,
                    help="local: worker processes on this machine (default); ray: one Ray task per run, on the "
                         "cluster at --ray-address (needs: pip install -r requirements-ray.txt)")
-    p.add_argument("--ray-address", help="HOST:PORT of a Ray cluster's head (default: $RAY_ADDRESS; neither: start "
-                                         "a local Ray instance)")
+    p.add_argument("--ray-address", help="HOST:PORT of a Ray cluster's head (default: $NANOKIMI_RAY_ADDRESS, else "
+                                         "$RAY_ADDRESS; none: start a local Ray instance)")
 
 
 def backend_for(args):
@@ -97,18 +98,19 @@ def chosen_arms(args):
 
 
 def grid_settings(args):
-    """The settings of a grid command, with --jobs sharing out the cores; (settings, base seed)."""
+    """The settings of a grid command; (settings, base seed)."""
     chosen = training_settings(args)
     base_seed = chosen.pop("seed") or PRESETS[args.preset].seed
-    if args.jobs > 1 and chosen["threads"] is None:
-        from .metrics import usable_cores
-        chosen["threads"] = max(1, usable_cores() // args.jobs)
     return chosen, base_seed
 
 
 def training_settings(args):
-    """The settings given on the command line (None where a flag was not given)."""
-    return {name: getattr(args, name) for name in settings.names(RunConfig)}
+    """The settings given on the command line (None where a flag was not given), with --jobs sharing
+    out the cores when --threads is not given."""
+    chosen = {name: getattr(args, name) for name in settings.names(RunConfig)}
+    if getattr(args, "jobs", 1) > 1 and chosen["threads"] is None:
+        chosen["threads"] = threads_per_job(args.jobs)
+    return chosen
 
 
 def build_parser():
@@ -196,9 +198,6 @@ def fail(command, message):
 
 def compare_main(args):
     chosen = training_settings(args)
-    if args.jobs > 1 and chosen["threads"] is None:
-        from .metrics import usable_cores
-        chosen["threads"] = max(1, usable_cores() // args.jobs)
     try:
         runs = comparison_runs(args.preset, args.gpt_optimizer, args.kimi_optimizer, data=resolve_source(args.data),
                                **chosen)
@@ -231,6 +230,7 @@ def compare_main(args):
         print("interrupted before any model finished; nothing written", file=sys.stderr)
         return 130
     from .results import charts, report  # pandas and altair: only once there is something to write
+    from .running.run_data import history_frame
 
     rows = [r.results for r in results]
     history = [row for r in results for row in r.history]
@@ -246,7 +246,7 @@ def compare_main(args):
               "their step times compare with each other, not with runs made alone.")
     finished = [r for r in rows if r.get("status") in MEASURED]
     if finished:
-        frame = report.history_frame(history)
+        frame = history_frame(history, stored=False)
         charts.save_png(charts.comparison_figure(finished, frame), out / "comparison_graph.png")
     print(f"\nwrote {out / 'results.csv'}, {out / 'history.csv'}" + (f", {out / 'comparison_graph.png'}" if finished else ""))
     failed = [r for r in rows if r.get("status") == FAILED]

@@ -63,10 +63,6 @@ def results_frame(results, configs=(), run_id=None, dataset=None):
     return pd.DataFrame(rows, columns=CSV_COLUMNS)
 
 
-def history_frame(history):
-    return pd.DataFrame(history, columns=HISTORY_COLUMNS)
-
-
 def results_csv(results, configs=(), run_id=None, dataset=None):
     return results_frame(results, configs, run_id, dataset).to_csv(index=False)
 

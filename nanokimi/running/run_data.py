@@ -14,11 +14,13 @@ from ..training.train import RunResult
 from .request import COMPARISON, Request
 
 
-def history_frame(rows):
-    """Stored history rows as a typed DataFrame (typed even when empty, so charts know their axes)."""
-    frame = pd.DataFrame(rows, columns=["run_id"] + HISTORY_COLUMNS)
-    return frame.astype({"run_id": "int64", "model": "string", "step": "int64", "wall_time_s": "float64",
-                         "metric": "string", "value": "float64"})
+def history_frame(rows, stored=True):
+    """History rows as a typed DataFrame (typed even when empty, so charts know their axes): the
+    store's, each with its run_id, or (`stored=False`) a RunResult's, HISTORY_COLUMNS only."""
+    types = {"model": "string", "step": "int64", "wall_time_s": "float64", "metric": "string", "value": "float64"}
+    if stored:
+        return pd.DataFrame(rows, columns=["run_id"] + HISTORY_COLUMNS).astype({"run_id": "int64", **types})
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS).astype(types)
 
 
 def request_kind(config):

@@ -29,7 +29,6 @@ Its life:
 """
 
 import fcntl
-import os
 import signal
 import statistics
 import sys
@@ -42,6 +41,7 @@ from pathlib import Path
 from ..paths import checkpoint_path
 from .request import COMPARISON, SWEEP, Request
 from ..status import COMPLETED, DIVERGED, FAILED, INTERRUPTED, STOPPED
+from .backends import LocalBackend, RayBackend, ray_address
 from .store import Store
 from ..experiments.sweep import choose
 from .worker import run_isolated
@@ -231,10 +231,8 @@ def execute(store, run, shutdown):
         One after the other here, unless a Ray cluster is configured or a comparison has the cores for
         both models at once (request.comparison_jobs)."""
         if ray_address():
-            from .backends import RayBackend
-            return train_together(RayBackend(ray_address(), jobs=len(configs) - len(results)))
+            return train_together(RayBackend(jobs=len(configs) - len(results)))
         if jobs > 1:
-            from .backends import LocalBackend
             recorder.progress["slots"] = min(jobs, len(configs) - len(results))  # Ray's: as seen
             return train_together(LocalBackend(jobs))
         for index in range(len(results), len(configs)):
@@ -289,11 +287,6 @@ def execute(store, run, shutdown):
         status, message = FAILED, f"{type(err).__name__}: {err}"
     store.finish_run(run_id, status, message)
     return status
-
-
-def ray_address():
-    """The Ray cluster the app's runs go to, if one is configured (NANOKIMI_RAY_ADDRESS or RAY_ADDRESS)."""
-    return os.environ.get("NANOKIMI_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS") or None
 
 
 def outcome(results, configs, stop_requested, shutting_down, tuning=()):
