@@ -1,14 +1,20 @@
-"""nanokimi's explorer: `streamlit run streamlit_app.py`. This file only routes to the pages."""
+"""nanokimi's explorer: `streamlit run streamlit_app.py`. This file only routes to the pages.
+
+The pages are the scripts of app/ (what they share: app/common/). The folder is not named pages/:
+beside this file that name turns on Streamlit's older pages-folder mode, in which a page opened
+first by its own URL on a fresh server runs outside this navigation (every file of the folder in
+the sidebar, this file's layout lost).
+"""
 
 import streamlit as st
 
 st.set_page_config(page_title="nanokimi", page_icon=":material/science:", layout="wide")
 navigation = st.navigation([
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:", default=True),
-    st.Page("pages/ablation.py", title="Ablation", icon=":material/grid_view:"),
-    st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
-    st.Page("pages/generate.py", title="Generate", icon=":material/edit_note:"),
-    st.Page("pages/experts.py", title="Experts", icon=":material/hub:"),
-    st.Page("pages/optimizer_lab.py", title="Optimizer lab", icon=":material/functions:"),
+    st.Page("app/compare.py", title="Compare", icon=":material/compare_arrows:", default=True),
+    st.Page("app/ablation.py", title="Ablation", icon=":material/grid_view:"),
+    st.Page("app/runs.py", title="Runs", icon=":material/history:"),
+    st.Page("app/generate.py", title="Generate", icon=":material/edit_note:"),
+    st.Page("app/experts.py", title="Experts", icon=":material/hub:"),
+    st.Page("app/optimizer_lab.py", title="Optimizer lab", icon=":material/functions:"),
 ])
 navigation.run()

@@ -17,7 +17,9 @@ from nanokimi.metrics import METRICS
 from nanokimi.training.model import LanguageModel
 from nanokimi.running.request import comparison, eval_schedule
 from nanokimi.running.store import Store
-from pages.common import BUILTIN_LABEL, UPLOAD_LABEL, build_request, kept_uploads, measured_costs, resolve_dataset
+from app.common.datasets import BUILTIN_LABEL, UPLOAD_LABEL, kept_uploads, resolve_dataset
+from app.common.estimate import measured_costs
+from app.common.request import build_request
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 TINY = {"n_embd": 16, "n_head": 2, "n_layer": 1, "experts": 2, "iters": 10, "batch_size": 4, "block_size": 8}
@@ -46,11 +48,11 @@ def errors(at):
     return [e.value for e in at.error]
 
 
-@pytest.mark.parametrize("page", [None, "pages/runs.py", "pages/generate.py"])
+@pytest.mark.parametrize("page", [None, "app/runs.py", "app/generate.py"])
 def test_every_page_loads_on_a_fresh_machine(home, page):
     at = app(page)
     assert not errors(at)
-    assert at.title[0].value == {None: "NanoGPT vs NanoKimi", "pages/runs.py": "Runs", "pages/generate.py": "Generate"}[page]
+    assert at.title[0].value == {None: "NanoGPT vs NanoKimi", "app/runs.py": "Runs", "app/generate.py": "Generate"}[page]
 
 
 def test_controls_change_the_run_config(home):
@@ -87,8 +89,8 @@ def test_impossible_combinations_are_explained_and_cannot_train(home):
 
 def test_widget_values_survive_a_page_switch(home):
     at = set_controls(app(), n_embd=32, kimi_optimizer="adamw")
-    at.switch_page("pages/runs.py").run()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app/runs.py").run()
+    at.switch_page("app/compare.py").run()
     assert at.select_slider(key="n_embd").value == 32
     assert at.selectbox(key="kimi_optimizer").value == "adamw"
 
@@ -150,14 +152,14 @@ def test_train_runs_to_completion_and_shows_results(home):
     fresh.run()
     assert not fresh.exception and fresh.dataframe, "a new session shows the same run from the store"
 
-    runs = app("pages/runs.py")
+    runs = app("app/runs.py")
     rows = runs.dataframe[0].value
     assert list(zip(rows["run"], rows["model"])) == [(int(run_id), "NanoGPT"), (int(run_id), "NanoKimi")]
     assert list(rows["steps"]) == [10, 10] and rows["best_val_loss"].notna().all()
     runs.multiselect(key="runs_selected").set_value([int(run_id)]).run()
     assert not runs.exception and runs.get("download_button")
 
-    gen = app("pages/generate.py")
+    gen = app("app/generate.py")
     gen.text_area(key="generate_prompt").set_value("def ☃").run()
     gen.slider(key="generate_length").set_value(20)
     next(b for b in gen.button if b.label == "Generate").click().run()
@@ -297,9 +299,9 @@ def test_before_train_the_page_shows_sizes_and_a_measured_duration(home):
 def test_open_from_another_page_replaces_the_sessions_settings(home):
     run_id, asked = stored_comparison(home, n_embd=32, n_head=2, n_layer=1, iters=300, seed=42)
     at = set_controls(app(), n_layer=3, batch_size=5, iters=700)
-    at.switch_page("pages/runs.py").run()
+    at.switch_page("app/runs.py").run()
     at.query_params["run"] = str(run_id)  # as the Runs page's Open sends it
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app/compare.py").run()
     assert not at.exception, at.exception
     assert at.session_state["run_request"].to_stored()["runs"] == asked.to_stored()["runs"], \
         "the run's settings, not the ones this session had (batch size 5 was not the run's)"

@@ -21,10 +21,10 @@ from nanokimi.training.model import LanguageModel
 from nanokimi.paths import checkpoint_path
 from nanokimi.status import ACTIVE, STOPPED
 from nanokimi.running.store import Store
-from pages.common import BUILTIN_LABEL
+from app.common.datasets import BUILTIN_LABEL
 from tests.test_app import APP, app, errors
 
-PAGE = "pages/ablation.py"
+PAGE = "app/ablation.py"
 TINY = {"n_embd": 16, "n_head": 2, "n_layer": 1, "experts": 2, "iters": 10, "batch_size": 4, "block_size": 8}
 
 
@@ -208,7 +208,7 @@ def test_a_tiny_grid_trains_to_completion_shows_its_effects_and_can_be_stopped(h
     assert not app().exception, "the Compare page is unbothered by a grid in the store"
 
     # The Runs page lists the grid with a row per arm (mean best loss over its seeds); Open goes to Ablation.
-    runs = app("pages/runs.py")
+    runs = app("app/runs.py")
     rows = runs.dataframe[0].value
     assert set(rows["kind"]) == {request.ABLATION} and list(rows["seeds"]) == [2, 2]
     means = {report.arm_name(arm): results_mean(run, arm) for arm in ("nanogpt+adamw", "nanokimi+adamw")}

@@ -71,7 +71,7 @@ def grid_run(home, small_text_file):
 
 
 GRID_MODELS = ["nanogpt+adamw/s1337", "nanogpt+truemuon/s1337", "nanokimi+adamw/s1337", "nanokimi+truemuon/s1337"]
-# ... as a person reads them (pages.common.model_name)
+# ... as a person reads them (app.common.pickers.model_name)
 GRID_NAMES = ["NanoGPT · AdamW · seed 1337", "NanoGPT · TrueMuon · seed 1337", "NanoKimi · AdamW · seed 1337",
               "NanoKimi · TrueMuon · seed 1337"]
 
@@ -96,8 +96,8 @@ def chart_titles(at):
 
 
 @pytest.mark.parametrize("path, title, explanation", [
-    ("pages/experts.py", "Experts", "No finished run with a NanoKimi"),
-    ("pages/optimizer_lab.py", "Optimizer lab", None),
+    ("app/experts.py", "Experts", "No finished run with a NanoKimi"),
+    ("app/optimizer_lab.py", "Optimizer lab", None),
 ])
 def test_pages_load_on_a_fresh_machine(home, path, title, explanation):
     at = page(path)
@@ -112,7 +112,7 @@ def test_pages_load_on_a_fresh_machine(home, path, title, explanation):
 
 
 def test_experts_page_shows_load_entropy_and_preferences(home, finished_run):
-    at = page("pages/experts.py")
+    at = page("app/experts.py")
     assert not at.error and not at.info, [i.value for i in at.info]
     titles = chart_titles(at)
     assert {"Expert load per layer", "Gate entropy (0 = every token to one expert)"} <= set(titles)
@@ -127,16 +127,16 @@ def test_experts_page_explains_a_missing_checkpoint_and_text(home, finished_run)
     checkpoint = checkpoint_path(home, finished_run, "NanoKimi")
     data = Path(Store(home).get_run(finished_run)["config"]["runs"][1]["data"])
     data.write_text(data.read_text() + "§")  # the text changed: a character the model never saw
-    at = page("pages/experts.py")
+    at = page("app/experts.py")
     assert "Expert load per layer" in chart_titles(at), "the history charts still show"
     assert "characters no longer match" in at.info[0].value
     checkpoint.unlink()
-    at = page("pages/experts.py")
+    at = page("app/experts.py")
     assert "weights were not saved" in at.info[0].value
 
 
 def test_optimizer_lab_random_matrix_and_steps(home):
-    at = page("pages/optimizer_lab.py")
+    at = page("app/optimizer_lab.py")
     at.slider(key="lab_rows").set_value(16)
     at.slider(key="lab_cols").set_value(32).run()
     spread = at.dataframe[0].value
@@ -149,7 +149,7 @@ def test_optimizer_lab_random_matrix_and_steps(home):
 
 
 def test_optimizer_lab_real_gradient(home, finished_run):
-    at = page("pages/optimizer_lab.py")
+    at = page("app/optimizer_lab.py")
     at.radio(key="lab_source").set_value("Gradient from a run").run()
     assert not at.exception and not at.info
     assert at.selectbox(key="lab_model").value == "NanoKimi"
@@ -165,7 +165,7 @@ def test_optimizer_lab_real_gradient(home, finished_run):
 # --- grid runs on every page; a stopped model named as stopped --------------------------------------
 
 def test_generate_samples_every_arm_of_a_grid_and_names_the_stopped_model(home, grid_run):
-    at = page("pages/generate.py")
+    at = page("app/generate.py")
     picker = at.selectbox(key="generate_run")
     assert picker.value == grid_run and f"#{grid_run} · stopped · ablation" in picker.options[0]
     models = at.multiselect(key="generate_models")
@@ -190,7 +190,7 @@ def test_generate_samples_every_arm_of_a_grid_and_names_the_stopped_model(home, 
 
 
 def test_generate_shows_a_comparisons_two_models_and_the_newest_completed_run_first(home, finished_run, grid_run):
-    at = page("pages/generate.py")
+    at = page("app/generate.py")
     assert at.selectbox(key="generate_run").value == finished_run, "the grid is newer but stopped"
     assert at.multiselect(key="generate_models").value == ["NanoGPT", "NanoKimi"]
     next(b for b in at.button if b.label == "Generate").click().run()
@@ -202,7 +202,7 @@ def test_generate_shows_a_comparisons_two_models_and_the_newest_completed_run_fi
 
 
 def test_experts_page_offers_each_moe_model_of_a_grid(home, grid_run):
-    at = page("pages/experts.py")
+    at = page("app/experts.py")
     assert not at.error
     choice = at.selectbox(key="experts_model")
     assert choice.value == "nanokimi+adamw/s1337"
@@ -216,7 +216,7 @@ def test_experts_page_offers_each_moe_model_of_a_grid(home, grid_run):
 
 
 def test_optimizer_lab_takes_a_gradient_from_any_model_of_a_grid(home, grid_run):
-    at = page("pages/optimizer_lab.py")
+    at = page("app/optimizer_lab.py")
     at.radio(key="lab_source").set_value("Gradient from a run").run()
     assert not at.exception and not at.info
     model = at.selectbox(key="lab_model")
@@ -230,7 +230,7 @@ def test_optimizer_lab_takes_a_gradient_from_any_model_of_a_grid(home, grid_run)
 # --- the builders behind the downloads and the sampling seed ---------------------------------------
 
 def test_the_configuration_download_reads_back_as_the_runs_request(home, grid_run):
-    from pages.common import run_config_json
+    from app.common.downloads import run_config_json
 
     run = Store(home).get_run(grid_run)
     stored = json.loads(run_config_json(run))
@@ -243,7 +243,7 @@ def test_the_configuration_download_reads_back_as_the_runs_request(home, grid_ru
 
 def test_the_checkpoints_download_holds_every_saved_model_byte_for_byte(home, grid_run, tmp_path):
     from nanokimi.running.jobs import JobQueue
-    from pages.common import checkpoints_zip
+    from app.common.downloads import checkpoints_zip
 
     paths = JobQueue(home).checkpoints(Store(home).get_run(grid_run))
     assert list(paths) == GRID_MODELS
@@ -265,7 +265,7 @@ def test_the_sampling_seed_decides_the_text(home, finished_run):
 def test_an_upload_over_the_cap_is_refused_by_its_size(tmp_path):
     from streamlit.runtime.uploaded_file_manager import UploadedFile, UploadedFileRec
 
-    from pages.common import upload_bytes
+    from app.common.datasets import upload_bytes
 
     small = UploadedFile(UploadedFileRec("1", "small.txt", "text/plain", b"some text"), None)
     assert upload_bytes(small) == b"some text"

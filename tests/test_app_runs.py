@@ -8,14 +8,14 @@ test_app_ablation.py reach the page after real training.
 import pyarrow as pa
 import pytest
 
-from nanokimi.results import charts
+from nanokimi.results.charts.style import series_color
 from nanokimi.running import request
 from nanokimi.training.data import BUILTIN
 from nanokimi.running.store import Store
 from tests.test_app import app
 from tests.test_runtable import T_975_1, TINY, finish, points, stored
 
-PAGE = "pages/runs.py"
+PAGE = "app/runs.py"
 
 
 @pytest.fixture
@@ -93,13 +93,13 @@ def test_group_by_draws_the_seeds_as_a_band_and_open_goes_to_the_runs_page(two_r
     last = band[-1]
     assert (last["mean"], last["low"], last["high"]) == pytest.approx((2.1, 2.1 - half, 2.1 + half))
     [spec] = [c.proto.spec for c in at.get("vega_lite_chart")]
-    assert charts.series_color("NanoGPT") in spec and "viridis" not in spec, "one model's group: its colour"
+    assert series_color("NanoGPT") in spec and "viridis" not in spec, "one model's group: its colour"
 
     at.multiselect(key="runs_group_by").set_value(["seed"]).run()
     assert sorted(g["group"] for g in groups(at)) == ["seed=1337", "seed=1338"]
     assert {g["95% CI"] for g in groups(at)} == {"no interval"}, "one member each: no interval"
     [spec] = [c.proto.spec for c in at.get("vega_lite_chart")]
-    assert "viridis" in spec and charts.series_color("NanoGPT") not in spec, "seeds are no model: no model colour"
+    assert "viridis" in spec and series_color("NanoGPT") not in spec, "seeds are no model: no model colour"
     at.selectbox(key="runs_x").set_value("fraction").run()
     assert {r["x"] for r in chart_data(at) if "x" in r} == {0.0, 0.5, 1.0}
     at.selectbox(key="runs_metric").set_value("train_loss").run()

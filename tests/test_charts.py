@@ -9,7 +9,16 @@ import re
 import pandas as pd
 import pytest
 
-from nanokimi.results import charts
+from nanokimi.results.charts.ablation import (INTERVALS, arm_band_chart, effects_chart, effects_side_by_side_chart,
+                                             lr_sweep_chart)
+from nanokimi.results.charts.analysis import (character_heatmap, expert_load_chart, gate_entropy_chart,
+                                              singular_value_chart, singular_value_curves)
+from nanokimi.results.charts.comparison import (BARS, bar_charts, comparison_figure, loss_chart, memory_breakdown_chart,
+                                                metric_chart)
+from nanokimi.results.charts.images import chart_image
+from nanokimi.results.charts.smoothing import downsample, ema, smooth
+from nanokimi.results.charts.style import OKABE_ITO, series_color, series_dash
+from nanokimi.results.report import routing_history
 from nanokimi.training import nslab
 
 
@@ -39,7 +48,7 @@ def spec_rows(spec, datasets, parent=None):
 def test_downsample_keeps_each_series_last_point_and_at_most_n(length):
     frame = pd.concat([history(models=("NanoGPT",), metrics=("train_loss",), steps=length),
                        history(models=("NanoKimi",), metrics=("train_loss",), steps=30)], ignore_index=True)
-    kept = charts.downsample(frame, max_points=100)
+    kept = downsample(frame, max_points=100)
     long, short = kept[kept["model"] == "NanoGPT"], kept[kept["model"] == "NanoKimi"]
     assert short["step"].tolist() == list(range(30)), "a series under the limit is kept whole"
     assert long["step"].iloc[0] == 0 and long["step"].iloc[-1] == length - 1, "first and last point kept"
@@ -53,7 +62,7 @@ def test_downsample_keeps_each_series_last_point_and_at_most_n(length):
 
 def test_downsample_of_an_empty_frame():
     empty = history().iloc[:0]
-    assert charts.downsample(empty, max_points=10).empty
+    assert downsample(empty, max_points=10).empty
 
 
 def tensorboard_smoothing(values, weight):
@@ -68,29 +77,29 @@ def tensorboard_smoothing(values, weight):
 
 def test_ema_is_tensorboards_debiased_moving_average():
     values = [1.0, 2.0, 4.0, 8.0, 3.0]
-    smoothed = charts.ema(range(5), values, 0.6)
+    smoothed = ema(range(5), values, 0.6)
     # by hand: 0.4 * 1 / 0.4; (0.6 * 0.4 + 0.4 * 2) / (1 - 0.36)
     assert smoothed[:2] == pytest.approx([1.0, 1.625]), "debiased: the first points are not pulled towards 0"
     assert smoothed == pytest.approx(tensorboard_smoothing(values, 0.6))
     undebiased = 0.4 * 1.0  # what a plain EMA started at 0 would show first
     assert abs(smoothed[0] - undebiased) > 0.5
-    assert charts.ema(range(5), values, 0.0) == pytest.approx(values), "weight 0: the raw series"
+    assert ema(range(5), values, 0.0) == pytest.approx(values), "weight 0: the raw series"
     with pytest.raises(ValueError, match=r"in \[0, 1\)"):
-        charts.ema(range(5), values, 1.0)
+        ema(range(5), values, 1.0)
 
 
 def test_ema_counts_steps_not_points():
     # A point 3 steps after the last stands for those 3 steps: as if its value had been seen at each.
-    sparse = charts.ema([0, 1, 4], [4.0, 2.0, 1.0], 0.8)
-    dense = charts.ema([0, 1, 2, 3, 4], [4.0, 2.0, 1.0, 1.0, 1.0], 0.8)
+    sparse = ema([0, 1, 4], [4.0, 2.0, 1.0], 0.8)
+    dense = ema([0, 1, 2, 3, 4], [4.0, 2.0, 1.0, 1.0, 1.0], 0.8)
     assert sparse[-1] == pytest.approx(dense[-1])
-    assert sparse[-1] != pytest.approx(charts.ema([0, 1, 2], [4.0, 2.0, 1.0], 0.8)[-1]), "counting points differs"
+    assert sparse[-1] != pytest.approx(ema([0, 1, 2], [4.0, 2.0, 1.0], 0.8)[-1]), "counting points differs"
 
 
 def test_smooth_weight_zero_is_the_identity():
     frame = history()
-    assert charts.smooth(frame, 0).equals(frame)
-    assert charts.smooth(frame, 0.0).equals(frame)
+    assert smooth(frame, 0).equals(frame)
+    assert smooth(frame, 0.0).equals(frame)
 
 
 def test_smooth_is_an_ema_within_each_series_and_leaves_evaluations_alone():
@@ -103,7 +112,7 @@ def test_smooth_is_an_ema_within_each_series_and_leaves_evaluations_alone():
              for step in range(4)]
     frame = pd.DataFrame(rows)
     before = frame.copy()
-    smoothed = charts.smooth(frame, 0.5)
+    smoothed = smooth(frame, 0.5)
     assert frame.equals(before), "the input frame is left alone"
     assert smoothed[["model", "step", "metric"]].equals(frame[["model", "step", "metric"]]), "rows stay in place"
     for model, values in (("NanoGPT", a), ("NanoKimi", b)):
@@ -129,7 +138,7 @@ def eleven_evaluations():
 @pytest.mark.parametrize("smoothing", [0.6, 0.9, 0.99])
 def test_loss_chart_smooths_the_train_loss_and_draws_validation_as_it_is(smoothing):
     frame = eleven_evaluations()
-    spec = charts.loss_chart(frame, smoothing=smoothing).to_dict()
+    spec = loss_chart(frame, smoothing=smoothing).to_dict()
     raw, smoothed, halo, val_line, val_points = spec["layer"]
     datasets = spec["datasets"]
     for layer in (val_line, val_points):
@@ -156,14 +165,14 @@ def test_loss_chart_smooths_the_train_loss_and_draws_validation_as_it_is(smoothi
 
 def test_loss_chart_without_smoothing_draws_no_raw_copy():
     frame = eleven_evaluations()
-    spec = charts.loss_chart(frame, smoothing=0).to_dict()
+    spec = loss_chart(frame, smoothing=0).to_dict()
     train, halo, val_line, val_points = spec["layer"]
     rows = spec_rows(train, spec["datasets"], spec)
     assert [r[train["encoding"]["y"]["field"]] for r in rows] == frame[frame["metric"] == "train_loss"]["value"].tolist()
 
 
 def test_loss_chart_draws_the_losses_of_each_model_in_their_colours():
-    spec = charts.loss_chart(history()).to_dict()
+    spec = loss_chart(history()).to_dict()
     train, halo, val_line, val_points = spec["layer"]
     assert {r["metric"] for r in spec_rows(train, spec["datasets"], spec)} == {"train_loss"}
     assert {r["metric"] for r in spec_rows(val_line, spec["datasets"], spec)} == {"val_loss"}, "other metrics are left out"
@@ -177,8 +186,8 @@ def test_loss_chart_draws_the_losses_of_each_model_in_their_colours():
 
 
 def test_line_charts_zoom_along_x_and_toggle_series_from_the_legend():
-    for chart in (charts.loss_chart(history()), charts.metric_chart(history(), "ms_per_step", "Step time", "ms"),
-                  charts.arm_band_chart(history().assign(arm="nanogpt+adamw", seed=1))):
+    for chart in (loss_chart(history()), metric_chart(history(), "ms_per_step", "Step time", "ms"),
+                  arm_band_chart(history().assign(arm="nanogpt+adamw", seed=1))):
         spec = chart.to_dict()
         params = spec["params"]  # Altair lifts a layer's params to the top, naming the view they act in
         binds = {param["select"]["type"]: param.get("bind") for param in params}
@@ -191,7 +200,7 @@ def test_line_charts_zoom_along_x_and_toggle_series_from_the_legend():
 
 def test_loss_chart_options():
     frame = history()
-    spec = charts.loss_chart(frame, x="wall_time_s", log_scale=True, metrics=("val_loss",), height=123).to_dict()
+    spec = loss_chart(frame, x="wall_time_s", log_scale=True, metrics=("val_loss",), height=123).to_dict()
     train, halo, val_line, val_points = spec["layer"]
     assert val_line["encoding"]["x"] == {"field": "wall_time_s", "title": "training time (s, evaluation excluded)",
                                          "type": "quantitative"}
@@ -202,18 +211,18 @@ def test_loss_chart_options():
 
 
 def test_metric_chart_draws_one_metric_over_time_from_zero():
-    spec = charts.metric_chart(history(), "ms_per_step", "Step time", "ms").to_dict()
+    spec = metric_chart(history(), "ms_per_step", "Step time", "ms").to_dict()
     (line,) = spec["layer"]  # no smoothing: no faint raw copy
     rows = spec_rows(line, spec["datasets"], spec)
     assert {r["metric"] for r in rows} == {"ms_per_step"} and len(rows) == 2 * 5
     assert spec["title"] == "Step time" and line["encoding"]["y"]["title"] == "ms"
     assert line["encoding"]["y"]["scale"] == {"zero": True}, "a time, a throughput, a memory: sizes start at zero"
     assert line["encoding"]["x"] == {"field": "wall_time_s", "title": "training time (s)", "type": "quantitative"}
-    by_step = charts.metric_chart(history(), "ms_per_step", "Step time", "ms", x="step").to_dict()
+    by_step = metric_chart(history(), "ms_per_step", "Step time", "ms", x="step").to_dict()
     assert by_step["layer"][0]["encoding"]["x"]["field"] == "step" and by_step["layer"][0]["encoding"]["x"]["title"] == "step"
-    raw, smoothed = charts.metric_chart(history(), "ms_per_step", "Step time", "ms", smoothing=0.5).to_dict()["layer"]
+    raw, smoothed = metric_chart(history(), "ms_per_step", "Step time", "ms", smoothing=0.5).to_dict()["layer"]
     assert raw["encoding"]["opacity"]["value"] < smoothed["encoding"]["opacity"]["value"]
-    memory = charts.metric_chart(history(metrics=("rss_mb",)), "rss_mb", "Memory", "MB", smoothing=0.5).to_dict()
+    memory = metric_chart(history(metrics=("rss_mb",)), "rss_mb", "Memory", "MB", smoothing=0.5).to_dict()
     (points,) = memory["layer"]
     assert [r["value"] for r in spec_rows(points, memory["datasets"], memory)] == history(metrics=("rss_mb",))["value"].tolist(), \
         "memory is measured at evaluations: never smoothed"
@@ -226,28 +235,28 @@ RESULTS = [{"model": "NanoGPT", "best_val_loss": 1.5, "train_ms_per_step": 10.0,
 
 
 def test_bar_charts_one_bar_chart_per_headline_metric_from_zero():
-    spec = charts.bar_charts(RESULTS).to_dict()
-    assert len(spec["hconcat"]) == len(charts.BARS) == 4
-    for bar, (column, title) in zip(spec["hconcat"], charts.BARS):
+    spec = bar_charts(RESULTS).to_dict()
+    assert len(spec["hconcat"]) == len(BARS) == 4
+    for bar, (column, title) in zip(spec["hconcat"], BARS):
         assert bar["title"] == title and bar["mark"]["type"] == "bar"
         assert bar["encoding"]["y"]["field"] == column and bar["encoding"]["x"]["field"] == "model"
         assert bar["encoding"]["y"]["scale"] == {"zero": True}
-        assert bar["encoding"]["color"]["scale"]["range"] == [charts.series_color("NanoGPT"), charts.series_color("NanoKimi")]
+        assert bar["encoding"]["color"]["scale"]["range"] == [series_color("NanoGPT"), series_color("NanoKimi")]
         assert spec_rows(bar, spec["datasets"]) == [{"model": r["model"], column: r[column]} for r in RESULTS]
 
 
 def test_memory_breakdown_starts_at_zero_and_keeps_model_colours_for_models():
-    spec = charts.memory_breakdown_chart(RESULTS).to_dict()
+    spec = memory_breakdown_chart(RESULTS).to_dict()
     assert spec["encoding"]["x"]["scale"] == {"zero": True}
     parts = spec["encoding"]["color"]["scale"]
     assert parts["domain"] == ["parameters", "gradients", "optimizer state"]
-    assert not set(parts["range"]) & set(charts.OKABE_ITO.values()), "parts are not drawn in model colours"
+    assert not set(parts["range"]) & set(OKABE_ITO.values()), "parts are not drawn in model colours"
 
 
 def test_comparison_figure_has_the_bars_and_two_validation_curves():
-    spec = charts.comparison_figure(RESULTS, history()).to_dict()
+    spec = comparison_figure(RESULTS, history()).to_dict()
     bars, curves = spec["vconcat"]
-    assert [b["title"] for b in bars["hconcat"]] == [title for _, title in charts.BARS]
+    assert [b["title"] for b in bars["hconcat"]] == [title for _, title in BARS]
     over_steps, over_time = curves["hconcat"]
     assert over_steps["title"] == "Validation loss over steps" and over_time["title"] == "Validation loss over training time"
     assert over_steps["layer"][-1]["encoding"]["x"]["field"] == "step"
@@ -261,61 +270,61 @@ def test_comparison_figure_has_the_bars_and_two_validation_curves():
 # --- colours ------------------------------------------------------------------------------------------
 
 def test_every_model_and_arm_has_one_colour_wherever_it_is_named():
-    blue, vermillion = charts.OKABE_ITO["blue"], charts.OKABE_ITO["vermillion"]
+    blue, vermillion = OKABE_ITO["blue"], OKABE_ITO["vermillion"]
     for name in ("NanoGPT", "nanogpt+adamw", "nanogpt+truemuon/s1337", "#3 NanoGPT", "NanoGPT · TrueMuon",
                  "nanogpt+adamw · lr=0.003"):
-        assert charts.series_color(name) == blue, name
+        assert series_color(name) == blue, name
     for name in ("NanoKimi", "nanokimi+truemuon", "#12 NanoKimi", "NanoKimi · Muon (PyTorch)"):
-        assert charts.series_color(name) == vermillion, name
+        assert series_color(name) == vermillion, name
     # the matched controls are neither: "matched SwiGLU" has NanoKimi's size but not its colour
-    colours = {charts.series_color(name) for name in ("relu-matched+adamw", "matched ReLU · AdamW")}
+    colours = {series_color(name) for name in ("relu-matched+adamw", "matched ReLU · AdamW")}
     assert len(colours) == 1 and colours.isdisjoint({blue, vermillion})
-    assert charts.series_color("swiglu-matched+muon") == charts.series_color("matched SwiGLU · TrueMuon")
-    four = {charts.series_color(arch) for arch in ("nanogpt", "relu-matched", "swiglu-matched", "nanokimi")}
-    assert len(four) == 4 and four <= set(charts.OKABE_ITO.values())
-    assert charts.series_color("some other model") == charts.series_color("some other model")
-    assert charts.series_color("some other model") not in four, "an unknown series takes no model's colour"
+    assert series_color("swiglu-matched+muon") == series_color("matched SwiGLU · TrueMuon")
+    four = {series_color(arch) for arch in ("nanogpt", "relu-matched", "swiglu-matched", "nanokimi")}
+    assert len(four) == 4 and four <= set(OKABE_ITO.values())
+    assert series_color("some other model") == series_color("some other model")
+    assert series_color("some other model") not in four, "an unknown series takes no model's colour"
     # optimizer variants of an arm: the same colour, another dash
-    dashes = [charts.series_dash(arm) for arm in ("nanokimi+adamw", "nanokimi+truemuon", "nanokimi+muon")]
+    dashes = [series_dash(arm) for arm in ("nanokimi+adamw", "nanokimi+truemuon", "nanokimi+muon")]
     assert dashes == [[1, 0], [6, 3], [2, 2]]
-    assert charts.series_dash("NanoKimi · TrueMuon") == [6, 3] and charts.series_dash("NanoKimi") == [1, 0]
+    assert series_dash("NanoKimi · TrueMuon") == [6, 3] and series_dash("NanoKimi") == [1, 0]
 
 
 def test_arms_keep_their_colour_in_every_chart():
     frame = history(models=("nanokimi+truemuon/s1", "nanogpt+adamw/s1")).assign(
         arm=lambda f: f["model"].str.partition("/")[0], seed=1)
-    band = charts.arm_band_chart(frame).to_dict()
+    band = arm_band_chart(frame).to_dict()
     color = band["layer"][0]["encoding"]["color"]["scale"]
     assert color["domain"] == ["NanoGPT · AdamW", "NanoKimi · TrueMuon"], "display names, in the architectures' order"
-    assert color["range"] == [charts.series_color("nanogpt"), charts.series_color("nanokimi")]
+    assert color["range"] == [series_color("nanogpt"), series_color("nanokimi")]
     assert band["layer"][1]["encoding"]["strokeDash"]["scale"]["range"] == [[1, 0], [6, 3]]
     sweep = pd.DataFrame([{"arm": arm, "seed": 1, "lr": lr, "score": score}
                           for arm in ("nanokimi+truemuon", "nanogpt+adamw") for lr, score in ((1e-3, 2.0), (3e-3, 1.9))])
-    line = charts.lr_sweep_chart(sweep).to_dict()["layer"][0]
+    line = lr_sweep_chart(sweep).to_dict()["layer"][0]
     assert dict(zip(line["encoding"]["color"]["scale"]["domain"], line["encoding"]["color"]["scale"]["range"])) == {
-        "NanoKimi · TrueMuon": charts.series_color("nanokimi"), "NanoGPT · AdamW": charts.series_color("nanogpt")}
+        "NanoKimi · TrueMuon": series_color("nanokimi"), "NanoGPT · AdamW": series_color("nanogpt")}
 
 
 def test_routing_charts_do_not_borrow_model_colours():
     entropy = pd.DataFrame({"step": [0, 0], "layer": [0, 1], "entropy": [1.0, 1.2]})
-    spec = charts.gate_entropy_chart(entropy, experts=4).to_dict()
+    spec = gate_entropy_chart(entropy, experts=4).to_dict()
     assert spec["layer"][0]["encoding"]["color"]["scale"] == {"scheme": "viridis"}
     load = pd.DataFrame({"step": [0, 0], "layer": [0, 0], "expert": [0, 1], "load": [0.5, 0.5]})
-    assert charts.expert_load_chart(load).to_dict()["spec"]["encoding"]["color"]["scale"] == {"scheme": "viridis"}
+    assert expert_load_chart(load).to_dict()["spec"]["encoding"]["color"]["scale"] == {"scheme": "viridis"}
 
 
 # --- images -------------------------------------------------------------------------------------------
 
 def test_chart_image_renders_png_and_svg():
-    chart = charts.loss_chart(history(), smoothing=0.6)
-    png = charts.chart_image(chart, "png")
+    chart = loss_chart(history(), smoothing=0.6)
+    png = chart_image(chart, "png")
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
-    small = charts.chart_image(chart, "png", scale=1)
+    small = chart_image(chart, "png", scale=1)
     assert len(small) < len(png), "scale multiplies the pixels"
-    svg = charts.chart_image(chart, "svg").decode("utf-8")
+    svg = chart_image(chart, "svg").decode("utf-8")
     assert svg.lstrip().startswith("<svg") and "NanoKimi" in svg and "#D55E00" in svg.upper()
     with pytest.raises(ValueError, match="png, svg"):
-        charts.chart_image(chart, "jpg")
+        chart_image(chart, "jpg")
 
 
 # --- ablation charts ------------------------------------------------------------------------------
@@ -327,7 +336,7 @@ def test_arm_band_chart_mean_and_range_over_seeds():
                            "metric": metric, "value": value + step + (100 if metric == "train_loss" else 0)}
                           for arm, values in seeds.items() for seed, value in enumerate(values)
                           for step in (0, 10) for metric in ("val_loss", "train_loss")])
-    chart = charts.arm_band_chart(frame)
+    chart = arm_band_chart(frame)
     spec = chart.to_dict()
     stats = {(r["arm"], r["step"]): r for r in spec_rows(spec, spec["datasets"])}
     assert set(stats) == {("muon", 0), ("muon", 10), ("adamw", 0), ("adamw", 10)}, "train_loss rows are left out"
@@ -339,7 +348,7 @@ def test_arm_band_chart_mean_and_range_over_seeds():
     band, line = spec["layer"]
     assert band["mark"]["type"] == "area" and (band["encoding"]["y"]["field"], band["encoding"]["y2"]["field"]) == ("low", "high")
     assert line["mark"]["type"] == "line" and line["encoding"]["y"]["field"] == "mean"
-    assert charts.arm_band_chart(frame, x="wall_time_s").to_dict()["layer"][1]["encoding"]["x"]["field"] == "wall_time_s"
+    assert arm_band_chart(frame, x="wall_time_s").to_dict()["layer"][1]["encoding"]["x"]["field"] == "wall_time_s"
 
 
 def test_effects_chart_shows_the_effects_of_one_metric_with_zero_marked():
@@ -352,7 +361,7 @@ def test_effects_chart_shows_the_effects_of_one_metric_with_zero_marked():
          "ci_high": 0.04, "distinguishable_from_zero": "no"},
         {"kind": "effect", "name": "muon − adamw", "metric": "final_val_loss", "n": 3, "mean": -0.2, "ci_low": -0.3,
          "ci_high": -0.1, "distinguishable_from_zero": "yes"}])
-    spec = charts.effects_chart(summary).to_dict()
+    spec = effects_chart(summary).to_dict()
     rules, points, zero = spec["layer"]
     rows = spec_rows(spec, spec["datasets"])  # the effect rows, shared by the rules and the points
     assert [(r["name"], r["mean"]) for r in rows] == [("muon − adamw", -0.1), ("moe − dense", 0.01)]
@@ -360,10 +369,10 @@ def test_effects_chart_shows_the_effects_of_one_metric_with_zero_marked():
     assert rules["encoding"]["x"]["title"] == "difference in best val loss (nats/char)"
     assert points["encoding"]["x"]["field"] == "mean"
     assert [r["interval"] for r in rows] == ["excludes 0", "includes 0"]
-    assert points["encoding"]["color"]["scale"]["domain"] == list(charts.INTERVALS)
+    assert points["encoding"]["color"]["scale"]["domain"] == list(INTERVALS)
     assert rules["encoding"]["y"]["axis"]["labelLimit"] == 0, "long effect names are never cut"
     assert spec_rows(zero, spec["datasets"]) == [{"x": 0.0}]
-    final = charts.effects_chart(summary, metric="final_val_loss").to_dict()
+    final = effects_chart(summary, metric="final_val_loss").to_dict()
     assert [(r["name"], r["mean"]) for r in spec_rows(final, final["datasets"])] == [("muon − adamw", -0.2)]
 
 
@@ -373,13 +382,13 @@ def test_an_effect_of_one_seed_is_shown_without_an_interval():
                 "metric": "best_val_loss", "n": 1, "mean": -0.03, "ci_low": math.nan, "ci_high": math.nan,
                 "distinguishable_from_zero": "no"}
     three = {**one_seed, "name": "routing", "n": 3, "ci_low": -0.05, "ci_high": 0.01}
-    spec = charts.effects_chart(pd.DataFrame([one_seed, three])).to_dict()
+    spec = effects_chart(pd.DataFrame([one_seed, three])).to_dict()
     rules, points, zero = spec["layer"]
     assert [r["interval"] for r in spec_rows(spec, spec["datasets"])] == ["no interval (one seed)", "includes 0"]
     fills = dict(zip(points["encoding"]["fill"]["scale"]["domain"], points["encoding"]["fill"]["scale"]["range"]))
     assert fills["no interval (one seed)"] == "white", "drawn open, not as an interval that includes 0"
     assert fills["includes 0"] != "white"
-    svg = charts.chart_image(charts.effects_chart(pd.DataFrame([one_seed, three])), "svg").decode()
+    svg = chart_image(effects_chart(pd.DataFrame([one_seed, three])), "svg").decode()
     assert one_seed["name"] in svg.replace("&gt;", ">"), "the whole label is in the saved image"
     assert "no interval (one seed)" in svg
 
@@ -392,7 +401,7 @@ def test_effects_side_by_side_chart_draws_each_condition_on_each_effects_row():
                             effect("MoE − dense", "original", -0.03), effect("routing", "original", 0.01),
                             effect("MoE − dense", "tuned", -0.5, metric="final_val_loss"),
                             {**effect("nanogpt+adamw", "tuned", 1.9), "kind": "arm"}])
-    spec = charts.effects_side_by_side_chart(summary).to_dict()
+    spec = effects_side_by_side_chart(summary).to_dict()
     rules, points, zero = spec["layer"]
     rows = spec_rows(spec, spec["datasets"])
     assert [(r["name"], r["learning rates"], r["mean"]) for r in rows] == [
@@ -414,18 +423,18 @@ def test_routing_history_splits_layer_and_expert():
         {"model": "NanoKimi", "step": 0, "wall_time_s": 0.0, "metric": "expert_load_layer1_expert3", "value": 0.4},
         {"model": "NanoKimi", "step": 0, "wall_time_s": 0.0, "metric": "gate_entropy_layer1", "value": 1.2},
         {"model": "NanoKimi", "step": 0, "wall_time_s": 0.0, "metric": "val_loss", "value": 4.0}])
-    load, entropy = charts.routing_history(history)
+    load, entropy = routing_history(history)
     assert load.to_dict("records") == [{"step": 0, "layer": 1, "expert": 3, "load": 0.4}]
     assert entropy.to_dict("records") == [{"step": 0, "layer": 1, "entropy": 1.2}]
-    assert set(charts.expert_load_chart(load).data.columns) >= {"step", "layer", "expert", "load"}
-    layered = charts.gate_entropy_chart(entropy, experts=4).to_dict()
+    assert set(expert_load_chart(load).data.columns) >= {"step", "layer", "expert", "load"}
+    layered = gate_entropy_chart(entropy, experts=4).to_dict()
     assert math.log(4) in [v["entropy"] for d in layered["datasets"].values() for v in d], "the uniform line"
 
 
 def test_character_heatmap_relative_weights():
     rows = [{"character": c, "expert": e, "weight": w, "count": n}
             for c, n, weights in (("a", 30, (0.9, 0.1)), (" ", 10, (0.5, 0.5))) for e, w in enumerate(weights)]
-    frame = charts.character_heatmap(rows, relative=True).data
+    frame = character_heatmap(rows, relative=True).data
     assert {"label", "expert", "weight", "relative", "count"} <= set(frame.columns)
     average = (0.9 * 30 + 0.5 * 10) / 40  # expert 0's count-weighted mean weight
     assert frame.loc[(frame["label"] == "a") & (frame["expert"] == 0), "relative"].item() == pytest.approx(0.9 / average)
@@ -434,6 +443,6 @@ def test_character_heatmap_relative_weights():
 
 def test_singular_value_charts_carry_the_trajectory():
     trajectory = nslab.singular_value_trajectory(nslab.random_matrix(4, 6), steps=2)
-    for chart in (charts.singular_value_chart(trajectory), charts.singular_value_curves(trajectory)):
+    for chart in (singular_value_chart(trajectory), singular_value_curves(trajectory)):
         data = chart.layer[0].data if hasattr(chart, "layer") else chart.data
         assert list(data.columns) == ["step", "index", "singular_value"] and len(data) == 3 * 4

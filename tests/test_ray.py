@@ -10,6 +10,7 @@ import csv
 import gzip
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -20,8 +21,11 @@ from pathlib import Path
 import pytest
 
 # The two-node cluster below is started with token authentication (Ray 2.60's default for `ray start`);
-# a driver reads RAY_AUTH_MODE when Ray is imported, so it is set before.
+# a driver reads RAY_AUTH_MODE when Ray is imported, so it is set before. The token is this test
+# session's own, in the environment the nodes and the driver share: on a machine where Ray never ran
+# there is no ~/.ray/auth_token, and a worker node started right after the head could find none.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 ray = pytest.importorskip("ray", reason="the Ray backend's tests need Ray: pip install -r requirements-ray.txt")
 
 from nanokimi.running.backends import LocalBackend, RayBackend  # noqa: E402

@@ -8,7 +8,9 @@ import math
 
 import pytest
 
-from nanokimi.results import charts, runtable
+from nanokimi.results import runtable
+from nanokimi.results.charts.runs import _natural, group_band_chart
+from nanokimi.results.charts.style import OPTIMIZER_DASHES, series_color, series_dash
 from nanokimi.running import request
 from nanokimi.training.data import BUILTIN
 from nanokimi.running.jobs import history_frame
@@ -179,7 +181,7 @@ def test_gate_entropy_is_the_mean_over_layers_and_the_group_summary_counts_membe
 
 def chart_scales(stats):
     """The group band chart's {group: colour} and {group: dash}, read from its Vega-Lite spec."""
-    spec = charts.group_band_chart(stats, "validation loss", "step").to_dict()
+    spec = group_band_chart(stats, "validation loss", "step").to_dict()
     color = spec["layer"][0]["encoding"]["color"]["scale"]
     dash = spec["layer"][1]["encoding"]["strokeDash"]["scale"]
     return color, dict(zip(dash["domain"], dash["range"]))
@@ -202,14 +204,14 @@ def test_groups_of_one_model_each_take_its_colour_and_dash_and_other_groups_a_sc
     color, dash = chart_scales(by_arm)
     assert color["domain"] == ["NanoGPT · AdamW", "NanoGPT · TrueMuon", "matched ReLU · AdamW",
                                "matched ReLU · TrueMuon", "NanoKimi · TrueMuon"], "legend: architecture, optimizer"
-    assert dict(zip(color["domain"], color["range"])) == {g: charts.series_color(g) for g in color["domain"]}
-    assert charts.series_color("NanoGPT") != charts.series_color("matched ReLU") != charts.series_color("NanoKimi")
-    assert dash == {g: charts.series_dash(g) for g in color["domain"]}
+    assert dict(zip(color["domain"], color["range"])) == {g: series_color(g) for g in color["domain"]}
+    assert series_color("NanoGPT") != series_color("matched ReLU") != series_color("NanoKimi")
+    assert dash == {g: series_dash(g) for g in color["domain"]}
     assert dash["NanoGPT · AdamW"] != dash["NanoGPT · TrueMuon"], "the optimizer is the dash: this can fail"
 
     # the comparison's NanoKimi trains with TrueMuon: dashed, though its name says no optimizer
     _, dash = chart_scales(runtable.group_stats(history, members[members["run"] == ids[0]], ["model"]))
-    assert dash == {"NanoGPT": charts.OPTIMIZER_DASHES["adamw"], "NanoKimi": charts.OPTIMIZER_DASHES["truemuon"]}
+    assert dash == {"NanoGPT": OPTIMIZER_DASHES["adamw"], "NanoKimi": OPTIMIZER_DASHES["truemuon"]}
 
     # one model in two groups (NanoGPT · AdamW of each run), or groups of several models (by optimizer,
     # seed or run): no model colour, the groups in their natural order
@@ -217,7 +219,7 @@ def test_groups_of_one_model_each_take_its_colour_and_dash_and_other_groups_a_sc
         stats = runtable.group_stats(history, members, by)
         color, dash = chart_scales(stats)
         assert "range" not in color and color["scheme"]["name"] == "viridis", by
-        assert color["domain"] == sorted(set(stats["group"]), key=charts._natural)
+        assert color["domain"] == sorted(set(stats["group"]), key=_natural)
         assert set(map(tuple, dash.values())) == {(1, 0)}, "all solid: no dash claims an optimizer"
     assert color["domain"] == [f"#{ids[0]}", f"#{ids[1]}"]
-    assert charts._natural("n_embd=64") < charts._natural("n_embd=128"), "numbers as numbers, not as text"
+    assert _natural("n_embd=64") < _natural("n_embd=128"), "numbers as numbers, not as text"

@@ -3,7 +3,9 @@
 import sqlite3
 from pathlib import Path
 
-from nanokimi.running.store import Store
+import pytest
+
+from nanokimi.running.store import Store, StoreDamaged, quick_check, set_aside
 
 
 def test_schema_is_created_once_in_wal_mode(tmp_path):
@@ -80,3 +82,49 @@ def test_an_uploaded_text_is_deleted_with_the_last_run_that_trains_on_it(tmp_pat
     assert queue.delete([waiting]) == [waiting]
     assert not upload.exists(), "gone with the last run that used it"
     assert queue.delete([own]) == [own] and small_text_file.is_file(), "a user's own file is never deleted"
+
+
+def _damage(path, offset=0, size=4096):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(b"\xff" * size)
+
+
+def test_an_overwritten_store_is_named_as_damaged_and_set_aside_keeping_its_bytes(tmp_path):
+    store = Store(tmp_path)
+    store.create_run({"request": {}, "runs": []}, "kept")
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    path = tmp_path / "nanokimi.db"
+    _damage(path)
+    damaged_bytes = path.read_bytes()
+    with pytest.raises(StoreDamaged) as caught:
+        Store(tmp_path)
+    assert caught.value.path == path and "not a database" in caught.value.reason
+    assert str(path) in str(caught.value)
+    assert quick_check(path) != "ok"
+    aside = set_aside(tmp_path, now=0)
+    assert aside.name.startswith("nanokimi.db.damaged-") and aside.read_bytes() == damaged_bytes
+    fresh = Store(tmp_path)  # starts empty
+    assert fresh.list_runs() == [] and quick_check(path) == "ok"
+
+
+def test_damage_met_by_a_read_is_named_but_a_locked_store_is_not_damage(tmp_path):
+    store = Store(tmp_path)
+    run_id = store.create_run({"request": {}, "runs": []}, "x" * 20_000)  # spills over several pages
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    size = (tmp_path / "nanokimi.db").stat().st_size
+    assert size > 8192
+    _damage(tmp_path / "nanokimi.db", offset=4096, size=size - 4096)  # the header survives, the pages do not
+    with pytest.raises(StoreDamaged):
+        Store(tmp_path).get_run(run_id)
+    other = tmp_path / "other"
+    locked = Store(other)
+    holder = sqlite3.connect(other / "nanokimi.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    locked.db.execute("PRAGMA busy_timeout = 50")
+    with pytest.raises(sqlite3.OperationalError) as caught:
+        locked.create_run({"request": {}, "runs": []})
+    assert not isinstance(caught.value, StoreDamaged)
+    holder.execute("ROLLBACK")

@@ -42,7 +42,9 @@ def compare_main(args):
     if interrupted and not results:
         print("interrupted before any model finished; nothing written", file=sys.stderr)
         return 130
-    from ..results import charts, report  # pandas and altair: only once there is something to write
+    from ..results import report  # pandas and altair: only once there is something to write
+    from ..results.charts.comparison import comparison_figure
+    from ..results.charts.images import save_png
     from ..running.run_data import history_frame
 
     rows = [r.results for r in results]
@@ -60,7 +62,7 @@ def compare_main(args):
     finished = [r for r in rows if r.get("status") in MEASURED]
     if finished:
         frame = history_frame(history, stored=False)
-        charts.save_png(charts.comparison_figure(finished, frame), out / "comparison_graph.png")
+        save_png(comparison_figure(finished, frame), out / "comparison_graph.png")
     print(f"\nwrote {out / 'results.csv'}, {out / 'history.csv'}" + (f", {out / 'comparison_graph.png'}" if finished else ""))
     failed = [r for r in rows if r.get("status") == FAILED]
     return 1 if failed else 0

@@ -67,7 +67,8 @@ def order_text(args, backend, runs):
 
 def sweep_main(args):
     from ..experiments import ablation, sweep
-    from ..results import charts
+    from ..results.charts.ablation import lr_sweep_chart
+    from ..results.charts.images import save_png
 
     import pandas as pd
 
@@ -107,7 +108,7 @@ def sweep_main(args):
     choice = pd.DataFrame([{"arm": arm, **c, "tried": " ".join(f"{lr:.3g}" for lr in c["tried"])}
                            for arm, c in chosen_lrs.items()])
     choice.to_csv(out / "chosen_lrs.csv", index=False)
-    charts.save_png(charts.lr_sweep_chart(frame), out / "sweep.png")
+    save_png(lr_sweep_chart(frame), out / "sweep.png")
     print("\nchosen learning rates (lowest mean final validation loss on the tuning seeds):")
     for arm, c in chosen_lrs.items():
         edge = "  (at the edge of the grid: the best may lie beyond it)" if c["at_edge"] else ""

@@ -354,7 +354,8 @@ def write_files(out_dir, results, target=None):
     """ablation.csv, ablation_summary.csv and ablation.png in out_dir; returns (run rows, summary rows)."""
     import pandas as pd
 
-    from ..results import charts
+    from ..results.charts.ablation import ablation_figure
+    from ..results.charts.images import save_png
 
     out_dir = Path(out_dir)
     rows = run_rows(results, target)
@@ -363,8 +364,7 @@ def write_files(out_dir, results, target=None):
     (out_dir / "ablation_summary.csv").write_text(summary_csv(summary), encoding="utf-8")
     history = pd.DataFrame(history_rows(results))
     if not history.empty:
-        charts.save_png(charts.ablation_figure(history, pd.DataFrame(summary, columns=SUMMARY_COLUMNS)),
-                        out_dir / "ablation.png")
+        save_png(ablation_figure(history, pd.DataFrame(summary, columns=SUMMARY_COLUMNS)), out_dir / "ablation.png")
     return rows, summary
 
 

@@ -1,4 +1,5 @@
-"""Results as tables: results.csv, history.csv, the terminal report and the verdict sentence.
+"""Results as tables: results.csv, history.csv, the routing metrics of a history (Experts page), the
+terminal report and the verdict sentence.
 
 The CLI writes files with these builders and the app's download buttons serve the same bytes, so
 a CSV from either has the same columns. CSVs keep raw numbers (machine-readable, "-" minus); what
@@ -19,6 +20,7 @@ from ..training.optim import OPTIMIZER_LABELS, OPTIMIZERS
 from ..running.request import Request
 from ..settings import flatten, names
 from ..status import COMPLETED, DIVERGED
+from ..training import routing
 from ..training.train import RunConfig
 
 # --- display names -----------------------------------------------------------------------------------
@@ -61,6 +63,27 @@ def results_frame(results, configs=(), run_id=None, dataset=None):
     rows = [{"run_id": run_id, "dataset": dataset, **{col: row.get(col) for col in RESULT_COLUMNS},
              **{col: settings.get(row.get("model"), {}).get(col) for col in SETTING_COLUMNS}} for row in results]
     return pd.DataFrame(rows, columns=CSV_COLUMNS)
+
+
+def routing_history(history):
+    """Expert load and gate entropy rows of a history, with layer and expert as columns.
+
+    Returns (load: step, layer, expert, load; entropy: step, layer, entropy) from the routing
+    metrics recorded at every evaluation (names: routing.parse_metric).
+    """
+    metric_names = history["metric"].astype(str)
+    parsed = metric_names.map({name: routing.parse_metric(name) for name in metric_names.unique()})  # (layer, expert or None)
+    routed = parsed.notna()
+    layer = parsed[routed].str[0]
+    expert = parsed[routed].str[1]
+    load_rows, entropy_rows = expert.notna(), expert.isna()
+    rows = history[routed]
+    load = pd.DataFrame({"step": rows.loc[load_rows, "step"].astype(int), "layer": layer[load_rows].astype(int),
+                         "expert": expert[load_rows].astype(int), "load": rows.loc[load_rows, "value"].astype(float)})
+    entropy = pd.DataFrame({"step": rows.loc[entropy_rows, "step"].astype(int),
+                            "layer": layer[entropy_rows].astype(int),
+                            "entropy": rows.loc[entropy_rows, "value"].astype(float)})
+    return load.reset_index(drop=True), entropy.reset_index(drop=True)
 
 
 def results_csv(results, configs=(), run_id=None, dataset=None):

@@ -17,6 +17,11 @@ timeout makes a writer wait its turn instead of failing. The schema is created o
 
 Run statuses are those of nanokimi/status.py: queued -> running -> completed | stopped | diverged | failed |
 interrupted.
+
+A file that SQLite cannot read as a database (overwritten, truncated, a page malformed) raises
+`StoreDamaged` from whichever call meets the damage, naming the file and what SQLite said; `set_aside`
+then moves it (with its WAL files) to `nanokimi.db.damaged-DATE`, so the next Store starts empty and
+nothing is deleted. "Locked" or "busy" are not damage: they stay sqlite3.OperationalError.
 """
 
 import json
@@ -24,6 +29,8 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
+
 from ..paths import home_dir
 from ..status import QUEUED, RUNNING, STOPPED
 
@@ -58,6 +65,54 @@ CREATE TABLE queue (
 """
 # A run's kind is in its request: "comparison" (the default: older requests have no kind), "ablation" or "sweep".
 KIND = "COALESCE(json_extract(config, '$.request.kind'), 'comparison')"
+STORE_FILE = "nanokimi.db"
+
+
+class StoreDamaged(RuntimeError):
+    """The store file is not a readable SQLite database: `path`, and `reason` in SQLite's words."""
+
+    def __init__(self, path, reason):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"the run store {self.path} is damaged ({reason})")
+
+
+@contextmanager
+def _damage_named(path):
+    """Turn SQLite's "not a database" / "malformed" (sqlite3.DatabaseError itself, not its subclasses
+    such as OperationalError, which also means "locked") into StoreDamaged naming the file."""
+    try:
+        yield
+    except sqlite3.DatabaseError as err:
+        if type(err) is sqlite3.DatabaseError:
+            raise StoreDamaged(path, str(err)) from err
+        raise
+
+
+def quick_check(path):
+    """SQLite's `PRAGMA quick_check` of the file at `path`: "ok", or what it found wrong (its first lines)."""
+    try:
+        db = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, timeout=1)
+        try:
+            return "; ".join(row[0] for row in db.execute("PRAGMA quick_check(5)").fetchall())
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as err:
+        return str(err)
+
+
+def set_aside(home=None, now=None):
+    """Move a damaged store out of the way: nanokimi.db (and its -wal and -shm files) become
+    nanokimi.db.damaged-YYYYmmdd-HHMMSS beside it. Returns the new path of the database file."""
+    path = home_dir(home) / STORE_FILE
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    target = path.with_name(f"{STORE_FILE}.damaged-{stamp}")
+    for suffix in ("-wal", "-shm", ""):  # the database file last: a crash halfway leaves it in place
+        part = path.with_name(STORE_FILE + suffix)
+        if part.exists():
+            part.replace(target.with_name(target.name + suffix))
+    return target
+
+
 RUN_COLUMNS = ("id", "status", "label", "config", "created_at", "started_at", "finished_at", "message",
                "stop_requested", "progress", "results")
 
@@ -68,21 +123,25 @@ class Store:
     def __init__(self, home=None):
         self.home = home_dir(home)
         self.home.mkdir(parents=True, exist_ok=True)
-        self.path = self.home / "nanokimi.db"
+        self.path = self.home / STORE_FILE
         # isolation_level=None: no implicit transactions; every write says BEGIN IMMEDIATE itself.
         self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         self.lock = threading.Lock()
-        with self.lock:
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across crashes of a process
-        with self.write() as db:
-            if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        try:
+            with self.lock, _damage_named(self.path):
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA foreign_keys=ON")
+                self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across crashes of a process
+            with self.write() as db:
+                if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                    for statement in SCHEMA.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except StoreDamaged:
+            self.db.close()  # let set_aside move the file
+            raise
 
     def close(self):
         with self.lock:
@@ -91,17 +150,18 @@ class Store:
     @contextmanager
     def write(self):
         """A short write transaction, holding the write lock from its first statement."""
-        with self.lock:
+        with self.lock, _damage_named(self.path):
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 yield self.db
             except BaseException:
-                self.db.execute("ROLLBACK")
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
                 raise
             self.db.execute("COMMIT")
 
     def _read(self, sql, params=()):
-        with self.lock:
+        with self.lock, _damage_named(self.path):
             return self.db.execute(sql, params).fetchall()
 
     # --- runs and the queue -------------------------------------------------------------------

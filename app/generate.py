@@ -9,7 +9,11 @@ import streamlit as st
 
 from nanokimi.training import sampling
 from nanokimi.status import COMPLETED
-from pages.common import KEEP, checkpoint, how_ended, job_queue, model_name, pick_models, pick_run, run_downloads
+from app.common.checkpoints import checkpoint
+from app.common.controls import KEEP
+from app.common.downloads import run_downloads
+from app.common.jobqueue import job_queue
+from app.common.pickers import how_ended, model_name, pick_models, pick_run
 
 queue = job_queue()
 

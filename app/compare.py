@@ -1,7 +1,7 @@
 """Compare: set up NanoGPT vs NanoKimi, press Train, watch both learn, read the verdict.
 
 Training never runs in this script: Train queues the comparison in the run store and the runner
-process trains it (nanokimi/jobs.py, nanokimi/runner.py). The page shows the run named in the URL (`?run=ID`), else the
+process trains it (nanokimi/running/jobs.py, nanokimi/running/runner.py). The page shows the run named in the URL (`?run=ID`), else the
 one training now, else the latest, and polls the store every second while it is active.
 
 Every control is bound to a URL parameter named by its key (a refresh or a shared link restores the
@@ -11,15 +11,22 @@ controls); a link naming a run and no settings opens it: its settings go into th
 import pandas as pd
 import streamlit as st
 
-from nanokimi.results import charts, report
+from nanokimi.results import report
+from nanokimi.results.charts.comparison import bar_charts, loss_chart, memory_breakdown_chart, metric_chart
+from nanokimi.results.charts.smoothing import DEFAULT_SMOOTHING
 from nanokimi.running import request
 from nanokimi.experiments.compare import PRESET_HELP
 from nanokimi.training.optim import OPTIMIZER_LABELS, OPTIMIZERS
 from nanokimi.status import MEASURED
-from pages.common import (BASELINE, BIND, CONTROLS, KEEP, POLL_S, build_request, control_params, corpus,
-                          dataset_choices, dataset_control, dataset_of, estimate_sentence, job_queue, live_area,
-                          live_run, model_controls, model_size, open_in_url, preset_values, run_controls, run_label,
-                          run_to_open, set_controls, settings_of, show_chart, status_note, untaken, url_params)
+from app.common.chart_display import show_chart
+from app.common.controls import (BASELINE, BIND, CONTROLS, KEEP, control_params, model_controls, open_in_url,
+                                 preset_values, run_to_open, set_controls, settings_of, untaken, url_params)
+from app.common.datasets import corpus, dataset_choices, dataset_control, dataset_of
+from app.common.estimate import estimate_sentence, model_size
+from app.common.jobqueue import job_queue
+from app.common.live import POLL_S, live_area, live_run, run_controls, status_note
+from app.common.pickers import run_label
+from app.common.request import build_request
 
 queue = job_queue()
 CONTROLS_HINT = "the Ablation page's controls"  # where the verdict sends a reader when size or activation differ
@@ -115,25 +122,25 @@ def live_view(run_id, was_active):
         over_time = toggles[0].toggle("Over wall time", key="loss_over_time", **KEEP,
                                       help="Training time, evaluation excluded.")
         log_scale = toggles[1].toggle("Log scale", key="loss_log", **KEEP)
-        smoothing = toggles[2].slider("Smoothing", 0.0, 0.99, charts.DEFAULT_SMOOTHING, step=0.01, key="loss_smoothing",
+        smoothing = toggles[2].slider("Smoothing", 0.0, 0.99, DEFAULT_SMOOTHING, step=0.01, key="loss_smoothing",
                                       **KEEP, help="TensorBoard's exponential moving average of the train loss and "
                                                    "step time, in steps (0 = off; raw drawn faintly behind). "
                                                    "Validation points are drawn as they are.")
-        show_chart(charts.loss_chart(view.history, x="wall_time_s" if over_time else "step",
+        show_chart(loss_chart(view.history, x="wall_time_s" if over_time else "step",
                                      log_scale=log_scale, smoothing=smoothing), f"loss-run{view.id}", "loss_chart")
     with side_col:
-        show_chart(charts.metric_chart(view.history, "ms_per_step", "Time per training step", "ms",
+        show_chart(metric_chart(view.history, "ms_per_step", "Time per training step", "ms",
                                        smoothing=smoothing), f"ms-per-step-run{view.id}", "ms_chart")
-        show_chart(charts.metric_chart(view.history, "tokens_per_s", "Training throughput", "tokens/s"),
+        show_chart(metric_chart(view.history, "tokens_per_s", "Training throughput", "tokens/s"),
                    f"tokens-per-s-run{view.id}", "tokens_chart")
     mem_col, state_col = st.columns([3, 2])
     with mem_col:
-        show_chart(charts.metric_chart(view.history, "rss_mb", "Resident memory (at evaluations)", "MB"),
+        show_chart(metric_chart(view.history, "rss_mb", "Resident memory (at evaluations)", "MB"),
                    f"memory-run{view.id}", "rss_chart")
     finished = [r for r in view.results if r.get("param_mb") is not None]
     if finished:
         with state_col:
-            show_chart(charts.memory_breakdown_chart(finished), f"training-state-run{view.id}", "state_chart")
+            show_chart(memory_breakdown_chart(finished), f"training-state-run{view.id}", "state_chart")
     else:
         state_col.caption("The exact parameter / gradient / optimizer-state breakdown appears when a model finishes.")
 
@@ -150,7 +157,7 @@ if not view.active:
         st.markdown(f"**{report.verdict(measured, see=CONTROLS_HINT)}**")
         rows = pd.DataFrame(report.table_rows(measured))
         st.dataframe(rows, hide_index=True, width="stretch", height="content", key="results_table")
-        show_chart(charts.bar_charts(measured), f"bars-run{view.id}", "bar_charts", width="content")
+        show_chart(bar_charts(measured), f"bars-run{view.id}", "bar_charts", width="content")
     downloads = st.container(horizontal=True)
     downloads.download_button("Download results CSV", report.results_csv(view.results, view.request.runs, view.id,
                                                                           view.request.data_label),

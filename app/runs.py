@@ -10,13 +10,18 @@ results, or delete them (with their history and checkpoints). Active runs refres
 import pandas as pd
 import streamlit as st
 
-from nanokimi.results import charts, report, runtable
+from nanokimi.results import report, runtable
+from nanokimi.results.charts.runs import group_band_chart
 from nanokimi.running.jobs import history_frame
 from nanokimi.running.request import COMPARISON, GRIDS, Request
 from nanokimi.settings import all_fields
 from nanokimi.status import ACTIVE, ALL
 from nanokimi.training.train import RunConfig
-from pages.common import KEEP, POLL_S, job_queue, run_label, show_chart
+from app.common.chart_display import show_chart
+from app.common.controls import KEEP
+from app.common.jobqueue import job_queue
+from app.common.live import POLL_S
+from app.common.pickers import run_label
 
 queue = job_queue()
 LIVE_S = 2 * POLL_S  # the table and chart re-read active runs this often
@@ -154,7 +159,7 @@ def overlay():
     if stats.empty:
         st.info(f"No {runtable.METRICS[metric].split(' (')[0]} recorded yet for these runs.")
     else:
-        show_chart(charts.group_band_chart(stats, runtable.METRICS[metric], runtable.X_AXES[x_axis], log_x, log_y),
+        show_chart(group_band_chart(stats, runtable.METRICS[metric], runtable.X_AXES[x_axis], log_x, log_y),
                    f"runs-{metric}", "runs_overlay")
     groups = runtable.group_summary(member_table, group_by, runtable.member_bests(current, summaries(current)))
     st.table(groups.assign(
@@ -180,7 +185,7 @@ def delete(run_ids):
 open_col, download_col, delete_col = st.columns(3)
 first = chosen[0]
 first_kind = Request.from_stored(first["config"]).kind
-target = "pages/ablation.py" if first_kind in GRIDS else "pages/compare.py"
+target = "app/ablation.py" if first_kind in GRIDS else "app/compare.py"
 if open_col.button("Open", icon=":material/open_in_new:",
                    help=f"Show run #{first['id']} (the first selected) on the "
                         f"{'Ablation' if first_kind in GRIDS else 'Compare'} page."):

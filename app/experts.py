@@ -10,13 +10,17 @@ import math
 import streamlit as st
 import torch
 
-from nanokimi.results import charts
+from nanokimi.results.charts.analysis import character_heatmap, expert_load_chart, gate_entropy_chart
+from nanokimi.results.report import routing_history
 from nanokimi.running import jobs
 from nanokimi.training import routing
 from nanokimi.training.data import DataError
 from nanokimi.status import FINISHED
-from pages.common import KEEP, checkpoint_with_text, job_queue, model_label, model_name, pick_run
-from pages.common import show_chart
+from app.common.chart_display import show_chart
+from app.common.checkpoints import checkpoint_with_text
+from app.common.controls import KEEP
+from app.common.jobqueue import job_queue
+from app.common.pickers import model_label, model_name, pick_run
 
 queue = job_queue()
 
@@ -64,7 +68,7 @@ st.caption(f"{shown}: {layers} layer(s) × {experts} experts, "
 # --- over training, from the history -------------------------------------------------------------
 wanted = routing.routing_metrics(layers, experts)
 history = jobs.history_frame(queue.store.history(run_id, wanted))
-load, entropy = charts.routing_history(history[history["model"] == name])
+load, entropy = routing_history(history[history["model"] == name])
 if load.empty:
     st.info(f"This run's history has no routing metrics for {shown}: they are recorded at every evaluation "
             "by runs trained with this version of nanokimi.")
@@ -77,8 +81,8 @@ else:
                    help=f"log({experts}) = {math.log(experts):.3f} nats is a uniform gate; 0 sends every token to one expert.")
     cols[1].metric(f"Busiest expert at the end (layer {int(busiest['layer'])})", f"expert {int(busiest['expert'])}")
     cols[2].metric("Its share of the routing", f"{busiest['load']:.1%}", help=f"Uniform: {1 / experts:.1%}.")
-    show_chart(charts.gate_entropy_chart(entropy, experts), f"gate-entropy-run{run_id}", "experts_entropy_chart")
-    show_chart(charts.expert_load_chart(load), f"expert-load-run{run_id}", "experts_load_chart",
+    show_chart(gate_entropy_chart(entropy, experts), f"gate-entropy-run{run_id}", "experts_entropy_chart")
+    show_chart(expert_load_chart(load), f"expert-load-run{run_id}", "experts_load_chart",
                width="content")  # a faceted chart can't stretch
 
 # --- which characters each expert prefers, from the checkpoint --------------------------------------
@@ -103,7 +107,7 @@ layer = layer_col.selectbox("Layer", list(range(len(by_layer))), key="experts_la
 relative = color_col.toggle("Relative to each expert's average", key="experts_relative", **KEEP,
                             help="Divides by the expert's average weight, so an expert that takes most of every token "
                                  "doesn't paint every row: above 1, the character prefers this expert.")
-show_chart(charts.character_heatmap(by_layer[layer], relative=relative), f"characters-layer{layer}-run{run_id}",
+show_chart(character_heatmap(by_layer[layer], relative=relative), f"characters-layer{layer}-run{run_id}",
            "experts_heatmap")
 st.caption(f"Mean gate weight the characters of the validation text ({source if source != 'builtin' else 'built-in corpus'}) "
            "give each expert, for characters seen at least 20 times; most frequent first.")

@@ -3,41 +3,39 @@ each arm at its own tuned learning rate.
 
 The same grids as `python -m nanokimi ablate` (the four controls: `--controls`) and, with "Tune
 learning rates", `python -m nanokimi sweep`. Train grid queues it in the run store and the runner
-process trains its runs one after the other (nanokimi/jobs.py); a sweep's confirmation runs are
+process trains its runs one after the other (nanokimi/running/jobs.py); a sweep's confirmation runs are
 added by the runner once its tuning runs have chosen the learning rates. The page shows the grid
 named in the URL (`?run=ID`), else the one training now, else the latest, and polls while it is
 active. The controls are URL parameters, and a grid opens into them, as on the Compare page.
 """
 
 import math
-import re
 from fractions import Fraction
 
 import pandas as pd
 import streamlit as st
 
 from nanokimi.experiments import ablation, sweep
-from nanokimi.results import charts, report
+from nanokimi.results import report
+from nanokimi.results.charts.ablation import arm_band_chart, effects_chart, effects_side_by_side_chart, lr_sweep_chart
 from nanokimi.running import jobs, request
 from nanokimi.experiments.compare import ARCHITECTURE_LABELS, ARCHITECTURES
 from nanokimi.metrics import METRIC_BY_NAME
 from nanokimi.training.optim import OPTIMIZER_LABELS, OPTIMIZERS
 from nanokimi.status import RUNNING
-from pages.common import (BASELINE, BIND, CONTROLS, KEEP, POLL_S, build_request, control_params, corpus,
-                          dataset_choices, dataset_control, dataset_of, duration, estimate_s, job_queue, live_area,
-                          live_run, model_controls, open_in_url, run_controls, run_label, run_to_open, settings_of,
-                          show_chart, status_note, untaken, url_params)
+from app.common.chart_display import show_chart
+from app.common.controls import (BASELINE, BIND, CONTROLS, KEEP, control_params, model_controls, open_in_url,
+                                 run_to_open, settings_of, untaken, url_params)
+from app.common.datasets import corpus, dataset_choices, dataset_control, dataset_of
+from app.common.effects import effects_of, effects_table, summarise
+from app.common.estimate import duration, estimate_s
+from app.common.jobqueue import job_queue
+from app.common.live import POLL_S, live_area, live_run, run_controls, status_note
+from app.common.pickers import run_label
+from app.common.request import build_request
 
 PREFIX = "ablation_"
 FACTOR_CHOICES = (1 / 27, 1 / 9, 1 / 3, 1.0, 3.0, 9.0, 27.0)  # learning-rate factors offered; the CLI's default below
-# The decomposition's arms in sentences, and what each of its contrasts isolates (ablation.DECOMPOSITION).
-SHORT_NAMES = report.ARCHITECTURE_NAMES
-ISOLATES = {"parameters": "size alone", "activation": "SwiGLU for ReLU at equal size",
-            "routing": "the gate and the split into experts at equal size"}
-EFFECT_NAMES = {f"{contrast} ({with_change} − {without}), {OPTIMIZER_LABELS[o]}":
-                (f"{contrast.capitalize()}, {OPTIMIZER_LABELS[o]}: {SHORT_NAMES[with_change]} − {SHORT_NAMES[without]}",
-                 ISOLATES[contrast])
-                for contrast, with_change, without in ablation.DECOMPOSITION for o in OPTIMIZERS}
 WIDE_LABELS = {"labelLimit": 0}  # arm and effect names are long: show them whole in legends and axes
 queue = job_queue()
 
@@ -72,21 +70,6 @@ def choose_controls():
 
 def factor_label(factor):
     return f"×{Fraction(factor).limit_denominator(100)}"
-
-
-def effect_name(name):
-    """An effect's name for reading: the decomposition's architectures by name, not by key."""
-    return EFFECT_NAMES.get(name, (name, ""))[0]
-
-
-def effect_sentence(row):
-    """The engine's sentence about an effect (its `note`), with the effect, what it isolates and the
-    metric named for reading."""
-    name, isolates = EFFECT_NAMES.get(row["name"], (row["name"], ""))
-    metric = METRIC_BY_NAME[row["metric"]].label.lower()
-    subject = f"**{name}**" + (f" ({isolates})" if isolates else "")
-    note = re.sub(r"(?<!\w)-(?=\d)", report.MINUS, row["note"])  # "−" in text; the summary CSV keeps "-"
-    return note.replace(f"{row['name']} on {row['metric']}", f"{subject} on {metric}", 1)
 
 
 opening = run_to_open(PREFIX, BOUND)
@@ -250,13 +233,13 @@ def live_view(run_id, was_active):
         names = {r.name for r in view.request.tuning}
         tuned = [r for r in jobs.ablation_results(view.run) if r.config.name in names]
         if tuned:
-            show_chart(charts.lr_sweep_chart(pd.DataFrame(sweep.sweep_rows(tuned))).configure_legend(**WIDE_LABELS),
+            show_chart(lr_sweep_chart(pd.DataFrame(sweep.sweep_rows(tuned))).configure_legend(**WIDE_LABELS),
                        f"sweep-run{view.id}", PREFIX + "lr_chart")
     history = jobs.ablation_history(view.run, view.history, phase_runs(view), by_learning_rate=is_sweep)
     if (history["metric"] == "val_loss").any():
         over_time = st.toggle("Over wall time", key=PREFIX + "over_time", **KEEP,
                               help="Training time (evaluation excluded), mean over seeds.")
-        show_chart(charts.arm_band_chart(history, x="wall_time_s" if over_time else "step").configure_legend(
+        show_chart(arm_band_chart(history, x="wall_time_s" if over_time else "step").configure_legend(
             **WIDE_LABELS), f"val-loss-per-arm-run{view.id}", PREFIX + "band_chart")
 
 
@@ -265,38 +248,6 @@ st.fragment(live_view, run_every=POLL_S if view.active else None)(view.id, view.
 
 # --- results ------------------------------------------------------------------------------------
 NUMBER = st.column_config.NumberColumn
-EFFECT_COLUMNS = ["effect", "seeds", "difference", "95% CI", "p", "p (Holm)", "survives Holm"]
-NO_INTERVAL = "no interval (one seed)"
-
-
-def summarise(results):
-    """(run rows, summary rows, summary frame with readable effect names) of some finished runs of a grid."""
-    rows = ablation.run_rows(results)
-    summary = ablation.summary_rows(rows)
-    frame = pd.DataFrame(summary, columns=ablation.SUMMARY_COLUMNS)
-    frame["sentence"] = [effect_sentence(row) if row["kind"] == "effect" else "" for row in summary]
-    frame["name"] = [effect_name(name) if kind == "effect" else name for kind, name in zip(frame["kind"], frame["name"])]
-    return rows, summary, frame
-
-
-def effects_of(frame, metric):
-    return frame[(frame["kind"] == "effect") & (frame["metric"] == metric)]
-
-
-def effects_table(frame, metric):
-    """The effects on `metric` as text to read: signed differences and intervals to 4 decimals with
-    "−", p-values to 3 digits, NO_INTERVAL and "—" where one seed gives none (the CSVs keep numbers)."""
-    def interval(row):
-        if not (row["n"] > 1 and math.isfinite(row["ci_low"]) and math.isfinite(row["ci_high"])):
-            return NO_INTERVAL
-        return f"[{report.signed(row['ci_low'], 4)}, {report.signed(row['ci_high'], 4)}]"
-
-    def p(value):
-        return f"{value:.3g}" if math.isfinite(value) else report.NO_VALUE
-
-    return pd.DataFrame([[row["name"], int(row["n"]), report.signed(row["mean"], 4), interval(row), p(row["p_value"]),
-                          p(row["p_holm"]), row["survives_holm"] or report.NO_VALUE]
-                         for row in effects_of(frame, metric).to_dict("records")], columns=EFFECT_COLUMNS)
 
 
 def effects_block(frame, metric, key):
@@ -305,7 +256,7 @@ def effects_block(frame, metric, key):
         st.caption("No effect to estimate: these arms share no contrast.")
         return
     rows = len(effects_of(frame, metric))
-    show_chart(charts.effects_chart(frame, metric).properties(height=100 + 32 * rows).configure_axisY(
+    show_chart(effects_chart(frame, metric).properties(height=100 + 32 * rows).configure_axisY(
         **WIDE_LABELS), f"effects-{metric}-run{view.id}", f"{key}_chart")
     st.dataframe(effects_table(frame, metric), hide_index=True, width="stretch", key=f"{key}_table")
     for sentence in effects_of(frame, metric)["sentence"]:
@@ -383,7 +334,7 @@ def sweep_results(results):
     if effects_of(both, metric).empty:
         st.caption("No effect to estimate: these arms share no contrast.")
     else:
-        show_chart(charts.effects_side_by_side_chart(both, metric), f"effects-{metric}-by-lr-run{view.id}",
+        show_chart(effects_side_by_side_chart(both, metric), f"effects-{metric}-by-lr-run{view.id}",
                    PREFIX + "sweep_effects_chart")
         side_by_side = pd.DataFrame({"effect": list(dict.fromkeys(effects_of(both, metric)["name"]))})
         for name, (_, _, frame) in summaries.items():

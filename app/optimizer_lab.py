@@ -10,12 +10,15 @@ import math
 import streamlit as st
 import torch
 
-from nanokimi.results import charts
+from nanokimi.results.charts.analysis import singular_value_chart, singular_value_curves
 from nanokimi.training import nslab
 from nanokimi.training.data import DataError
 from nanokimi.training.optim import NS_COEFFICIENTS
-from pages.common import KEEP, checkpoint_with_text, job_queue, model_label, pick_run
-from pages.common import show_chart
+from app.common.chart_display import show_chart
+from app.common.checkpoints import checkpoint_with_text
+from app.common.controls import KEEP
+from app.common.jobqueue import job_queue
+from app.common.pickers import model_label, pick_run
 
 RANDOM, GRADIENT = "Random matrix", "Gradient from a run"
 
@@ -107,7 +110,7 @@ if len(finite) < len(trajectory):
 
 chart_col, table_col = st.columns([3, 2])
 with chart_col:
-    show_chart(charts.singular_value_chart(trajectory), "singular-values", "lab_singular_values")
+    show_chart(singular_value_chart(trajectory), "singular-values", "lab_singular_values")
 with table_col:
     st.metric(f"Time per step ({G.shape[0]}×{G.shape[1]})", f"{nslab.ms_per_step(G, steps, coefficients, repeats=5):.3f} ms",
               help="Median over 5 repeats of the whole iteration, divided by the steps; CPU, one thread.")
@@ -116,4 +119,4 @@ with table_col:
                                 "max": st.column_config.NumberColumn("largest", format="%.4f"),
                                 "ratio": st.column_config.NumberColumn("largest / smallest", format="%.2f")})
     st.caption("Step 0 is the matrix scaled by its Frobenius norm. A ratio near 1 means nearly orthogonal.")
-show_chart(charts.singular_value_curves(trajectory), "singular-value-spectrum", "lab_curves")
+show_chart(singular_value_curves(trajectory), "singular-value-spectrum", "lab_curves")

@@ -1,0 +1,85 @@
+"""The Experts and Optimizer lab pages' charts: expert load and gate entropy per layer, the
+character × expert heatmap, and singular values through the Newton–Schulz steps. Layers, experts
+and steps are no models: they get sequential schemes (viridis), never model colours.
+"""
+
+import math
+
+import altair as alt
+import pandas as pd
+
+def expert_load_chart(load, width=560, height=140):
+    """Each expert's share of the routing per layer over training, stacked to 1 (one row per layer)."""
+    frame = load.assign(expert=load["expert"].map(lambda e: f"expert {e}"))
+    return alt.Chart(frame, width=width, height=height).mark_area().encode(
+        x=alt.X("step:Q", title="step"),
+        y=alt.Y("load:Q", title="share of routing", stack="normalize", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("expert:O", title="expert", scale=alt.Scale(scheme="viridis")),  # not model colours
+        tooltip=["layer", "expert", "step", alt.Tooltip("load:Q", format=".3f")],
+    ).facet(row=alt.Row("layer:O", title="layer")).properties(title="Expert load per layer")
+
+
+def gate_entropy_chart(entropy, experts, height=240):
+    """Gate entropy per layer over training; the dashed line is log(E), a uniform gate."""
+    line = alt.Chart(entropy, height=height).mark_line(point=True).encode(
+        x=alt.X("step:Q", title="step"),
+        y=alt.Y("entropy:Q", title="gate entropy (nats)", scale=alt.Scale(domain=[0, math.log(experts) * 1.05])),
+        color=alt.Color("layer:O", title="layer", scale=alt.Scale(scheme="viridis")),  # not model colours
+        tooltip=["layer", "step", alt.Tooltip("entropy:Q", format=".3f")])
+    uniform = alt.Chart(pd.DataFrame({"entropy": [math.log(experts)], "label": [f"log({experts}) = uniform"]})).mark_rule(
+        strokeDash=[4, 4], color="gray").encode(y="entropy:Q", tooltip=["label"])
+    return (line + uniform).properties(title="Gate entropy (0 = every token to one expert)")
+
+
+def printable(character):
+    """A character as a heatmap label: whitespace and control characters made visible."""
+    names = {" ": "␣ (space)", "\n": "⏎ (newline)", "\t": "⇥ (tab)"}
+    return names.get(character, character if character.isprintable() else repr(character))
+
+
+def character_heatmap(preferences, relative=False, height=None):
+    """Character x expert heatmap of the mean gate weight (rows of routing.character_preferences).
+
+    relative: each expert's weight divided by its average over all tokens, so a dominant expert
+    doesn't paint every row the same (1 = no preference, above 1 = this character prefers it).
+    """
+    frame = pd.DataFrame(preferences, columns=["character", "expert", "weight", "count"])
+    frame["label"] = frame["character"].map(printable)
+    frame["expert"] = frame["expert"].astype(int)
+    average = (frame["weight"] * frame["count"]).groupby(frame["expert"]).sum() / frame.groupby("expert")["count"].sum()
+    frame["relative"] = frame["weight"] / frame["expert"].map(average)
+    value = "relative" if relative else "weight"
+    title = "weight / expert's average" if relative else "mean gate weight"
+    color = (alt.Color("relative:Q", title=title, scale=alt.Scale(scheme="redblue", domainMid=1, reverse=True))
+             if relative else alt.Color("weight:Q", title=title, scale=alt.Scale(scheme="viridis")))
+    rows = frame["label"].nunique()
+    return alt.Chart(frame, height=height or max(120, 14 * rows)).mark_rect().encode(
+        x=alt.X("expert:O", title="expert"),
+        y=alt.Y("label:N", title="character", sort=alt.EncodingSortField("count", order="descending")),
+        color=color,
+        tooltip=["label", "expert", "count", alt.Tooltip("weight:Q", format=".3f"),
+                 alt.Tooltip("relative:Q", format=".2f")],
+    ).properties(title=f"Which characters each expert gets ({value})")
+
+
+def singular_value_chart(trajectory, height=320):
+    """Singular values of the normalised matrix (step 0) and after each Newton–Schulz step; 1 marked."""
+    frame = pd.DataFrame(trajectory, columns=["step", "index", "singular_value"])
+    points = alt.Chart(frame, height=height).mark_tick(thickness=1, opacity=0.6).encode(
+        x=alt.X("step:O", title="Newton–Schulz steps (0 = scaled input)", axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("singular_value:Q", title="singular value"),
+        tooltip=["step", "index", alt.Tooltip("singular_value:Q", format=".4f")])
+    one = alt.Chart(pd.DataFrame({"singular_value": [1.0]})).mark_rule(strokeDash=[4, 4], color="gray").encode(
+        y="singular_value:Q")
+    return (points + one).properties(title="Singular values after each step")
+
+
+def singular_value_curves(trajectory, height=320):
+    """The same singular values as curves over their rank, one per step."""
+    frame = pd.DataFrame(trajectory, columns=["step", "index", "singular_value"])
+    return alt.Chart(frame, height=height).mark_line().encode(
+        x=alt.X("index:Q", title="rank (largest first)"),
+        y=alt.Y("singular_value:Q", title="singular value"),
+        color=alt.Color("step:O", title="steps", scale=alt.Scale(scheme="viridis")),
+        tooltip=["step", "index", alt.Tooltip("singular_value:Q", format=".4f")],
+    ).properties(title="Singular value spectrum per step")
