@@ -16,10 +16,10 @@ import pandas as pd
 import streamlit as st
 
 from nanokimi.experiments import ablation, sweep
-from nanokimi.results import report
+from nanokimi.experiments.arms import ARCHITECTURES, display_name
+from nanokimi.results import ablation_files, report
 from nanokimi.results.charts.ablation import arm_band_chart, effects_chart, effects_side_by_side_chart, lr_sweep_chart
 from nanokimi.running import jobs, request
-from nanokimi.experiments.compare import ARCHITECTURE_LABELS, ARCHITECTURES
 from nanokimi.metrics import METRIC_BY_NAME
 from nanokimi.training.optim import OPTIMIZER_LABELS, OPTIMIZERS
 from nanokimi.status import RUNNING
@@ -53,7 +53,7 @@ def open_grid(run_id):
         return
     asked, settings, is_sweep = stored.asked, settings_of(stored), stored.kind == request.SWEEP
     factors = [f for f in FACTOR_CHOICES if any(math.isclose(f, g) for g in asked.get("factors", ()))]
-    grid = {"architectures": (list(asked["architectures"]), DEFAULTS["architectures"], ARCHITECTURE_LABELS.get),
+    grid = {"architectures": (list(asked["architectures"]), DEFAULTS["architectures"], display_name),
             "optimizers": (list(asked["optimizers"]), DEFAULTS["optimizers"], OPTIMIZER_LABELS.get),
             "seeds": (asked["seeds"], 3, str), "seed": (settings["seed"], BASELINE["seed"], str),
             "tune": (is_sweep, False, str), "factors": (factors if is_sweep else DEFAULTS["factors"], DEFAULTS["factors"],
@@ -85,7 +85,7 @@ st.caption("Which change helps: the Mixture-of-Experts, TrueMuon, or both, and d
 architectures_col, controls_col, optimizers_col = st.columns([5, 2, 3], vertical_alignment="bottom")
 chosen_architectures = architectures_col.multiselect(
     "Architectures", list(ARCHITECTURES), default=DEFAULTS["architectures"], key=PREFIX + "architectures",
-    format_func=ARCHITECTURE_LABELS.get, **BIND,
+    format_func=display_name, **BIND,
     help="NanoGPT and NanoKimi, and the two controls between them: NanoGPT's ReLU MLP and one SwiGLU, each widened "
          "to NanoKimi's parameter count.")
 controls_col.button("The four controls", on_click=choose_controls, key=PREFIX + "controls_button", width="stretch",
@@ -163,7 +163,7 @@ def arms_table(grid, vocab_size):
     rows = []
     for arm, (params, active) in sizes.items():
         run = arms[arm]
-        row = {"arm": report.arm_name(arm), "architecture": ARCHITECTURE_LABELS[run.architecture],
+        row = {"arm": report.arm_name(arm), "architecture": display_name(run.architecture),
                "optimizer": OPTIMIZER_LABELS[run.optimizer.name], "parameters": params, "active parameters": active}
         if kimi:
             row["vs NanoKimi"] = (params - kimi) / kimi * 100
@@ -270,9 +270,9 @@ def per_arm(rows, summary, frame, name):
     st.caption(f"Time to target: training seconds until validation loss first reached {rows[0]['target_val_loss']:.4f} "
                f"(the worst arm's mean final validation loss).")
     downloads = st.container(horizontal=True)
-    downloads.download_button("Download ablation CSV", ablation.runs_csv(rows), file_name=f"{name}-run{view.id}.csv",
+    downloads.download_button("Download ablation CSV", ablation_files.runs_csv(rows), file_name=f"{name}-run{view.id}.csv",
                               mime="text/csv", icon=":material/download:", key=f"{PREFIX}{name}_runs_csv")
-    downloads.download_button("Download summary CSV", ablation.summary_csv(summary),
+    downloads.download_button("Download summary CSV", ablation_files.summary_csv(summary),
                               file_name=f"{name}_summary-run{view.id}.csv", mime="text/csv",
                               icon=":material/download:", key=f"{PREFIX}{name}_summary_csv")
 

@@ -6,12 +6,15 @@ import pandas as pd
 import pytest
 
 from nanokimi.experiments import ablation, compare
+from nanokimi.experiments.arms import Arm
+from nanokimi.results import ablation_files
 from nanokimi.metrics import RESULT_COLUMNS
 from nanokimi.training.optim import OptimizerConfig
 from nanokimi.training.train import RunConfig, RunResult
 
-from nanokimi.experiments.ablation import (ablation_runs, default_target, effects, estimate, grid_arms, holm, parse_arms,
-                               summary_rows, time_to_target)
+from nanokimi.experiments.ablation import (ablation_runs, default_target, grid_arms, parse_arms, summary_rows,
+                                           time_to_target)
+from nanokimi.experiments.stats import estimate, holm
 from nanokimi.metrics import usable_cores
 from nanokimi.settings import SettingError
 
@@ -47,6 +50,11 @@ def _rows(effect_moe, effect_opt, interaction, noise):
                 rows.append({"arm": f"{arch}+{opt}", "architecture": arch, "optimizer": opt, "seed": seed,
                              "best_val_loss": loss, "final_val_loss": loss + 0.01, "train_ms_per_step": 1.0 + moe})
     return rows
+
+
+def effects(rows, metric):
+    """ablation.effects by each effect's name (the summary's `name`)."""
+    return {effect.name: est for effect, est in ablation.effects(rows, metric).items()}
 
 
 def test_paired_effects_recover_known_differences():
@@ -97,6 +105,29 @@ def test_the_decomposition_recovers_each_step_and_adds_up_to_the_whole():
     summary = [r for r in summary_rows(rows) if r["kind"] == "effect" and r["metric"] == "best_val_loss"]
     assert all(r["p_holm"] >= r["p_value"] for r in summary), "Holm only ever raises p-values"
     assert any(r["survives_holm"] == "yes" for r in summary) and any(r["survives_holm"] == "no" for r in summary)
+
+
+def test_effects_carry_their_contrast_and_the_arms_they_compare():
+    found = ablation.effects(_control_rows((-0.002, -0.03, -0.015), noise=[0.0, 0.004]), "final_val_loss")
+    parts = {effect.contrast: (effect.with_change, effect.without) for effect in found}
+    assert parts == {ablation.ARCHITECTURE: (Arm("nanokimi", ""), Arm("nanogpt", "")),  # averaged over optimizers
+                     "parameters": (Arm("relu-matched", "adamw"), Arm("nanogpt", "adamw")),
+                     "activation": (Arm("swiglu-matched", "adamw"), Arm("relu-matched", "adamw")),
+                     "routing": (Arm("nanokimi", "adamw"), Arm("swiglu-matched", "adamw"))}
+    two_by_two = {effect.contrast: effect for effect in ablation.effects(_rows(-0.05, -0.03, 0.02, [0.0, 0.001]),
+                                                                            "best_val_loss")}
+    assert (two_by_two[ablation.OPTIMIZER].with_change, two_by_two[ablation.OPTIMIZER].without) == (
+        Arm("", "truemuon"), Arm("", "adamw")), "averaged over architectures"
+    assert (two_by_two[ablation.INTERACTION].with_change, two_by_two[ablation.INTERACTION].without) == (
+        Arm("nanokimi", "truemuon"), Arm("nanogpt", "adamw"))
+    summary = summary_rows(_control_rows((-0.002, -0.03, -0.015), noise=[0.0, 0.004]))
+    routing = next(r for r in summary if r["kind"] == "effect" and r["contrast"] == "routing")
+    assert routing["name"] == "routing (nanokimi − swiglu-matched), AdamW", "the name ablation_summary.csv always had"
+    assert (routing["architecture"], routing["baseline_architecture"], routing["optimizer"]) == (
+        "nanokimi", "swiglu-matched", "adamw")
+    arm = next(r for r in summary if r["kind"] == "arm")
+    assert (arm["name"], arm["architecture"], arm["optimizer"], arm["contrast"]) == (
+        "nanogpt+adamw", "nanogpt", "adamw", "")
 
 
 def test_arms_are_parsed_and_refused_in_the_engines_words():
@@ -199,7 +230,7 @@ def test_ablate_refuses_bad_flags_before_training(tmp_path):
 
 def fake_result(architecture, optimizer, seed, final):
     config = RunConfig(name=f"{architecture}+{optimizer}/s{seed}", architecture=architecture, seed=seed,
-                       optimizer=OptimizerConfig(optimizer), model=compare.ARCHITECTURES[architecture])
+                       optimizer=OptimizerConfig(optimizer), model=compare.architecture(architecture))
     history = [{"model": config.name, "step": s, "wall_time_s": 0.1 * s, "metric": "val_loss", "value": final + 1 - s / 10}
                for s in range(0, 11, 5)]
     results = {"model": config.name, "architecture": architecture, "optimizer": optimizer, "seed": seed,
@@ -211,13 +242,13 @@ def test_csv_builders_have_one_row_per_run_and_per_summary_line():
     results = [fake_result(a, o, seed, 1.0 + 0.1 * (a == "nanokimi") - 0.05 * (o == "truemuon") + 0.01 * seed)
                for seed in (1, 2, 3) for a in ("nanogpt", "nanokimi") for o in ("adamw", "truemuon")]
     rows = ablation.run_rows(results)
-    runs = pd.read_csv(io.StringIO(ablation.runs_csv(rows)))
+    runs = pd.read_csv(io.StringIO(ablation_files.runs_csv(rows)))
     assert list(runs.columns[:4]) == ["arm", "architecture", "optimizer", "seed"]
     assert list(runs.columns[-2:]) == ["target_val_loss", "time_to_target_s"]
     assert set(RESULT_COLUMNS) - {"model"} <= set(runs.columns) and "model" in runs.columns
     assert len(runs) == 12 and runs["seed"].tolist()[:4] == [1, 1, 1, 1]
     summary = ablation.summary_rows(rows)
-    frame = pd.read_csv(io.StringIO(ablation.summary_csv(summary)))
+    frame = pd.read_csv(io.StringIO(ablation_files.summary_csv(summary)))
     assert list(frame.columns) == ablation.SUMMARY_COLUMNS
     assert len(frame) == 4 * 7 + 3 * 2, "4 arms × 7 metrics, then 3 effects × 2 metrics"
     moe = frame[(frame["name"] == "MoE − dense") & (frame["metric"] == "final_val_loss")].iloc[0]

@@ -15,7 +15,7 @@ from nanokimi.running import jobs, request
 from nanokimi.results import report
 from nanokimi.experiments import sweep
 from nanokimi.experiments.ablation import CONTROLS, holm
-from nanokimi.experiments.compare import ARCHITECTURE_LABELS
+from nanokimi.experiments.arms import ARCHITECTURES
 from nanokimi.training.data import BUILTIN, load_corpus
 from nanokimi.training.model import LanguageModel
 from nanokimi.paths import checkpoint_path
@@ -102,7 +102,7 @@ def test_the_arms_picker_builds_the_grid_and_shows_each_arms_size(home):
     assert [r.architecture for r in grid.runs] == list(CONTROLS) * 3, "four arms × three seeds"
     # Each arm's size before training, as the engine counts it: the controls within 1% of NanoKimi.
     sizes = table(at, "parameters")
-    assert list(sizes["architecture"]) == [ARCHITECTURE_LABELS[a] for a in CONTROLS]
+    assert list(sizes["architecture"]) == [ARCHITECTURES[a].name for a in CONTROLS]
     assert list(sizes["arm"]) == ["NanoGPT · AdamW", "matched ReLU · AdamW", "matched SwiGLU · AdamW",
                                   "NanoKimi · AdamW"], "arms by display name"
     params = dict(zip(sizes["arm"], sizes["parameters"]))
@@ -281,7 +281,7 @@ def test_a_tiny_sweep_tunes_then_confirms_in_one_job_and_shows_its_learning_rate
 
 def test_query_parameters_set_the_grid(home):
     at = AppTest.from_file(APP, default_timeout=60)  # a pasted link to the Ablation page
-    at.query_params.update(ablation_architectures=[ARCHITECTURE_LABELS["nanogpt"], ARCHITECTURE_LABELS["relu-matched"]],
+    at.query_params.update(ablation_architectures=[ARCHITECTURES["nanogpt"].name, ARCHITECTURES["relu-matched"].name],
                            ablation_optimizers="Muon (PyTorch)", ablation_seeds="2", ablation_iters="120",
                            ablation_n_embd="32", ablation_lr="0.002", ablation_dataset=BUILTIN_LABEL)
     at.run()

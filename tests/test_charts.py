@@ -271,11 +271,13 @@ def test_comparison_figure_has_the_bars_and_two_validation_curves():
 
 def test_every_model_and_arm_has_one_colour_wherever_it_is_named():
     blue, vermillion = OKABE_ITO["blue"], OKABE_ITO["vermillion"]
-    for name in ("NanoGPT", "nanogpt+adamw", "nanogpt+truemuon/s1337", "#3 NanoGPT", "NanoGPT · TrueMuon",
-                 "nanogpt+adamw · lr=0.003"):
+    for name in ("NanoGPT", "nanogpt", "NanoGPT (ReLU MLP)", "nanogpt+adamw", "NanoGPT · TrueMuon"):
         assert series_color(name) == blue, name
-    for name in ("NanoKimi", "nanokimi+truemuon", "#12 NanoKimi", "NanoKimi · Muon (PyTorch)"):
+    for name in ("NanoKimi", "nanokimi", "nanokimi+truemuon", "NanoKimi · Muon (PyTorch)"):
         assert series_color(name) == vermillion, name
+    # a grid run's name, a sweep's series, a run's model: their charts carry the arm as a field (below)
+    for name in ("nanogpt+truemuon/s1337", "#3 NanoGPT", "#12 NanoKimi", "nanogpt+adamw · lr=0.003"):
+        assert series_color(name) not in (blue, vermillion), "a name is never searched for a model's"
     # the matched controls are neither: "matched SwiGLU" has NanoKimi's size but not its colour
     colours = {series_color(name) for name in ("relu-matched+adamw", "matched ReLU · AdamW")}
     assert len(colours) == 1 and colours.isdisjoint({blue, vermillion})
@@ -298,6 +300,12 @@ def test_arms_keep_their_colour_in_every_chart():
     assert color["domain"] == ["NanoGPT · AdamW", "NanoKimi · TrueMuon"], "display names, in the architectures' order"
     assert color["range"] == [series_color("nanogpt"), series_color("nanokimi")]
     assert band["layer"][1]["encoding"]["strokeDash"]["scale"]["range"] == [[1, 0], [6, 3]]
+    lrs = frame.assign(variant=lambda f: f["model"].map({"nanokimi+truemuon/s1": "lr=0.003", "nanogpt+adamw/s1": ""}))
+    by_lr = arm_band_chart(pd.concat([frame.assign(variant="lr=0.001"), lrs])).to_dict()
+    assert dict(zip(*by_lr["layer"][0]["encoding"]["color"]["scale"].values())) == {
+        "NanoGPT · AdamW": series_color("nanogpt"), "NanoGPT · AdamW · lr=0.001": series_color("nanogpt"),
+        "NanoKimi · TrueMuon · lr=0.001": series_color("nanokimi"),
+        "NanoKimi · TrueMuon · lr=0.003": series_color("nanokimi")}, "a sweep's series keep the arm's colour"
     sweep = pd.DataFrame([{"arm": arm, "seed": 1, "lr": lr, "score": score}
                           for arm in ("nanokimi+truemuon", "nanogpt+adamw") for lr, score in ((1e-3, 2.0), (3e-3, 1.9))])
     line = lr_sweep_chart(sweep).to_dict()["layer"][0]

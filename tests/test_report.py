@@ -135,9 +135,20 @@ def test_signed_and_places():
 def test_display_names():
     assert report.arm_name("nanokimi+truemuon") == "NanoKimi · TrueMuon"
     assert report.arm_name("relu-matched+muon") == "matched ReLU · Muon (PyTorch)"
-    assert report.arm_name("nanogpt+adamw · lr=0.003") == "NanoGPT · AdamW · lr=0.003", "a sweep's series keeps its lr"
     assert report.arm_name("something else") == "something else"
     assert report.optimizer_name("truemuon") == "TrueMuon" and report.optimizer_name("sgd") == "sgd"
+
+
+def test_model_names_are_read_from_the_runs_fields():
+    comparison = request.comparison(iters=10, threads=1)
+    assert [report.model_name(comparison, run.name) for run in comparison.runs] == ["NanoGPT", "NanoKimi"]
+    grid = request.ablation(1, ("truemuon",), architectures=("relu-matched",), seed=7, iters=10)
+    assert report.model_name(grid, grid.runs[0].name) == "matched ReLU · TrueMuon · seed 7"
+    sweep = request.sweep(1, ("adamw",), architectures=("nanogpt",), factors=(1.0, 3.0), iters=10)
+    run = sweep.runs[1]
+    assert report.model_name(sweep, run.name) == f"NanoGPT · AdamW · lr={run.optimizer.lr:.3g} · seed {run.seed}", \
+        "a sweep's model keeps its learning rate"
+    assert report.model_name(grid, "no such model") == "no such model"
 
 
 def test_table_rows_have_difference_ratio_and_better():
@@ -242,13 +253,16 @@ def test_history_csv_is_tidy():
 
 def test_where_trained_names_each_ray_node_and_nothing_for_this_machine():
     here = "laptop"
+    comparison = request.comparison(iters=10, threads=1)
     alone = [{"model": "NanoGPT", "node": here}, {"model": "NanoKimi", "node": here}]
-    assert report.where_trained(alone, here) == "", "runs made here need no note"
+    assert report.where_trained(alone, comparison, here) == "", "runs made here need no note"
     head, worker = "a" * 56, "b" * 56  # Ray node ids are 56 hex characters
-    grid = [{"model": "nanogpt+adamw/s1", "seed": 1, "node": head},
-            {"model": "nanokimi+truemuon/s1", "seed": 1, "node": worker},
-            {"model": "nanogpt+adamw/s2", "seed": 2, "node": head}]
-    assert report.where_trained(grid, here) == ("Trained on Ray node aaaaaaaa: NanoGPT · AdamW · seed 1, "
-                                                "NanoGPT · AdamW · seed 2; Ray node bbbbbbbb: NanoKimi · TrueMuon · seed 1")
-    assert report.where_trained([{"model": "NanoGPT", "node": here}, {"model": "NanoKimi", "node": head}], here) == \
-        "Trained on this machine: NanoGPT; Ray node aaaaaaaa: NanoKimi"
+    grid = request.ablation(2, ("adamw", "truemuon"), seed=1, iters=10)
+    names = {(run.arm, run.seed): run.name for run in grid.runs}
+    rows = [{"model": names["nanogpt+adamw", 1], "seed": 1, "node": head},
+            {"model": names["nanokimi+truemuon", 1], "seed": 1, "node": worker},
+            {"model": names["nanogpt+adamw", 2], "seed": 2, "node": head}]
+    assert report.where_trained(rows, grid, here) == ("Trained on Ray node aaaaaaaa: NanoGPT · AdamW · seed 1, "
+                                                      "NanoGPT · AdamW · seed 2; Ray node bbbbbbbb: NanoKimi · TrueMuon · seed 1")
+    assert report.where_trained([{"model": "NanoGPT", "node": here}, {"model": "NanoKimi", "node": head}], comparison,
+                                here) == "Trained on this machine: NanoGPT; Ray node aaaaaaaa: NanoKimi"

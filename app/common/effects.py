@@ -3,42 +3,41 @@ architectures and what each isolates, the engine's sentence about an effect with
 the effects of a metric as a table of text (signed differences, intervals, p-values).
 
 The engine's summary (`ablation.summary_rows`) names an effect by keys ("parameters (relu-matched −
-nanogpt), TrueMuon"); the CSVs keep those names and raw numbers, the page shows these.
+nanogpt), TrueMuon") and carries its parts (contrast, architectures, optimizer) as columns; the
+CSVs keep those names and raw numbers, the page names effects from their parts.
 """
 
 import math
-import re
 
 import pandas as pd
 
 from nanokimi.experiments import ablation
+from nanokimi.experiments.arms import short_name
+from nanokimi.experiments.stats import Estimate
 from nanokimi.metrics import METRIC_BY_NAME
 from nanokimi.results import report
-from nanokimi.training.optim import OPTIMIZER_LABELS, OPTIMIZERS
+from nanokimi.training.optim import OPTIMIZER_LABELS
 
-# The decomposition's arms in sentences, and what each of its contrasts isolates (ablation.DECOMPOSITION).
-SHORT_NAMES = report.ARCHITECTURE_NAMES
-ISOLATES = {"parameters": "size alone", "activation": "SwiGLU for ReLU at equal size",
-            "routing": "the gate and the split into experts at equal size"}
-EFFECT_NAMES = {f"{contrast} ({with_change} − {without}), {OPTIMIZER_LABELS[o]}":
-                (f"{contrast.capitalize()}, {OPTIMIZER_LABELS[o]}: {SHORT_NAMES[with_change]} − {SHORT_NAMES[without]}",
-                 ISOLATES[contrast])
-                for contrast, with_change, without in ablation.DECOMPOSITION for o in OPTIMIZERS}
+ISOLATES = {step.contrast: step.isolates for step in ablation.DECOMPOSITION}  # what each of its contrasts measures
 
 
-def effect_name(name):
-    """An effect's name for reading: the decomposition's architectures by name, not by key."""
-    return EFFECT_NAMES.get(name, (name, ""))[0]
+def effect_name(row):
+    """An effect's name for reading, from its parts (a summary row): a step of the decomposition as
+    "Routing, AdamW: NanoKimi − matched SwiGLU"; the 2×2's effects by the engine's name."""
+    if row["contrast"] not in ISOLATES:
+        return row["name"]
+    return (f"{row['contrast'].capitalize()}, {OPTIMIZER_LABELS[row['optimizer']]}: "
+            f"{short_name(row['architecture'])} − {short_name(row['baseline_architecture'])}")
 
 
-def effect_sentence(row):
-    """The engine's sentence about an effect (its `note`), with the effect, what it isolates and the
-    metric named for reading."""
-    name, isolates = EFFECT_NAMES.get(row["name"], (row["name"], ""))
-    metric = METRIC_BY_NAME[row["metric"]].label.lower()
-    subject = f"**{name}**" + (f" ({isolates})" if isolates else "")
-    note = re.sub(r"(?<!\w)-(?=\d)", report.MINUS, row["note"])  # "−" in text; the summary CSV keeps "-"
-    return note.replace(f"{row['name']} on {row['metric']}", f"{subject} on {metric}", 1)
+def effect_sentence(row, family):
+    """The engine's sentence about an effect (ablation.effect_sentence), with the effect, what it
+    isolates and the metric named for reading, and "−" for minus; `family`: the effects on its metric."""
+    isolates = ISOLATES.get(row["contrast"])
+    subject = f"**{effect_name(row)}**" + (f" ({isolates})" if isolates else "")
+    est = Estimate(row["n"], row["mean"], row["sd"], row["ci_low"], row["ci_high"], row["p_value"])
+    return ablation.effect_sentence(subject, METRIC_BY_NAME[row["metric"]].label.lower(), est, row["p_holm"], family,
+                                    signed=lambda value: report.signed(value, 4))
 
 
 EFFECT_COLUMNS = ["effect", "seeds", "difference", "95% CI", "p", "p (Holm)", "survives Holm"]
@@ -50,8 +49,10 @@ def summarise(results):
     rows = ablation.run_rows(results)
     summary = ablation.summary_rows(rows)
     frame = pd.DataFrame(summary, columns=ablation.SUMMARY_COLUMNS)
-    frame["sentence"] = [effect_sentence(row) if row["kind"] == "effect" else "" for row in summary]
-    frame["name"] = [effect_name(name) if kind == "effect" else name for kind, name in zip(frame["kind"], frame["name"])]
+    family = frame[frame["kind"] == "effect"]["metric"].value_counts()
+    frame["sentence"] = [effect_sentence(row, family[row["metric"]]) if row["kind"] == "effect" else ""
+                         for row in summary]
+    frame["name"] = [effect_name(row) if row["kind"] == "effect" else row["name"] for row in summary]
     return rows, summary, frame
 
 

@@ -86,6 +86,6 @@ def status_note(view, noun):
     """How a finished run ended, coloured by its status: "Run #3 completed." """
     note = STATUS_NOTES.get(view.status, st.info)
     note(f"{noun} #{view.id} {view.status}" + (f": {view.run['message']}" if view.run["message"] else "."))
-    where = report.where_trained(view.results or [])
+    where = report.where_trained(view.results or [], view.request)
     if where:  # a Ray cluster trained it (NANOKIMI_RAY_ADDRESS)
         st.caption(where)

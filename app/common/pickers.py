@@ -5,9 +5,8 @@ the end (its weights are from that step).
 
 import streamlit as st
 
-from nanokimi.experiments import sweep
 from nanokimi.results import report
-from nanokimi.running.request import GRIDS, SWEEP, Request
+from nanokimi.running.request import Request
 from nanokimi.status import COMPLETED
 
 from .controls import KEEP
@@ -28,14 +27,8 @@ def pick_run(runs, key, label="Run", column=None, default=0):
 
 
 def model_name(run, name):
-    """A model of a run as a person reads it: a comparison's by its name ("NanoKimi"), a grid's by its
-    arm's display name and seed ("NanoKimi · TrueMuon · seed 1337"), a sweep's with its learning rate."""
-    stored = Request.from_stored(run["config"])
-    config = next((c for c in stored.runs if c.name == name), None)
-    if config is None or stored.kind not in GRIDS or not config.arm:
-        return name
-    lr = f" · {sweep.tuned_setting(config)}={sweep.learning_rate(config):.3g}" if stored.kind == SWEEP else ""
-    return f"{report.arm_name(config.arm)}{lr} · seed {config.seed}"
+    """A model of a stored run as a person reads it (report.model_name: "NanoKimi · TrueMuon · seed 1337")."""
+    return report.model_name(Request.from_stored(run["config"]), name)
 
 
 def how_ended(run, name):
@@ -61,12 +54,10 @@ def model_label(run, name):
 def pick_models(run, paths, key, column=None, per_arm=1):
     """A multiselect over the models of `run` that have weights (`paths`: {model: path}); by default every
     model of a comparison, and of a grid the first `per_arm` models of each arm. Returns the names chosen."""
-    configs = {c["name"]: c for c in run["config"]["runs"]}
+    configs = {c.name: c for c in Request.from_stored(run["config"]).runs}
     arms = {}
     for name in paths:
-        config = configs.get(name, {})
-        arm = f"{config['architecture']}+{config['optimizer']['name']}" if config.get("architecture") else name
-        arms.setdefault(arm, []).append(name)
+        arms.setdefault(configs[name].arm if name in configs else name, []).append(name)
     default = [name for names in arms.values() for name in names[:per_arm]]
     if set(st.session_state.get(key) or []) - set(paths):  # a remembered choice of another run
         st.session_state.pop(key, None)

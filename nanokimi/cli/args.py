@@ -12,7 +12,8 @@ from fractions import Fraction
 from pathlib import Path
 
 from .. import settings
-from ..experiments.compare import ARCHITECTURES, PRESET_HELP, PRESETS
+from ..experiments.arms import ARCHITECTURES
+from ..experiments.compare import PRESET_HELP, PRESETS
 from ..metrics import threads_per_job
 from ..running.backends import BACKENDS, make_backend
 from ..training.data import BUILTIN, MAX_TEXT_LABEL, TINY_SHAKESPEARE

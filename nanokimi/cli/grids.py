@@ -22,6 +22,8 @@ def grid_progress(args, runs):
 
 def ablate_main(args):
     from ..experiments import ablation
+    from ..results import ablation_files
+    from ..running import grid
 
     chosen, base_seed = grid_settings(args)
     try:
@@ -36,9 +38,9 @@ def ablate_main(args):
     print(f"{len(runs)} runs: {len(arms)} arms x {args.seeds} seeds, {order_text(args, backend, runs)}", file=sys.stderr)
     try:
         with grid_progress(args, runs) as progress:
-            results, reused = ablation.train_grid(runs, out, jobs=args.jobs, on_event=progress, backend=backend)
+            results, reused = grid.train_grid(runs, out, jobs=args.jobs, on_event=progress, backend=backend)
     except KeyboardInterrupt:
-        results, reused = list(ablation.load_finished(out, runs).values()), 0
+        results, reused = list(grid.load_finished(out, runs).values()), 0
     except BackendError as err:
         return fail("ablate", err)
     finally:
@@ -50,9 +52,9 @@ def ablate_main(args):
         return 130
     if len(results) < len(runs):
         print(f"stopped after {len(results)} of {len(runs)} runs; summarising those", file=sys.stderr)
-    rows, summary = ablation.write_files(out, results, args.target)
+    rows, summary = ablation_files.write_files(out, results, args.target)
     print()
-    print(ablation.summary_text(summary))
+    print(ablation_files.summary_text(summary))
     print(f"\nwrote {out / 'ablation.csv'}, {out / 'ablation_summary.csv'}, {out / 'ablation.png'}")
     return 1 if any(r.status == FAILED for r in results) else 0
 
@@ -66,9 +68,11 @@ def order_text(args, backend, runs):
 
 
 def sweep_main(args):
-    from ..experiments import ablation, sweep
+    from ..experiments import sweep
+    from ..results import ablation_files
     from ..results.charts.ablation import lr_sweep_chart
     from ..results.charts.images import save_png
+    from ..running.grid import run_sweep
 
     import pandas as pd
 
@@ -91,7 +95,7 @@ def sweep_main(args):
     _, original = sweep.confirmation_runs(arms, {}, args.seeds, base_seed, **grid)
     try:
         with grid_progress(args, tuning + original) as progress:
-            tuned, chosen_lrs, at_tuned, at_original = sweep.run_sweep(
+            tuned, chosen_lrs, at_tuned, at_original = run_sweep(
                 arms, out, args.seeds, base_seed, factors, args.tuning_seeds, args.jobs,
                 on_event=progress, backend=backend, **grid)
     except KeyboardInterrupt:
@@ -115,7 +119,7 @@ def sweep_main(args):
         print(f"  {arm:<24} {c['tuned']} = {c['lr']:.3g}  final val loss {c['loss']:.4f}{edge}")
     for name, results in (("tuned", at_tuned), ("original", at_original)):
         (out / name).mkdir(exist_ok=True)
-        _, summary = ablation.write_files(out / name, results, args.target)
+        _, summary = ablation_files.write_files(out / name, results, args.target)
         print(f"\nat the {'tuned' if name == 'tuned' else 'original'} learning rates:")
         print("\n".join(r["note"] for r in summary if r["kind"] == "effect"))
     print(f"\nwrote {out / 'sweep.csv'}, {out / 'chosen_lrs.csv'}, {out / 'sweep.png'}, {out / 'tuned'}/, "

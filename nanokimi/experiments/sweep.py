@@ -16,14 +16,15 @@ every optimizer gets its own tuned learning rate. So a sweep, for every arm:
 
 Which learning rate is tuned: AdamW's `lr` for an AdamW arm; for a TrueMuon or Muon arm, the
 hidden matrices' `matrix_lr`, with the AdamW part (embeddings, head, norms, biases) kept at the
-original's AdamW learning rate. Every run is kept in `--out`/runs/ as it ends, so a sweep resumes.
+original's AdamW learning rate. Training a sweep is running/grid.py's `run_sweep`: every run is kept
+in `--out`/runs/ as it ends, so a sweep resumes.
 """
 
 import math
 import statistics
 from dataclasses import replace
 
-from .ablation import ablation_runs, train_grid
+from .ablation import ablation_runs
 from ..status import DIVERGED, FAILED
 
 DEFAULT_FACTORS = (1 / 9, 1 / 3, 1.0, 3.0, 9.0)
@@ -95,23 +96,3 @@ def confirmation_runs(arms, chosen, seeds=3, base_seed=1337, **grid):
     {arm: learning rate}. An arm whose chosen rate is its original has the same runs in both."""
     original = ablation_runs(arms, seeds, base_seed, **grid)
     return [at_lr(run, chosen[run.arm]) if run.arm in chosen else run for run in original], original
-
-
-def run_sweep(arms, out_dir, seeds=3, base_seed=1337, factors=DEFAULT_FACTORS, tuning_seed_count=1, jobs=1,
-              on_event=None, backend=None, **grid):
-    """Tune every arm, then confirm at the chosen and at the original learning rates.
-
-    Returns (tuning results, choice per arm, confirmation results at the chosen learning rates,
-    confirmation results at the original's). Runs already finished in `out_dir` are not retrained.
-    `backend` (backends.py) trains them; default: local worker processes, `jobs` at a time.
-    """
-    tuning = tuning_runs(arms, factors, tuning_seed_count, base_seed, **grid)
-    tuned, _ = train_grid(tuning, out_dir, jobs=jobs, on_event=on_event, backend=backend)
-    chosen = choose(tuned)
-    at_chosen, original = confirmation_runs(arms, {arm: c["lr"] for arm, c in chosen.items()}, seeds, base_seed,
-                                            **grid)
-    confirmation = list({run.name: run for run in at_chosen + original}.values())
-    confirmed, _ = train_grid(confirmation, out_dir, jobs=jobs, on_event=on_event, backend=backend)
-    by_name = {r.config.name: r for r in confirmed}
-    return (tuned, chosen, [by_name[r.name] for r in at_chosen if r.name in by_name],
-            [by_name[r.name] for r in original if r.name in by_name])

@@ -15,9 +15,14 @@ import platform
 
 import pandas as pd
 
+from ..experiments import arms
+# The registry's names for reading, as every table and page takes them from here: "nanokimi+truemuon" →
+# "NanoKimi · TrueMuon", "relu-matched" → "matched ReLU".
+from ..experiments.arms import Arm, arm_name, short_name as architecture_name  # noqa: F401
+from ..experiments.sweep import learning_rate, tuned_setting
 from ..metrics import HISTORY_COLUMNS, METRIC_BY_NAME, METRICS, RESULT_COLUMNS
-from ..training.optim import OPTIMIZER_LABELS, OPTIMIZERS
-from ..running.request import Request
+from ..training.optim import OPTIMIZER_LABELS
+from ..running.request import GRIDS, SWEEP, Request
 from ..settings import flatten, names
 from ..status import COMPLETED, DIVERGED
 from ..training import routing
@@ -25,28 +30,20 @@ from ..training.train import RunConfig
 
 # --- display names -----------------------------------------------------------------------------------
 
-# An architecture's short name in tables, legends and sentences (compare.ARCHITECTURES keys).
-ARCHITECTURE_NAMES = {"nanogpt": "NanoGPT", "relu-matched": "matched ReLU", "swiglu-matched": "matched SwiGLU",
-                      "nanokimi": "NanoKimi"}
-ARM_NAMES = {f"{architecture}+{optimizer}": f"{name} · {OPTIMIZER_LABELS[optimizer]}"
-             for architecture, name in ARCHITECTURE_NAMES.items() for optimizer in OPTIMIZERS}
-
-
 def optimizer_name(name):
     """"truemuon" → "TrueMuon"; an unknown name as it is."""
     return OPTIMIZER_LABELS.get(name, name)
 
 
-def architecture_name(architecture):
-    """"relu-matched" → "matched ReLU"; an unknown name as it is."""
-    return ARCHITECTURE_NAMES.get(architecture, architecture)
-
-
-def arm_name(arm):
-    """An arm as a person reads it: "nanokimi+truemuon" → "NanoKimi · TrueMuon"; a sweep's series
-    "nanogpt+adamw · lr=0.003" keeps what follows its arm; anything else as it is."""
-    head, sep, rest = str(arm).partition(" · ")
-    return ARM_NAMES[head] + sep + rest if head in ARM_NAMES else arm
+def model_name(request, name):
+    """A model of a stored run (`request`: request.Request) as a person reads it: a comparison's by its
+    name ("NanoKimi"), a grid's by its arm and seed ("NanoKimi · TrueMuon · seed 1337"), a sweep's
+    with its learning rate ("NanoGPT · AdamW · lr=0.003 · seed 101337"); read from the run's fields."""
+    config = next((c for c in request.runs if c.name == name), None)
+    if config is None or request.kind not in GRIDS or not config.architecture:
+        return name
+    lr = f" · {tuned_setting(config)}={learning_rate(config):.3g}" if request.kind == SWEEP else ""
+    return f"{Arm.of(config).name}{lr} · seed {config.seed}"
 
 
 # results.csv: which run and text, the engine's results, then every setting of the model's RunConfig
@@ -258,9 +255,6 @@ def _difference(a, b, metric):
     return f"{b['model']} − {a['model']} = {text.replace('-', MINUS, 1)} {m.unit} ({rel:.1f}%)"
 
 
-# A results row's `architecture` is its feed-forward: how each reads in a sentence, and its activation.
-FFN_WORDS = {"dense": "a ReLU MLP", "swiglu": "a SwiGLU MLP", "moe": "SwiGLU experts"}
-ACTIVATIONS = {"dense": "ReLU", "swiglu": "SwiGLU", "moe": "SwiGLU"}
 SAME_SIZE = 0.01  # parameter counts within 1% are matched (the controls are, by construction)
 QUALITY = ("best_val_loss", "final_val_loss", "perplexity", "bits_per_char")  # where size and activation confound
 CONTROLS_HINT = "`python -m nanokimi ablate --controls`"
@@ -275,14 +269,16 @@ def confound(winner, other, see=CONTROLS_HINT):
     """
     pw, po = winner.get("params"), other.get("params")
     bigger = _finite(pw) and _finite(po) and po > 0 and (pw - po) / po > SAME_SIZE
+    # a results row's `architecture` is its feed-forward; the registry says how each reads
     fw, fo = winner.get("architecture"), other.get("architecture")
-    activated = fw in ACTIVATIONS and fo in ACTIVATIONS and ACTIVATIONS[fw] != ACTIVATIONS[fo]
+    aw, ao = arms.of_ffn(fw), arms.of_ffn(fo)
+    activated = aw is not None and ao is not None and aw.activation != ao.activation
     if not (bigger or activated):
         return ""
     more = f"{(pw - po) / po * 100:.0f}% more parameters" if bigger else ""
     if activated:
         has = f"{more} and " if bigger else ""
-        claim = f"{winner['model']} has {has}{FFN_WORDS[fw]} where {other['model']} has {FFN_WORDS[fo]}"
+        claim = f"{winner['model']} has {has}{aw.ffn_words} where {other['model']} has {ao.ffn_words}"
     else:
         claim = f"{winner['model']} has {more} than {other['model']}"
     causes = "size or activation" if bigger and activated else "its size" if bigger else "the activation"
@@ -339,16 +335,16 @@ def verdict(results, metric="best_val_loss", see=CONTROLS_HINT):
     return f"{sentence} {caveat}" if caveat else sentence
 
 
-def where_trained(results, here=None):
+def where_trained(results, request, here=None):
     """Where a run's models trained, for a person: "" when every one trained on this machine (`here`,
-    its host name), else each node and its models ("Trained on Ray node 1a2b3c4d: NanoGPT · AdamW ·
-    seed 1; …"), a Ray node id shortened to 8 characters."""
+    its host name), else each node and its models as `model_name` names them ("Trained on Ray node
+    1a2b3c4d: NanoGPT · AdamW · seed 1; …"), a Ray node id shortened to 8 characters. `results`: the
+    run's results rows; `request`: its request.Request."""
     here = here or platform.node()
     by_node = {}
     for row in results:
         if row.get("node"):
-            arm, grid, _ = row["model"].partition("/")  # a grid's runs are named "arm/sSEED"
-            by_node.setdefault(row["node"], []).append(f"{arm_name(arm)} · seed {row.get('seed')}" if grid else arm)
+            by_node.setdefault(row["node"], []).append(model_name(request, row["model"]))
     if not by_node or set(by_node) == {here}:
         return ""
     return "Trained on " + "; ".join(

@@ -24,7 +24,7 @@ from scipy import stats
 
 from . import report
 from ..training import routing
-from ..experiments.ablation import estimate
+from ..experiments.stats import estimate
 from ..running.request import GRIDS, Request
 from ..settings import flatten, names
 from ..status import ACTIVE, MEASURED, TRAINED_TO_THE_END
@@ -50,7 +50,7 @@ X_AXES = {"step": "step", "wall_time_s": "training time (s, evaluation excluded)
 
 def t_interval(values):
     """(mean, low, high) of the finite values: the 95% Student-t confidence interval of their mean
-    (ablation.estimate's); low and high are NaN for fewer than two values (no interval), all three
+    (stats.estimate's); low and high are NaN for fewer than two values (no interval), all three
     for none."""
     est = estimate(values)
     return est.mean, est.ci_low, est.ci_high

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from ..experiments.ablation import ablation_runs, grid_arms
+from ..experiments.arms import of_ffn
 from ..experiments.compare import comparison_runs, preset
 from ..training.data import BUILTIN
 from ..metrics import threads_per_job, usable_cores
@@ -38,7 +39,6 @@ from ..training.train import RunConfig
 
 COMPARISON, ABLATION, SWEEP = "comparison", "ablation", "sweep"
 GRIDS = (ABLATION, SWEEP)  # the kinds made of arms × seeds (the Ablation page shows both)
-LEGACY_ARCHITECTURES = {"dense": "nanogpt", "moe": "nanokimi"}
 # What a grid or sweep asks for besides the settings of its runs.
 GRID_ASKED = ("preset", "seeds", "architectures", "optimizers", "seed")
 SWEEP_ASKED = GRID_ASKED + ("factors", "tuning_seeds", "chosen")
@@ -76,8 +76,7 @@ class Request:
         kind = request.pop("kind", COMPARISON)  # comparisons stored before grids existed have no kind
         runs = [RunConfig.from_dict(d) for d in stored["runs"]]
         # runs stored before they carried their architecture: the two models of the time, by feed-forward
-        runs = [run if run.architecture else replace(run, architecture=LEGACY_ARCHITECTURES[run.model.ffn])
-                for run in runs]
+        runs = [run if run.architecture else replace(run, architecture=of_ffn(run.model.ffn).key) for run in runs]
         request.pop("data", None)
         return cls(kind, runs, request.pop("data_label", ""), request)
 
@@ -101,7 +100,7 @@ class Request:
 
     def confirmation(self, chosen=None):
         """A sweep's confirmation runs, (at the chosen learning rates, at the original's), as
-        sweep.run_sweep trains them; `chosen` is {arm: learning rate} (default: the stored choice).
+        grid.run_sweep trains them; `chosen` is {arm: learning rate} (default: the stored choice).
         An arm whose chosen rate is its original has the same runs in both lists."""
         chosen = self.chosen if chosen is None else chosen
         settings = {k: v for k, v in self.asked.items() if k not in SWEEP_ASKED}

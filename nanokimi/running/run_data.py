@@ -51,14 +51,17 @@ def ablation_results(run, history=None):
 
 
 def ablation_history(run, history, runs=None, by_learning_rate=False):
-    """A stored ablation's history (live or finished) with the arm and seed of every row, for the bands.
+    """A stored ablation's history (live or finished) with the arm (its key), variant and seed of
+    every row, for the bands (charts.arm_band_chart), from each run's fields.
 
     `runs` (RunConfigs of the run) keeps only theirs; `by_learning_rate` makes each learning rate of
-    an arm its own series, "nanogpt+adamw · lr=0.003" (a sweep's), so no band mixes learning rates."""
+    an arm its own series (a sweep's): its `variant` is "lr=0.003", so no band mixes learning rates."""
     runs = Request.from_stored(run["config"]).runs if runs is None else runs
-    arms = {c.name: (f"{c.arm} · {tuned_setting(c)}={learning_rate(c):.3g}" if by_learning_rate else c.arm, c.seed)
-            for c in runs}
-    frame = history[history["model"].isin(list(arms))].copy()
-    frame["arm"] = frame["model"].map(lambda name: arms[name][0]).astype("string")
-    frame["seed"] = frame["model"].map(lambda name: arms[name][1]).astype("int64")
+    configs = {c.name: c for c in runs}
+    frame = history[history["model"].isin(list(configs))].copy()
+    config = frame["model"].map(configs)
+    frame["arm"] = config.map(lambda c: c.arm).astype("string")
+    frame["variant"] = config.map(
+        lambda c: f"{tuned_setting(c)}={learning_rate(c):.3g}" if by_learning_rate else "").astype("string")
+    frame["seed"] = config.map(lambda c: c.seed).astype("int64")
     return frame

@@ -53,7 +53,7 @@ class RunConfig:
     name: str = "NanoGPT"              # the model's name in reports and the store; unique within a stored run
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    architecture: str = ""             # the named architecture the model was built as (compare.ARCHITECTURES)
+    architecture: str = ""             # the named architecture the model was built as (arms.ARCHITECTURES)
     iters: int = setting(10_000, "training steps per model (seed: 10000)")
     eval_interval: int = setting(100, "evaluate every N steps (seed: 100)")
     eval_iters: int = setting(200, "batches per split in every evaluation (seed: 200)")

@@ -12,27 +12,35 @@ import pandas as pd
 
 from .. import report
 from .style import (GREYS, LEGEND, LINE_LEGEND, OKABE_ITO, color_scale, dash_scale, faded, legend_toggle,
-                    series_rank, zoom)
+                    series_color, series_dash, series_rank, zoom)
 
 def arm_band_chart(history, metric="val_loss", x="step", height=300):
     """Ablation: mean `metric` per arm over seeds, with a band from the lowest to the highest seed.
-    Arms by display name (report.arm_name), coloured by architecture, dashed by optimizer."""
+    `history` names each row's arm by its key (`arm`) and, where one arm has several series (a sweep's
+    learning rates), what makes each its own (`variant`: "lr=0.003"). Arms by display name
+    (report.arm_name), then their variant; coloured by architecture, dashed by optimizer."""
     frame = history[history["metric"] == metric]
-    stats = frame.groupby(["arm", "step"], as_index=False, sort=False).agg(
+    frame = frame if "variant" in frame else frame.assign(variant="")
+    stats = frame.groupby(["arm", "variant", "step"], as_index=False, sort=False).agg(
         mean=("value", "mean"), low=("value", "min"), high=("value", "max"), wall_time_s=("wall_time_s", "mean"),
         seeds=("value", "size"))
-    stats = stats.iloc[sorted(range(len(stats)), key=lambda i: series_rank(stats["arm"].iloc[i]))]
-    stats["arm"] = stats["arm"].map(report.arm_name)
-    arms = list(dict.fromkeys(stats["arm"]))
+    stats = stats.iloc[sorted(range(len(stats)), key=lambda i: (series_rank(stats["arm"].iloc[i]),
+                                                                  stats["variant"].iloc[i]))]
+    keys = list(dict.fromkeys(zip(stats["arm"], stats["variant"])))
+    labels = {(arm, variant): report.arm_name(arm) + (f" · {variant}" if variant else "") for arm, variant in keys}
+    stats = stats.assign(arm=[labels[key] for key in zip(stats["arm"], stats["variant"])]).drop(columns="variant")
+    names = [labels[key] for key in keys]
     toggle = legend_toggle("arm")
     base = alt.Chart(stats, height=height).encode(
         x=alt.X(f"{x}:Q", title="step" if x == "step" else "training time (s, mean over seeds)"),
-        color=alt.Color("arm:N", title="arm", scale=color_scale(arms), legend=alt.Legend(**LINE_LEGEND)))
+        color=alt.Color("arm:N", title="arm", scale=alt.Scale(domain=names, range=[series_color(a) for a, _ in keys]),
+                        legend=alt.Legend(**LINE_LEGEND)))
     band = base.mark_area(opacity=0.2).encode(
         y=alt.Y("low:Q", title="validation loss (nats/char)", scale=alt.Scale(zero=False)), y2="high:Q",
         opacity=faded(toggle, 0.2, 0.03))
     line = base.mark_line(strokeWidth=2).encode(
-        y="mean:Q", strokeDash=alt.StrokeDash("arm:N", title="arm", scale=dash_scale(arms), legend=alt.Legend(**LINE_LEGEND)),
+        y="mean:Q", strokeDash=alt.StrokeDash("arm:N", title="arm", scale=alt.Scale(
+            domain=names, range=[series_dash(a) for a, _ in keys]), legend=alt.Legend(**LINE_LEGEND)),
         opacity=faded(toggle),
         tooltip=["arm", "step", "seeds", alt.Tooltip("mean:Q", format=".4f"),
                  alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f")])

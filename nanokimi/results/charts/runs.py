@@ -8,7 +8,8 @@ import altair as alt
 import pandas as pd
 
 from .smoothing import downsample
-from .style import LINE_LEGEND, OPTIMIZER_DASHES, faded, legend_toggle, series_color, series_rank, zoom
+from .style import LINE_LEGEND, OPTIMIZER_DASHES, faded, legend_toggle, series_color, zoom
+from ...experiments.arms import Arm
 
 # Groups that are not one model each: viridis, in the groups' natural order. An ordered scheme suits what
 # runs are grouped by (sizes, learning rates, seeds), and it is the one the pages use for what is not a
@@ -27,17 +28,17 @@ def group_scales(group_stats):
 
     Groups that are one model each (their members share an architecture and an optimizer, as when
     grouped by model/arm) and no two of the same model: each in its model's colour (series_color)
-    and its optimizer's dash, as on every page, in series_rank order. Otherwise (grouped by another
-    setting, or one model in several groups, e.g. two runs' NanoKimi, which the same colour would
+    and its optimizer's dash, as on every page, in the registry's order (Arm.rank). Otherwise
+    (grouped by another setting, or one model in several groups, e.g. two runs' NanoKimi, which the same colour would
     not tell apart) GROUP_SCHEME in their natural order, all solid."""
     groups = group_stats.drop_duplicates("group")
-    model = {group: (architecture, optimizer)
+    model = {group: Arm(architecture, optimizer)
              for group, architecture, optimizer in zip(groups["group"], groups["architecture"], groups["optimizer"])
              if pd.notna(architecture) and pd.notna(optimizer)}
     if len(model) == len(groups) and len(set(model.values())) == len(model):
-        order = sorted(model, key=lambda g: (series_rank("+".join(model[g]))[:2], _natural(g)))
-        return (alt.Scale(domain=order, range=[series_color(model[g][0]) for g in order]),
-                alt.Scale(domain=order, range=[OPTIMIZER_DASHES.get(model[g][1], [1, 0]) for g in order]), order)
+        order = sorted(model, key=lambda g: (model[g].rank, _natural(g)))
+        return (alt.Scale(domain=order, range=[series_color(model[g].architecture) for g in order]),
+                alt.Scale(domain=order, range=[model[g].dash for g in order]), order)
     order = sorted(groups["group"], key=_natural)
     return (alt.Scale(domain=order, scheme=GROUP_SCHEME),
             alt.Scale(domain=order, range=[OPTIMIZER_DASHES["adamw"]] * len(order)), order)
