@@ -18,12 +18,20 @@ GRID = {"compare": [], "ablate": ["--seeds", "1", "--arms", "nanogpt+adamw"],
         "sweep": ["--seeds", "1", "--arms", "nanogpt+adamw", "--lr-factors", "1"]}
 
 
+def patch_backend(monkeypatch, backend_for):
+    """Make the commands (cli/compare.py, cli/grids.py) get their backend from `backend_for`."""
+    from nanokimi.cli import compare, grids
+
+    for module in (compare, grids):
+        monkeypatch.setattr(module, "backend_for", backend_for)
+
+
 @pytest.fixture
 def no_training(monkeypatch):
     """Fail the test if a command gets as far as making a backend (so: as far as training)."""
     def backend_for(args):
         pytest.fail("the command went on to train")
-    monkeypatch.setattr(cli, "backend_for", backend_for)
+    patch_backend(monkeypatch, backend_for)
 
 
 def refusal(capsys, command):
@@ -132,7 +140,7 @@ def test_runs_trained_at_once_count_together(small_text_file, tmp_path, capsys, 
     text = load_corpus(small_text_file).text
     larger = guards.check_memory(runs, len(set(text)), len(text), ram=10 ** 13).total
     monkeypatch.setattr(guards, "available_ram", lambda: int(1.5 * larger))  # room for one, not for two
-    monkeypatch.setattr(cli, "backend_for", _no_backend)
+    patch_backend(monkeypatch, _no_backend)
     flags = ["--data", str(small_text_file), "--batch-size", "256", "--block-size", "32", "--threads", "1",
              "--out", str(tmp_path / "out")]
     assert main(["compare", *flags]) == 2
@@ -163,7 +171,7 @@ def test_block_size_100000_is_refused_before_training(shakespeare_path, tmp_path
 def test_more_threads_than_cores_is_warned_of_and_training_goes_on(small_text_file, tmp_path, capsys, monkeypatch):
     from nanokimi.metrics import usable_cores
 
-    monkeypatch.setattr(cli, "backend_for", _no_backend)
+    patch_backend(monkeypatch, _no_backend)
     assert main(["compare", "--data", str(small_text_file), *TINY[:-2], "--threads", "999", "--out", str(tmp_path / "out")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     cores = usable_cores()
@@ -244,7 +252,7 @@ class FailingBackend:
 
 @pytest.mark.parametrize("command", list(GRID))
 def test_a_failed_runs_cause_is_printed_on_the_terminal(command, small_text_file, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "backend_for", lambda args: FailingBackend())
+    patch_backend(monkeypatch, lambda args: FailingBackend())
     status = main([command, "--data", str(small_text_file), *TINY, *GRID[command], "--out", str(tmp_path / "out")])
     assert status == 1
     err = capsys.readouterr().err

@@ -29,7 +29,7 @@ from ..experiments.ablation import ablation_runs, grid_arms
 from ..experiments.arms import of_ffn
 from ..experiments.compare import comparison_runs, preset
 from ..training.data import BUILTIN
-from ..metrics import usable_cores
+from ..metrics import threads_per_job, usable_cores
 from ..training.model import LanguageModel
 from ..training.optim import OPTIMIZER_LABELS
 from ..settings import SettingError
@@ -148,7 +148,7 @@ def comparison(preset_name="quick", gpt_optimizer="adamw", kimi_optimizer="truem
                data_label="built-in corpus", **settings):
     """A comparison as the app queues it; raises SettingError when the engine refuses the settings."""
     jobs = comparison_jobs()
-    settings.setdefault("threads", max(1, training_threads() // jobs))
+    settings.setdefault("threads", threads_per_job(jobs, training_threads()))
     runs = comparison_runs(preset_name, gpt_optimizer, kimi_optimizer, data=data, **settings)
     asked = {"preset": preset_name, "gpt_optimizer": gpt_optimizer, "kimi_optimizer": kimi_optimizer, **settings,
              "jobs": jobs}

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .optim import NS_COEFFICIENTS
+from .muon import NS_COEFFICIENTS
 
 
 class Head(nn.Module):
