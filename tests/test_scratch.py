@@ -13,7 +13,7 @@ import psutil
 
 from nanokimi.running import scratch
 from nanokimi.running.worker import PACKAGE_ROOT, run_isolated
-from test_train import tiny_run
+from conftest import tiny_run
 
 PARENT = """
 import json, sys

@@ -17,6 +17,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from . import migrate
 from .backends import LocalBackend
 from .run_lock import RunLocks
 from ..experiments.sweep import DEFAULT_FACTORS, choose, confirmation_runs, tuning_runs
@@ -64,7 +65,7 @@ def read_kept(path):
     short (EOFError), not gzip (BadGzipFile), not JSON, or JSON of another shape."""
     try:
         saved = json.loads(gzip.decompress(Path(path).read_bytes()))
-        config = RunConfig.from_dict(saved["config"])
+        config = RunConfig.from_dict(migrate.run_config(saved["config"]))
         if not isinstance(saved["status"], str) or not {"message", "results", "history"} <= saved.keys():
             raise ValueError("not a kept run")
         return config, saved
