@@ -6,7 +6,8 @@ and the summary's names, with no other file changed; the fixture removes it agai
 import pandas as pd
 import pytest
 
-from nanokimi.cli import build_parser, chosen_arms, main
+from nanokimi.cli import main
+from nanokimi.cli.args import build_parser, chosen_arms
 from nanokimi.experiments import ablation, arms
 from nanokimi.experiments.arms import ARCHITECTURES, OKABE_ITO, Architecture, Arm
 from nanokimi.results import report

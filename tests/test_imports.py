@@ -72,6 +72,7 @@ def test_a_worker_loads_no_analysis_or_app_module(tmp_path):
     loaded = trained_by_a_worker(tmp_path, "truemuon")
     assert not {"pandas", "altair", "streamlit", "scipy", "matplotlib"} & {name.split(".")[0] for name in loaded}
     heavy = ("nanokimi.experiments", "nanokimi.results", "nanokimi.running.jobs", "nanokimi.running.store",
-             "nanokimi.running.runner", "nanokimi.running.request", "nanokimi.training.sampling", "nanokimi.cli")
+             "nanokimi.running.runner", "nanokimi.running.request", "nanokimi.running.eta", "nanokimi.running.view",
+             "nanokimi.running.run_data", "nanokimi.training.sampling", "nanokimi.cli")
     assert "nanokimi.training.train" in loaded
     assert not [name for name in loaded if name.startswith(heavy)]

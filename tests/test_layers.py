@@ -66,7 +66,7 @@ def import_graph():
 def layer(module):
     if module in FOUNDATIONS:
         return 0
-    if module in ENTRY:
+    if module in ENTRY or module.startswith("nanokimi.cli."):  # the cli package's modules are the entry too
         return len(LAYERS) - 1
     return LAYERS.index(module.split(".")[1])
 

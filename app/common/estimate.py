@@ -1,50 +1,23 @@
 """Before Train: the models' sizes and how long a run will take here.
 
-A run's duration is estimated from the step time this machine measured for the same model, batch,
-optimizer and threads (`step_cost_key`) in a stored run, never a guessed one; none is given until
-such a model has trained here once.
+A run's duration is the engine's estimate (nanokimi/running/eta.py) from what this machine measured
+for the same model, batch, optimizer and threads (`step_cost_key`) in a stored run, never a guessed
+one; none is given until such a model has trained here once.
 """
 
 import streamlit as st
 
 from nanokimi.paths import home_dir
-from nanokimi.running.request import Request
-from nanokimi.settings import flatten
-from nanokimi.status import COMPLETED
+from nanokimi.running.eta import measured_rates, step_cost_key
 
 from .jobqueue import job_queue
-
-def evaluations(run):
-    """How many evaluations a run makes: at step 0, every eval_interval steps, and after the last step."""
-    return run.iters // run.eval_interval + 1 + (run.iters % run.eval_interval != 0)
-
-
-def step_cost_key(run):
-    """What one training step of a run costs depends on: its model (the text's vocabulary aside), batch,
-    optimizer kind (and Newton–Schulz steps), threads and device; not its steps, seed or learning rates."""
-    model = tuple(sorted(flatten(run.model).items()))
-    ns_steps = run.optimizer.ns_steps if run.optimizer.name != "adamw" else None
-    return model, run.batch_size, run.optimizer.name, ns_steps, run.threads, run.device
 
 
 @st.cache_data(ttl=10, show_spinner=False)
 def measured_costs(home):
-    """{step_cost_key: (run id, ms per training step, s per evaluation batch, s of start-up and final
-    measurements)} from the newest model trained to the end on this machine for each key."""
-    costs = {}
-    for stored_run in job_queue().store.list_runs():
-        rows = {r.get("model"): r for r in stored_run["results"] if r.get("status") == COMPLETED}
-        for run in Request.from_stored(stored_run["config"]).runs:
-            row = rows.get(run.name)
-            needed = ("train_ms_per_step", "steps", "eval_time_s", "total_time_s")
-            if not row or step_cost_key(run) in costs or any(row.get(name) is None for name in needed):
-                continue
-            train_s = row["train_ms_per_step"] * row["steps"] / 1000
-            eval_batches = evaluations(run) * run.eval_iters * 2  # train and validation splits
-            overhead_s = max(0.0, row["total_time_s"] - train_s - row["eval_time_s"])
-            costs[step_cost_key(run)] = (stored_run["id"], row["train_ms_per_step"], row["eval_time_s"] / eval_batches,
-                                         overhead_s)
-    return costs
+    """{step_cost_key: (run id, eta.Rates)} from the newest model trained to the end on this machine
+    for each key (eta.measured_rates), read again at most every 10 s."""
+    return measured_rates(job_queue().store.list_runs())
 
 
 def estimate_s(run):
@@ -53,8 +26,8 @@ def estimate_s(run):
     cost = measured_costs(str(home_dir())).get(step_cost_key(run))
     if cost is None:
         return None
-    run_id, ms_per_step, eval_batch_s, overhead_s = cost
-    return run.iters * ms_per_step / 1000 + evaluations(run) * run.eval_iters * 2 * eval_batch_s + overhead_s, run_id
+    run_id, rates = cost
+    return rates.seconds(run), run_id
 
 
 def estimate_sentence(run):

@@ -36,7 +36,9 @@ def run_controls(queue, kind, request, train_label):
     that will train (a double click's second request is the first's run) and scrolls to these
     buttons, its live view below them (`SCROLL_TO_LIVE_AREA`)."""
     scroll_anchor = st.empty()
-    train_col, stop_col, info_col = st.columns([1, 1, 6])
+    # one row, each button as wide as its label (fixed-ratio columns cut "Train" to its icon at 800 px)
+    buttons = st.container(horizontal=True)
+    train_col = stop_col = buttons
     if train_col.button(train_label, key="train_run", type="primary", disabled=request is None,
                         icon=":material/play_arrow:"):
         st.query_params["run"] = str(queue.submit(request, session=session_id()))
@@ -52,13 +54,15 @@ def run_controls(queue, kind, request, train_label):
     # history is read).
     stop_col.button("Stopping…" if stopping else "Stop", key="stop_run", disabled=stopping or not active,
                     icon=":material/stop:", on_click=queue.stop if active else None, args=(run_id,) if active else None)
+    info_col = buttons.container()  # after the buttons, the rest of their row
     return (queue.view(run_id) if run_id is not None else None), info_col
 
 
 # Scrolls the page once, as soon as the live view's progress is drawn below the anchor, so that the
 # anchor (above Train and Stop) is at the top of the window, below Streamlit's header (4rem: its
-# 3.75rem and a little air), and the live view below it, or as near as the page's length allows. Once: scrolling again as the charts arrive would move Stop away from
-# a pointer on its way to it. A person who scrolls, clicks or types first keeps their place.
+# 3.75rem and a little air), and the live view below it, or as near as the page's length allows.
+# Once: scrolling again as the charts arrive would move Stop away from a pointer on its way to it.
+# A person who scrolls, clicks or types first keeps their place.
 SCROLL_TO_LIVE_AREA = """<div id="live-area-%s" style="scroll-margin-top: 4rem"></div><script>
 (() => {
   const anchor = document.getElementById("live-area-%s");

@@ -62,10 +62,6 @@ def results_frame(results, configs=(), run_id=None, dataset=None):
     return pd.DataFrame(rows, columns=CSV_COLUMNS)
 
 
-def history_frame(history):
-    return pd.DataFrame(history, columns=HISTORY_COLUMNS)
-
-
 def routing_history(history):
     """Expert load and gate entropy rows of a history, with layer and expert as columns.
 

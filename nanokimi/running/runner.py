@@ -14,7 +14,7 @@ Its life:
    other (a comparison's two at once where the machine has 4 cores or more: request.comparison_jobs),
    each in its own worker process (worker.py: honest per-model peak memory, step times
    that don't compete for the cores). The workers' events become history
-   rows and progress in the store, written in short transactions at least every FLUSH_S.
+   rows and progress in the store (recorder.py), written in short transactions.
 3. Repeat until the queue is empty, then exit. Any number of browser tabs can press Train: their
    runs are done one at a time, in order.
 
@@ -29,9 +29,7 @@ Its life:
 """
 
 import fcntl
-import os
 import signal
-import statistics
 import sys
 import threading
 import time
@@ -42,12 +40,13 @@ from pathlib import Path
 from ..paths import checkpoint_path
 from .request import COMPARISON, SWEEP, Request
 from ..status import COMPLETED, DIVERGED, FAILED, INTERRUPTED, STOPPED
+from .backends import LocalBackend, RayBackend, ray_address
+from .recorder import Recorder
 from .store import Store
 from ..experiments.sweep import choose
 from .worker import run_isolated
 
 POLL_S = 0.1   # how often the runner looks at the stop flag
-FLUSH_S = 0.5  # live history reaches the store at least this often (short write transactions)
 
 
 def runner_died(how="killed or crashed"):
@@ -101,107 +100,6 @@ def runner_alive(home):
     return True
 
 
-class Recorder:
-    """Turns a worker's events into store rows, written in short batches at least every FLUSH_S.
-
-    The run's progress (one JSON object in the store) says which model it follows now, its step and
-    its phase (train.PHASES, or "starting" while its worker process starts), and, per model that has
-    started, what a live estimate needs: steps really run, training seconds (the training clock,
-    evaluation excluded), evaluations and their seconds, and start-up seconds (worker start, loading,
-    building: until its first evaluation). Steps are the ones really run, so a stopped, diverged or
-    killed model never counts as trained to the end. Two models may train at once (a comparison on a
-    machine with the cores, or a Ray cluster): everything is kept per model, the progress follows
-    the model `begin` names, and "slots" counts the most models seen training at once.
-    """
-
-    def __init__(self, store, run_id, configs):
-        self.store, self.run_id = store, run_id
-        self.known = {c.name: c for c in configs}
-        self.pending = []
-        self.recent_ms = {}  # per model: its step times since its last evaluation
-        self.clocks = {}     # per model: [when it began, when its current evaluation began]
-        self.phases = {}     # per model: (phase, step)
-        self.began = time.monotonic()
-        self.last_flush = 0.0
-        self.training = set()  # the models started and not done: more than one when they train together
-        self.progress = {"index": 0, "model": configs[0].name, "step": 0, "phase": "starting", "phase_step": 0,
-                         "models": {}, "slots": 1}
-
-    def begin(self, index, config):
-        """Follow `config` (the index-th of the run's models) from now on; it starts now unless it
-        already started beside another."""
-        self.known[config.name] = config
-        self.began = time.monotonic()
-        self.measured(config.name)
-        self.progress.update(index=index, model=config.name)
-        self.follow()
-        self.flush()
-
-    def measured(self, name):
-        """The model's measurements, created when its first event (or `begin`) arrives."""
-        models = self.progress["models"]
-        if name not in models:
-            models[name] = {"steps": 0, "train_s": 0.0, "evals": 0, "eval_s": 0.0, "startup_s": None}
-            self.clocks[name] = [self.began, self.began]
-            self.phases[name] = ("starting", 0)
-        return models[name]
-
-    def follow(self):
-        name = self.progress["model"]
-        if name in self.progress["models"]:
-            phase, phase_step = self.phases[name]
-            self.progress.update(step=self.progress["models"][name]["steps"], phase=phase, phase_step=phase_step)
-
-    def point(self, event, metric, value):
-        self.pending.append({"model": event["model"], "step": event["step"], "wall_time_s": event["wall_time_s"],
-                             "metric": metric, "value": value})
-
-    def __call__(self, event):
-        kind, name = event["event"], event.get("model")
-        if name is None:  # a backend's own event (e.g. where a Ray task was placed)
-            return
-        measured, clocks = self.measured(name), self.clocks[name]
-        if kind == "done":
-            self.training.discard(name)
-        else:
-            self.training.add(name)
-            self.progress["slots"] = max(self.progress["slots"], len(self.training))
-        if kind == "phase":
-            self.phases[name] = (event["phase"], event["step"])
-            if event["phase"] == "evaluating":
-                clocks[1] = time.monotonic()
-                if measured["startup_s"] is None:
-                    measured["startup_s"] = clocks[1] - clocks[0]
-        elif kind == "step":
-            self.point(event, "train_loss", event["loss"])
-            self.point(event, "ms_per_step", event["ms"])
-            self.recent_ms.setdefault(name, []).append(event["ms"])
-            measured.update(steps=event["step"], train_s=event["wall_time_s"])
-        elif kind == "eval":
-            measured["evals"] += 1
-            measured["eval_s"] += time.monotonic() - clocks[1]
-            self.point(event, "val_loss", event["val_loss"])
-            self.point(event, "eval_train_loss", event["train_loss"])
-            if event.get("rss_mb") is not None:
-                self.point(event, "rss_mb", event["rss_mb"])
-            recent_ms = self.recent_ms.pop(name, None)
-            config = self.known.get(name)
-            if recent_ms and config:  # live estimate from the sampled steps; the worker's exact figure replaces it
-                tokens = config.batch_size * config.model.block_size
-                self.point(event, "tokens_per_s", tokens / statistics.median(recent_ms) * 1000)
-            measured.update(steps=event["step"], train_s=event["wall_time_s"])  # steps are sampled; evals are not
-        elif kind == "done" and isinstance((event.get("results") or {}).get("steps"), int):
-            measured["steps"] = event["results"]["steps"]
-        self.follow()
-        if kind != "step" or time.monotonic() - self.last_flush >= FLUSH_S:
-            self.flush()
-
-    def flush(self):
-        self.store.record(self.run_id, self.pending, dict(self.progress))
-        self.pending = []
-        self.last_flush = time.monotonic()
-
-
 def execute(store, run, shutdown):
     """Train the RunConfigs of a claimed run, one after the other, each in its own worker process.
 
@@ -210,90 +108,93 @@ def execute(store, run, shutdown):
     runs, then, when every one of them has trained, the learning rate of each arm is chosen
     (sweep.choose), the confirmation runs are appended to the stored run (Request.confirmed,
     Store.replace_config) and trained in the same job. Either way a failed model ends the run.
+    Returns the run's status.
     """
-    run_id = run["id"]
-    (store.home / "checkpoints").mkdir(exist_ok=True)
-    request = Request.from_stored(run["config"])
+    return _Execution(store, run, shutdown).run()
 
-    def with_checkpoints(configs):
-        return [replace(c, checkpoint=str(checkpoint_path(store.home, run_id, c.name))) for c in configs]
 
-    def should_stop():
-        return shutdown.is_set() or store.stop_requested(run_id)
+class _Execution:
+    """One claimed run while the runner trains it: its configs, their results so far, its recorder."""
 
-    configs = with_checkpoints(request.runs)
-    recorder = Recorder(store, run_id, configs)
-    results = []
-    jobs = request.asked.get("jobs", 1) if request.kind == COMPARISON else 1
+    def __init__(self, store, run, shutdown):
+        self.store, self.run_id, self.shutdown = store, run["id"], shutdown
+        (store.home / "checkpoints").mkdir(exist_ok=True)
+        self.request = Request.from_stored(run["config"])
+        self.configs = self.with_checkpoints(self.request.runs)
+        self.recorder = Recorder(store, self.run_id, self.configs)
+        self.results = []
+        self.jobs = self.request.asked.get("jobs", 1) if self.request.kind == COMPARISON else 1
 
-    def train():
+    def with_checkpoints(self, configs):
+        return [replace(c, checkpoint=str(checkpoint_path(self.store.home, self.run_id, c.name))) for c in configs]
+
+    def should_stop(self):
+        return self.shutdown.is_set() or self.store.stop_requested(self.run_id)
+
+    def run(self):
+        request = self.request
+        try:
+            if self.train() and request.kind == SWEEP and not request.chosen:
+                request = self.request = request.confirmed(choose(self.results))
+                self.store.replace_config(self.run_id, request.to_stored())
+                self.configs = self.with_checkpoints(request.runs)
+                self.train()
+            tuning = {c.name for c in request.tuning} if request.kind == SWEEP else set()
+            status, message = outcome(self.results, self.configs, self.store.stop_requested(self.run_id),
+                                      self.shutdown.is_set() and self.shutdown.signal, tuning)
+        except Exception as err:  # the runner must outlive one bad run; the traceback goes to runner.log
+            traceback.print_exc()
+            status, message = FAILED, f"{type(err).__name__}: {err}"
+        self.store.finish_run(self.run_id, status, message)
+        return status
+
+    def train(self):
         """Train the configs not trained yet; True when every one of them trained and no stop was asked.
         One after the other here, unless a Ray cluster is configured or a comparison has the cores for
         both models at once (request.comparison_jobs)."""
         if ray_address():
-            from .backends import RayBackend
-            return train_together(RayBackend(ray_address(), jobs=len(configs) - len(results)))
-        if jobs > 1:
-            from .backends import LocalBackend
-            recorder.progress["slots"] = min(jobs, len(configs) - len(results))  # Ray's: as seen
-            return train_together(LocalBackend(jobs))
-        for index in range(len(results), len(configs)):
-            if should_stop():
+            return self.train_together(RayBackend(jobs=len(self.configs) - len(self.results)))
+        if self.jobs > 1:
+            self.recorder.progress["slots"] = min(self.jobs, len(self.configs) - len(self.results))  # Ray's: as seen
+            return self.train_together(LocalBackend(self.jobs))
+        for index in range(len(self.results), len(self.configs)):
+            if self.should_stop():
                 return False
-            config = configs[index]
-            recorder.begin(index, config)
-            result = run_isolated(config, on_event=recorder, should_stop=should_stop, poll_s=POLL_S)
-            keep(result)
+            config = self.configs[index]
+            self.recorder.begin(index, config)
+            result = run_isolated(config, on_event=self.recorder, should_stop=self.should_stop, poll_s=POLL_S)
+            self.keep(result)
             if result.status == FAILED:
                 return False
-        return not should_stop()
+        return not self.should_stop()
 
-    def keep(result):
-        recorder.flush()
-        store.finish_model(run_id, result.config.name, result.history, result.results)
-        results.append(result)
+    def keep(self, result):
+        self.recorder.flush()
+        self.store.finish_model(self.run_id, result.config.name, result.history, result.results)
+        self.results.append(result)
 
-    def train_together(backend):
+    def train_together(self, backend):
         """The configs not trained yet, all at once through `backend` (backends.py), each in its own
         worker or Ray task. Each model is kept in the store once those before it are, so the stored
         results keep the configs' order and the progress follows the first model not done yet; one
         that ended after a model that never did (a stop) is kept last. An unreachable cluster raises
         BackendError, which ends the run failed with that one line."""
+        configs, results = self.configs, self.results
         todo, ended = configs[len(results):], {}
 
         def in_order(result):
             ended[result.config.name] = result
             while len(results) < len(configs) and configs[len(results)].name in ended:
-                keep(ended.pop(configs[len(results)].name))
+                self.keep(ended.pop(configs[len(results)].name))
                 if len(results) < len(configs):
-                    recorder.begin(len(results), configs[len(results)])
+                    self.recorder.begin(len(results), configs[len(results)])
 
-        recorder.begin(len(results), todo[0])
-        backend.run(todo, on_event=recorder, on_result=in_order, should_stop=should_stop)
+        self.recorder.begin(len(results), todo[0])
+        backend.run(todo, on_event=self.recorder, on_result=in_order, should_stop=self.should_stop)
         for config in todo:
             if config.name in ended:
-                keep(ended.pop(config.name))
-        return len(results) == len(configs) and all(r.status != FAILED for r in results) and not should_stop()
-
-    try:
-        if train() and request.kind == SWEEP and not request.chosen:
-            request = request.confirmed(choose(results))
-            store.replace_config(run_id, request.to_stored())
-            configs = with_checkpoints(request.runs)
-            train()
-        tuning = {c.name for c in request.tuning} if request.kind == SWEEP else set()
-        status, message = outcome(results, configs, store.stop_requested(run_id), shutdown.is_set() and shutdown.signal,
-                                  tuning)
-    except Exception as err:  # the runner must outlive one bad run; the traceback goes to runner.log
-        traceback.print_exc()
-        status, message = FAILED, f"{type(err).__name__}: {err}"
-    store.finish_run(run_id, status, message)
-    return status
-
-
-def ray_address():
-    """The Ray cluster the app's runs go to, if one is configured (NANOKIMI_RAY_ADDRESS or RAY_ADDRESS)."""
-    return os.environ.get("NANOKIMI_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS") or None
+                self.keep(ended.pop(config.name))
+        return len(results) == len(configs) and all(r.status != FAILED for r in results) and not self.should_stop()
 
 
 def outcome(results, configs, stop_requested, shutting_down, tuning=()):

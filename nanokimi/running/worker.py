@@ -10,7 +10,8 @@ other but not with a run made alone, and each result's `shared_with` names the r
 Both sides of the process boundary are here. The parent (`run_isolated`) writes the RunConfig as
 JSON, starts the worker and passes its events on as they arrive; the worker (`main`) trains,
 streams events as JSON lines on stdout and writes its RunResult as JSON. SIGTERM or SIGINT make the
-worker stop after the current step and still write what it measured.
+worker stop after the current step and still write what it measured. A Ray task (ray_task.py)
+trains the same way: `throttled` events and a `train_payload`.
 
 The worker imports only what training needs (no pandas, altair or streamlit): its start-up is paid
 by every model of every run.
@@ -22,23 +23,24 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 from ..training.data import DataError
 from ..metrics import rss_mb
+from .scratch import scratch_dir
 from ..status import FAILED, STOPPED
 from ..training.train import RunConfig, RunResult, train
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+EVENTS_PER_S = 10  # step events a worker sends at most, each second (a Ray task's too)
 
 
 def run_isolated(run, on_event=None, should_stop=None, poll_s=0.1):
     """Train `run` in a fresh worker process; events are passed to on_event as they arrive."""
-    with tempfile.TemporaryDirectory(prefix="nanokimi-") as tmp:
-        config_path, result_path = Path(tmp) / "config.json", Path(tmp) / "result.json"
+    with scratch_dir() as tmp:  # named after this process, so a later run sweeps it if we are killed
+        config_path, result_path = tmp / "config.json", tmp / "result.json"
         config_path.write_text(json.dumps(run.to_dict()))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
         proc = subprocess.Popen([sys.executable, "-m", "nanokimi.running.worker", str(config_path), str(result_path)],
@@ -158,6 +160,45 @@ def _run_parallel(runs, on_event, should_stop, jobs, on_result):
     return [r for r in (f.result() for f in futures) if r is not None]
 
 
+def throttled(send, per_s=EVENTS_PER_S):
+    """An on_event for train() in a worker that passes its events to `send`: step events at most
+    `per_s` times a second (the last step, every evaluation and the end always), each evaluation with
+    the process's resident memory, so a live memory chart needs no second process watching."""
+    last_sent = 0.0
+
+    def emit(event):
+        nonlocal last_sent
+        now = time.monotonic()
+        if event["event"] == "step" and now - last_sent < 1 / per_s and event["step"] != event["iters"]:
+            return
+        last_sent = now
+        if event["event"] == "eval":
+            event = {**event, "rss_mb": rss_mb()}
+        send(event)
+
+    return emit
+
+
+def train_payload(run, on_event, should_stop, corpus=None):
+    """train() as a worker runs it, and what it sends back: {status, message, results, history}. A run
+    refused before training (its settings, data or device; an error before its loop) is a failed
+    payload with the reason; train() keeps its history through errors in and after its loop.
+    `corpus`: a function making the Corpus to train on (a Ray task's, from the text it was sent);
+    by default train() loads run.data."""
+    try:
+        result = train(run, on_event=on_event, should_stop=should_stop, corpus=corpus() if corpus else None)
+    except (DataError, ValueError) as err:  # refused before training: settings, data, device
+        return failed_payload(run, str(err))
+    except Exception as err:
+        return failed_payload(run, f"{type(err).__name__}: {err}")
+    return {"status": result.status, "message": result.message, "results": result.results, "history": result.history}
+
+
+def failed_payload(run, message):
+    return {"status": FAILED, "message": message, "history": [],
+            "results": {"model": run.name, "status": FAILED, "message": message}}
+
+
 def main(config_path, result_path):
     """The worker process: train one run, stream events, write the result; returns the exit status."""
     stop = {"requested": False}
@@ -168,28 +209,11 @@ def main(config_path, result_path):
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     run = RunConfig.from_dict(json.loads(Path(config_path).read_text()))
-    last_sent = [0.0]
 
-    def emit(event):
-        now = time.monotonic()
-        if event["event"] == "step" and now - last_sent[0] < 0.1 and event["step"] != event["iters"]:
-            return  # progress at most ten times a second; evals and the end always go through
-        last_sent[0] = now
-        if event["event"] == "eval":
-            event = {**event, "rss_mb": rss_mb()}  # so a live memory chart needs no second process watching
+    def send(event):  # a JSON line on stdout, read by run_isolated
         print(json.dumps(event, default=_json_default), flush=True)
 
-    try:
-        result = train(run, on_event=emit, should_stop=lambda: stop["requested"])
-        payload = {"status": result.status, "message": result.message, "results": result.results,
-                   "history": result.history}
-    except (DataError, ValueError) as err:  # refused before training: settings, data, device
-        payload = {"status": FAILED, "message": str(err), "history": [],
-                   "results": {"model": run.name, "status": FAILED, "message": str(err)}}
-    except Exception as err:  # train() keeps its history through errors in and after its loop: this is before it
-        message = f"{type(err).__name__}: {err}"
-        payload = {"status": FAILED, "message": message, "history": [],
-                   "results": {"model": run.name, "status": FAILED, "message": message}}
+    payload = train_payload(run, throttled(send), should_stop=lambda: stop["requested"])
     tmp = Path(str(result_path) + ".part")
     tmp.write_text(json.dumps(payload, default=_json_default))
     os.replace(tmp, result_path)

@@ -11,7 +11,7 @@ import torch
 
 from .data import get_batch
 from ..metrics import median_time_ms
-from .optim import NS_COEFFICIENTS, matrices, newton_schulz
+from .muon import NS_COEFFICIENTS, matrices, newton_schulz
 
 
 def singular_value_trajectory(G, steps=5, coefficients=NS_COEFFICIENTS):

@@ -1,7 +1,7 @@
 """Sampling from a finished run's checkpoints, for the app's Generate page.
 
 Checkpoints are written by the runner (RunConfig.checkpoint, one file per model per run) and read
-back with `train.load_checkpoint`, i.e. `torch.load(weights_only=True)`: a checkpoint file can
+back with `checkpoint.load_checkpoint`, i.e. `torch.load(weights_only=True)`: a checkpoint file can
 hold tensors, numbers and strings, never code.
 
 Sampling runs inside the Streamlit server process, so it uses one torch thread: tiny models are
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from .model import generate
-from .train import load_checkpoint
+from .checkpoint import load_checkpoint
 
 
 @dataclass

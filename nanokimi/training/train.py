@@ -28,7 +28,9 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .. import metrics
+from .checkpoint import load_checkpoint, save_checkpoint  # noqa: F401 (load_checkpoint: read from here too)
 from .data import Corpus, eval_batches, get_batch, load_corpus
+from .divergence import DIVERGENCE_WINDOW, divergence_limit, diverged, divergence_message, smoothed_train_loss  # noqa: F401
 from .model import LanguageModel, ModelConfig, generate
 from .optim import OptimizerConfig, build_optimizer
 from .parallel import BatchThreads, plan
@@ -87,17 +89,10 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d):
-        """A RunConfig from to_dict(), or from a run stored before OptimizerConfig existed (its
-        optimizer settings were fields of the run)."""
+        """A RunConfig from to_dict() (runs stored by earlier versions go through running/migrate.py first)."""
         d = dict(d)
-        d.pop("arm", None)  # briefly a field; now derived from the architecture
         d["model"] = ModelConfig(**d["model"])
-        if isinstance(d.get("optimizer", "adamw"), str):
-            settings = {f.name for f in dataclasses.fields(OptimizerConfig)} - {"name"}
-            legacy = {k: d.pop(k) for k in list(d) if k in settings}
-            d["optimizer"] = OptimizerConfig(name=d.pop("optimizer", "adamw"), **legacy)
-        else:
-            d["optimizer"] = OptimizerConfig(**d["optimizer"])
+        d["optimizer"] = OptimizerConfig(**d["optimizer"])
         return cls(**d)
 
 
@@ -183,48 +178,6 @@ def prepare(run, corpus=None, phase=None):
     return threads, device, corpus, batch_threads, model, optimizer
 
 
-# Divergence: besides a loss that stops being finite, a loss that stays finite but is clearly worse
-# than the untrained model's. A learning-rate sweep hits this on purpose: learning rate 10 took the
-# quick preset's validation losses from 4.6 to between 250 and 3,700 nats, finite all along.
-DIVERGENCE_WINDOW = 50  # training steps whose mean loss is watched between evaluations
-
-
-def divergence_limit(untrained_loss):
-    """The loss above which a run has diverged: the untrained model's loss + max(1 nat, half of it).
-
-    `untrained_loss` is the validation loss measured at step 0. An untrained char model predicts
-    about uniformly, so that is roughly ln(vocab): 4.2-4.7 nats on Tiny Shakespeare, a limit near
-    7. Training only ever has to lower it; a model half as bad again as no training at all is not
-    learning slowly, it has blown up. The 1-nat floor keeps the margin clear for tiny vocabularies,
-    whose untrained loss is small.
-    """
-    return untrained_loss + max(1.0, 0.5 * untrained_loss)
-
-
-def diverged(untrained_loss, loss):
-    """True when `loss` shows a diverged run: not finite, or above divergence_limit(untrained_loss).
-
-    `loss` is a validation loss, or smoothed_train_loss() of the training losses: one noisy batch
-    must not end a run, a window of them far above the limit does.
-    """
-    return not math.isfinite(loss) or loss > divergence_limit(untrained_loss)
-
-
-def smoothed_train_loss(train_losses, window=DIVERGENCE_WINDOW):
-    """Mean of the last `window` training losses; None until there are that many."""
-    return statistics.fmean(train_losses[-window:]) if len(train_losses) >= window else None
-
-
-def _loss_text(loss):
-    return f"{loss:,.2f}" if abs(loss) < 1e6 else f"{loss:.3g}"
-
-
-def _divergence_message(what, loss, when, untrained_loss):
-    """E.g. 'validation loss 1,900.30 at step 200 is above 6.98, far worse than the untrained model's 4.65: ...'."""
-    return (f"{what} {_loss_text(loss)} {when} is above {_loss_text(divergence_limit(untrained_loss))}, far worse "
-            f"than the untrained model's {_loss_text(untrained_loss)}: the run diverged")
-
-
 def _error_text(err):
     return f"{type(err).__name__}: {err}"
 
@@ -233,147 +186,180 @@ def train(run, on_event=None, should_stop=None, corpus=None):
     """Train one model as `run` says; returns a RunResult (partial if stopped or diverged)."""
     started = time.perf_counter()
     run.validate()
-    emit = on_event or (lambda event: None)
-    should_stop = should_stop or (lambda: False)
-    step = 0
-    current = [None]
-
-    def phase(name):
-        """A "phase" event when train() moves on to `name` (one of PHASES), at the current step."""
-        if name != current[0]:
-            current[0] = name
-            emit({"event": "phase", "model": run.name, "phase": name, "step": step, "iters": run.iters})
-
-    threads, device, corpus, batch_threads, model, optimizer = prepare(run, corpus, phase)
-    block = run.model.block_size
-    config = model.config
-    batch_gen = torch.Generator().manual_seed(run.seed)
-    evalset = {split: (x.to(device), y.to(device))
-               for split, (x, y) in eval_batches(corpus, run.eval_iters, run.batch_size, block, run.seed).items()}
-    train_data = corpus.train_data
-
-    result = RunResult(config=run)
-    history = result.history
-
-    def record(step, clock, metric, value):
-        history.append({"model": run.name, "step": step, "wall_time_s": clock, "metric": metric, "value": value})
-
-    step_ms, val_losses = [], []
-    eval_seconds, clock = 0.0, 0.0  # clock: training time only, evaluation excluded
-    emit({"event": "start", "model": run.name, "iters": run.iters, "params": model.num_params(),
-          "device": device, "threads": threads})
-    status, message = COMPLETED, ""
-    train_losses = []
+    training = _Training(run, on_event, should_stop)
+    threads, device, corpus, batch_threads, model, optimizer = prepare(run, corpus, training.phase)
+    evalset = {split: (x.to(device), y.to(device)) for split, (x, y)
+               in eval_batches(corpus, run.eval_iters, run.batch_size, run.model.block_size, run.seed).items()}
+    training.emit({"event": "start", "model": run.name, "iters": run.iters, "params": model.num_params(),
+                   "device": device, "threads": threads})
     try:
+        training.loop(model, optimizer, corpus.train_data, evalset, device, batch_threads)
+    except Exception as err:  # keep every point measured so far; the message says what went wrong
+        training.end(FAILED, f"training stopped by an error after {training.step} steps: {_error_text(err)}")
+    results = training.results(model, optimizer, corpus, device, threads, batch_threads)
+    results["total_time_s"] = time.perf_counter() - started
+    for m in metrics.METRICS:  # whatever was not measured
+        results.setdefault(m.name, math.nan)
+    results["status"], results["message"] = training.status, training.message
+    training.emit({"event": "done", "model": run.name, "status": training.status, "message": training.message,
+                   "results": results})
+    return RunResult(config=run, status=training.status, message=training.message, results=results,
+                     history=training.history)
+
+
+class _Training:
+    """One run as train() goes through its phases: what it has measured so far and how it ended.
+
+    The phases, in order: set-up (prepare), the loop (`loop`: an evaluation every eval_interval
+    steps, `evaluate_now`, and training steps between them), and the results (`results`: the
+    figures of results.csv, inference and generation speed, the checkpoint)."""
+
+    def __init__(self, run, on_event=None, should_stop=None):
+        self.run = run
+        self.emit = on_event or (lambda event: None)
+        self.should_stop = should_stop or (lambda: False)
+        self.step = 0
+        self.clock = 0.0  # training time only, evaluation excluded
+        self.eval_seconds = 0.0
+        self.step_ms, self.train_losses, self.val_losses = [], [], []
+        self.history = []  # tidy rows: model, step, wall_time_s, metric, value
+        self.status, self.message = COMPLETED, ""
+        self.current_phase = None
+
+    def phase(self, name):
+        """A "phase" event when train() moves on to `name` (one of PHASES), at the current step."""
+        if name != self.current_phase:
+            self.current_phase = name
+            self.emit({"event": "phase", "model": self.run.name, "phase": name, "step": self.step,
+                       "iters": self.run.iters})
+
+    def record(self, metric, value):
+        self.history.append({"model": self.run.name, "step": self.step, "wall_time_s": self.clock, "metric": metric,
+                             "value": value})
+
+    def end(self, status, message):
+        """The run ends `status`, saying `message`; True, for a caller that stops here."""
+        self.status, self.message = status, message
+        return True
+
+    def loop(self, model, optimizer, train_data, evalset, device, batch_threads):
+        """Evaluate and train until the last step, a stop or divergence (the status says which)."""
+        run, block = self.run, self.run.model.block_size
+        batch_gen = torch.Generator().manual_seed(run.seed)
         while True:
             # A stop is evaluated at its own step, so the final validation loss is the stopped model's.
-            stopping = step < run.iters and should_stop()
-            if step % run.eval_interval == 0 or step == run.iters or stopping:
-                phase("evaluating")
-                current[0] = None  # every evaluation is its own phase: "evaluating (step N)"
-                t0 = time.perf_counter()
-                gate_probs = []
-                losses = evaluate(model, evalset, gate_probs, batch_threads)
-                eval_seconds += time.perf_counter() - t0
-                for layer, probs in enumerate(gate_probs):  # MoE only: watch for routing collapse
-                    entropy, load = gate_statistics(probs, config.top_k)
-                    record(step, clock, entropy_metric(layer), entropy)
-                    for expert, share in enumerate(load):
-                        record(step, clock, load_metric(layer, expert), share)
-                val_losses.append(losses["val"])
-                record(step, clock, "val_loss", losses["val"])
-                record(step, clock, "eval_train_loss", losses["train"])
-                record(step, clock, "rss_mb", metrics.rss_mb())
-                if step > 0:
-                    recent = statistics.median(step_ms[-run.eval_interval:])
-                    record(step, clock, "tokens_per_s", run.batch_size * block / recent * 1000)
-                emit({"event": "eval", "model": run.name, "step": step, "iters": run.iters, "wall_time_s": clock,
-                      "val_loss": losses["val"], "train_loss": losses["train"]})
-                if not math.isfinite(losses["val"]):
-                    status, message = DIVERGED, f"validation loss became {losses['val']} at step {step}"
-                    break
-                if diverged(val_losses[0], losses["val"]):
-                    status, message = DIVERGED, _divergence_message("validation loss", losses["val"], f"at step {step}", val_losses[0])
-                    break
-                stopping = stopping or (step < run.iters and should_stop())  # asked during it: evaluated already
-            if step == run.iters:
-                break
+            stopping = self.step < run.iters and self.should_stop()
+            if self.step % run.eval_interval == 0 or self.step == run.iters or stopping:
+                if self.evaluate_now(model, evalset, batch_threads):
+                    return
+                stopping = stopping or (self.step < run.iters and self.should_stop())  # asked during it: evaluated already
+            if self.step == run.iters:
+                return
             if stopping:
-                status, message = STOPPED, f"stopped by request after {step} of {run.iters} steps"
-                break
+                self.end(STOPPED, f"stopped by request after {self.step} of {run.iters} steps")
+                return
 
-            phase("training")
+            self.phase("training")
             t0 = time.perf_counter()
             x, y = get_batch(train_data, run.batch_size, block, batch_gen, device)
             loss_value = train_step(model, optimizer, x, y, batch_threads)
             ms = (time.perf_counter() - t0) * 1000
-            step += 1
-            step_ms.append(ms)
-            clock += ms / 1000
-            train_losses.append(loss_value)
-            record(step, clock, "train_loss", loss_value)
-            record(step, clock, "ms_per_step", ms)
-            emit({"event": "step", "model": run.name, "step": step, "iters": run.iters, "wall_time_s": clock,
-                  "loss": loss_value, "ms": ms})
+            self.step += 1
+            self.step_ms.append(ms)
+            self.clock += ms / 1000
+            self.train_losses.append(loss_value)
+            self.record("train_loss", loss_value)
+            self.record("ms_per_step", ms)
+            self.emit({"event": "step", "model": run.name, "step": self.step, "iters": run.iters,
+                       "wall_time_s": self.clock, "loss": loss_value, "ms": ms})
             if not math.isfinite(loss_value):
-                status, message = DIVERGED, f"training loss became {loss_value} at step {step}; the run was stopped"
-                break
-            smoothed = smoothed_train_loss(train_losses)
-            if smoothed is not None and diverged(val_losses[0], smoothed):
-                status, message = DIVERGED, _divergence_message(
-                    "mean training loss", smoothed, f"over steps {step - DIVERGENCE_WINDOW + 1}-{step}", val_losses[0])
-                break
-    except Exception as err:  # keep every point measured so far; the message says what went wrong
-        status, message = FAILED, f"training stopped by an error after {step} steps: {_error_text(err)}"
+                self.end(DIVERGED, f"training loss became {loss_value} at step {self.step}; the run was stopped")
+                return
+            smoothed = smoothed_train_loss(self.train_losses)
+            if smoothed is not None and diverged(self.val_losses[0], smoothed):
+                self.end(DIVERGED, divergence_message("mean training loss", smoothed,
+                                                      f"over steps {self.step - DIVERGENCE_WINDOW + 1}-{self.step}",
+                                                      self.val_losses[0]))
+                return
 
-    results = {"model": run.name, "architecture": config.ffn, "optimizer": run.optimizer.name, "seed": run.seed}
-    try:
-        batch_threads.close()
-        results.update({
-            "params": model.num_params(), "active_params": model.active_params(),
-            "flops_per_token": model.forward_flops(1),
-            "best_val_loss": min(val_losses) if val_losses else math.nan,
-            # A diverged model has no final loss worth reporting: the model at the end is blown up
-            # (or was last evaluated before it blew up), so report NaN; best_val_loss stays as
-            # measured and the status says the run diverged. A run that failed in its loop was last
-            # evaluated before its last step.
-            "final_val_loss": val_losses[-1] if val_losses and status not in (DIVERGED, FAILED) else math.nan,
-            "steps": step, "device": device, "threads": threads, "node": platform.node(),
-        })
-        results.update(metrics.derived(results["final_val_loss"], results["params"]))
-        median_ms = statistics.median(step_ms) if step_ms else math.nan
-        results["train_ms_per_step"] = median_ms
-        results["tokens_per_s"] = run.batch_size * block / median_ms * 1000 if step_ms else math.nan
-        results["eval_time_s"] = eval_seconds
-        results.update(metrics.memory_breakdown(model, optimizer))
-        results["state_mb"] = results["param_mb"] + results["grad_mb"] + results["optimizer_mb"]
+    def evaluate_now(self, model, evalset, batch_threads):
+        """Evaluate at the current step and record it (the routing too, for an MoE); True when the run diverged."""
+        run = self.run
+        self.phase("evaluating")
+        self.current_phase = None  # every evaluation is its own phase: "evaluating (step N)"
+        t0 = time.perf_counter()
+        gate_probs = []
+        losses = evaluate(model, evalset, gate_probs, batch_threads)
+        self.eval_seconds += time.perf_counter() - t0
+        for layer, probs in enumerate(gate_probs):  # MoE only: watch for routing collapse
+            entropy, load = gate_statistics(probs, model.config.top_k)
+            self.record(entropy_metric(layer), entropy)
+            for expert, share in enumerate(load):
+                self.record(load_metric(layer, expert), share)
+        self.val_losses.append(losses["val"])
+        self.record("val_loss", losses["val"])
+        self.record("eval_train_loss", losses["train"])
+        self.record("rss_mb", metrics.rss_mb())
+        if self.step > 0:
+            recent = statistics.median(self.step_ms[-run.eval_interval:])
+            self.record("tokens_per_s", run.batch_size * run.model.block_size / recent * 1000)
+        self.emit({"event": "eval", "model": run.name, "step": self.step, "iters": run.iters,
+                   "wall_time_s": self.clock, "val_loss": losses["val"], "train_loss": losses["train"]})
+        if not math.isfinite(losses["val"]):
+            return self.end(DIVERGED, f"validation loss became {losses['val']} at step {self.step}")
+        if diverged(self.val_losses[0], losses["val"]):
+            return self.end(DIVERGED, divergence_message("validation loss", losses["val"], f"at step {self.step}",
+                                                         self.val_losses[0]))
+        return False
 
-        if status not in (DIVERGED, FAILED):
-            phase("measuring")
-            results.update(measure_inference(model, corpus, run, device))
-        else:
-            results.update(inference_ms=math.nan, gen_chars_per_s=math.nan)
-        if run.checkpoint and status != FAILED:
-            phase("saving")
-            save_checkpoint(run.checkpoint, model, corpus, run)
-        results["peak_rss_mb"] = metrics.peak_rss_mb()
-        results["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / metrics.MB if device.startswith("cuda") else math.nan
-    except Exception as err:  # the history is measured already: return it with what went wrong
-        failure = f"measuring or saving the model after {step} steps failed: {_error_text(err)}"
-        status = DIVERGED if status == DIVERGED else FAILED  # a diverged run stays diverged
-        message = f"{message}; {failure}" if message else failure
-    results.setdefault("steps", step)
-    results.setdefault("device", device)
-    results.setdefault("threads", threads)
-    results.setdefault("node", platform.node())
-    results.setdefault("shared_with", "")  # as far as train() knows; worker.run_many names the runs beside it
-    results["total_time_s"] = time.perf_counter() - started
-    for m in metrics.METRICS:  # whatever was not measured
-        results.setdefault(m.name, math.nan)
-    results["status"], results["message"] = status, message
-    result.status, result.message, result.results = status, message, results
-    emit({"event": "done", "model": run.name, "status": status, "message": message, "results": results})
-    return result
+    def results(self, model, optimizer, corpus, device, threads, batch_threads):
+        """The results.csv row of the run so far (total time, status and unmeasured figures aside):
+        its figures, then inference and generation speed and the checkpoint unless it diverged or
+        failed. An error here is kept in the status and message, with what was measured."""
+        run, status = self.run, self.status
+        results = {"model": run.name, "architecture": model.config.ffn, "optimizer": run.optimizer.name,
+                   "seed": run.seed}
+        try:
+            batch_threads.close()
+            results.update({
+                "params": model.num_params(), "active_params": model.active_params(),
+                "flops_per_token": model.forward_flops(1),
+                "best_val_loss": min(self.val_losses) if self.val_losses else math.nan,
+                # A diverged model has no final loss worth reporting: the model at the end is blown up
+                # (or was last evaluated before it blew up), so report NaN; best_val_loss stays as
+                # measured and the status says the run diverged. A run that failed in its loop was last
+                # evaluated before its last step.
+                "final_val_loss": self.val_losses[-1] if self.val_losses and status not in (DIVERGED, FAILED) else math.nan,
+                "steps": self.step, "device": device, "threads": threads, "node": platform.node(),
+            })
+            results.update(metrics.derived(results["final_val_loss"], results["params"]))
+            median_ms = statistics.median(self.step_ms) if self.step_ms else math.nan
+            results["train_ms_per_step"] = median_ms
+            results["tokens_per_s"] = run.batch_size * run.model.block_size / median_ms * 1000 if self.step_ms else math.nan
+            results["eval_time_s"] = self.eval_seconds
+            results.update(metrics.memory_breakdown(model, optimizer))
+            results["state_mb"] = results["param_mb"] + results["grad_mb"] + results["optimizer_mb"]
+
+            if status not in (DIVERGED, FAILED):
+                self.phase("measuring")
+                results.update(measure_inference(model, corpus, run, device))
+            else:
+                results.update(inference_ms=math.nan, gen_chars_per_s=math.nan)
+            if run.checkpoint and status != FAILED:
+                self.phase("saving")
+                save_checkpoint(run.checkpoint, model, corpus, run)
+            results["peak_rss_mb"] = metrics.peak_rss_mb()
+            results["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / metrics.MB if device.startswith("cuda") else math.nan
+        except Exception as err:  # the history is measured already: return it with what went wrong
+            failure = f"measuring or saving the model after {self.step} steps failed: {_error_text(err)}"
+            self.end(DIVERGED if status == DIVERGED else FAILED,  # a diverged run stays diverged
+                     f"{self.message}; {failure}" if self.message else failure)
+        results.setdefault("steps", self.step)
+        results.setdefault("device", device)
+        results.setdefault("threads", threads)
+        results.setdefault("node", platform.node())
+        results.setdefault("shared_with", "")  # as far as train() knows; worker.run_many names the runs beside it
+        return results
 
 
 def measure_inference(model, corpus, run, device):
@@ -389,17 +375,3 @@ def measure_inference(model, corpus, run, device):
     gen_chars_per_s = run.gen_chars / (time.perf_counter() - t0)
     model.train()
     return {"inference_ms": inference_ms, "gen_chars_per_s": gen_chars_per_s}
-
-
-def save_checkpoint(path, model, corpus, run):
-    torch.save({"model_config": dataclasses.asdict(model.config), "state_dict": model.state_dict(),
-                "chars": corpus.chars, "run_config": run.to_dict()}, path)
-
-
-def load_checkpoint(path, device="cpu"):
-    """(model, chars) from a checkpoint saved by train(); loaded with weights_only=True."""
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    model = LanguageModel(ModelConfig(**ckpt["model_config"])).to(device)
-    model.load_state_dict(ckpt["state_dict"])
-    model.eval()
-    return model, ckpt["chars"]

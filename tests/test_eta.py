@@ -1,0 +1,80 @@
+"""The one time-left estimator (eta.py): its counts against a real run, its rates against what a run
+measured, parallel slots, and the terminal's extrapolation."""
+
+from dataclasses import replace
+
+import pytest
+
+from nanokimi.running.eta import (Rates, clock, evaluations, extrapolate, finished_rates, in_slots, live_rates,
+                                  measured_rates, step_cost_key, time_left)
+from nanokimi.training.train import train
+from conftest import tiny_run
+
+
+def test_evaluations_count_the_evaluations_train_makes(small_text_file):
+    run = tiny_run(small_text_file, iters=7, eval_interval=3)
+    evals = []
+    result = train(run, on_event=lambda e: evals.append(e["step"]) if e["event"] == "eval" else None)
+    assert evals == [0, 3, 6, 7], "step 0, every eval_interval steps and the last"
+    assert evaluations(run) == len(evals)
+    for after in range(-1, run.iters + 1):
+        assert evaluations(run, after) == sum(1 for step in evals if step > after), after
+    # a finished run timed at its own rates takes its own wall time: start-up is what the rest leaves
+    rates = finished_rates(run, result.results)
+    assert rates.startup_s > 0
+    assert rates.seconds(run) == pytest.approx(result.results["total_time_s"])
+    assert rates.seconds(run, done=run.iters) == 0.0
+
+
+def test_an_evaluation_costs_its_batches_so_more_batches_cost_more():
+    run = tiny_run("builtin", iters=100, eval_interval=10, eval_iters=5)
+    rates = live_rates(run, {"steps": 50, "train_s": 1.0, "evals": 6, "eval_s": 0.6, "startup_s": 2.0})
+    assert rates == Rates(step_s=0.02, eval_batch_s=pytest.approx(0.01), startup_s=2.0)
+    assert rates.seconds(run, done=50) == pytest.approx(50 * 0.02 + 5 * 0.1)
+    assert rates.seconds(replace(run, eval_iters=10), done=50) == pytest.approx(50 * 0.02 + 5 * 0.2)
+    assert rates.seconds(run) == pytest.approx(2.0 + 100 * 0.02 + 11 * 0.1), "not started: its start-up too"
+    assert live_rates(run, {"steps": 0, "train_s": 0.0, "evals": 1, "eval_s": 0.1}) is None, "no step timed yet"
+
+
+def test_models_in_slots_add_up_one_at_a_time_and_share_the_slots_otherwise():
+    assert in_slots([3.0], [5.0, 2.0], slots=1) == 10.0
+    assert in_slots([3.0, 8.0], [], slots=2) == 8.0
+    assert in_slots([3.0, 8.0], [4.0], slots=2) == 8.0, "the waiting model takes the slot freed at 3 s"
+    assert in_slots([3.0, 8.0], [6.0], slots=2) == 9.0
+    assert in_slots([], [4.0, 4.0, 4.0], slots=2) == 8.0
+
+
+def test_time_left_names_the_models_it_cannot_time_yet():
+    gpt = tiny_run("builtin", name="NanoGPT", iters=100, eval_interval=50)
+    kimi = replace(gpt, name="NanoKimi")  # another model, nothing of its measured yet
+    progress = {"index": 0, "models": {"NanoGPT": {"steps": 40, "train_s": 0.4, "evals": 1, "eval_s": 0.1}}}
+    seconds, unknown = time_left([gpt, kimi], progress)
+    assert unknown == ["NanoKimi"] and seconds == pytest.approx(60 * 0.01 + 2 * 0.1)
+
+
+def test_the_terminal_extrapolates_from_what_is_done():
+    assert extrapolate(10.0, 0, 100) is None
+    assert extrapolate(10.0, 100, 899) == pytest.approx(89.9)
+    assert clock(89.9) == "1:30" and clock(3725) == "1:02:05"
+
+
+def test_the_estimate_before_train_reads_the_newest_finished_model_of_each_step_cost(small_text_file):
+    from nanokimi.running.request import comparison
+
+    request = comparison(data=str(small_text_file), iters=100, eval_interval=50, eval_iters=5)
+    gpt, kimi = request.runs
+    stored = request.to_stored()
+
+    def row(model, ms, status="completed"):
+        return {"model": model, "status": status, "train_ms_per_step": ms, "steps": 100, "eval_time_s": 1.5,
+                "total_time_s": 4.0 + ms / 10}
+
+    newest = {"id": 2, "config": stored, "results": [row("NanoGPT", 10.0), row("NanoKimi", 30.0, "stopped")]}
+    older = {"id": 1, "config": stored, "results": [row("NanoGPT", 20.0), row("NanoKimi", 40.0)]}
+    rates = measured_rates([newest, older])
+    assert step_cost_key(gpt) != step_cost_key(kimi)
+    assert rates[step_cost_key(gpt)][0] == 2, "the newest"
+    assert rates[step_cost_key(kimi)][0] == 1, "a stopped model is not a measurement of the whole run"
+    run_id, gpt_rates = rates[step_cost_key(gpt)]
+    assert gpt_rates.seconds(gpt) == pytest.approx(5.0), "its own wall time: 4 s + 100 steps x 10 ms"
+    assert gpt_rates.seconds(replace(gpt, iters=200)) == pytest.approx(5.0 + 100 * 0.01 + 2 * 1.5 / 3)
