@@ -24,7 +24,7 @@ import threading
 import time
 
 from ..paths import checkpoint_path
-from ..status import FAILED, QUEUED, RUNNING
+from ..status import ACTIVE, FAILED, QUEUED, RUNNING
 from ..training.data import orphan_uploads, remove_uploads
 from .run_data import history_frame, request_kind
 from .runner import RunnerLock, runner_alive, runner_died
