@@ -21,7 +21,7 @@ hidden width matches.
 An `Arm` is an architecture trained with an optimizer: the cell of a grid. It travels as fields
 (a run's `RunConfig.architecture` and `optimizer.name`); its `key`, "nanokimi+truemuon", is how it
 is stored and how `--arms` takes it, and its `name`, "NanoKimi · TrueMuon", how a person reads it.
-Optimizer labels are optim.py's (OPTIMIZER_LABELS); an arm's optimizer is drawn as its dash.
+Optimizer labels are training/config.py's (OPTIMIZER_LABELS); an arm's optimizer is drawn as its dash.
 
 Colours are from the Okabe–Ito colour-blind-safe palette: Okabe, M. and Ito, K. (2008), "Color
 Universal Design (CUD): how to make figures and presentations that are friendly to colorblind people".
@@ -31,8 +31,7 @@ from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from ..settings import SettingError, fields
-from ..training.model import ModelConfig, ffn_params
-from ..training.optim import OPTIMIZER_LABELS, OPTIMIZERS
+from ..training.config import OPTIMIZER_LABELS, OPTIMIZERS, ModelConfig
 
 OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73",
              "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish purple": "#CC79A7"}
@@ -67,6 +66,8 @@ class Architecture:
 def matched_width(model, target):
     """The hidden width that gives `model`'s feed-forward as many parameters as `target`'s (the
     nearest whole width; the rest of the two models is the same, so their totals match too)."""
+    from ..training.model import ffn_params  # counts a built module's parameters: torch, loaded when a control is built
+
     one, two = (ffn_params(replace(model, ffn_hidden=h)) for h in (1, 2))
     return max(1, round((ffn_params(target) - one) / (two - one) + 1))
 

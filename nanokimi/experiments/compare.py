@@ -16,10 +16,9 @@ app's runner (runner.py).
 from dataclasses import replace
 
 from . import arms
+from ..training.config import ModelConfig, RunConfig
 from ..training.data import load_corpus
-from ..training.model import ModelConfig
 from ..settings import Problems, apply
-from ..training.train import RunConfig
 
 COMPARISON = ("nanogpt", "nanokimi")  # the comparison's two models, in its order (arms.ARCHITECTURES keys)
 

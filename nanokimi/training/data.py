@@ -12,6 +12,10 @@ Shakespeare, downloaded once, checked against its SHA-256 and cached.
 A text is refused before it is read when it is not a regular file (a directory, a device such as
 /dev/zero, a FIFO: reading one would not end, or would block) or is larger than MAX_TEXT_BYTES, the
 same for a `--data` path, an upload and a stored run's path loaded by a worker.
+
+torch is imported where tensors are made (a Corpus's ids, batches), not at the top: choosing,
+checking and saving a text costs no torch import, so the app draws its Dataset menu before torch
+has loaded (benchmarks/first_paint.py). Once loaded, the import in `get_batch` is a dictionary lookup.
 """
 
 import hashlib
@@ -22,8 +26,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 BUILTIN = "builtin"
 TINY_SHAKESPEARE = "tinyshakespeare"
@@ -145,6 +147,8 @@ class Corpus:
     def __post_init__(self):
         if not self.text:
             raise DataError(f"{self.name} is empty")
+        import torch
+
         # The vocabulary and the ids from the code points, with tensor ops: 1.1 MB of Tiny Shakespeare
         # in ~0.05 s, where sorted(set(text)) and a dict lookup per character took 0.15 s of every
         # run's start-up here. Sorting characters is sorting their code points.
@@ -259,6 +263,8 @@ def orphan_uploads(in_use, home=None, grace_s=UPLOAD_GRACE_S, now=None):
 
 def get_batch(data, batch_size, block_size, generator, device="cpu"):
     """`batch_size` random windows of `data`: inputs and next-character targets, each (B, T)."""
+    import torch
+
     starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
     windows = data[starts.unsqueeze(1) + torch.arange(block_size + 1)]  # (B, T+1), one gather
     x, y = windows[:, :-1], windows[:, 1:]
@@ -273,6 +279,8 @@ def eval_batches(corpus, batches, batch_size, block_size, seed):
     Drawn from its own generator, so every model trained with the same seed, batch and block size
     on the same corpus is evaluated on exactly the same characters.
     """
+    import torch
+
     generator = torch.Generator().manual_seed(seed + 1_000_003)
     return {split: get_batch(corpus.split(split), batches * batch_size, block_size, generator)
             for split in ("train", "val")}

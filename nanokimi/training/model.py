@@ -36,88 +36,13 @@ module, so passes on several threads at once don't share state.
 """
 
 import math
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..settings import Problems, setting
-
-
-FFNS = ("dense", "swiglu", "moe")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    vocab_size: int = 65  # number of distinct characters in the corpus (set from the text)
-    block_size: int = setting(32, "context length in characters (seed: 32)")
-    n_embd: int = setting(64, "embedding size, the model width C (seed: 64)")
-    n_head: int = setting(4, "attention heads; head_size = n_embd // n_head (seed: 4)")
-    n_layer: int = setting(4, "transformer blocks (seed: 4)")
-    ffn: str = "dense"    # "dense" (ReLU MLP, NanoGPT), "swiglu" (one SwiGLU) or "moe" (NanoKimi): which model
-    ffn_hidden: int = setting(0, "hidden width of the feed-forward (per expert in the MoE); 0: the original's, "
-                                 "4·n_embd for the ReLU MLP, n_embd per expert, experts·n_embd for a dense SwiGLU")
-    experts: int = setting(4, "experts per MoE layer (seed: 4)", moe=True)
-    top_k: int = setting(0, "route each token to its k most probable experts (default 0: all, dense routing)",
-                         moe=True)
-    dropout: float = setting(0.0, "dropout probability (seed: 0)")
-    attn_scale: str = setting("seed", "seed: scores * n_embd**-0.5 (the original's quirk); standard: head_size**-0.5",
-                              choices=("seed", "standard"))
-    aux_loss: float = setting(0.0, "Switch-style load-balancing loss coefficient for top-k routing "
-                                   "(e.g. 0.01; default 0: off, as the original)", moe=True)
-
-    def validate(self):
-        """Raise SettingError naming every setting that makes this configuration impossible to build."""
-        problems = Problems()
-        problems.at_least(self, 1, "vocab_size", "block_size", "n_embd", "n_head", "n_layer", "experts")
-        problems.at_least(self, 0, "ffn_hidden")
-        if self.n_head >= 1 and self.n_embd % self.n_head:
-            problems.add("n_head", f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if self.ffn not in FFNS:
-            problems.add("ffn", f"ffn must be one of {', '.join(FFNS)}, got {self.ffn!r}")
-        if not 0 <= self.top_k <= self.experts:
-            problems.add("top_k", f"top_k must be between 1 and experts ({self.experts}), or 0 for dense routing; "
-                                  f"got {self.top_k}")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.add("dropout", f"dropout must be in [0, 1), got {self.dropout}")
-        if self.aux_loss < 0:
-            problems.add("aux_loss", f"aux_loss must be 0 (off) or positive, got {self.aux_loss}")
-        elif self.aux_loss and not (self.ffn == "moe" and 0 < self.top_k < self.experts):
-            problems.add("aux_loss", "aux_loss balances top-k routing: it needs the MoE model with top_k below experts")
-        problems.check_choices(self)
-        problems.raise_any()
-        return self
-
-    @property
-    def head_size(self):
-        return self.n_embd // self.n_head
-
-    @property
-    def hidden(self):
-        """The feed-forward's hidden width (per expert in the MoE)."""
-        if self.ffn_hidden:
-            return self.ffn_hidden
-        return {"dense": 4 * self.n_embd, "swiglu": self.experts * self.n_embd}.get(self.ffn, self.n_embd)
-
-    def forward_flops(self, tokens):
-        """Matmul FLOPs of one forward pass over `tokens` tokens (2 per multiply-add), for throughput figures."""
-        C, T, H = self.n_embd, self.block_size, self.hidden
-        attn = 2 * (3 * C * C + C * C) + 2 * 2 * T * C  # projections + scores and weighted values (causal: ~half of T^2, counted full)
-        if self.ffn == "dense":
-            ffn = 2 * 2 * H * C
-        elif self.ffn == "swiglu":
-            ffn = 2 * 3 * H * C
-        else:
-            ffn = 2 * C * self.experts + self.routed_experts * 2 * 3 * H * C
-        head = 2 * C * self.vocab_size
-        return tokens * (self.n_layer * (attn + ffn) + head)
-
-    @property
-    def routed_experts(self):
-        """Experts computed per token: all of them under dense routing."""
-        return self.top_k or self.experts
+from .config import FFNS, ModelConfig  # noqa: F401 (read from here too)
 
 
 def _uniform_(tensor, fan_in):

@@ -8,51 +8,12 @@ that apply it fast are optimizers.py's, and no_dynamo.py keeps torch.optim from 
 torch._dynamo.
 """
 
-from dataclasses import dataclass
-
-from ..settings import Problems, setting
+from .config import OPTIMIZER_LABELS, OPTIMIZERS, OptimizerConfig  # noqa: F401 (read from here too)
 from .no_dynamo import optim_without_dynamo
 from .optimizers import FlatAdamW, MatrixwiseMuon, OptimizerSet, TrueMuon
 
 # The rule's names, read from here by pages and tests.
 from .muon import NS_COEFFICIENTS, matrices, newton_schulz, truemuon_lookahead, truemuon_update  # noqa: F401
-
-OPTIMIZERS = ("adamw", "truemuon", "muon")
-OPTIMIZER_LABELS = {"adamw": "AdamW", "truemuon": "TrueMuon", "muon": "Muon (PyTorch)"}
-
-
-@dataclass(frozen=True)
-class OptimizerConfig:
-    name: str = "adamw"  # adamw (every parameter), truemuon or muon (hidden matrices; AdamW the rest)
-    lr: float = setting(1e-3, "AdamW learning rate (seed: 1e-3)")
-    matrix_lr: float = setting(1e-2, "TrueMuon / Muon learning rate of the hidden matrices (seed: 1e-2)")
-    beta: float = setting(0.9, "TrueMuon momentum (seed: 0.9)")
-    weight_decay: float = setting(0.01, "TrueMuon / Muon weight decay (seed: 0.01; AdamW keeps torch's 0.01)")
-    ns_steps: int = setting(5, "Newton–Schulz steps (seed: 5; the original authors suggested 3)")
-    muon_adjust_lr: str | None = setting(None, "torch.optim.Muon's adjust_lr_fn (default: torch's, 'original')",
-                                         choices=("original", "match_rms_adamw"))
-
-    def validate(self):
-        """Raise SettingError naming every setting that cannot train."""
-        problems = Problems()
-        if self.name not in OPTIMIZERS:
-            problems.add("optimizer", f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.name!r}")
-        for name in ("lr", "matrix_lr"):
-            if not getattr(self, name) > 0:
-                problems.add(name, f"{name} must be positive, got {getattr(self, name)}")
-        if not 0 <= self.beta < 1:
-            problems.add("beta", f"beta must be in [0, 1), got {self.beta}")
-        if self.weight_decay < 0:
-            problems.add("weight_decay", f"weight_decay must be 0 or more, got {self.weight_decay}")
-        problems.at_least(self, 1, "ns_steps")
-        problems.finite(self)
-        problems.check_choices(self)
-        problems.raise_any()
-        return self
-
-    @property
-    def label(self):
-        return OPTIMIZER_LABELS.get(self.name, self.name)
 
 
 def split_parameters(model):

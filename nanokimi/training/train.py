@@ -18,7 +18,6 @@ Timing is honest: a step's time covers batch sampling, forward, backward and the
 and nothing else; evaluation, inference and generation are timed separately.
 """
 
-import dataclasses
 import math
 import platform
 import statistics
@@ -31,11 +30,11 @@ from .. import metrics
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: F401 (load_checkpoint: read from here too)
 from .data import Corpus, eval_batches, get_batch, load_corpus
 from .divergence import DIVERGENCE_WINDOW, divergence_limit, diverged, divergence_message, smoothed_train_loss  # noqa: F401
-from .model import LanguageModel, ModelConfig, generate
-from .optim import OptimizerConfig, build_optimizer
+from .config import ModelConfig, OptimizerConfig, RunConfig  # noqa: F401 (read from here too)
+from .model import LanguageModel, generate
+from .optim import build_optimizer
 from .parallel import BatchThreads, plan
 from .routing import entropy_metric, gate_statistics, load_metric
-from ..settings import Problems, setting
 from ..status import COMPLETED, DIVERGED, FAILED, RUNNING, STOPPED
 
 # Evaluation runs many batches per forward pass, this many tokens at a time. On the CPU, chunks
@@ -46,54 +45,6 @@ EVAL_CHUNK_TOKENS_CPU = 2_048
 
 # What train() is doing, in order, as its "phase" events name it ("evaluating" and "training" repeat).
 PHASES = ("loading", "building", "evaluating", "training", "measuring", "saving")
-
-
-@dataclass
-class RunConfig:
-    name: str = "NanoGPT"              # the model's name in reports and the store; unique within a stored run
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    architecture: str = ""             # the named architecture the model was built as (arms.ARCHITECTURES)
-    iters: int = setting(10_000, "training steps per model (seed: 10000)")
-    eval_interval: int = setting(100, "evaluate every N steps (seed: 100)")
-    eval_iters: int = setting(200, "batches per split in every evaluation (seed: 200)")
-    batch_size: int = setting(16, "sequences per batch (seed: 16)")
-    seed: int = setting(1337, "torch seed for initialisation and batches (seed: 1337)")
-    data: str = "input.txt"            # a path, or "builtin" (see data.resolve_source for the other keys)
-    device: str = setting("auto", "auto (default: cuda, else mps, else cpu), cpu, cuda or mps")
-    threads: int = setting(0, "threads per training process (default 0: every core this process may use); "
-                              "on the CPU each batch is split over them, see README 'Batch threads'")
-    gen_chars: int = 200               # characters sampled to measure generation speed
-    checkpoint: str | None = None      # where to save the trained weights, if anywhere
-
-    def validate(self):
-        """Raise SettingError naming every setting (of the run, its model and its optimizer) that cannot train."""
-        problems = Problems()
-        problems.extend_from(self.model.validate)
-        problems.finite(self.model)  # aux_loss < 0 lets nan and inf through
-        problems.extend_from(self.optimizer.validate)
-        problems.at_least(self, 1, "iters", "eval_interval", "eval_iters", "batch_size")
-        problems.at_least(self, 0, "threads")
-        problems.finite(self)
-        problems.check_choices(self)
-        problems.raise_any()
-        return self
-
-    @property
-    def arm(self):
-        """A grid's arm: its architecture and optimizer ("nanokimi+truemuon"); "" when built directly."""
-        return f"{self.architecture}+{self.optimizer.name}" if self.architecture else ""
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        """A RunConfig from to_dict() (runs stored by earlier versions go through running/migrate.py first)."""
-        d = dict(d)
-        d["model"] = ModelConfig(**d["model"])
-        d["optimizer"] = OptimizerConfig(**d["optimizer"])
-        return cls(**d)
 
 
 @dataclass

@@ -1,0 +1,174 @@
+"""What a run is, as data: the settings of a model (`ModelConfig`), of its optimizer
+(`OptimizerConfig`) and of its training (`RunConfig`), each validated, with no torch.
+
+They live apart from the code that builds and trains a model so that reading, checking and storing a
+run's settings costs no torch import (1.7-2.3 s on a fresh process here): the app draws its controls
+from them before anything heavy loads (benchmarks/first_paint.py), and the command line parses and
+checks its flags. model.py, optim.py and train.py, which build and train what these describe, read
+them from here and hand them on under their old names.
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..settings import Problems, setting
+
+
+FFNS = ("dense", "swiglu", "moe")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = 65  # number of distinct characters in the corpus (set from the text)
+    block_size: int = setting(32, "context length in characters (seed: 32)")
+    n_embd: int = setting(64, "embedding size, the model width C (seed: 64)")
+    n_head: int = setting(4, "attention heads; head_size = n_embd // n_head (seed: 4)")
+    n_layer: int = setting(4, "transformer blocks (seed: 4)")
+    ffn: str = "dense"    # "dense" (ReLU MLP, NanoGPT), "swiglu" (one SwiGLU) or "moe" (NanoKimi): which model
+    ffn_hidden: int = setting(0, "hidden width of the feed-forward (per expert in the MoE); 0: the original's, "
+                                 "4·n_embd for the ReLU MLP, n_embd per expert, experts·n_embd for a dense SwiGLU")
+    experts: int = setting(4, "experts per MoE layer (seed: 4)", moe=True)
+    top_k: int = setting(0, "route each token to its k most probable experts (default 0: all, dense routing)",
+                         moe=True)
+    dropout: float = setting(0.0, "dropout probability (seed: 0)")
+    attn_scale: str = setting("seed", "seed: scores * n_embd**-0.5 (the original's quirk); standard: head_size**-0.5",
+                              choices=("seed", "standard"))
+    aux_loss: float = setting(0.0, "Switch-style load-balancing loss coefficient for top-k routing "
+                                   "(e.g. 0.01; default 0: off, as the original)", moe=True)
+
+    def validate(self):
+        """Raise SettingError naming every setting that makes this configuration impossible to build."""
+        problems = Problems()
+        problems.at_least(self, 1, "vocab_size", "block_size", "n_embd", "n_head", "n_layer", "experts")
+        problems.at_least(self, 0, "ffn_hidden")
+        if self.n_head >= 1 and self.n_embd % self.n_head:
+            problems.add("n_head", f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.ffn not in FFNS:
+            problems.add("ffn", f"ffn must be one of {', '.join(FFNS)}, got {self.ffn!r}")
+        if not 0 <= self.top_k <= self.experts:
+            problems.add("top_k", f"top_k must be between 1 and experts ({self.experts}), or 0 for dense routing; "
+                                  f"got {self.top_k}")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.add("dropout", f"dropout must be in [0, 1), got {self.dropout}")
+        if self.aux_loss < 0:
+            problems.add("aux_loss", f"aux_loss must be 0 (off) or positive, got {self.aux_loss}")
+        elif self.aux_loss and not (self.ffn == "moe" and 0 < self.top_k < self.experts):
+            problems.add("aux_loss", "aux_loss balances top-k routing: it needs the MoE model with top_k below experts")
+        problems.check_choices(self)
+        problems.raise_any()
+        return self
+
+    @property
+    def head_size(self):
+        return self.n_embd // self.n_head
+
+    @property
+    def hidden(self):
+        """The feed-forward's hidden width (per expert in the MoE)."""
+        if self.ffn_hidden:
+            return self.ffn_hidden
+        return {"dense": 4 * self.n_embd, "swiglu": self.experts * self.n_embd}.get(self.ffn, self.n_embd)
+
+    def forward_flops(self, tokens):
+        """Matmul FLOPs of one forward pass over `tokens` tokens (2 per multiply-add), for throughput figures."""
+        C, T, H = self.n_embd, self.block_size, self.hidden
+        attn = 2 * (3 * C * C + C * C) + 2 * 2 * T * C  # projections + scores and weighted values (causal: ~half of T^2, counted full)
+        if self.ffn == "dense":
+            ffn = 2 * 2 * H * C
+        elif self.ffn == "swiglu":
+            ffn = 2 * 3 * H * C
+        else:
+            ffn = 2 * C * self.experts + self.routed_experts * 2 * 3 * H * C
+        head = 2 * C * self.vocab_size
+        return tokens * (self.n_layer * (attn + ffn) + head)
+
+    @property
+    def routed_experts(self):
+        """Experts computed per token: all of them under dense routing."""
+        return self.top_k or self.experts
+
+
+OPTIMIZERS = ("adamw", "truemuon", "muon")
+OPTIMIZER_LABELS = {"adamw": "AdamW", "truemuon": "TrueMuon", "muon": "Muon (PyTorch)"}
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = "adamw"  # adamw (every parameter), truemuon or muon (hidden matrices; AdamW the rest)
+    lr: float = setting(1e-3, "AdamW learning rate (seed: 1e-3)")
+    matrix_lr: float = setting(1e-2, "TrueMuon / Muon learning rate of the hidden matrices (seed: 1e-2)")
+    beta: float = setting(0.9, "TrueMuon momentum (seed: 0.9)")
+    weight_decay: float = setting(0.01, "TrueMuon / Muon weight decay (seed: 0.01; AdamW keeps torch's 0.01)")
+    ns_steps: int = setting(5, "Newton–Schulz steps (seed: 5; the original authors suggested 3)")
+    muon_adjust_lr: str | None = setting(None, "torch.optim.Muon's adjust_lr_fn (default: torch's, 'original')",
+                                         choices=("original", "match_rms_adamw"))
+
+    def validate(self):
+        """Raise SettingError naming every setting that cannot train."""
+        problems = Problems()
+        if self.name not in OPTIMIZERS:
+            problems.add("optimizer", f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.name!r}")
+        for name in ("lr", "matrix_lr"):
+            if not getattr(self, name) > 0:
+                problems.add(name, f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.beta < 1:
+            problems.add("beta", f"beta must be in [0, 1), got {self.beta}")
+        if self.weight_decay < 0:
+            problems.add("weight_decay", f"weight_decay must be 0 or more, got {self.weight_decay}")
+        problems.at_least(self, 1, "ns_steps")
+        problems.finite(self)
+        problems.check_choices(self)
+        problems.raise_any()
+        return self
+
+    @property
+    def label(self):
+        return OPTIMIZER_LABELS.get(self.name, self.name)
+
+
+@dataclass
+class RunConfig:
+    name: str = "NanoGPT"              # the model's name in reports and the store; unique within a stored run
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    architecture: str = ""             # the named architecture the model was built as (arms.ARCHITECTURES)
+    iters: int = setting(10_000, "training steps per model (seed: 10000)")
+    eval_interval: int = setting(100, "evaluate every N steps (seed: 100)")
+    eval_iters: int = setting(200, "batches per split in every evaluation (seed: 200)")
+    batch_size: int = setting(16, "sequences per batch (seed: 16)")
+    seed: int = setting(1337, "torch seed for initialisation and batches (seed: 1337)")
+    data: str = "input.txt"            # a path, or "builtin" (see data.resolve_source for the other keys)
+    device: str = setting("auto", "auto (default: cuda, else mps, else cpu), cpu, cuda or mps")
+    threads: int = setting(0, "threads per training process (default 0: every core this process may use); "
+                              "on the CPU each batch is split over them, see README 'Batch threads'")
+    gen_chars: int = 200               # characters sampled to measure generation speed
+    checkpoint: str | None = None      # where to save the trained weights, if anywhere
+
+    def validate(self):
+        """Raise SettingError naming every setting (of the run, its model and its optimizer) that cannot train."""
+        problems = Problems()
+        problems.extend_from(self.model.validate)
+        problems.finite(self.model)  # aux_loss < 0 lets nan and inf through
+        problems.extend_from(self.optimizer.validate)
+        problems.at_least(self, 1, "iters", "eval_interval", "eval_iters", "batch_size")
+        problems.at_least(self, 0, "threads")
+        problems.finite(self)
+        problems.check_choices(self)
+        problems.raise_any()
+        return self
+
+    @property
+    def arm(self):
+        """A grid's arm: its architecture and optimizer ("nanokimi+truemuon"); "" when built directly."""
+        return f"{self.architecture}+{self.optimizer.name}" if self.architecture else ""
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        """A RunConfig from to_dict() (runs stored by earlier versions go through running/migrate.py first)."""
+        d = dict(d)
+        d["model"] = ModelConfig(**d["model"])
+        d["optimizer"] = OptimizerConfig(**d["optimizer"])
+        return cls(**d)
