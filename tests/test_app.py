@@ -69,7 +69,7 @@ def test_controls_change_the_run_config(home):
         assert (run.model.block_size, run.batch_size, run.iters) == (16, 8, 300)
         assert (run.optimizer.ns_steps, run.seed, run.eval_interval) == (3, 7, 30)
     set_controls(at, preset="seed")
-    assert at.number_input(key="iters").value == 10_000, "the seed preset is the original configuration"
+    assert at.select_slider(key="iters").value == 10_000, "the seed preset is the original configuration"
     assert at.session_state["run_request"].runs[0].eval_iters == 200
 
 
@@ -195,7 +195,7 @@ def test_query_parameters_set_the_controls(home):
                            top_k="2", dataset=BUILTIN_LABEL)
     at.run()
     assert not at.exception, at.exception
-    assert at.number_input(key="iters").value == 250 and at.select_slider(key="n_embd").value == 32
+    assert at.select_slider(key="iters").value == 250 and at.select_slider(key="n_embd").value == 32
     gpt, kimi = at.session_state["run_request"].runs
     assert (kimi.iters, kimi.model.n_embd, kimi.model.n_head, kimi.model.top_k) == (250, 32, 2, 2)
     assert (gpt.optimizer.name, kimi.optimizer.name) == ("adamw", "adamw")
@@ -204,13 +204,29 @@ def test_query_parameters_set_the_controls(home):
     assert not errors(at)
 
 
+def test_iterations_is_a_log_slider_that_takes_any_whole_number_the_address_asks_for(home):
+    at = app()
+    iterations = at.select_slider(key="iters")
+    stops = iterations.options
+    assert stops[0] == "10" and stops[-1] == "100000" and {"300", "1000", "3000", "10000"} <= set(stops)
+    ratios = [int(b) / int(a) for a, b in zip(stops, stops[1:])]
+    assert max(ratios) <= 1.5 + 1e-9 and min(ratios) >= 1.1, "about the same factor at every stop"
+    for asked, taken in (("137", 137), ("100000", 100_000), ("9" * 400, 1000), ("1e400", 1000), ("5", 1000)):
+        at = AppTest.from_file(APP, default_timeout=60)
+        at.query_params["iters"] = asked
+        at.run()
+        assert not at.exception, at.exception
+        assert at.select_slider(key="iters").value == taken, asked[:20]
+        assert at.session_state["run_request"].runs[0].iters == taken
+
+
 def test_a_preset_sets_the_bound_controls_and_the_url(home):
     at = set_controls(app(), preset="seed")
-    assert at.number_input(key="iters").value == 10_000
+    assert at.select_slider(key="iters").value == 10_000
     assert at.session_state["run_request"].runs[0].eval_iters == 200
     assert at.query_params["iters"] == "10000", "what a preset sets goes into the URL (the browser adds the preset)"
     set_controls(at, preset="quick")
-    assert at.number_input(key="iters").value == 1000
+    assert at.select_slider(key="iters").value == 1000
     assert "iters" not in at.query_params, "the default (the quick preset) leaves the URL"
 
 

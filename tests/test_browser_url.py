@@ -43,6 +43,19 @@ def slider(page, label):
     return page.locator(f'input[type=range][aria-label="{label}"]').get_attribute("aria-valuetext")
 
 
+def slide_to(page, label, value):
+    """Move the slider `label` to the stop `value` with the keyboard, as a person can: its thumb
+    focused, arrow keys until it reads `value`."""
+    thumb = page.locator(f'input[type=range][aria-label="{label}"]')
+    thumb.focus()
+    for _ in range(60):
+        shown = thumb.get_attribute("aria-valuetext")
+        if shown == value:
+            return
+        page.keyboard.press("ArrowRight" if int(shown) < int(value) else "ArrowLeft")
+    raise AssertionError(f"{label} reads {shown}, not {value}")
+
+
 def choice(page, label):
     return page.get_by_role("combobox", name=label).input_value()
 
@@ -59,9 +72,7 @@ def wait_for_url(page, *params):
 
 def test_compare_settings_survive_a_reload_and_travel_in_the_link(server, browser):
     page = open_page(browser.new_context(), server)
-    iterations = page.get_by_role("spinbutton", name="Iterations")
-    iterations.fill("250")
-    iterations.press("Enter")
+    slide_to(page, "Iterations", "250")
     page.locator('input[type=range][aria-label="Layers"]').focus()
     page.keyboard.press("ArrowRight")  # 4 → 5
     choose(page, "NanoKimi optimizer", "AdamW")
@@ -71,20 +82,20 @@ def test_compare_settings_survive_a_reload_and_travel_in_the_link(server, browse
     page.reload()
     page.get_by_role("button", name="Train", exact=True).wait_for(timeout=60_000)
     page.get_by_text("Evaluates every 25 steps").wait_for(timeout=20_000)
-    assert (number(page, "Iterations"), slider(page, "Layers"), choice(page, "NanoKimi optimizer")) == \
+    assert (slider(page, "Iterations"), slider(page, "Layers"), choice(page, "NanoKimi optimizer")) == \
         ("250", "5", "AdamW"), "a reload keeps the settings"
 
     link = page.url
     other = open_page(browser.new_context(), link)  # another session, sharing nothing but the address
     other.get_by_text("Evaluates every 25 steps").wait_for(timeout=20_000)
-    assert (number(other, "Iterations"), slider(other, "Layers"), choice(other, "NanoKimi optimizer")) == \
+    assert (slider(other, "Iterations"), slider(other, "Layers"), choice(other, "NanoKimi optimizer")) == \
         ("250", "5", "AdamW"), "a pasted link restores the settings"
     assert choice(other, "NanoGPT optimizer") == "AdamW" and number(other, "Batch size") == "16", "the rest: defaults"
 
     choose(other, "Preset", "seed")  # a preset sets the controls, and the address follows
     wait_for_url(other, "preset=seed", "iters=10000")
     other.get_by_text("Evaluates every 100 steps on 200 batches").wait_for(timeout=20_000)
-    assert number(other, "Iterations") == "10000"
+    assert slider(other, "Iterations") == "10000"
 
 
 def test_a_link_to_a_run_fills_the_controls_with_its_settings(server, browser, tmp_path):
@@ -97,19 +108,17 @@ def test_a_link_to_a_run_fills_the_controls_with_its_settings(server, browser, t
 
     page = open_page(browser.new_context(), f"{server}?run={run_id}")
     wait_for_url(page, f"run={run_id}", "iters=300", "n_layer=2", "gpt_optimizer=TrueMuon", "seed=42")
-    assert (number(page, "Iterations"), slider(page, "Layers"), number(page, "Batch size"),
+    assert (slider(page, "Iterations"), slider(page, "Layers"), number(page, "Batch size"),
             choice(page, "NanoKimi optimizer")) == ("300", "2", "8", "Muon (PyTorch)")
     assert float(number(page, "AdamW learning rate")) == 0.002
     page.get_by_text("Evaluates every 30 steps").wait_for(timeout=20_000)
 
-    iterations = page.get_by_role("spinbutton", name="Iterations")  # a change after opening is kept on reload
-    iterations.fill("400")
-    iterations.press("Enter")
+    slide_to(page, "Iterations", "400")  # a change after opening is kept on reload
     wait_for_url(page, "iters=400")
     page.reload()
     page.get_by_role("button", name="Train", exact=True).wait_for(timeout=60_000)
     page.get_by_text("Evaluates every 40 steps").wait_for(timeout=20_000)
-    assert (number(page, "Iterations"), slider(page, "Layers")) == ("400", "2")
+    assert (slider(page, "Iterations"), slider(page, "Layers")) == ("400", "2")
 
 
 def test_ablation_settings_survive_a_reload(server, browser):
@@ -117,15 +126,13 @@ def test_ablation_settings_survive_a_reload(server, browser):
     seeds = page.locator('input[type=range][aria-label="Seeds"]')
     seeds.focus()
     page.keyboard.press("ArrowLeft")  # 3 → 2
-    iterations = page.get_by_role("spinbutton", name="Iterations")
-    iterations.fill("120")
-    iterations.press("Enter")
-    wait_for_url(page, "ablation_seeds=2", "ablation_iters=120")
+    slide_to(page, "Iterations", "150")
+    wait_for_url(page, "ablation_seeds=2", "ablation_iters=150")
     page.get_by_text("2 seed(s)").first.wait_for(timeout=20_000)
     page.reload()
     page.get_by_role("button", name="Train grid", exact=True).wait_for(timeout=60_000)
     page.get_by_text("8 runs: 4 arms × 2 seed(s)").wait_for(timeout=20_000)
-    assert (slider(page, "Seeds"), number(page, "Iterations")) == ("2", "120")
+    assert (slider(page, "Seeds"), slider(page, "Iterations")) == ("2", "150")
     assert page.url.startswith(server + "ablation?"), "the address names the page"
 
 
@@ -138,4 +145,4 @@ def test_a_page_link_is_the_first_visit_of_a_fresh_server(server, browser):
     page.get_by_text("8 runs: 4 arms × 2 seed(s)").wait_for(timeout=20_000)
     nav = page.get_by_test_id("stSidebarNav").inner_text()
     assert "Optimizer lab" in nav and "common" not in nav, nav
-    assert (slider(page, "Seeds"), number(page, "Iterations")) == ("2", "120")
+    assert (slider(page, "Seeds"), slider(page, "Iterations")) == ("2", "120")

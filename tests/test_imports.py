@@ -1,6 +1,7 @@
 """The engine's rooms: nothing in nanokimi imports streamlit, and a worker loads only what training needs:
 its start-up is paid by every model of every run (benchmarks/startup.py)."""
 
+import ast
 import json
 import subprocess
 import sys
@@ -76,3 +77,15 @@ def test_a_worker_loads_no_analysis_or_app_module(tmp_path):
              "nanokimi.running.run_data", "nanokimi.training.sampling", "nanokimi.cli")
     assert "nanokimi.training.train" in loaded
     assert not [name for name in loaded if name.startswith(heavy)]
+
+
+def test_the_compare_page_draws_its_controls_before_torch_pandas_altair_or_scipy_load():
+    """What app/compare.py imports above its "the engine" line, in a fresh interpreter: a fresh server draws
+    the controls before the seconds of those imports (benchmarks/first_paint.py)."""
+    source = (REPO / "app" / "compare.py").read_text()
+    head = ast.parse(source[:source.index("# --- the engine")])
+    imports = [ast.unparse(node) for node in head.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    loaded = loaded_after("; ".join(imports))
+    assert "streamlit" in loaded and "nanokimi" in loaded, "the check imports what the page does"
+    assert not {"torch", "pandas", "altair", "scipy"} & loaded
+    assert "torch" in loaded_after("import nanokimi.training.train"), "the check sees torch where it loads"

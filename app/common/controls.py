@@ -10,13 +10,17 @@ import streamlit as st
 
 from nanokimi.experiments.compare import PRESETS
 from nanokimi.settings import all_fields, flatten, names
-from nanokimi.training.train import RunConfig
+from nanokimi.training.config import RunConfig
 
 KEEP = {"persist_state": "session"}  # a control keeps its value when the user visits another page
 # Controls are bound to the URL's query string (the key is the parameter): a refresh, a new tab or a
 # pasted link restores them; a page sets them only through st.session_state (presets, opening a run).
 BIND = {"bind": "query-params", **KEEP}
 EMBEDDING_SIZES = [8, 16, 24, 32, 48, 64, 96, 128, 192, 256]
+# Iterations on a log scale of round numbers (1, 1.5, 2, 2.5, 3, 4 … 9 per decade), 10 to 100,000: the
+# slider moves by about the same factor at every stop. A number between them that the address or an
+# opened run asks for (a CLI run of 137 steps) is shown as a stop of its own (`slider_stops`).
+ITERATIONS = sorted({round(m * 10**k) for k in range(1, 5) for m in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)} | {100_000})
 
 
 def _dense_or(k):
@@ -46,8 +50,9 @@ CONTROLS = {
                                                              "embeddings, norms and biases."), 1),
     "matrix_lr": (st.number_input, "TrueMuon / Muon matrix learning rate", dict(
         min_value=1e-6, max_value=1.0, step=1e-3, format="%.2e", help=SETTING_HELP["matrix_lr"]), 1),
-    "iters": (st.number_input, "Iterations", dict(min_value=10, max_value=100_000, step=100,
-                                                  help="Training steps per model: type a number or step by 100."), 2),
+    "iters": (st.select_slider, "Iterations", dict(options=ITERATIONS, help=(
+        "Training steps per model, on a log scale from 10 to 100,000; any whole number in that range can "
+        "be asked for in the address (iters=…).")), 2),
     "batch_size": (st.number_input, "Batch size", dict(min_value=1, max_value=1024, step=1,
                                                        help="Sequences per training step."), 2),
     "block_size": (st.number_input, "Block size", dict(min_value=4, max_value=1024, step=8,
@@ -73,9 +78,23 @@ def model_controls(prefix, columns):
     values as defaults; returns {setting: value}."""
     values = {}
     for name, (widget, label, kwargs, column) in CONTROLS.items():
+        if name in ANY_STOP:
+            kwargs = {**kwargs, "options": slider_stops(kwargs["options"], prefix + name)}
         with columns[column]:
             values[name] = widget(label, key=prefix + name, value=BASELINE[name], **kwargs, **BIND)
     return values
+
+
+ANY_STOP = {"iters"}  # select sliders whose stops are suggestions: any whole number between the ends is taken
+
+
+def slider_stops(stops, key):
+    """`stops`, and the value the URL or the session asks of the slider `key` when it is a whole number
+    between the first and the last stop but none of them (a run made with the CLI, a typed link). A
+    value read from the address is data: at most 7 digits, else it is left to the slider to refuse."""
+    asked = {st.session_state.get(key), st.query_params.get(key)}
+    numbers = {int(v) for v in asked if isinstance(v, int) or (isinstance(v, str) and v.isdigit() and len(v) <= 7)}
+    return sorted(set(stops) | {n for n in numbers if stops[0] <= n <= stops[-1]})
 
 
 def settings_of(stored):

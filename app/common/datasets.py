@@ -16,7 +16,7 @@ from nanokimi.training.data import (
 )
 
 from .controls import BIND
-from .jobqueue import job_queue
+from .jobqueue import run_store
 
 # The "Dataset" menu, in the order shown (input.txt only when present), and what each label trains on.
 INPUT_TXT = "input.txt"
@@ -41,7 +41,7 @@ def kept_uploads(home):
     uploads of one name: the newer run's."""
     folder = uploads_dir(home).resolve()
     kept = {}
-    for label, source in job_queue().store.texts():
+    for label, source in run_store().texts():
         if label and source and Path(source).resolve().parent == folder and Path(source).is_file():
             kept.setdefault(label, source)
     return kept
@@ -94,6 +94,12 @@ def corpus(source, label):
 def dataset_control(key, column):
     """The Dataset menu (and the uploader when chosen): (source, label) of a usable text, or
     (None, problem sentence). Its notice and size are shown in `column`."""
+    return dataset_text(*dataset_menu(key, column), column)
+
+
+def dataset_menu(key, column):
+    """The Dataset menu in `column` (and the uploader when chosen): (the choice, the upload or None).
+    Draws without torch: a page draws it with its other controls, and reads the text later (`dataset_text`)."""
     with column:
         choice = st.selectbox("Dataset", dataset_choices(), key=key, help=DATASET_HELP, **BIND)
         not_offered = st.session_state.pop(f"{key}_not_offered", None)
@@ -104,6 +110,12 @@ def dataset_control(key, column):
         if choice == UPLOAD_LABEL:
             upload = st.file_uploader("Upload a text file", type=["txt"], key=f"{key}_upload",
                                       help=f"UTF-8 plain text, up to {upload_limit()}.")
+    return choice, upload
+
+
+def dataset_text(choice, upload, column):
+    """The text a menu choice trains on: (source, label) of a usable text, or (None, problem sentence).
+    Its notice and size are shown in `column`."""
     try:
         args = (choice, upload_bytes(upload) if upload else None, upload.name if upload else None, str(home_dir()))
         source, label, notice = resolve_dataset(*args)
@@ -115,7 +127,7 @@ def dataset_control(key, column):
     except DataError as err:
         return None, str(err)
     if notice:
-        st.warning(notice)
+        column.warning(notice)
     column.caption(f"{label}: {len(text.text):,} characters, {text.vocab_size:,} distinct")
     return source, label
 

@@ -1,16 +1,32 @@
 """The server's handle on the run store and runner: one `jobs.JobQueue` per data directory.
 
 `@st.cache_resource` keeps one queue (store connection + runner process handle) for the whole
-server, shared by every session; every page reaches it through `job_queue()`.
+server, shared by every session; every page reaches it through `job_queue()`. `jobs` brings torch
+and pandas with it (seconds on a fresh server), so it is imported when a queue is first made, and
+what a page draws before that (the Dataset menu's kept uploads) reads the store alone: `run_store()`.
 """
 
 import streamlit as st
 
 from nanokimi.paths import home_dir
-from nanokimi.running import jobs
+from nanokimi.running.store import Store
+
+
+@st.cache_resource(show_spinner=False)
+def _store(home):
+    return Store(home)
+
+
+def run_store():
+    """The run store of this data directory (sqlite only), for what a page reads before the engine
+    is imported."""
+    return _store(str(home_dir()))
+
 
 @st.cache_resource(show_spinner=False)
 def _queue(home):
+    from nanokimi.running import jobs  # torch and pandas: see the docstring
+
     return jobs.JobQueue(home)
 
 

@@ -8,8 +8,9 @@ Every click on Train and Stop counts. Clicks were lost when the page moved under
 when it refreshed (the refreshes never replace or move the buttons, which are outside the
 fragment): after Train the page kept scrolling the live area to the top for five seconds while the
 charts arrived, carrying Stop, above the live area, away from a pointer on its way to it (3 of 6
-presses lost in tests/test_browser_clicks.py, 4 of 12 in the issue). Now the page scrolls once, to
-the buttons with the live view below them, as soon as the live view is drawn; Stop's callback
+presses lost in tests/test_browser_clicks.py, 4 of 12 in the issue); a page scrolled to its very
+end also moved when it grew or shrank below. Now the page scrolls once, by as little as brings the
+live view's progress into sight, once the page drawn after Train has settled; Stop's callback
 writes the stop request before the page is drawn again, and the button says "Stopping…" at once.
 """
 
@@ -33,8 +34,8 @@ def session_id():
 def run_controls(queue, kind, request, train_label):
     """Train / Stop buttons and the run on show (the URL's, else the active, else the latest of `kind`):
     returns (its view or None, the column beside the buttons). After Train the page follows the run
-    that will train (a double click's second request is the first's run) and scrolls to these
-    buttons, its live view below them (`SCROLL_TO_LIVE_AREA`)."""
+    that will train (a double click's second request is the first's run) and scrolls its live view's
+    progress into sight (`SCROLL_TO_LIVE_AREA`)."""
     scroll_anchor = st.empty()
     # one row, each button as wide as its label (fixed-ratio columns cut "Train" to its icon at 800 px)
     buttons = st.container(horizontal=True)
@@ -58,24 +59,28 @@ def run_controls(queue, kind, request, train_label):
     return (queue.view(run_id) if run_id is not None else None), info_col
 
 
-# Scrolls the page once, as soon as the live view's progress is drawn below the anchor, so that the
-# anchor (above Train and Stop) is at the top of the window, below Streamlit's header (4rem: its
-# 3.75rem and a little air), and the live view below it, or as near as the page's length allows.
-# Once: scrolling again as the charts arrive would move Stop away from a pointer on its way to it.
-# A person who scrolls, clicks or types first keeps their place.
-SCROLL_TO_LIVE_AREA = """<div id="live-area-%s" style="scroll-margin-top: 4rem"></div><script>
+# Scrolls the page once, and no further than needed, so that the live view's progress (and a little of
+# what follows it) is in sight: on a short window the buttons, just above, stay in sight too. It
+# waits for the page drawn after Train (no element left stale from before it), so nothing shrinks
+# beneath it afterwards. Once, and by as little as it takes: the page moving again as the charts
+# arrive carried Stop away from a pointer on its way to it (tests/test_browser_clicks.py). A person
+# who scrolls, clicks or types first keeps their place.
+SCROLL_TO_LIVE_AREA = """<div id="live-area-%s"></div><script>
 (() => {
   const anchor = document.getElementById("live-area-%s");
   const quit = new AbortController();
   for (const event of ["wheel", "touchmove", "keydown", "pointerdown"])
     window.addEventListener(event, () => quit.abort(), {capture: true, signal: quit.signal});
   const below = (element) => anchor.compareDocumentPosition(element) & Node.DOCUMENT_POSITION_FOLLOWING;
+  const AIR = 120;  // px of the live view shown below its progress bar
   let waited = 0;
   const scroll = () => {
     if (quit.signal.aborted || !anchor.isConnected) return quit.abort();
-    const drawn = [...document.querySelectorAll('[data-testid="stProgress"]')].some(below);
+    const progress = [...document.querySelectorAll('[data-testid="stProgress"]')].find(below);
+    const drawn = progress && !document.querySelector('[data-stale="true"]');
     if (!drawn && ++waited < 50) return setTimeout(scroll, 100);
-    anchor.scrollIntoView({block: "start"});
+    const hidden = (progress || anchor).getBoundingClientRect().bottom + AIR - window.innerHeight;
+    if (hidden > 0) anchor.closest('[data-testid="stMain"]').scrollBy({top: hidden});
     quit.abort();
   };
   scroll();
