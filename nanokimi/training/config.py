@@ -3,9 +3,9 @@
 
 They live apart from the code that builds and trains a model so that reading, checking and storing a
 run's settings costs no torch import (1.7-2.3 s on a fresh process here): the app draws its controls
-from them before anything heavy loads (benchmarks/first_paint.py), and the command line parses and
-checks its flags. model.py, optim.py and train.py, which build and train what these describe, read
-them from here and hand them on under their old names.
+from them (and the presets, experiments/compare.py) before anything heavy loads
+(benchmarks/first_paint.py). model.py, optim.py and train.py, which build and train what these
+describe, read them from here and hand them on under their old names.
 """
 
 import dataclasses
