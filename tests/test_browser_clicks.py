@@ -68,7 +68,7 @@ def press(page, button, rng):
     header = page.get_by_test_id("stHeader").bounding_box()  # Streamlit's, over the top of the page
     top, height = header["y"] + header["height"], page.viewport_size["height"]
     if box["y"] < top or box["y"] + box["height"] > height:
-        page.mouse.move(box["x"] + box["width"] / 2, height / 2)
+        page.mouse.move(page.viewport_size["width"] - 30, height / 2)  # the page's margin: not over a table's scroll
         page.mouse.wheel(0, box["y"] - height / 2)
         page.wait_for_timeout(400)  # the wheel's smooth scroll
         box = button.bounding_box()
@@ -157,6 +157,7 @@ def test_every_click_on_open_and_delete_registers_while_the_runs_page_refreshes(
             page.goto(runs_page)
             page.get_by_text(re.compile(r"active, refreshed every")).wait_for(timeout=60_000)
             page.get_by_role("combobox", name="Runs").click()
+            page.keyboard.type(f"#{run_id} ·")  # the menu lists the newest runs first: find this one
             page.get_by_role("option", name=re.compile(rf"^#{run_id} ·")).click()
             page.keyboard.press("Escape")
             if deleting:
