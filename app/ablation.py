@@ -29,6 +29,7 @@ from app.common.controls import (BASELINE, BIND, CONTROLS, KEEP, control_params,
 from app.common.datasets import corpus, dataset_choices, dataset_control, dataset_of
 from app.common.effects import effects_of, effects_table, summarise
 from app.common.estimate import duration, estimate_s
+from app.common.damage import guarded
 from app.common.jobqueue import job_queue
 from app.common.live import POLL_S, live_area, live_run, run_controls, status_note
 from app.common.pickers import run_label
@@ -244,7 +245,7 @@ def live_view(run_id, was_active):
 
 
 live_area()
-st.fragment(live_view, run_every=POLL_S if view.active else None)(view.id, view.active)
+st.fragment(guarded(live_view), run_every=POLL_S if view.active else None)(view.id, view.active)
 
 # --- results ------------------------------------------------------------------------------------
 NUMBER = st.column_config.NumberColumn

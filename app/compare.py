@@ -23,6 +23,7 @@ from app.common.controls import (BASELINE, BIND, CONTROLS, KEEP, control_params,
                                  preset_values, run_to_open, set_controls, settings_of, untaken, url_params)
 from app.common.datasets import corpus, dataset_choices, dataset_control, dataset_of
 from app.common.estimate import estimate_sentence, model_size
+from app.common.damage import guarded
 from app.common.jobqueue import job_queue
 from app.common.live import POLL_S, live_area, live_run, run_controls, status_note
 from app.common.pickers import run_label
@@ -146,7 +147,7 @@ def live_view(run_id, was_active):
 
 
 live_area()
-st.fragment(live_view, run_every=POLL_S if view.active else None)(view.id, view.active)
+st.fragment(guarded(live_view), run_every=POLL_S if view.active else None)(view.id, view.active)
 
 # --- results ----------------------------------------------------------------------------------
 if not view.active:

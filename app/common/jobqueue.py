@@ -1,13 +1,16 @@
 """The server's handle on the run store and runner: one `jobs.JobQueue` per data directory.
 
 `@st.cache_resource` keeps one queue (store connection + runner process handle) for the whole
-server, shared by every session; every page reaches it through `job_queue()`.
+server, shared by every session; every page reaches it through `job_queue()`. A damaged store
+raises store.StoreDamaged from here or from any later read (app/common/damage.py shows it);
+`forget_queue` lets go of a store before it is set aside.
 """
 
 import streamlit as st
 
 from nanokimi.paths import home_dir
 from nanokimi.running import jobs
+from nanokimi.running.store import StoreDamaged
 
 @st.cache_resource(show_spinner=False)
 def _queue(home):
@@ -19,3 +22,15 @@ def job_queue():
     queue = _queue(str(home_dir()))
     queue.check()
     return queue
+
+
+def forget_queue(home):
+    """Close the queue of data directory `home` (its runner asked to exit, its store connection
+    closed) and drop it, so the next job_queue() opens the store file again."""
+    home = str(home_dir(home))
+    try:
+        _queue(home).close()
+    except StoreDamaged:
+        pass  # it never opened: nothing to close
+    _queue.clear(home)
+    st.cache_data.clear()  # what was read from the old store: estimates, kept uploads

@@ -11,6 +11,11 @@ A runner that dies (killed, crashed) leaves its run running with the lock free: 
 that run (`view()`, every second while a page shows it; `check()`, every page run) or the app's
 next start marks it failed, saying the runner died. Nothing measured is deleted.
 
+A damaged store (store.StoreDamaged) is raised to the page from whichever call meets it. The app's
+own connection can go on reading pages it holds while a new connection finds the file damaged, so
+a runner that exits saying so (runner.STORE_DAMAGED_EXIT) makes `check` and `submit` raise it too,
+rather than start a runner again on every page run. `close` lets the app set the file aside.
+
 Threads: the app's runs train with every core but one (`request.training_threads`), leaving a core
 to the Streamlit server; on a 2-core machine two processes each using both cores made a tiny model
 about 100x slower. With 4 cores or more a comparison's two models train at once and share them.
@@ -27,8 +32,8 @@ from ..paths import checkpoint_path
 from ..status import FAILED, QUEUED, RUNNING
 from ..training.data import remove_uploads
 from .run_data import history_frame, request_kind
-from .runner import RunnerLock, runner_alive, runner_died
-from .store import Store
+from .runner import STORE_DAMAGED_EXIT, RunnerLock, runner_alive, runner_died
+from .store import Store, StoreDamaged, quick_check
 from .view import RunView
 from .worker import PACKAGE_ROOT
 
@@ -84,8 +89,13 @@ class JobQueue:
         return run_id
 
     def ensure_runner(self):
-        """Start a runner process when runs are waiting and none is alive."""
+        """Start a runner process when runs are waiting and none is alive; StoreDamaged when ours
+        ended finding the store damaged (another would too)."""
         with self.spawn_lock:
+            if self.process is not None and self.process.poll() == STORE_DAMAGED_EXIT:
+                found = quick_check(self.store.path)
+                raise StoreDamaged(self.store.path, "the runner could not read it" + (f": {found}" if found != "ok" else
+                                                                                     f"; see {self.home / 'runner.log'}"))
             if not self.store.queued_count():
                 return
             if self.process is not None and self.process.poll() is None:
@@ -107,6 +117,11 @@ class JobQueue:
             how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
         self.recover(FAILED, f"{runner_died(how)}; see {self.home / 'runner.log'}")
         self.ensure_runner()
+
+    def close(self):
+        """Let go of the store: our runner asked to exit (shutdown), the connection closed."""
+        self.shutdown()
+        self.store.close()
 
     def stop(self, run_id):
         self.store.request_stop(run_id)
