@@ -18,6 +18,7 @@ from nanokimi.running import request
 from nanokimi.experiments.compare import PRESET_HELP
 from nanokimi.training.optim import OPTIMIZER_LABELS, OPTIMIZERS
 from nanokimi.status import MEASURED
+from app.common.address import Param, check_address, control_params as address_params, one_of, whole_number
 from app.common.chart_display import show_chart
 from app.common.controls import (BASELINE, BIND, CONTROLS, KEEP, control_params, model_controls, open_in_url,
                                  preset_values, run_to_open, set_controls, settings_of, untaken, url_params)
@@ -27,12 +28,21 @@ from app.common.damage import guarded
 from app.common.jobqueue import job_queue
 from app.common.live import POLL_S, live_area, live_run, run_controls, status_note
 from app.common.pickers import run_label
+from app.common.plain import plain
 from app.common.request import build_request
 
 queue = job_queue()
 CONTROLS_HINT = "the Ablation page's controls"  # where the verdict sends a reader when size or activation differ
 PRESETS = list(PRESET_HELP)
 BOUND = ["preset", "dataset", *CONTROLS, "gpt_optimizer", "kimi_optimizer", "seed"]  # this page's URL parameters
+
+SEED_RANGE = dict(min_value=0, max_value=2**31 - 1)
+ADDRESS = {  # what each URL parameter accepts (app/common/address.py)
+    **address_params(CONTROLS, BASELINE), "preset": Param("Preset", one_of(PRESETS), "quick"),
+    "dataset": Param("Dataset", one_of(dataset_choices()), dataset_choices()[0]),
+    **{key: Param(label, one_of(OPTIMIZERS, OPTIMIZER_LABELS.get), OPTIMIZER_LABELS[default]) for key, label, default
+       in (("gpt_optimizer", "NanoGPT optimizer", "adamw"), ("kimi_optimizer", "NanoKimi optimizer", "truemuon"))},
+    "seed": Param("Seed", whole_number(**SEED_RANGE), f"{BASELINE['seed']}")}
 
 
 def apply_preset():
@@ -51,9 +61,10 @@ def open_run(run_id):
         "preset": (stored.asked.get("preset", "quick"), "quick", str),
         "gpt_optimizer": (gpt, "adamw", OPTIMIZER_LABELS.get), "kimi_optimizer": (kimi, "truemuon", OPTIMIZER_LABELS.get),
         "seed": (settings["seed"], BASELINE["seed"], str),
-        "dataset": (dataset_of(stored, "dataset"), dataset_choices()[0], str)})}, "", settings)
+        "dataset": (dataset_of(stored, "dataset"), dataset_choices()[0], str)})}, "", settings, ADDRESS)
 
 
+bad_address = check_address(ADDRESS)
 opening = run_to_open("", BOUND)
 if opening is not None:
     open_run(opening)
@@ -61,6 +72,8 @@ if opening is not None:
 st.title("NanoGPT vs NanoKimi")
 st.caption("A dense GPT trained with AdamW against a Mixture-of-Experts model trained with TrueMuon, "
            "on the same text and the same evaluation batches.")
+for sentence in bad_address:
+    st.warning(sentence)
 
 # --- controls (each one a parameter of the URL) -------------------------------------------------------
 data_col, *setting_cols = st.columns(4)
@@ -75,7 +88,7 @@ gpt_optimizer = opt_gpt.selectbox("NanoGPT optimizer", OPTIMIZERS, index=OPTIMIZ
                                   format_func=OPTIMIZER_LABELS.get, **BIND)
 kimi_optimizer = opt_kimi.selectbox("NanoKimi optimizer", OPTIMIZERS, index=OPTIMIZERS.index("truemuon"),
                                     key="kimi_optimizer", format_func=OPTIMIZER_LABELS.get, **BIND)
-values["seed"] = seed_col.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, value=BASELINE["seed"],
+values["seed"] = seed_col.number_input("Seed", **SEED_RANGE, step=1, value=BASELINE["seed"],
                                        key="seed", help="Initialisation and batch order; both models share it.", **BIND)
 for sentence in untaken("", values):
     st.warning(sentence)
@@ -85,7 +98,7 @@ run_request, problems = build_request(request.comparison, values, data, preset, 
                                       **request.eval_schedule(preset, values["iters"]))
 st.session_state["run_request"] = run_request  # what Train would queue (read by the tests)
 for problem in problems:
-    st.error(problem)
+    st.error(plain(problem))
 if run_request is not None:
     sizes = request.arm_sizes(run_request.runs, corpus(*data).vocab_size)
     st.caption(" · ".join(f"**{run.name}**: {model_size(*sizes[run.arm])}, {estimate_sentence(run)}"
@@ -109,8 +122,8 @@ def live_view(run_id, was_active):
     """Progress and charts of one run, redrawn from the store (every POLL_S while it trains)."""
     view = live_run(queue, run_id, was_active)
     fraction, text = view.progress()
-    st.markdown(f"**{run_label(view.run)}**")
-    st.progress(fraction, text=text)
+    st.markdown(f"**{plain(run_label(view.run))}**")
+    st.progress(fraction, text=plain(text))
     if view.run["stop_requested"] and view.active:
         st.caption("Stopping…")
     if not (view.history["metric"] == "train_loss").any():  # no empty chart frames: the phase says what it waits for

@@ -16,4 +16,5 @@ def html(markdown):
 
 def text(markdown):
     """The words shown, tags dropped and entities read (what a reader sees, on one line)."""
-    return " ".join(html_module.unescape(re.sub(r"<[^>]+>", " ", html(markdown))).split())
+    inline_dropped = re.sub(r"</?(code|strong|em|a|del)\b[^>]*>", "", html(markdown))
+    return " ".join(html_module.unescape(re.sub(r"<[^>]+>", " ", inline_dropped)).split())

@@ -17,6 +17,7 @@ from nanokimi.training.data import (
 
 from .controls import BIND
 from .jobqueue import job_queue
+from .plain import plain
 
 # The "Dataset" menu, in the order shown (input.txt only when present), and what each label trains on.
 INPUT_TXT = "input.txt"
@@ -98,7 +99,7 @@ def dataset_control(key, column):
         choice = st.selectbox("Dataset", dataset_choices(), key=key, help=DATASET_HELP, **BIND)
         not_offered = st.session_state.pop(f"{key}_not_offered", None)
         if not_offered:
-            st.warning(f"The run opened trained on {not_offered}, which this menu does not offer here; upload it "
+            st.warning(f"The run opened trained on {plain(not_offered)}, which this menu does not offer here; upload it "
                        f"or choose another text to train it again.")
         upload = None
         if choice == UPLOAD_LABEL:
@@ -115,8 +116,8 @@ def dataset_control(key, column):
     except DataError as err:
         return None, str(err)
     if notice:
-        st.warning(notice)
-    column.caption(f"{label}: {len(text.text):,} characters, {text.vocab_size:,} distinct")
+        st.warning(plain(notice))
+    column.caption(f"{plain(label)}: {len(text.text):,} characters, {text.vocab_size:,} distinct")
     return source, label
 
 

@@ -130,7 +130,8 @@ class JobQueue:
         """The run a page of `kind` (one kind or a tuple) shows: `requested` (the URL's ?run=) if it is of
         that kind, else the one training or queued, else the latest; None when there is none."""
         kinds = (kind,) if isinstance(kind, str) else tuple(kind)
-        if requested is not None and str(requested).isdigit():
+        requested = str(requested) if requested is not None else ""
+        if requested.isascii() and requested.isdigit() and len(requested) <= 18:  # an id, not 10,000 digits
             run = self.store.get_run(int(requested))
             if run is not None and request_kind(run["config"]) in kinds:
                 return run["id"]
