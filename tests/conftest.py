@@ -4,9 +4,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from nanokimi.experiments.compare import architecture
 from nanokimi.running.runner import runner_alive
 from nanokimi.status import ACTIVE
 from nanokimi.running.store import Store
+from nanokimi.settings import apply
+from nanokimi.training.model import LanguageModel, ModelConfig
+from nanokimi.training.optim import NS_COEFFICIENTS, OptimizerConfig
+from nanokimi.training.train import RunConfig
 
 torch.set_num_threads(1)  # tiny models: one thread is fastest and leaves the other core free
 
@@ -74,3 +79,42 @@ def equivalence_corpus():
     """Tiny Shakespeare when ../shared has it, else the built-in corpus: checks that need real text never skip."""
     from nanokimi.training.data import BUILTIN, load_corpus
     return load_corpus(SHAKESPEARE if SHAKESPEARE.is_file() else BUILTIN)
+
+
+# --- helpers the test files share ------------------------------------------------------------------
+
+def tiny_run(data, name="NanoKimi", arch="nanokimi", **overrides):
+    model_overrides = {k: overrides.pop(k) for k in ("top_k", "experts", "n_layer") if k in overrides}
+    model = architecture(arch, block_size=8, n_embd=16, n_head=2, n_layer=model_overrides.pop("n_layer", 1),
+                   **({"experts": 2} | model_overrides if arch == "nanokimi" else {}))
+    optimizer = overrides.pop("optimizer", "truemuon" if arch == "nanokimi" else "adamw")
+    run = RunConfig(name=name, model=model, optimizer=OptimizerConfig(optimizer), data=str(data), gen_chars=4,
+                    **{k: overrides.pop(k) for k in ("checkpoint", "arm") if k in overrides})
+    return apply(run, **{"iters": 6, "eval_interval": 3, "eval_iters": 2, "batch_size": 4, "seed": 3, "threads": 1,
+                         **overrides})
+
+
+def losses(history, metric):
+    return [(row["step"], row["value"]) for row in history if row["metric"] == metric]
+
+
+
+LM_TINY = dict(vocab_size=13, block_size=8, n_embd=16, n_head=4, n_layer=2)
+
+
+def tiny_model(ffn="moe", **overrides):
+    torch.manual_seed(0)
+    return LanguageModel(ModelConfig(**{**LM_TINY, **overrides}, ffn=ffn, experts=4))
+
+
+def one_matrix_newton_schulz(G, steps=5):
+    """The issue's formula for one matrix, written out here independently of the package."""
+    a, b, c = NS_COEFFICIENTS
+    X = G / (torch.linalg.norm(G) + 1e-7)
+    tall = G.shape[0] > G.shape[1]
+    if tall:
+        X = X.T
+    for _ in range(steps):
+        A = X @ X.T
+        X = a * X + (b * A + c * A @ A) @ X
+    return X.T if tall else X

@@ -8,7 +8,7 @@ import pytest
 
 from nanokimi.running.backends import BackendError, LocalBackend, make_backend
 from nanokimi.running.progress import GridProgress
-from test_train import losses, tiny_run
+from conftest import losses, tiny_run
 
 
 def test_the_local_backend_streams_tagged_events_reports_each_result_and_keeps_the_run_order(small_text_file):

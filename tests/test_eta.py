@@ -8,7 +8,7 @@ import pytest
 from nanokimi.running.eta import (Rates, clock, evaluations, extrapolate, finished_rates, in_slots, live_rates,
                                   measured_rates, step_cost_key, time_left)
 from nanokimi.training.train import train
-from test_train import tiny_run
+from conftest import tiny_run
 
 
 def test_evaluations_count_the_evaluations_train_makes(small_text_file):

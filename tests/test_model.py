@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from nanokimi.training.data import Corpus, DataError
-from nanokimi.training.model import MoE, CausalSelfAttention, LanguageModel, ModelConfig, balancing_loss, ffn_params, fused_experts, generate
+from nanokimi.training.model import MoE, CausalSelfAttention, LanguageModel, ModelConfig, balancing_loss, ffn_params, generate
+from nanokimi.training.reference import fused_experts
 from nanokimi.experiments.compare import architecture
 from nanokimi.training.reference import from_fast
 

@@ -8,7 +8,7 @@ from nanokimi.training.model import LanguageModel
 from nanokimi.experiments.compare import architecture
 from nanokimi.training.parallel import BatchThreads, plan
 from nanokimi.training.train import evaluate, train
-from test_train import losses, tiny_run
+from conftest import losses, tiny_run
 
 
 @pytest.fixture(autouse=True)

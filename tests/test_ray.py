@@ -29,7 +29,7 @@ os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 ray = pytest.importorskip("ray", reason="the Ray backend's tests need Ray: pip install -r requirements-ray.txt")
 
 from nanokimi.running.backends import LocalBackend, RayBackend  # noqa: E402
-from test_train import losses, tiny_run  # noqa: E402
+from conftest import losses, tiny_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_FLAGS = ["--iters", "20", "--eval-interval", "10", "--eval-iters", "2", "--batch-size", "4",

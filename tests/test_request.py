@@ -8,7 +8,6 @@ import pytest
 from nanokimi.running import request
 from nanokimi.experiments.ablation import CONTROLS
 from nanokimi.training.model import LanguageModel
-from nanokimi.training.optim import OptimizerConfig
 from nanokimi.settings import SettingError, apply, flatten, names
 from nanokimi.training.train import RunConfig
 
@@ -80,25 +79,6 @@ def test_a_sweep_stores_its_tuning_runs_then_its_confirmation():
                                                     "nanogpt+adamw/lr=0.003/s41", "nanogpt+truemuon/s41",
                                                     "nanogpt+adamw/s40", "nanogpt+adamw/s41"]
     assert confirmed.planned_runs() == len(confirmed.runs) == 12
-
-
-def test_runs_stored_by_earlier_versions_still_load():
-    # Before OptimizerConfig: optimizer settings were fields of the run; a grid's arm was only in its name.
-    legacy = {"name": "whatever/s1", "model": {"vocab_size": 65, "block_size": 8, "n_embd": 16, "n_head": 2,
-                                                "n_layer": 1, "ffn": "moe", "experts": 2, "top_k": 0, "dropout": 0.0,
-                                                "attn_scale": "seed", "aux_loss": 0.0},
-              "optimizer": "truemuon", "lr": 0.002, "matrix_lr": 0.03, "beta": 0.9, "weight_decay": 0.01, "ns_steps": 3,
-              "muon_adjust_lr": None, "iters": 10, "eval_interval": 5, "eval_iters": 2, "batch_size": 4, "seed": 7,
-              "data": "builtin", "device": "auto", "threads": 1, "gen_chars": 200, "checkpoint": None}
-    stored = {"request": {"kind": "ablation", "seeds": 1, "optimizers": ["truemuon"], "seed": 7, "data": "builtin",
-                          "data_label": "built-in corpus"}, "runs": [legacy]}
-    [run] = request.Request.from_stored(stored).runs
-    assert run.optimizer == OptimizerConfig("truemuon", lr=0.002, matrix_lr=0.03, ns_steps=3)
-    assert run.arm == "nanokimi+truemuon", "the arm comes from the config (the MoE of the time), not from the name"
-    # A comparison stored before requests had a kind.
-    old = {"request": {"preset": "quick", "gpt_optimizer": "adamw", "kimi_optimizer": "truemuon", "data": "builtin",
-                       "data_label": "built-in corpus"}, "runs": [dict(legacy, name="NanoGPT")]}
-    assert request.Request.from_stored(old).kind == request.COMPARISON
 
 
 def test_every_problem_is_named_once_in_the_engines_words():

@@ -9,28 +9,11 @@ import torch
 from nanokimi import metrics
 from nanokimi.training.data import eval_batches, get_batch, load_corpus
 from nanokimi.training.model import LanguageModel
-from nanokimi.experiments.compare import architecture
 from nanokimi.training.reference import from_fast
-from nanokimi.training.optim import OptimizerConfig
-from nanokimi.settings import apply
 from nanokimi.training import train as train_module
+from conftest import losses, tiny_run
 from nanokimi.training.train import (DIVERGENCE_WINDOW, PHASES, RunConfig, RunResult, divergence_limit, diverged, evaluate,
                             load_checkpoint, smoothed_train_loss, train)
-
-
-def tiny_run(data, name="NanoKimi", arch="nanokimi", **overrides):
-    model_overrides = {k: overrides.pop(k) for k in ("top_k", "experts", "n_layer") if k in overrides}
-    model = architecture(arch, block_size=8, n_embd=16, n_head=2, n_layer=model_overrides.pop("n_layer", 1),
-                   **({"experts": 2} | model_overrides if arch == "nanokimi" else {}))
-    optimizer = overrides.pop("optimizer", "truemuon" if arch == "nanokimi" else "adamw")
-    run = RunConfig(name=name, model=model, optimizer=OptimizerConfig(optimizer), data=str(data), gen_chars=4,
-                    **{k: overrides.pop(k) for k in ("checkpoint", "arm") if k in overrides})
-    return apply(run, **{"iters": 6, "eval_interval": 3, "eval_iters": 2, "batch_size": 4, "seed": 3, "threads": 1,
-                         **overrides})
-
-
-def losses(history, metric):
-    return [(row["step"], row["value"]) for row in history if row["metric"] == metric]
 
 
 @pytest.mark.parametrize("arch", ["nanogpt", "nanokimi"])

@@ -6,7 +6,7 @@ import threading
 
 from nanokimi.training.train import train
 from nanokimi.running.worker import run_isolated, run_many
-from test_train import losses, tiny_run
+from conftest import losses, tiny_run
 
 
 def test_a_diverged_run_comes_back_from_its_worker_with_its_whole_history(small_text_file):

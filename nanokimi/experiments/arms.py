@@ -95,8 +95,7 @@ def get(key):
 
 def of_ffn(ffn):
     """The first architecture registered with feed-forward `ffn` (a results row names its model's
-    feed-forward; a run stored before runs carried their architecture was one of the comparison's
-    two, registered first); None for none."""
+    feed-forward, not its architecture); None for none."""
     return next((a for a in ARCHITECTURES.values() if a.ffn == ffn), None)
 
 

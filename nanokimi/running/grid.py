@@ -13,6 +13,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from . import migrate
 from .backends import LocalBackend
 from ..experiments.sweep import DEFAULT_FACTORS, choose, confirmation_runs, tuning_runs
 from ..status import TRAINED_TO_THE_END
@@ -39,7 +40,7 @@ def load_finished(out_dir, runs):
         if not path.is_file():
             continue
         saved = json.loads(gzip.decompress(path.read_bytes()))
-        config = RunConfig.from_dict(saved["config"])
+        config = RunConfig.from_dict(migrate.run_config(saved["config"]))
         if saved["status"] in TRAINED_TO_THE_END and _same_run(config, run):
             finished[run.name] = RunResult(run, saved["status"], saved["message"], saved["results"], saved["history"])
     return finished

@@ -14,8 +14,8 @@ back (`Request.from_stored`, runner.py). Three kinds:
 
 Stored as JSON in the store's `config` column, in the same shape since the first release:
 `{"request": {"kind", "preset", "data", "data_label", the settings as asked…}, "runs": [RunConfig
-dicts]}`. Runs stored by older versions (optimizer settings as run fields, no architecture name)
-are read into today's configs.
+dicts]}`. Runs stored by older versions reach `from_stored` already in today's shape (the store
+reads them through migrate.py).
 
 Settings are any names of `settings.names(RunConfig)`; the configs validate them (SettingError,
 in the engine's words). The only thing added here is the app's policy for a runner's threads.
@@ -26,7 +26,6 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from ..experiments.ablation import ablation_runs, grid_arms
-from ..experiments.arms import of_ffn
 from ..experiments.compare import comparison_runs, preset
 from ..training.data import BUILTIN
 from ..metrics import threads_per_job, usable_cores
@@ -73,10 +72,8 @@ class Request:
     @classmethod
     def from_stored(cls, stored):
         request = dict(stored["request"])
-        kind = request.pop("kind", COMPARISON)  # comparisons stored before grids existed have no kind
+        kind = request.pop("kind")
         runs = [RunConfig.from_dict(d) for d in stored["runs"]]
-        # runs stored before they carried their architecture: the two models of the time, by feed-forward
-        runs = [run if run.architecture else replace(run, architecture=of_ffn(run.model.ffn).key) for run in runs]
         request.pop("data", None)
         return cls(kind, runs, request.pop("data_label", ""), request)
 

@@ -31,6 +31,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import migrate
 from ..paths import home_dir
 from ..status import QUEUED, RUNNING, STOPPED
 
@@ -63,7 +64,8 @@ CREATE TABLE queue (
     enqueued_at REAL NOT NULL
 );
 """
-# A run's kind is in its request: "comparison" (the default: older requests have no kind), "ablation" or "sweep".
+# A run's kind is in its request: "comparison", "ablation" or "sweep"; a request stored before kinds existed
+# has none and was a comparison (migrate.py).
 KIND = "COALESCE(json_extract(config, '$.request.kind'), 'comparison')"
 STORE_FILE = "nanokimi.db"
 
@@ -343,9 +345,12 @@ def _of_kind(kind):
 
 
 def _run_dict(row):
+    """A runs row as a dict, its JSON parsed and, if an earlier version stored it, in today's shape."""
     run = dict(row)
     for key in ("config", "progress", "results"):
         run[key] = json.loads(run[key])
+    run["config"] = migrate.stored_config(run["config"])
+    run["progress"] = migrate.progress(run["progress"])
     run["stop_requested"] = bool(run["stop_requested"])
     return run
 

@@ -51,8 +51,6 @@ class RunView:
         p = self.run["progress"]
         live = p.get("models", {})
         steps = {name: live.get(name, {}).get("steps", 0) for name in self.models}
-        if "models" not in p and p.get("model") in steps:  # stored before per-model progress existed
-            steps[p["model"]] = p.get("step", 0)
         for row in self.results:
             if row.get("model") in steps and isinstance(row.get("steps"), int):
                 steps[row["model"]] = row["steps"]

@@ -10,7 +10,7 @@ a final LayerNorm and an untied output head with bias. `config.ffn` picks the fe
   as in the original); `top_k` keeps the k most probable experts per token, renormalises their
   weights and computes only those experts.
 - "swiglu": one dense SwiGLU, Linear(C, 2H) -> silu(a) * b -> Linear(H, C), H = E·C by default:
-  the MoE's experts fused, without the gate (`fused_experts`). A control, not an original model.
+  the MoE's experts fused, without the gate (`reference.fused_experts`). A control, not an original model.
 
 `ffn_hidden` sets the hidden width H of any of them (per expert in the MoE); 0 keeps the
 original's. With dense routing the MoE computes a SwiGLU of width E·C whose hidden units are
@@ -180,7 +180,7 @@ class DenseFFN(nn.Module):
 class SwiGLU(nn.Module):
     """One dense SwiGLU: Linear(C, 2H) -> silu(a) * b -> Linear(H, C), the rows of `fc` being
     [a (H) | b (H)]. With H = E·C it is the MoE's E experts fused into one, without the gate
-    (`fused_experts`): the control that tells routing from activation and size."""
+    (`reference.fused_experts`): the control that tells routing from activation and size."""
 
     def __init__(self, config):
         super().__init__()
@@ -276,20 +276,6 @@ def ffn_params(config):
     is allocated or initialised)."""
     with torch.device("meta"):
         return sum(p.numel() for p in FFN_CLASSES[config.ffn](config).parameters())
-
-
-@torch.no_grad()
-def fused_experts(moe):
-    """The SwiGLU that computes what `moe` computes with every gate weight fixed at 1: its experts'
-    first layers side by side, their second layers stacked, their output biases summed."""
-    E, C, H = moe.experts, moe.w1.size(1), moe.w2.size(1)
-    fused = SwiGLU(ModelConfig(n_embd=C, ffn="swiglu", ffn_hidden=E * H))
-    w1, b1 = moe.first_layer()  # columns [a of every expert | b of every expert]: SwiGLU's [a | b]
-    fused.fc.weight.copy_(w1.t())
-    fused.fc.bias.copy_(b1)
-    fused.out.weight.copy_(moe.w2.reshape(E * H, C).t())
-    fused.out.bias.copy_(moe.b2.sum(0))
-    return fused
 
 
 FFN_CLASSES = {"dense": DenseFFN, "swiglu": SwiGLU, "moe": MoE}

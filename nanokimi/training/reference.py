@@ -5,13 +5,16 @@ a Python loop over them, one Newton–Schulz call per matrix. It is slow on purp
 trusted reference that the fast engine is tested against (same weights, same batches, same
 losses) and the baseline that benchmarks/speed.py measures speed-ups against.
 
-`from_fast(model)` builds a reference model holding exactly the weights of a `LanguageModel`.
+`from_fast(model)` builds a reference model holding exactly the weights of a `LanguageModel`;
+`fused_experts(moe)` the one SwiGLU that computes what a dense-routed MoE computes with every gate
+weight at 1 (the reference for the `swiglu-matched` control).
 """
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .model import ModelConfig, SwiGLU
 from .muon import NS_COEFFICIENTS
 
 
@@ -210,3 +213,17 @@ def reference_step(model, optimizers, x, y):
     for opt in optimizers:
         opt.step()
     return loss.item()
+
+
+@torch.no_grad()
+def fused_experts(moe):
+    """The SwiGLU that computes what `moe` computes with every gate weight fixed at 1: its experts'
+    first layers side by side, their second layers stacked, their output biases summed."""
+    E, C, H = moe.experts, moe.w1.size(1), moe.w2.size(1)
+    fused = SwiGLU(ModelConfig(n_embd=C, ffn="swiglu", ffn_hidden=E * H))
+    w1, b1 = moe.first_layer()  # columns [a of every expert | b of every expert]: SwiGLU's [a | b]
+    fused.fc.weight.copy_(w1.t())
+    fused.fc.bias.copy_(b1)
+    fused.out.weight.copy_(moe.w2.reshape(E * H, C).t())
+    fused.out.bias.copy_(moe.b2.sum(0))
+    return fused

@@ -89,17 +89,10 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d):
-        """A RunConfig from to_dict(), or from a run stored before OptimizerConfig existed (its
-        optimizer settings were fields of the run)."""
+        """A RunConfig from to_dict() (runs stored by earlier versions go through running/migrate.py first)."""
         d = dict(d)
-        d.pop("arm", None)  # briefly a field; now derived from the architecture
         d["model"] = ModelConfig(**d["model"])
-        if isinstance(d.get("optimizer", "adamw"), str):
-            settings = {f.name for f in dataclasses.fields(OptimizerConfig)} - {"name"}
-            legacy = {k: d.pop(k) for k in list(d) if k in settings}
-            d["optimizer"] = OptimizerConfig(name=d.pop("optimizer", "adamw"), **legacy)
-        else:
-            d["optimizer"] = OptimizerConfig(**d["optimizer"])
+        d["optimizer"] = OptimizerConfig(**d["optimizer"])
         return cls(**d)
 
 
