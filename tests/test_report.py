@@ -266,3 +266,19 @@ def test_where_trained_names_each_ray_node_and_nothing_for_this_machine():
                                                       "NanoGPT · AdamW · seed 2; Ray node bbbbbbbb: NanoKimi · TrueMuon · seed 1")
     assert report.where_trained([{"model": "NanoGPT", "node": here}, {"model": "NanoKimi", "node": head}], comparison,
                                 here) == "Trained on this machine: NanoGPT; Ray node aaaaaaaa: NanoKimi"
+
+
+@pytest.mark.parametrize("kimi_changes, why", [
+    (dict(status="stopped", steps=128, total_time_s=3.0, best_val_loss=2.9), "different numbers of steps"),
+    (dict(status="diverged", total_time_s=3.0, best_val_loss=0.5, message="loss became nan at step 50"), "diverged"),
+])
+def test_the_table_names_no_winner_where_the_verdict_names_none(kimi_changes, why):
+    # After a stop NanoKimi "won" total wall time by running 128 steps while the verdict said "no winner".
+    gpt = row("NanoGPT", "adamw", steps=1000, total_time_s=30.0, best_val_loss=1.7, tokens_per_s=20_000.0)
+    kimi = row("NanoKimi", "truemuon", **{"steps": 1000, "tokens_per_s": 9_000.0, "best_val_loss": 1.6, **kimi_changes})
+    assert why in report.verdict([gpt, kimi]) and "no winner" in report.verdict([gpt, kimi])
+    rows = {r["metric"]: r for r in report.table_rows([gpt, kimi])}
+    assert rows["Total wall time"]["NanoKimi − NanoGPT"].startswith("−27"), "the values and differences stay"
+    assert {r["better"] for r in rows.values()} == {"no winner"}, "no row names a winner the verdict does not"
+    fair = {r["metric"]: r for r in report.table_rows([gpt, {**kimi, **dict(status="completed", steps=1000)}])}
+    assert fair["Total wall time"]["better"] == "NanoKimi (lower)", "a fair comparison still names one"

@@ -165,10 +165,24 @@ def better_of(metric, models, values):
     return f"{models[1] if b_wins else models[0]} ({m.better})"
 
 
+def unranked(results, metric="best_val_loss"):
+    """Why two models' results name no winner (the verdict's rule): "diverged" when a model diverged,
+    "different steps" when the first two with a finite `metric` ran different numbers of steps (one
+    was stopped early), else "". Every figure of such a pair, its wall time included, is from unequal
+    work, so neither the verdict nor the table's "better" column names a winner."""
+    if any(r.get("status") == DIVERGED for r in results):
+        return "diverged"
+    done = [r for r in results if _finite(r.get(metric))][:2]
+    steps = [r.get("steps") for r in done]
+    return "different steps" if len(done) == 2 and None not in steps and steps[0] != steps[1] else ""
+
+
 def table_rows(results):
     """The comparison table as a person reads it: one row per metric, each model's value as text
-    (`number`), and for two models the second minus the first, their ratio and which did better."""
+    (`number`), and for two models the second minus the first, their ratio and which did better
+    ("no winner" on every row where the verdict names none: `unranked`)."""
     models = [r["model"] for r in results]
+    no_winner = len(results) == 2 and unranked(results)
     rows = []
     for m in METRICS:
         values = [r.get(m.name) for r in results]
@@ -182,7 +196,7 @@ def table_rows(results):
             places = min(decimals(a), decimals(b)) if both and not isinstance(a + b, numbers.Integral) else None
             row[f"{models[1]} − {models[0]}"] = signed(b - a, places) if both else NO_VALUE
             row[f"{models[1]} / {models[0]}"] = f"{b / a:.3g}×".replace("-", MINUS) if both and a else NO_VALUE
-            row["better"] = better_of(m.name, models, values)
+            row["better"] = "no winner" if no_winner else better_of(m.name, models, values)
         rows.append(row)
     return rows
 
@@ -306,7 +320,7 @@ def verdict(results, metric="best_val_loss", see=CONTROLS_HINT):
     """
     m = METRIC_BY_NAME[metric]
     diverged = [r for r in results if r.get("status") == DIVERGED]
-    if diverged:
+    if unranked(results, metric) == "diverged":
         what = " and ".join(r["model"] + " diverged" + (f" ({r['message']})" if r.get("message") else "")
                             for r in diverged)
         others = [f"{r['model']}: {_fmt(r[metric])} {m.unit}".rstrip()
@@ -316,7 +330,7 @@ def verdict(results, metric="best_val_loss", see=CONTROLS_HINT):
     if len(done) < 2:
         return "Not enough finished models to compare."
     a, b = done[0], done[1]
-    if a.get("steps") is not None and b.get("steps") is not None and a["steps"] != b["steps"]:
+    if unranked(results, metric) == "different steps":
         def ran(r):
             return f"{r['steps']:,}" + (f" ({r['status']})" if r.get("status") not in (None, COMPLETED) else "")
         return (f"{a['model']} ran {ran(a)} steps and {b['model']} {ran(b)}: they ran different numbers of steps, "
