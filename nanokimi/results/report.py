@@ -18,11 +18,10 @@ import pandas as pd
 from ..experiments import arms
 # The registry's names for reading, as every table and page takes them from here: "nanokimi+truemuon" →
 # "NanoKimi · TrueMuon", "relu-matched" → "matched ReLU".
-from ..experiments.arms import Arm, arm_name, short_name as architecture_name  # noqa: F401
-from ..experiments.sweep import learning_rate, tuned_setting
+from ..experiments.arms import arm_name, short_name as architecture_name  # noqa: F401
 from ..metrics import HISTORY_COLUMNS, METRIC_BY_NAME, METRICS, RESULT_COLUMNS
 from ..training.optim import OPTIMIZER_LABELS
-from ..running.request import GRIDS, SWEEP, Request
+from ..running.request import Request
 from ..settings import flatten, names
 from ..status import COMPLETED, DIVERGED
 from ..training import routing
@@ -36,14 +35,9 @@ def optimizer_name(name):
 
 
 def model_name(request, name):
-    """A model of a stored run (`request`: request.Request) as a person reads it: a comparison's by its
-    name ("NanoKimi"), a grid's by its arm and seed ("NanoKimi · TrueMuon · seed 1337"), a sweep's
-    with its learning rate ("NanoGPT · AdamW · lr=0.003 · seed 101337"); read from the run's fields."""
-    config = next((c for c in request.runs if c.name == name), None)
-    if config is None or request.kind not in GRIDS or not config.architecture:
-        return name
-    lr = f" · {tuned_setting(config)}={learning_rate(config):.3g}" if request.kind == SWEEP else ""
-    return f"{Arm.of(config).name}{lr} · seed {config.seed}"
+    """A model of a stored run (`request`: request.Request) as a person reads it (Request.model_name:
+    "NanoKimi", "NanoKimi · TrueMuon · seed 1337", "NanoGPT · AdamW · lr=0.003 · seed 101337")."""
+    return request.model_name(name)
 
 
 # results.csv: which run and text, the engine's results, then every setting of the model's RunConfig

@@ -150,7 +150,8 @@ class JobQueue:
             return None
         history = history_frame(self.store.history(run_id))
         position = self.store.queue_position(run_id) if run["status"] == QUEUED else None
-        return RunView(run, history.drop(columns="run_id"), position)
+        starting = position == 1 and self.store.latest_active_run() == run_id  # nothing trains yet: the runner starts
+        return RunView(run, history.drop(columns="run_id"), position, starting)
 
     def overlay_history(self, run_ids, metrics=("val_loss",)):
         """History of several runs, each series named "#ID model", for overlaid curves."""
