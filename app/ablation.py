@@ -297,7 +297,7 @@ def per_arm(rows, summary, frame, name):
     st.dataframe(report.arm_table(summary), hide_index=True, width="stretch", key=f"{PREFIX}{name}_summary_table")
     st.caption("Mean over seeds ± half the width of its 95% confidence interval (none with one seed).")
     st.caption(f"Time to target: training seconds until validation loss first reached {rows[0]['target_val_loss']:.4f} "
-               f"(the worst arm's mean final validation loss).")
+               f"(the worst arm's mean final validation loss), over the seeds that reached it.")
     downloads = st.container(horizontal=True)
     downloads.download_button("Download ablation CSV", ablation_files.runs_csv(rows), file_name=f"{name}-run{view.id}.csv",
                               mime="text/csv", icon=":material/download:", key=f"{PREFIX}{name}_runs_csv")

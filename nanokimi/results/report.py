@@ -205,8 +205,10 @@ ARM_COLUMNS = {"best_val_loss": "Best val loss (nats/char)", "final_val_loss": "
 def arm_table(summary):
     """The per-arm table of an ablation summary (rows or frame with ablation.SUMMARY_COLUMNS), wide:
     one row per arm (display name), its seeds, then one column per metric with units, each cell the
-    mean over seeds as text, "± half the 95% CI" where seeds give one; "—" for no value. Active
-    parameters are left out when they equal the parameters (they differ under top-k routing only)."""
+    mean over seeds as text, "± half the 95% CI" where seeds give one; "—" for no value. Time to
+    target is a mean over the seeds that reached the target: when some did not, the cell says how many
+    did ("(1/2 seeds reached)"). Active parameters are left out when they equal the parameters (they
+    differ under top-k routing only)."""
     frame = pd.DataFrame(summary)
     arms = frame[frame["kind"] == "arm"]
     table = []
@@ -220,6 +222,8 @@ def arm_table(summary):
             half = (est["ci_high"] - est["ci_low"]) / 2 if _finite(est["ci_low"]) and _finite(est["ci_high"]) else 0
             places = decimals(est["mean"]) if _finite(est["mean"]) else None
             row[column] = number(est["mean"], places) + (f" ± {number(half, places)}" if half > 0 else "")
+            if metric == "time_to_target_s" and int(est["n"]) < row["seeds"]:  # its mean is over those that did
+                row[column] += f" ({int(est['n'])}/{row['seeds']} seeds reached)"
         table.append(row)
     table = pd.DataFrame(table)
     for column in ARM_COLUMNS.values():
