@@ -31,7 +31,8 @@ def test_progress_names_a_sweeps_models_by_their_display_names_not_their_keys():
     assert text.startswith("stopped: NanoGPT · AdamW · lr=") and "/s" not in text, text
 
 
-def test_a_first_run_waiting_for_its_runner_says_the_runner_is_starting(tmp_path):
+def test_a_first_run_waiting_for_its_runner_says_the_runner_is_starting(tmp_path, monkeypatch):
+    monkeypatch.setattr(jobs.JobQueue, "ensure_runner", lambda self: None)  # the words only: no runner here
     store = Store(tmp_path)
     asked = comparison("quick", data=BUILTIN, **TINY)
     first, second = (store.create_run(asked.to_stored(), asked.label()) for _ in range(2))
@@ -42,3 +43,20 @@ def test_a_first_run_waiting_for_its_runner_says_the_runner_is_starting(tmp_path
     assert queue.view(second).progress() == (0.0, "Waiting in the queue at position 1")
     store.request_stop(first)
     store.request_stop(second)
+
+
+def test_a_run_queued_as_the_runner_leaves_gets_a_runner_at_the_next_poll(tmp_path):
+    # The runner found the queue empty and was exiting when this run was queued; submit saw it still
+    # alive and started none. The page's next poll of the run must start one.
+    store = Store(tmp_path)
+    asked = comparison("quick", data=BUILTIN, **TINY)
+    run_id = store.create_run(asked.to_stored(), asked.label())
+    queue = jobs.JobQueue(tmp_path)
+    assert queue.process is None and not queue.runner_alive()
+    try:
+        queue.view(run_id)
+        assert queue.process is not None, "the poll started a runner"
+    finally:
+        store.request_stop(run_id)
+        if queue.process is not None:
+            queue.process.wait(timeout=120)

@@ -146,6 +146,10 @@ class JobQueue:
         if run is not None and run["status"] == RUNNING and not self.runner_alive():
             self.check()  # its runner died: say so at this poll, not at the next reload
             run = self.store.get_run(run_id)
+        elif run is not None and run["status"] == QUEUED and not self.runner_alive():
+            # Queued just as the runner was leaving (it found the queue empty, and submit found it
+            # still alive): start one at this poll, or the run waits for the next page load.
+            self.ensure_runner()
         if run is None:
             return None
         history = history_frame(self.store.history(run_id))
