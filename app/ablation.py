@@ -29,7 +29,7 @@ from app.common.controls import (BASELINE, BIND, CONTROLS, KEEP, control_params,
                                  run_to_open, settings_of, untaken, url_params)
 from app.common.datasets import corpus, dataset_choices, dataset_control, dataset_of
 from app.common.effects import effects_of, effects_table, summarise
-from app.common.estimate import duration, estimate_s
+from app.common.estimate import estimate, estimate_sentence
 from app.common.damage import guarded
 from app.common.jobqueue import job_queue
 from app.common.live import POLL_S, live_area, live_run, run_controls, status_note
@@ -163,16 +163,12 @@ for problem in problems:
 
 
 def grid_estimate(grid):
-    """How long the grid's runs should take here, from step times measured on this machine, or which arms
-    have none yet (a sweep's confirmation runs are chosen later: not counted)."""
-    estimates = [estimate_s(run) for run in grid.runs]
-    missing = list(dict.fromkeys(report.arm_name(run.arm) for run, e in zip(grid.runs, estimates) if e is None))
-    if missing:
-        return (f"Duration: no measurement yet on this machine of {', '.join(missing)} at these settings "
-                f"(the arms table shows their sizes; train them once to measure).")
-    measured_in = ", ".join(f"#{i}" for i in sorted({e[1] for e in estimates}))
-    what = "the tuning runs (the confirmation runs come after)" if grid.kind == request.SWEEP else "the grid"
-    return f"Duration here: about {duration(sum(e[0] for e in estimates))} for {what}, from step times measured in run {measured_in}."
+    """How long the grid (a sweep: both phases) should take here, measured or roughly (estimate.py)."""
+    found = estimate(grid)
+    if grid.kind != request.SWEEP:
+        return estimate_sentence(found, f"for the {len(grid.runs)} runs")
+    return estimate_sentence(found, f"for up to {grid.planned_runs()} runs: {len(grid.runs)} tuning, then the "
+                                    f"confirmation at the chosen and the original learning rates")
 
 
 if grid is not None:

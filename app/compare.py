@@ -23,7 +23,7 @@ from app.common.chart_display import show_chart
 from app.common.controls import (BASELINE, BIND, CONTROLS, KEEP, control_params, model_controls, open_in_url,
                                  preset_values, run_to_open, set_controls, settings_of, untaken, url_params)
 from app.common.datasets import corpus, dataset_choices, dataset_control, dataset_of
-from app.common.estimate import estimate_sentence, model_size
+from app.common.estimate import duration, estimate, estimate_sentence, model_size
 from app.common.damage import guarded
 from app.common.jobqueue import job_queue
 from app.common.live import POLL_S, live_area, live_run, run_controls, status_note
@@ -101,8 +101,10 @@ for problem in problems:
     st.error(plain(problem))
 if run_request is not None:
     sizes = request.arm_sizes(run_request.runs, corpus(*data).vocab_size)
-    st.caption(" · ".join(f"**{run.name}**: {model_size(*sizes[run.arm])}, {estimate_sentence(run)}"
-                          for run in run_request.runs) + ".")
+    found = estimate(run_request)
+    st.caption(" · ".join(f"**{run.name}**: {model_size(*sizes[run.arm])}, "
+                          f"{'roughly' if run.name in found.rough else 'about'} {duration(found.model_s[run.name])}"
+                          for run in run_request.runs) + ". " + estimate_sentence(found))
 
 # --- the run on show ------------------------------------------------------------------------------
 view, info_col = run_controls(queue, request.COMPARISON, run_request, "Train")

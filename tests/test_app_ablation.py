@@ -291,8 +291,8 @@ def test_query_parameters_set_the_grid(home):
     assert grid.arms == ["nanogpt+muon", "relu-matched+muon"]
     assert {r.seed for r in grid.runs} == {1337, 1338}
     assert all((r.iters, r.model.n_embd, r.optimizer.lr) == (120, 32, 0.002) for r in grid.runs)
-    [duration] = [c.value for c in at.caption if c.value.startswith("Duration")]
-    assert ("no measurement yet on this machine of NanoGPT · Muon (PyTorch), matched ReLU · Muon (PyTorch)"
+    [duration] = [c.value for c in at.caption if c.value.startswith("Roughly")]
+    assert ("since NanoGPT · Muon (PyTorch), matched ReLU · Muon (PyTorch) have not trained here"
             in duration), duration
 
 
