@@ -151,3 +151,14 @@ def test_a_model_never_measured_here_is_guessed_from_flops_and_said_to_be_rough(
     assert found.rough == ("NanoKimi",) and found.measured_in == (3,)
     ratio = batch_flops(kimi) / batch_flops(gpt)
     assert found.model_s["NanoKimi"] == pytest.approx(1.0 + 100 * 0.01 * ratio + 3 * 10 * 0.001 * ratio)
+
+
+def test_architectures_of_one_optimizer_never_share_a_step_cost():
+    # NanoGPT + TrueMuon was timed at NanoKimi + TrueMuon's speed, and NanoKimi + AdamW at NanoGPT + AdamW's:
+    # the key left out the feed-forward, the one thing that told them apart.
+    from nanokimi.running.request import ablation
+
+    grid = ablation(1, ["adamw", "truemuon"], "builtin", architectures=["nanogpt", "relu-matched", "nanokimi"],
+                    iters=10, threads=1)
+    keys = {step_cost_key(run) for run in grid.runs}
+    assert len(keys) == len(grid.runs) == 6

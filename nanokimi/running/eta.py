@@ -95,9 +95,10 @@ def finished_rates(run, row, train_s=None, process_s=0.0):
 
 
 def step_cost_key(run):
-    """What one training step of a run costs depends on: its model (the text's vocabulary aside), batch,
-    optimizer kind (and Newton–Schulz steps), threads and device; not its steps, seed or learning rates."""
-    model = tuple(sorted(flatten(run.model).items()))
+    """What one training step of a run costs depends on: its model (its feed-forward and settings, the
+    text's vocabulary aside), batch, optimizer kind (and Newton–Schulz steps), threads and device; not
+    its steps, seed or learning rates."""
+    model = (run.model.ffn, *sorted(flatten(run.model).items()))  # flatten has the settings, not the ffn
     ns_steps = run.optimizer.ns_steps if run.optimizer.name != "adamw" else None
     return model, run.batch_size, run.optimizer.name, ns_steps, run.threads, run.device
 
