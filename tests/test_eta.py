@@ -133,24 +133,26 @@ def test_a_sweep_counts_its_confirmation_runs(small_text_file):
 
 
 def test_a_model_never_measured_here_is_guessed_from_flops_and_said_to_be_rough(small_text_file):
-    from nanokimi.running.eta import REFERENCE, batch_flops, request_estimate
+    from nanokimi.running.eta import REFERENCE, batch_flops, reference_rates, request_estimate
     from nanokimi.running.request import comparison
 
-    request = comparison(data=str(small_text_file), iters=100, eval_interval=50, eval_iters=5)
+    request = comparison(data=str(small_text_file), iters=100, eval_interval=50, eval_iters=5, n_embd=32, n_head=2)
     gpt, kimi = request.runs
     nothing = request_estimate(request, {}, None)
     assert nothing.rough == ("NanoGPT", "NanoKimi") and nothing.measured_in == ()
-    assert nothing.model_s["NanoGPT"] == pytest.approx(REFERENCE.startup_s + 100 * REFERENCE.step_s * batch_flops(gpt)
-                                                       / (434_304 * 16 * 32) + 3 * 10 * REFERENCE.eval_batch_s
-                                                       * batch_flops(gpt) / (434_304 * 16 * 32))
-    assert batch_flops(kimi) > batch_flops(gpt)
-    assert nothing.model_s["NanoKimi"] > nothing.model_s["NanoGPT"], "more FLOPs, more time: never the reverse"
-    # only NanoGPT measured: NanoKimi is NanoGPT's step scaled by the ratio of their FLOPs
-    rates = {step_cost_key(gpt): (3, Rates(0.01, 0.001, 1.0), gpt)}
+    scale = batch_flops(gpt) / (434_304 * 16 * 32)
+    assert scale < 1, "smaller than the reference's model: scaled down by its FLOPs"
+    reference = REFERENCE["dense", "adamw"]
+    assert nothing.model_s["NanoGPT"] == pytest.approx(reference.startup_s + 100 * reference.step_s * scale
+                                                       + 3 * 10 * reference.eval_batch_s * scale)
+    assert nothing.model_s["NanoKimi"] > nothing.model_s["NanoGPT"], "more FLOPs and an MoE step: never the reverse"
+    # only NanoGPT measured, at twice the reference's speed: NanoKimi's reference rates at that speed
+    guess = reference_rates(gpt)
+    rates = {step_cost_key(gpt): (3, Rates(guess.step_s / 2, guess.eval_batch_s / 2, 1.0), gpt)}
     found = request_estimate(request, rates, 2.0)
     assert found.rough == ("NanoKimi",) and found.measured_in == (3,)
-    ratio = batch_flops(kimi) / batch_flops(gpt)
-    assert found.model_s["NanoKimi"] == pytest.approx(1.0 + 100 * 0.01 * ratio + 3 * 10 * 0.001 * ratio)
+    kimi_guess = reference_rates(kimi)
+    assert found.model_s["NanoKimi"] == pytest.approx(1.0 + 100 * kimi_guess.step_s / 2 + 3 * 10 * kimi_guess.eval_batch_s / 2)
 
 
 def test_architectures_of_one_optimizer_never_share_a_step_cost():

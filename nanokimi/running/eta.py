@@ -21,10 +21,10 @@ These are `Rates`, always measured, never guessed from another architecture: a N
   own start-up when no runner is alive (`runner_startup_s`, measured as the wait of the newest run
   queued with nothing ahead of it). A sweep counts its confirmation runs too (up to two per arm and
   seed), at its arms' rates. A model whose step cost was never measured here is guessed from its
-  FLOPs (`rough_rates`): scaled from a measured model of this machine, the closest in optimizer and
-  architecture, else from REFERENCE (a machine like the one it was written on); such an estimate is
-  marked rough, since FLOPs miss what tiny models spend beside the matmuls (a NanoKimi + TrueMuon
-  step takes 2.7x a NanoGPT + AdamW one at 1.3x its FLOPs);
+  FLOPs (`rough_rates`): a reference machine's rates for its kind of feed-forward and optimizer,
+  scaled by FLOPs and, once anything has trained here, by how much faster or slower this machine
+  was for a measured model; such an estimate is marked rough (FLOPs miss much of what tiny models
+  spend beside the matmuls);
 - while the app trains (`time_left`): each model's own rates so far, from the runner's progress
   (runner.Recorder); a model not started yet takes those of a model of its arm (architecture and
   optimizer) measured in the same run, else it is named as not timed yet. Models trained one after
@@ -147,11 +147,14 @@ def runner_startup_s(stored_runs):
     return None
 
 
-# A machine like the one this was written on (a 2-core VM shared with other work), for a rough guess
-# before anything has trained here: quick NanoGPT + AdamW, 1 thread, 8.4 ms a step and 2.75 ms an
-# evaluation batch at 222 MFLOP (forward) a batch; 1.3 s of start-up a model, 2 s for the runner.
-REFERENCE_FLOPS = 434_304 * 16 * 32
-REFERENCE = Rates(step_s=0.0084, eval_batch_s=0.00275, startup_s=1.3)
+# A machine like the one this was written on (a 2-core VM shared with other work), for a rough guess at
+# a model never measured here: the quick preset, 1 thread, per feed-forward kind and optimizer family
+# (a step's cost beside its matmuls differs by both: NanoKimi + TrueMuon's step takes 2.1x NanoGPT +
+# AdamW's at 1.3x its FLOPs), with the batch FLOPs they were measured at; 1.3 s of start-up a model
+# (its process included) and 2 s for the runner.
+REFERENCE_FLOPS = {"dense": 222_363_648, "moe": 290_521_088}
+REFERENCE = {("dense", "adamw"): Rates(0.00835, 0.00274, 1.3), ("dense", "truemuon"): Rates(0.01058, 0.00270, 1.3),
+             ("moe", "adamw"): Rates(0.01308, 0.00426, 1.3), ("moe", "truemuon"): Rates(0.01780, 0.00447, 1.3)}
 REFERENCE_RUNNER_S = 2.0
 
 
@@ -160,19 +163,34 @@ def batch_flops(run):
     return run.model.forward_flops(run.model.block_size) * run.batch_size
 
 
+def reference_rates(run):
+    """REFERENCE's rates for `run`: its feed-forward kind's and optimizer family's (Muon with TrueMuon, a
+    SwiGLU or ReLU MLP with the dense), scaled by the ratio of batch FLOPs."""
+    ffn = "moe" if run.model.ffn == "moe" else "dense"
+    rates = REFERENCE[ffn, "adamw" if run.optimizer.name == "adamw" else "truemuon"]
+    scale = batch_flops(run) / REFERENCE_FLOPS[ffn]
+    return replace(rates, step_s=rates.step_s * scale, eval_batch_s=rates.eval_batch_s * scale)
+
+
 def rough_rates(run, measured):
-    """Rates guessed for `run` from FLOPs: a measured model's (`measured`: measured_rates') scaled by
-    the ratio of batch FLOPs, the one closest to `run` (same optimizer and feed-forward, else same
-    optimizer, else any), else REFERENCE's. Returns (Rates, the run id it scaled, or None)."""
+    """Rates guessed for `run`, a model never measured here: reference_rates, at this machine's speed
+    when a model was measured here (`measured`: measured_rates'; the one closest to `run`, same optimizer
+    and feed-forward first): times its measured over its reference rates, with its start-up. Returns
+    (Rates, the run id whose speed it used, or None)."""
+    guess = reference_rates(run)
+
     def closeness(entry):
-        _, _, other = entry
+        other = entry[2]
         return (other.optimizer.name == run.optimizer.name and other.model.ffn == run.model.ffn,
-                other.optimizer.name == run.optimizer.name)
+                other.model.ffn == run.model.ffn, other.optimizer.name == run.optimizer.name)
 
     base = max(measured.values(), key=closeness, default=None)
-    run_id, rates, flops = (base[0], base[1], batch_flops(base[2])) if base else (None, REFERENCE, REFERENCE_FLOPS)
-    scale = batch_flops(run) / flops
-    return replace(rates, step_s=rates.step_s * scale, eval_batch_s=rates.eval_batch_s * scale), run_id
+    if base is None:
+        return guess, None
+    run_id, here, other = base
+    there = reference_rates(other)
+    return Rates(guess.step_s * here.step_s / there.step_s, guess.eval_batch_s * here.eval_batch_s / there.eval_batch_s,
+                 here.startup_s), run_id
 
 
 @dataclass(frozen=True)
