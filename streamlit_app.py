@@ -14,7 +14,9 @@ import streamlit as st
 from app.common.damage import set_aside_notice, show_damaged_store
 from nanokimi.running.store import StoreDamaged
 
-st.set_page_config(page_title="nanokimi", page_icon=":material/science:", layout="wide")
+# The sidebar holds only the page links: 200 px (Streamlit's narrowest, its default 300) leaves an 800-px
+# window 570 px for a page; below 768 px Streamlit hides it.
+st.set_page_config(page_title="nanokimi", page_icon=":material/science:", layout="wide", initial_sidebar_state=200)
 navigation = st.navigation([
     st.Page("app/compare.py", title="Compare", icon=":material/compare_arrows:", default=True),
     st.Page("app/ablation.py", title="Ablation", icon=":material/grid_view:"),

@@ -111,18 +111,19 @@ for sentence in bad_address:
     st.warning(sentence)
 
 # --- controls ---------------------------------------------------------------------------------
-architectures_col, controls_col, optimizers_col = st.columns([5, 2, 3], vertical_alignment="bottom")
-chosen_architectures = architectures_col.multiselect(
+# rows that wrap where the page is narrow (an 800-px window) rather than cut the labels short
+arms_row = st.container(horizontal=True, vertical_alignment="bottom")
+chosen_architectures = arms_row.multiselect(
     "Architectures", list(ARCHITECTURES), default=DEFAULTS["architectures"], key=PREFIX + "architectures",
     format_func=display_name, **BIND,
     help="NanoGPT and NanoKimi, and the two controls between them: NanoGPT's ReLU MLP and one SwiGLU, each widened "
          "to NanoKimi's parameter count.")
-controls_col.button("The four controls", on_click=choose_controls, key=PREFIX + "controls_button", width="stretch",
-                    icon=":material/account_tree:", help="NanoGPT, both controls and NanoKimi: NanoKimi − NanoGPT "
-                                                         "split into parameters, activation and routing.")
-chosen_optimizers = optimizers_col.multiselect("Optimizers", OPTIMIZERS, default=DEFAULTS["optimizers"],
-                                               key=PREFIX + "optimizers", format_func=OPTIMIZER_LABELS.get, **BIND,
-                                               help="Every architecture trains with each of these.")
+arms_row.button("The four controls", on_click=choose_controls, key=PREFIX + "controls_button", width="content",
+                icon=":material/account_tree:", help="NanoGPT, both controls and NanoKimi: NanoKimi − NanoGPT "
+                                                     "split into parameters, activation and routing.")
+chosen_optimizers = arms_row.multiselect("Optimizers", OPTIMIZERS, default=DEFAULTS["optimizers"],
+                                         key=PREFIX + "optimizers", format_func=OPTIMIZER_LABELS.get, **BIND,
+                                         help="Every architecture trains with each of these.")
 grid_col, *setting_cols = st.columns(4)
 with grid_col:
     seeds = st.slider("Seeds", **SEEDS, key=PREFIX + "seeds", **BIND,
@@ -134,16 +135,16 @@ with setting_cols[2]:
     values["seed"] = st.number_input("First seed", **FIRST_SEED, step=1, value=BASELINE["seed"],
                                      key=PREFIX + "seed", **BIND,
                                      help="Seeds are this, this + 1, …; every arm shares each seed (a paired design).")
-tune_col, factors_col, tuning_seeds_col = st.columns([1, 2, 1])
-tune = tune_col.toggle("Tune learning rates", key=PREFIX + "tune", **BIND,
-                       help="First train every arm at several learning rates on tuning seeds (never the seeds the "
-                            "effects are measured on), then compare each arm at its best one and at the original's.")
-factors = factors_col.multiselect(
+tuning_row = st.container(horizontal=True, vertical_alignment="center")
+tune = tuning_row.toggle("Tune learning rates", key=PREFIX + "tune", **BIND, width="content",
+                         help="First train every arm at several learning rates on tuning seeds (never the seeds the "
+                              "effects are measured on), then compare each arm at its best one and at the original's.")
+factors = tuning_row.multiselect(
     "Learning-rate factors", FACTOR_CHOICES, default=DEFAULTS["factors"], key=PREFIX + "factors", format_func=factor_label,
     disabled=not tune, **BIND,
     help="Learning rates tried, as factors of each arm's original: AdamW's lr, or TrueMuon's / Muon's matrix lr.")
-tuning_seeds = tuning_seeds_col.slider("Tuning seeds", **TUNING_SEEDS, key=PREFIX + "tuning_seeds", disabled=not tune,
-                                       **BIND, help="Runs per arm and learning rate while tuning.")
+tuning_seeds = tuning_row.slider("Tuning seeds", **TUNING_SEEDS, key=PREFIX + "tuning_seeds", disabled=not tune,
+                                 **BIND, help="Runs per arm and learning rate while tuning.", width=180)
 for sentence in untaken(PREFIX, values):
     st.warning(sentence)
 

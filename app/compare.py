@@ -19,7 +19,7 @@ from nanokimi.experiments.compare import PRESET_HELP
 from nanokimi.training.optim import OPTIMIZER_LABELS, OPTIMIZERS
 from nanokimi.status import MEASURED
 from app.common.address import Param, check_address, control_params as address_params, one_of, whole_number
-from app.common.chart_display import show_chart
+from app.common.chart_display import chart_columns, show_chart
 from app.common.controls import (BASELINE, BIND, CONTROLS, KEEP, control_params, model_controls, open_in_url,
                                  preset_values, run_to_open, set_controls, settings_of, untaken, url_params)
 from app.common.datasets import corpus, dataset_choices, dataset_control, dataset_of
@@ -132,7 +132,7 @@ def live_view(run_id, was_active):
         st.info("The charts appear with the first training steps." if view.active else "No training step was run.",
                 icon=":material/hourglass_top:" if view.active else None)
         return
-    loss_col, side_col = st.columns([3, 2])
+    loss_col, side_col = chart_columns([3, 2], "compare_chart_row")
     with loss_col:
         toggles = st.columns(3)
         over_time = toggles[0].toggle("Over wall time", key="loss_over_time", **KEEP,
@@ -149,7 +149,7 @@ def live_view(run_id, was_active):
                                        smoothing=smoothing), f"ms-per-step-run{view.id}", "ms_chart")
         show_chart(metric_chart(view.history, "tokens_per_s", "Training throughput", "tokens/s"),
                    f"tokens-per-s-run{view.id}", "tokens_chart")
-    mem_col, state_col = st.columns([3, 2])
+    mem_col, state_col = chart_columns([3, 2], "compare_memory_row")
     with mem_col:
         show_chart(metric_chart(view.history, "rss_mb", "Resident memory (at evaluations)", "MB"),
                    f"memory-run{view.id}", "rss_chart")
@@ -173,7 +173,7 @@ if not view.active:
         st.markdown(f"**{report.verdict(measured, see=CONTROLS_HINT)}**")
         rows = pd.DataFrame(report.table_rows(measured))
         st.dataframe(rows, hide_index=True, width="stretch", height="content", key="results_table")
-        show_chart(bar_charts(measured), f"bars-run{view.id}", "bar_charts", width="content")
+        show_chart(bar_charts(measured, columns=2), f"bars-run{view.id}", "bar_charts", width="content")
     downloads = st.container(horizontal=True)
     downloads.download_button("Download results CSV", report.results_csv(view.results, view.request.runs, view.id,
                                                                           view.request.data_label),

@@ -14,7 +14,7 @@ from nanokimi.results.charts.analysis import singular_value_chart, singular_valu
 from nanokimi.training import nslab
 from nanokimi.training.data import DataError
 from nanokimi.training.optim import NS_COEFFICIENTS
-from app.common.chart_display import show_chart
+from app.common.chart_display import chart_columns, show_chart
 from app.common.checkpoints import checkpoint_with_text
 from app.common.controls import KEEP
 from app.common.jobqueue import job_queue
@@ -109,7 +109,7 @@ if len(finite) < len(trajectory):
     st.error("With these coefficients the iteration diverges (singular values overflow): try values nearer the defaults.")
     st.stop()
 
-chart_col, table_col = st.columns([3, 2])
+chart_col, table_col = chart_columns([3, 2], "lab_chart_row")
 with chart_col:
     show_chart(singular_value_chart(trajectory), "singular-values", "lab_singular_values")
 with table_col:

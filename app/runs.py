@@ -3,7 +3,8 @@
 One row per run and model/arm (nanokimi/runtable.py): kind, dataset, status, progress, steps done,
 duration, best validation loss (mean ± 95% CI over an arm's seeds) and every setting. Pick runs to
 overlay any metric, grouped by any setting with the seeds of a group as a mean and a 95% confidence
-band; open one (a comparison on the Compare page, a grid on the Ablation page), download their
+band (charts/runs.py: model colours, dashes and shades; the band within the members' range; smoothing
+as on Compare); open one (a comparison on the Compare page, a grid on the Ablation page), download their
 results, or delete them (with their history and checkpoints). Active runs refresh while they train.
 """
 
@@ -11,7 +12,8 @@ import pandas as pd
 import streamlit as st
 
 from nanokimi.results import report, runtable
-from nanokimi.results.charts.runs import group_band_chart
+from nanokimi.results.charts.runs import band_note, group_band_chart
+from nanokimi.results.charts.smoothing import DEFAULT_SMOOTHING, EVERY_STEP
 from nanokimi.running.jobs import history_frame
 from nanokimi.running.request import COMPARISON, GRIDS, Request
 from nanokimi.settings import all_fields
@@ -70,13 +72,13 @@ if not runs:
     st.info("No runs yet: press Train on the Compare page.")
     st.stop()
 
-needle_col, kind_col, status_col, dataset_col, columns_col = st.columns([3, 2, 2, 2, 1.6], vertical_alignment="bottom")
-needle = needle_col.text_input("Filter", key="runs_filter", **KEEP, placeholder="model, arm, optimizer, message, #id…")
-kinds = kind_col.multiselect("Kind", (COMPARISON,) + GRIDS, key="runs_kind", **KEEP)
-statuses = status_col.multiselect("Status", ALL, key="runs_status", **KEEP)
+filters = st.container(horizontal=True, vertical_alignment="bottom")  # wraps on a narrow page
+needle = filters.text_input("Filter", key="runs_filter", **KEEP, placeholder="model, arm, optimizer, message, #id…")
+kinds = filters.multiselect("Kind", (COMPARISON,) + GRIDS, key="runs_kind", **KEEP, width=190)
+statuses = filters.multiselect("Status", ALL, key="runs_status", **KEEP, width=190)
 dataset_names = sorted({Request.from_stored(r["config"]).data_label for r in runs})
-datasets = dataset_col.multiselect("Dataset", known("runs_dataset", dataset_names), key="runs_dataset", **KEEP)
-with columns_col.popover("Columns", icon=":material/view_column:", width="stretch"):
+datasets = filters.multiselect("Dataset", known("runs_dataset", dataset_names), key="runs_dataset", **KEEP, width=190)
+with filters.popover("Columns", icon=":material/view_column:", width="content"):
     columns = st.multiselect("Columns", list(runtable.TABLE_COLUMNS), default=DEFAULT_COLUMNS, key="runs_columns",
                              **KEEP, help="Columns shown in the table; click a header to sort.")
 
@@ -138,16 +140,24 @@ if not selected:
     st.stop()
 
 chosen = [by_id[i] for i in selected]
-group_col, metric_col, x_col, log_col = st.columns([4, 2, 2, 1.2])
-group_by = group_col.multiselect("Group by", runtable.GROUP_KEYS, default=["run", "model"], key="runs_group_by", **KEEP,
-                                 help="Runs with equal values of these columns form a group; its members (e.g. seeds) "
-                                      "are drawn as a mean with a 95% confidence band.")
-metric = metric_col.selectbox("Metric", list(runtable.METRICS), key="runs_metric", **KEEP,
-                              format_func=lambda m: runtable.METRICS[m])
-x_axis = x_col.selectbox("x axis", list(runtable.X_AXES), key="runs_x", **KEEP, format_func=runtable.X_AXES.get,
-                         help="Fraction of run puts a 10-step and a 1,000-step run on one axis.")
-log_x = log_col.toggle("log x", key="runs_log_x", **KEEP)
-log_y = log_col.toggle("log y", key="runs_log_y", **KEEP)
+# One row that wraps where the page is narrow (an 800-px window): every control keeps its label.
+chart_controls = st.container(horizontal=True, vertical_alignment="bottom")
+group_by = chart_controls.multiselect(
+    "Group by", runtable.GROUP_KEYS, default=["run", "model"], key="runs_group_by", **KEEP,
+    help="Runs with equal values of these columns form a group; its members (e.g. seeds) are drawn as a mean with "
+         "a 95% confidence band, kept within the members' range. Colour: the model; dash: its optimizer, or the "
+         "next setting; shades: what is left (e.g. a sweep's learning rates).")
+metric = chart_controls.selectbox("Metric", list(runtable.METRICS), key="runs_metric", **KEEP,
+                                  format_func=lambda m: runtable.METRICS[m], width=230)
+x_axis = chart_controls.selectbox("x axis", list(runtable.X_AXES), key="runs_x", **KEEP, format_func=runtable.X_AXES.get,
+                                  help="Fraction of run puts a 10-step and a 1,000-step run on one axis.", width=200)
+smoothing = chart_controls.slider(
+    "Smoothing", 0.0, 0.99, DEFAULT_SMOOTHING, step=0.01, key="runs_smoothing", **KEEP, width=170,
+    disabled=metric not in EVERY_STEP,
+    help="As on the Compare page: TensorBoard's exponential moving average of the train loss and step time, in "
+         "steps (0 = off; the raw mean drawn faintly behind). Metrics measured at evaluations are drawn as they are.")
+log_x = chart_controls.toggle("log x", key="runs_log_x", **KEEP, width="content")
+log_y = chart_controls.toggle("log y", key="runs_log_y", **KEEP, width="content")
 
 
 def overlay():
@@ -160,8 +170,10 @@ def overlay():
     if stats.empty:
         st.info(f"No {runtable.METRICS[metric].split(' (')[0]} recorded yet for these runs.")
     else:
-        show_chart(group_band_chart(stats, runtable.METRICS[metric], runtable.X_AXES[x_axis], log_x, log_y),
-                   f"runs-{metric}", "runs_overlay")
+        show_chart(group_band_chart(stats, runtable.METRICS[metric], runtable.X_AXES[x_axis], log_x, log_y,
+                                    by=group_by, metric=metric, smoothing=smoothing), f"runs-{metric}", "runs_overlay")
+        if band_note(stats):
+            st.caption(band_note(stats))
     groups = runtable.group_summary(member_table, group_by, runtable.member_bests(current, summaries(current)))
     st.table(groups.assign(
         best_val_loss=groups["best_val_loss"].map(lambda v: "–" if pd.isna(v) else f"{v:.4f}"),
@@ -183,18 +195,18 @@ def delete(run_ids):
     st.session_state["runs_confirm"] = False
 
 
-open_col, download_col, delete_col = st.columns(3)
+actions = st.container(horizontal=True, vertical_alignment="top")  # wraps on a narrow page
 first = chosen[0]
 first_kind = Request.from_stored(first["config"]).kind
 target = "app/ablation.py" if first_kind in GRIDS else "app/compare.py"
-if open_col.button("Open", icon=":material/open_in_new:",
+if actions.button("Open", icon=":material/open_in_new:",
                    help=f"Show run #{first['id']} (the first selected) on the "
                         f"{'Ablation' if first_kind in GRIDS else 'Compare'} page."):
     st.switch_page(target, query_params={"run": str(first["id"])})
-download_col.download_button("Download results CSV", report.runs_results_csv(chosen), file_name="results-runs.csv",
+actions.download_button("Download results CSV", report.runs_results_csv(chosen), file_name="results-runs.csv",
                              mime="text/csv", icon=":material/download:")
 active = [r["id"] for r in chosen if r["status"] in ACTIVE]
-with delete_col:
+with actions.container(width="stretch"):
     confirm = st.checkbox(f"Yes, delete {len(selected)} run(s) with their history and checkpoints", key="runs_confirm")
     st.button("Delete", disabled=not confirm, icon=":material/delete:", on_click=delete, args=(selected,))
     if active:

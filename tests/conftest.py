@@ -1,3 +1,4 @@
+import re
 import time
 from pathlib import Path
 
@@ -118,3 +119,13 @@ def one_matrix_newton_schulz(G, steps=5):
         A = X @ X.T
         X = a * X + (b * A + c * A @ A) @ X
     return X.T if tall else X
+
+
+def spec_rows(spec, datasets, parent=None):
+    """The data rows a (sub)spec draws, looked up by name in the top-level datasets (a layer
+    without data of its own draws its `parent`'s), through its filter `datum.kind === '…'` if any."""
+    rows = datasets[(spec.get("data") or parent["data"])["name"]]
+    for step in spec.get("transform", []):
+        field, value = re.fullmatch(r"\(datum\.(\w+) === '(.*)'\)", step["filter"]).groups()
+        rows = [row for row in rows if row[field] == value]
+    return rows

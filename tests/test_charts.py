@@ -4,22 +4,18 @@ Charts are checked through `chart.to_dict()`, the Vega-Lite spec the app and the
 """
 
 import math
-import re
 
 import pandas as pd
 import pytest
 
-from nanokimi.results.charts.ablation import (INTERVALS, arm_band_chart, effects_chart, effects_side_by_side_chart,
-                                             lr_sweep_chart)
-from nanokimi.results.charts.analysis import (character_heatmap, expert_load_chart, gate_entropy_chart,
-                                              singular_value_chart, singular_value_curves)
+from nanokimi.results.charts.ablation import arm_band_chart, lr_sweep_chart
+from nanokimi.results.charts.analysis import expert_load_chart, gate_entropy_chart
 from nanokimi.results.charts.comparison import (BARS, bar_charts, comparison_figure, loss_chart, memory_breakdown_chart,
                                                 metric_chart)
 from nanokimi.results.charts.images import chart_image
 from nanokimi.results.charts.smoothing import downsample, ema, smooth
-from nanokimi.results.charts.style import OKABE_ITO, series_color, series_dash
-from nanokimi.results.report import routing_history
-from nanokimi.training import nslab
+from nanokimi.results.charts.style import OKABE_ITO, natural_key, series_color, series_dash, shades
+from conftest import spec_rows
 
 
 def history(models=("NanoGPT", "NanoKimi"), metrics=("train_loss", "val_loss", "ms_per_step"), steps=5):
@@ -27,16 +23,6 @@ def history(models=("NanoGPT", "NanoKimi"), metrics=("train_loss", "val_loss", "
     return pd.DataFrame([{"model": model, "step": step, "wall_time_s": step / 10, "metric": metric,
                           "value": 4.0 - step / 10 + i}
                          for i, model in enumerate(models) for metric in metrics for step in range(steps)])
-
-
-def spec_rows(spec, datasets, parent=None):
-    """The data rows a (sub)spec draws, looked up by name in the top-level datasets (a layer
-    without data of its own draws its `parent`'s), through its filter `datum.kind === '…'` if any."""
-    rows = datasets[(spec.get("data") or parent["data"])["name"]]
-    for step in spec.get("transform", []):
-        field, value = re.fullmatch(r"\(datum\.(\w+) === '(.*)'\)", step["filter"]).groups()
-        rows = [row for row in rows if row[field] == value]
-    return rows
 
 
 # --- downsample and smooth ------------------------------------------------------------------------
@@ -243,6 +229,9 @@ def test_bar_charts_one_bar_chart_per_headline_metric_from_zero():
         assert bar["encoding"]["y"]["scale"] == {"zero": True}
         assert bar["encoding"]["color"]["scale"]["range"] == [series_color("NanoGPT"), series_color("NanoKimi")]
         assert spec_rows(bar, spec["datasets"]) == [{"model": r["model"], column: r[column]} for r in RESULTS]
+    grid = bar_charts(RESULTS, columns=2).to_dict()
+    assert grid["columns"] == 2 and [b["title"] for b in grid["concat"]] == [title for _, title in BARS], \
+        "two by two: the page's four bars fit an 800-px window"
 
 
 def test_memory_breakdown_starts_at_zero_and_keeps_model_colours_for_models():
@@ -302,15 +291,53 @@ def test_arms_keep_their_colour_in_every_chart():
     assert band["layer"][1]["encoding"]["strokeDash"]["scale"]["range"] == [[1, 0], [6, 3]]
     lrs = frame.assign(variant=lambda f: f["model"].map({"nanokimi+truemuon/s1": "lr=0.003", "nanogpt+adamw/s1": ""}))
     by_lr = arm_band_chart(pd.concat([frame.assign(variant="lr=0.001"), lrs])).to_dict()
+    gpt, kimi = shades(series_color("nanogpt"), 2), shades(series_color("nanokimi"), 2)
     assert dict(zip(*by_lr["layer"][0]["encoding"]["color"]["scale"].values())) == {
-        "NanoGPT · AdamW": series_color("nanogpt"), "NanoGPT · AdamW · lr=0.001": series_color("nanogpt"),
-        "NanoKimi · TrueMuon · lr=0.001": series_color("nanokimi"),
-        "NanoKimi · TrueMuon · lr=0.003": series_color("nanokimi")}, "a sweep's series keep the arm's colour"
+        "NanoGPT · AdamW": gpt[0], "NanoGPT · AdamW · lr=0.001": gpt[1],
+        "NanoKimi · TrueMuon · lr=0.001": kimi[0], "NanoKimi · TrueMuon · lr=0.003": kimi[1]}, \
+        "a sweep's series: shades of the arm's colour, light to dark by learning rate"
+    assert len(set(gpt + kimi)) == 4
     sweep = pd.DataFrame([{"arm": arm, "seed": 1, "lr": lr, "score": score}
                           for arm in ("nanokimi+truemuon", "nanogpt+adamw") for lr, score in ((1e-3, 2.0), (3e-3, 1.9))])
     line = lr_sweep_chart(sweep).to_dict()["layer"][0]
     assert dict(zip(line["encoding"]["color"]["scale"]["domain"], line["encoding"]["color"]["scale"]["range"])) == {
         "NanoKimi · TrueMuon": series_color("nanokimi"), "NanoGPT · AdamW": series_color("nanogpt")}
+
+
+def test_shades_keep_the_hue_and_differ_in_lightness():
+    blue = series_color("nanogpt")
+    assert shades(blue, 1) == [blue] and shades(blue, 3)[1] == blue, "centred on the colour itself"
+    five = shades(blue, 5)
+    channels = [[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in five]
+    assert [sum(c) for c in channels] == sorted((sum(c) for c in channels), reverse=True), "light to dark"
+    assert min(a - b for a, b in zip(map(sum, channels), map(sum, channels[1:]))) > 60, "each step visible"
+    for rgb in channels:  # mixed with white or black only: the channels keep their order (the hue)
+        assert sorted(range(3), key=rgb.__getitem__) == sorted(range(3), key=[0x00, 0x72, 0xB2].__getitem__)
+    assert max(map(sum, channels)) < 3 * 240 and min(map(sum, channels)) > 3 * 20, "never white, never black"
+
+
+def test_a_sweeps_learning_rates_are_told_apart_on_the_ablation_page():
+    # a sweep's tuning runs: two arms, five learning rates each, as jobs.ablation_history names them
+    lrs = {"nanogpt+adamw": ("lr=0.000111", "lr=0.000333", "lr=0.001", "lr=0.003", "lr=0.009"),
+           "nanokimi+truemuon": ("matrix_lr=0.00111", "matrix_lr=0.00333", "matrix_lr=0.01", "matrix_lr=0.03",
+                                 "matrix_lr=0.09")}
+    frame = pd.DataFrame([{"model": f"{arm}/{lr}/s1", "arm": arm, "variant": lr, "seed": 1, "step": step,
+                           "wall_time_s": step, "metric": "val_loss", "value": 3.0 - step / 10}
+                          for arm, values in lrs.items() for lr in reversed(values) for step in (0, 10)])
+    spec = arm_band_chart(frame).to_dict()
+    color = spec["layer"][0]["encoding"]["color"]["scale"]
+    dash = spec["layer"][1]["encoding"]["strokeDash"]["scale"]
+    styles = {name: (c, tuple(d)) for name, c, d in zip(color["domain"], color["range"], dash["range"])}
+    assert len(set(styles.values())) == 10, "ten lines, ten looks"
+    assert list(styles)[:5] == [f"NanoGPT · AdamW · {lr}" for lr in lrs["nanogpt+adamw"]], "the legend names the lr, in order"
+    assert [c for c, _ in styles.values()] == shades(series_color("nanogpt"), 5) + shades(series_color("nanokimi"), 5)
+    assert {d for _, d in list(styles.values())[5:]} == {(6, 3)}, "the optimizer stays the dash"
+    legend = spec["layer"][0]["encoding"]["color"]["legend"]
+    assert legend["orient"] == "bottom" and spec["height"] >= 300 + 10 * 20, \
+        "ten long names go under the plot, which keeps its height"
+    assert "orient" not in arm_band_chart(frame[frame["variant"].isin(["lr=0.001", "matrix_lr=0.01"])]).to_dict()[
+        "layer"][0]["encoding"]["color"]["legend"], "a few go beside it"
+    assert natural_key("lr=0.0003") < natural_key("lr=0.001") < natural_key("lr=1e+00")
 
 
 def test_routing_charts_do_not_borrow_model_colours():
@@ -333,124 +360,3 @@ def test_chart_image_renders_png_and_svg():
     assert svg.lstrip().startswith("<svg") and "NanoKimi" in svg and "#D55E00" in svg.upper()
     with pytest.raises(ValueError, match="png, svg"):
         chart_image(chart, "jpg")
-
-
-# --- ablation charts ------------------------------------------------------------------------------
-
-def test_arm_band_chart_mean_and_range_over_seeds():
-    # Arm "muon": seeds give 1, 2, 6 at every step (mean 3); arm "adamw": 4 and 5 (mean 4.5).
-    seeds = {"muon": (1.0, 2.0, 6.0), "adamw": (4.0, 5.0)}
-    frame = pd.DataFrame([{"model": f"{arm}/s{seed}", "arm": arm, "seed": seed, "step": step, "wall_time_s": step + seed,
-                           "metric": metric, "value": value + step + (100 if metric == "train_loss" else 0)}
-                          for arm, values in seeds.items() for seed, value in enumerate(values)
-                          for step in (0, 10) for metric in ("val_loss", "train_loss")])
-    chart = arm_band_chart(frame)
-    spec = chart.to_dict()
-    stats = {(r["arm"], r["step"]): r for r in spec_rows(spec, spec["datasets"])}
-    assert set(stats) == {("muon", 0), ("muon", 10), ("adamw", 0), ("adamw", 10)}, "train_loss rows are left out"
-    muon = stats[("muon", 10)]
-    assert (muon["mean"], muon["low"], muon["high"], muon["seeds"]) == (13.0, 11.0, 16.0, 3)
-    assert muon["wall_time_s"] == pytest.approx(10 + 1)  # mean over seeds 0, 1, 2
-    adamw = stats[("adamw", 0)]
-    assert (adamw["mean"], adamw["low"], adamw["high"], adamw["seeds"]) == (4.5, 4.0, 5.0, 2)
-    band, line = spec["layer"]
-    assert band["mark"]["type"] == "area" and (band["encoding"]["y"]["field"], band["encoding"]["y2"]["field"]) == ("low", "high")
-    assert line["mark"]["type"] == "line" and line["encoding"]["y"]["field"] == "mean"
-    assert arm_band_chart(frame, x="wall_time_s").to_dict()["layer"][1]["encoding"]["x"]["field"] == "wall_time_s"
-
-
-def test_effects_chart_shows_the_effects_of_one_metric_with_zero_marked():
-    summary = pd.DataFrame([
-        {"kind": "arm", "name": "muon", "metric": "best_val_loss", "n": 3, "mean": 1.4, "ci_low": 1.3, "ci_high": 1.5,
-         "distinguishable_from_zero": ""},
-        {"kind": "effect", "name": "muon − adamw", "metric": "best_val_loss", "n": 3, "mean": -0.1, "ci_low": -0.15,
-         "ci_high": -0.05, "distinguishable_from_zero": "yes"},
-        {"kind": "effect", "name": "moe − dense", "metric": "best_val_loss", "n": 3, "mean": 0.01, "ci_low": -0.02,
-         "ci_high": 0.04, "distinguishable_from_zero": "no"},
-        {"kind": "effect", "name": "muon − adamw", "metric": "final_val_loss", "n": 3, "mean": -0.2, "ci_low": -0.3,
-         "ci_high": -0.1, "distinguishable_from_zero": "yes"}])
-    spec = effects_chart(summary).to_dict()
-    rules, points, zero = spec["layer"]
-    rows = spec_rows(spec, spec["datasets"])  # the effect rows, shared by the rules and the points
-    assert [(r["name"], r["mean"]) for r in rows] == [("muon − adamw", -0.1), ("moe − dense", 0.01)]
-    assert (rules["encoding"]["x"]["field"], rules["encoding"]["x2"]["field"]) == ("ci_low", "ci_high")
-    assert rules["encoding"]["x"]["title"] == "difference in best val loss (nats/char)"
-    assert points["encoding"]["x"]["field"] == "mean"
-    assert [r["interval"] for r in rows] == ["excludes 0", "includes 0"]
-    assert points["encoding"]["color"]["scale"]["domain"] == list(INTERVALS)
-    assert rules["encoding"]["y"]["axis"]["labelLimit"] == 0, "long effect names are never cut"
-    assert spec_rows(zero, spec["datasets"]) == [{"x": 0.0}]
-    final = effects_chart(summary, metric="final_val_loss").to_dict()
-    assert [(r["name"], r["mean"]) for r in spec_rows(final, final["datasets"])] == [("muon − adamw", -0.2)]
-
-
-def test_an_effect_of_one_seed_is_shown_without_an_interval():
-    # As ablation.summary_rows writes it: one seed, no interval (NaN), and "no" in the verdict column.
-    one_seed = {"kind": "effect", "name": "parameters, AdamW: matched ReLU − NanoGPT (a long name that must stay whole)",
-                "metric": "best_val_loss", "n": 1, "mean": -0.03, "ci_low": math.nan, "ci_high": math.nan,
-                "distinguishable_from_zero": "no"}
-    three = {**one_seed, "name": "routing", "n": 3, "ci_low": -0.05, "ci_high": 0.01}
-    spec = effects_chart(pd.DataFrame([one_seed, three])).to_dict()
-    rules, points, zero = spec["layer"]
-    assert [r["interval"] for r in spec_rows(spec, spec["datasets"])] == ["no interval (one seed)", "includes 0"]
-    fills = dict(zip(points["encoding"]["fill"]["scale"]["domain"], points["encoding"]["fill"]["scale"]["range"]))
-    assert fills["no interval (one seed)"] == "white", "drawn open, not as an interval that includes 0"
-    assert fills["includes 0"] != "white"
-    svg = chart_image(effects_chart(pd.DataFrame([one_seed, three])), "svg").decode()
-    assert one_seed["name"] in svg.replace("&gt;", ">"), "the whole label is in the saved image"
-    assert "no interval (one seed)" in svg
-
-
-def test_effects_side_by_side_chart_draws_each_condition_on_each_effects_row():
-    def effect(name, condition, mean, metric="best_val_loss"):
-        return {"kind": "effect", "name": name, "metric": metric, "n": 2, "mean": mean, "ci_low": mean - 0.01,
-                "ci_high": mean + 0.01, "distinguishable_from_zero": "yes", "learning rates": condition}
-    summary = pd.DataFrame([effect("MoE − dense", "tuned", -0.05), effect("routing", "tuned", -0.02),
-                            effect("MoE − dense", "original", -0.03), effect("routing", "original", 0.01),
-                            effect("MoE − dense", "tuned", -0.5, metric="final_val_loss"),
-                            {**effect("nanogpt+adamw", "tuned", 1.9), "kind": "arm"}])
-    spec = effects_side_by_side_chart(summary).to_dict()
-    rules, points, zero = spec["layer"]
-    rows = spec_rows(spec, spec["datasets"])
-    assert [(r["name"], r["learning rates"], r["mean"]) for r in rows] == [
-        ("MoE − dense", "tuned", -0.05), ("routing", "tuned", -0.02), ("MoE − dense", "original", -0.03),
-        ("routing", "original", 0.01)], "one metric's effects, no arm rows"
-    for layer in (rules, points):
-        assert layer["encoding"]["yOffset"] == {"field": "learning rates", "sort": ["tuned", "original"],
-                                                "type": "nominal"}
-        assert layer["encoding"]["color"]["field"] == "learning rates", "each condition its own colour"
-    assert (rules["encoding"]["x"]["field"], rules["encoding"]["x2"]["field"]) == ("ci_low", "ci_high")
-    assert points["encoding"]["x"]["field"] == "mean" and spec_rows(zero, spec["datasets"]) == [{"x": 0.0}]
-    assert rules["encoding"]["y"]["axis"]["labelLimit"] == 0, "long effect names are never cut"
-
-
-# --- Experts and Optimizer lab charts (moved from test_app_analysis.py) ---------------------------
-
-def test_routing_history_splits_layer_and_expert():
-    history = pd.DataFrame([
-        {"model": "NanoKimi", "step": 0, "wall_time_s": 0.0, "metric": "expert_load_layer1_expert3", "value": 0.4},
-        {"model": "NanoKimi", "step": 0, "wall_time_s": 0.0, "metric": "gate_entropy_layer1", "value": 1.2},
-        {"model": "NanoKimi", "step": 0, "wall_time_s": 0.0, "metric": "val_loss", "value": 4.0}])
-    load, entropy = routing_history(history)
-    assert load.to_dict("records") == [{"step": 0, "layer": 1, "expert": 3, "load": 0.4}]
-    assert entropy.to_dict("records") == [{"step": 0, "layer": 1, "entropy": 1.2}]
-    assert set(expert_load_chart(load).data.columns) >= {"step", "layer", "expert", "load"}
-    layered = gate_entropy_chart(entropy, experts=4).to_dict()
-    assert math.log(4) in [v["entropy"] for d in layered["datasets"].values() for v in d], "the uniform line"
-
-
-def test_character_heatmap_relative_weights():
-    rows = [{"character": c, "expert": e, "weight": w, "count": n}
-            for c, n, weights in (("a", 30, (0.9, 0.1)), (" ", 10, (0.5, 0.5))) for e, w in enumerate(weights)]
-    frame = character_heatmap(rows, relative=True).data
-    assert {"label", "expert", "weight", "relative", "count"} <= set(frame.columns)
-    average = (0.9 * 30 + 0.5 * 10) / 40  # expert 0's count-weighted mean weight
-    assert frame.loc[(frame["label"] == "a") & (frame["expert"] == 0), "relative"].item() == pytest.approx(0.9 / average)
-    assert "␣ (space)" in set(frame["label"])
-
-
-def test_singular_value_charts_carry_the_trajectory():
-    trajectory = nslab.singular_value_trajectory(nslab.random_matrix(4, 6), steps=2)
-    for chart in (singular_value_chart(trajectory), singular_value_curves(trajectory)):
-        data = chart.layer[0].data if hasattr(chart, "layer") else chart.data
-        assert list(data.columns) == ["step", "index", "singular_value"] and len(data) == 3 * 4

@@ -9,8 +9,10 @@ import math
 import pytest
 
 from nanokimi.results import runtable
-from nanokimi.results.charts.runs import _natural, group_band_chart
-from nanokimi.results.charts.style import OPTIMIZER_DASHES, series_color, series_dash
+from nanokimi.results.charts.runs import SETTING_DASHES, band_note, group_band_chart
+from nanokimi.results.charts.smoothing import ema
+from nanokimi.results.charts.style import OPTIMIZER_DASHES, series_color, series_dash, shades
+from nanokimi.results.charts.style import natural_key as _natural
 from nanokimi.running import request
 from nanokimi.training.data import BUILTIN
 from nanokimi.running.jobs import history_frame
@@ -179,9 +181,9 @@ def test_gate_entropy_is_the_mean_over_layers_and_the_group_summary_counts_membe
     assert summary["ci_high"] - summary["ci_low"] == pytest.approx(2 * T_975_1 * math.sqrt(0.02) / math.sqrt(2))
 
 
-def chart_scales(stats):
+def chart_scales(stats, by=()):
     """The group band chart's {group: colour} and {group: dash}, read from its Vega-Lite spec."""
-    spec = group_band_chart(stats, "validation loss", "step").to_dict()
+    spec = group_band_chart(stats, "validation loss", "step", by=by).to_dict()
     color = spec["layer"][0]["encoding"]["color"]["scale"]
     dash = spec["layer"][1]["encoding"]["strokeDash"]["scale"]
     return color, dict(zip(dash["domain"], dash["range"]))
@@ -213,13 +215,131 @@ def test_groups_of_one_model_each_take_its_colour_and_dash_and_other_groups_a_sc
     _, dash = chart_scales(runtable.group_stats(history, members[members["run"] == ids[0]], ["model"]))
     assert dash == {"NanoGPT": OPTIMIZER_DASHES["adamw"], "NanoKimi": OPTIMIZER_DASHES["truemuon"]}
 
-    # one model in two groups (NanoGPT · AdamW of each run), or groups of several models (by optimizer,
-    # seed or run): no model colour, the groups in their natural order
-    for by in (["run", "architecture", "optimizer"], ["optimizer"], ["seed"], ["run"]):
+    # groups of several models (by optimizer, seed or run): no model colour, the groups in their natural order
+    for by in (["optimizer"], ["seed"], ["run"]):
         stats = runtable.group_stats(history, members, by)
-        color, dash = chart_scales(stats)
+        color, dash = chart_scales(stats, by)
         assert "range" not in color and color["scheme"]["name"] == "viridis", by
         assert color["domain"] == sorted(set(stats["group"]), key=_natural)
         assert set(map(tuple, dash.values())) == {(1, 0)}, "all solid: no dash claims an optimizer"
     assert color["domain"] == [f"#{ids[0]}", f"#{ids[1]}"]
     assert _natural("n_embd=64") < _natural("n_embd=128"), "numbers as numbers, not as text"
+
+
+def colours_and_dashes(stats, by):
+    """{group: (colour, dash)} of the group band chart."""
+    color, dash = chart_scales(stats, by)
+    return {g: (c, tuple(dash[g])) for g, c in zip(color["domain"], color["range"])}
+
+
+def test_one_model_in_several_groups_keeps_its_colour_and_the_second_setting_is_the_dash(store):
+    ids = [stored(store, request.comparison("quick", data=BUILTIN, seed=seed, **TINY)) for seed in (1, 2)]
+    for run_id in ids:
+        for config in request.Request.from_stored(store.get_run(run_id)["config"]).runs:
+            store.record(run_id, points(config.name, [(0, 4.0), (2, 3.0)]))
+    history, members = history_frame(store.history(ids)), runtable.member_frame([store.get_run(i) for i in ids])
+    first, second = ids
+    styles = colours_and_dashes(runtable.group_stats(history, members, ["run", "model"]), ["run", "model"])
+    assert list(styles) == [f"#{first} · NanoGPT", f"#{second} · NanoGPT", f"#{first} · NanoKimi",
+                            f"#{second} · NanoKimi"], "legend: by model, then run"
+    assert styles == {f"#{first} · NanoGPT": (series_color("nanogpt"), (1, 0)),
+                      f"#{second} · NanoGPT": (series_color("nanogpt"), tuple(SETTING_DASHES[1])),
+                      f"#{first} · NanoKimi": (series_color("nanokimi"), (1, 0)),
+                      f"#{second} · NanoKimi": (series_color("nanokimi"), tuple(SETTING_DASHES[1]))}, \
+        "the models' colours (not a scheme), the run as the dash"
+
+    # a setting with more values than dashes, or models that differ in optimizer: shades of the colour
+    grid = request.ablation(1, ("adamw", "truemuon"), BUILTIN, architectures=("nanogpt",), **TINY)
+    grid_id = stored(store, grid)
+    for config in grid.runs:
+        store.record(grid_id, points(config.name, [(0, 4.0), (2, 3.0)]))
+    both = history_frame(store.history([first, grid_id]))
+    members = runtable.member_frame([store.get_run(first), store.get_run(grid_id)])
+    by = ["run", "architecture", "optimizer"]
+    styles = colours_and_dashes(runtable.group_stats(both, members, by), by)
+    adamw = [f"#{first} · NanoGPT · AdamW", f"#{grid_id} · NanoGPT · AdamW"]
+    assert [styles[g] for g in adamw] == [(c, (1, 0)) for c in shades(series_color("nanogpt"), 2)], \
+        "one arm in two runs: two shades of its colour, light to dark by run, its optimizer's dash"
+    assert styles[f"#{grid_id} · NanoGPT · TrueMuon"] == (series_color("nanogpt"), tuple(OPTIMIZER_DASHES["truemuon"]))
+    assert styles[f"#{first} · NanoKimi · TrueMuon"] == (series_color("nanokimi"), tuple(OPTIMIZER_DASHES["truemuon"]))
+    assert len(set(styles.values())) == len(styles), "every group drawn differently"
+
+
+def test_a_sweeps_learning_rates_are_shades_of_the_arms_colour_named_in_the_legend(store):
+    sweep = request.sweep(1, ("adamw", "truemuon"), BUILTIN, factors=(1 / 3, 1.0, 3.0), **TINY)
+    run_id = stored(store, sweep)
+    for config in sweep.runs:
+        store.record(run_id, points(config.name, [(0, 4.0), (2, 3.0)]))
+    history, members = history_frame(store.history([run_id])), runtable.member_frame([store.get_run(run_id)])
+    for by in (["run", "model"], ["model"], ["architecture", "optimizer", "lr", "matrix_lr"]):
+        styles = colours_and_dashes(runtable.group_stats(history, members, by), by)
+        assert len(styles) == 12 and len(set(styles.values())) == 12, (by, "4 arms × 3 learning rates, each its own")
+    styles = colours_and_dashes(runtable.group_stats(history, members, ["run", "model"]), ["run", "model"])
+    gpt_adamw = [g for g in styles if "NanoGPT · AdamW" in g]
+    assert [g.rpartition("lr=")[2] for g in gpt_adamw] == ["0.000333", "0.001", "0.003"], "the legend names the lr"
+    assert [styles[g] for g in gpt_adamw] == [(c, (1, 0)) for c in shades(series_color("nanogpt"), 3)]
+    kimi_truemuon = [g for g in styles if "NanoKimi · TrueMuon" in g]
+    assert [styles[g] for g in kimi_truemuon] == [(c, tuple(OPTIMIZER_DASHES["truemuon"]))
+                                                  for c in shades(series_color("nanokimi"), 3)]
+
+
+def band_rows(stats, **options):
+    """The rows the group band chart draws, by (group, step)."""
+    spec = group_band_chart(stats, "training loss", "step", **options).to_dict()
+    [rows] = spec["datasets"].values()
+    return {(r["group"], r["step"]): r for r in rows}
+
+
+def drawn_band(stats):
+    """(lower, upper) edge of the band at each point, from the fields the band's area draws."""
+    spec = group_band_chart(stats, "training loss", "step").to_dict()
+    band = spec["layer"][0]
+    assert band["mark"]["type"] == "area"
+    lower, upper = band["encoding"]["y"]["field"], band["encoding"]["y2"]["field"]
+    return [(r[lower], r[upper]) for r in band_rows(stats).values()]
+
+
+def test_the_band_never_leaves_the_members_range(store):
+    # two seeds 0.6 apart around 1.0: the t-interval of their mean reaches 1.0 - 12.7 * 0.3 < 0
+    run_id = grid_with_history(store)
+    grid = request.Request.from_stored(store.get_run(run_id)["config"])
+    for config in grid.runs:
+        store.record(run_id, points(config.name, [(s, 1.0 + (0.3 if config.seed == 1337 else -0.3)) for s in (1, 2, 3)],
+                                    "train_loss"))
+    history, members = history_frame(store.history([run_id])), runtable.member_frame([store.get_run(run_id)])
+    stats = runtable.group_stats(history, members, ["model"], "train_loss")
+    assert (stats["low"] < 0).all(), "the interval itself leaves the data: this can fail"
+    assert drawn_band(stats) == [pytest.approx((0.7, 1.3))] * 3, "clipped to the two seeds"
+    for row in band_rows(stats).values():
+        assert row["low"] == pytest.approx(1.0 - T_975_1 * 0.3), "the interval itself is still there (tooltip)"
+    assert "2 members" in band_note(stats) and "±12.7" in band_note(stats)
+
+    # many members close together: the interval is inside their range, and drawn as it is
+    many = stats.assign(n=20, low=0.95, high=1.05, min=0.5, max=1.5)
+    assert set(drawn_band(many)) == {(0.95, 1.05)}
+    assert band_note(many) == ""
+    one = stats.assign(n=1, low=math.nan, high=math.nan, min=1.0, max=1.0)
+    assert set(drawn_band(one)) == {(None, None)}, "one member: no band"
+
+
+def test_the_runs_chart_smooths_every_step_metrics_as_the_compare_page_does(store):
+    run_id = grid_with_history(store, iters=40)
+    grid = request.Request.from_stored(store.get_run(run_id)["config"])
+    noisy = [(s, 3.0 - s / 40 + (0.2 if s % 2 else -0.2)) for s in range(1, 41)]
+    for config in grid.runs:
+        store.record(run_id, points(config.name, noisy, "train_loss"))
+    history, members = history_frame(store.history([run_id])), runtable.member_frame([store.get_run(run_id)])
+    stats = runtable.group_stats(history, members, ["model"], "train_loss")
+    group = stats["group"].iloc[0]
+    rows = band_rows(stats, metric="train_loss", smoothing=0.6)
+    steps = sorted(step for _, step in rows)
+    smoothed = ema(steps, [dict(noisy)[s] for s in steps], 0.6)
+    assert [rows[(group, s)]["line"] for s in steps] == pytest.approx(list(smoothed)), "TensorBoard's EMA, in steps"
+    assert [rows[(group, s)]["mean"] for s in steps] == [dict(noisy)[s] for s in steps], "the raw mean kept"
+    spec = group_band_chart(stats, "training loss", "step", metric="train_loss", smoothing=0.6).to_dict()
+    assert [layer["encoding"]["y"]["field"] for layer in spec["layer"]] == ["band_low", "mean", "line"], \
+        "band, the raw mean faint behind, the smoothed mean"
+    val = runtable.group_stats(history, members, ["model"], "val_loss")
+    assert all(r["line"] == r["mean"] for r in band_rows(val, metric="val_loss", smoothing=0.6).values()), \
+        "evaluation points are drawn as they are"
+    assert all(r["line"] == r["mean"] for r in band_rows(stats, metric="train_loss", smoothing=0.0).values())

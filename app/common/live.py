@@ -29,7 +29,9 @@ def run_controls(queue, kind, request, train_label):
     returns (its view or None, the column beside the buttons). After Train the page follows the run
     that will train (a double click's second request is the first's run) and scrolls to its live
     area (`live_area`)."""
-    train_col, stop_col, info_col = st.columns([1, 1, 6])
+    # one row, each button as wide as its label (fixed-ratio columns cut "Train" to its icon at 800 px)
+    buttons = st.container(horizontal=True)
+    train_col = stop_col = buttons
     if train_col.button(train_label, type="primary", disabled=request is None, icon=":material/play_arrow:"):
         st.query_params["run"] = str(queue.submit(request, session=session_id()))
         st.session_state["show_live_area"] = True
@@ -38,6 +40,7 @@ def run_controls(queue, kind, request, train_label):
     view = queue.view(run_id) if run_id is not None else None
     if stop_col.button("Stop", disabled=not (view and view.active), icon=":material/stop:"):
         queue.stop(view.id)
+    info_col = buttons.container()  # after the buttons, the rest of their row
     return view, info_col
 
 

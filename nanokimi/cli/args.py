@@ -9,13 +9,14 @@ import argparse
 import math
 import sys
 from fractions import Fraction
-from pathlib import Path
 
 from .. import settings
 from ..experiments.arms import ARCHITECTURES
 from ..experiments.compare import PRESET_HELP, PRESETS
 from ..metrics import threads_per_job
+from ..running import guards
 from ..running.backends import BACKENDS, make_backend
+from ..status import FAILED
 from ..training.data import BUILTIN, MAX_TEXT_LABEL, TINY_SHAKESPEARE
 from ..training.optim import OPTIMIZERS
 from ..training.train import RunConfig
@@ -195,15 +196,26 @@ def backend_for(args):
 
 
 def make_out(path):
-    """The --out directory, created; OSError with a sentence when it cannot be."""
-    out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OSError(f"cannot create --out directory {out}: {err.strerror}") from None
-    return out
+    """The --out directory, created, and the grids' folders in it, each checked by writing a file
+    there; GuardError with a sentence when one cannot be written (guards.py)."""
+    return guards.writable_out(path, subfolders=("runs", "tuned", "original"))
+
+
+def check_machine(runs, corpus, args):
+    """GuardError for runs this machine cannot hold, --jobs at once (guards.py); its warnings on stderr."""
+    for warning in guards.check_machine(runs, corpus, getattr(args, "jobs", 1), args.backend):
+        print(warning, file=sys.stderr)
 
 
 def fail(command, message):
     print(f"nanokimi {command}: error: {message}", file=sys.stderr)
     return 2
+
+
+def say_failures(results):
+    """Each failed run's cause on stderr, last, where it is seen (a run refused in its worker sends no
+    progress at all, and the report's table has room only for 'failed'); the exit status: 1 if any failed."""
+    failed = {r.config.name: r.message for r in results if r.status == FAILED}
+    for name, message in failed.items():
+        print(f"{name} failed: {message or 'no reason given'}", file=sys.stderr)
+    return 1 if failed else 0

@@ -8,10 +8,11 @@ import sys
 
 from ..experiments.compare import check_data, comparison_runs
 from ..running.backends import BackendError
+from ..running.guards import GuardError
 from ..running.progress import ModelProgress
-from ..status import FAILED, MEASURED
+from ..status import MEASURED
 from ..training.data import DataError, resolve_source
-from .args import backend_for, fail, make_out, training_settings
+from .args import backend_for, check_machine, fail, make_out, say_failures, training_settings
 
 
 def compare_main(args):
@@ -19,13 +20,13 @@ def compare_main(args):
     try:
         runs = comparison_runs(args.preset, args.gpt_optimizer, args.kimi_optimizer, data=resolve_source(args.data),
                                **chosen)
-        check_data(runs)
-    except (ValueError, DataError) as err:
+        check_machine(runs, check_data(runs), args)
+    except (ValueError, DataError, GuardError) as err:
         return fail("compare", err)
     try:
         out = make_out(args.out)
         backend = backend_for(args)
-    except (OSError, BackendError) as err:
+    except (GuardError, BackendError) as err:
         return fail("compare", err)
     each = f"{runs[0].threads} thread{'s' if runs[0].threads > 1 else ''} each"
     if args.jobs > 1:
@@ -64,8 +65,7 @@ def compare_main(args):
         frame = history_frame(history, stored=False)
         save_png(comparison_figure(finished, frame), out / "comparison_graph.png")
     print(f"\nwrote {out / 'results.csv'}, {out / 'history.csv'}" + (f", {out / 'comparison_graph.png'}" if finished else ""))
-    failed = [r for r in rows if r.get("status") == FAILED]
-    return 1 if failed else 0
+    return say_failures(results)
 
 
 def bench_main(args):

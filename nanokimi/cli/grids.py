@@ -7,10 +7,10 @@ import sys
 
 from ..experiments.compare import check_data
 from ..running.backends import BackendError
+from ..running.guards import GuardError
 from ..running.progress import GridProgress, ModelProgress
-from ..status import FAILED
 from ..training.data import DataError, resolve_source
-from .args import backend_for, chosen_arms, fail, grid_settings, lr_factors, make_out
+from .args import backend_for, check_machine, chosen_arms, fail, grid_settings, lr_factors, make_out, say_failures
 
 
 def grid_progress(args, runs):
@@ -30,10 +30,10 @@ def ablate_main(args):
         arms = chosen_arms(args)
         runs = ablation.ablation_runs(arms, args.seeds, base_seed, data=resolve_source(args.data),
                                       preset_name=args.preset, **chosen)
-        check_data(runs)
+        check_machine(runs, check_data(runs), args)
         out = make_out(args.out)
         backend = backend_for(args)
-    except (ValueError, DataError, OSError, BackendError) as err:
+    except (ValueError, DataError, GuardError, BackendError) as err:
         return fail("ablate", err)
     print(f"{len(runs)} runs: {len(arms)} arms x {args.seeds} seeds, {order_text(args, backend, runs)}", file=sys.stderr)
     try:
@@ -56,7 +56,7 @@ def ablate_main(args):
     print()
     print(ablation_files.summary_text(summary))
     print(f"\nwrote {out / 'ablation.csv'}, {out / 'ablation_summary.csv'}, {out / 'ablation.png'}")
-    return 1 if any(r.status == FAILED for r in results) else 0
+    return say_failures(results)
 
 
 def order_text(args, backend, runs):
@@ -82,10 +82,10 @@ def sweep_main(args):
         factors = lr_factors(args.lr_factors)
         grid = {"data": resolve_source(args.data), "preset_name": args.preset, **chosen}
         tuning = sweep.tuning_runs(arms, factors, args.tuning_seeds, base_seed, **grid)
-        check_data(tuning)
+        check_machine(tuning, check_data(tuning), args)
         out = make_out(args.out)
         backend = backend_for(args)
-    except (ValueError, DataError, OSError, BackendError) as err:
+    except (ValueError, DataError, GuardError, BackendError) as err:
         return fail("sweep", err)
     total = len(arms) * (len(factors) * args.tuning_seeds + 2 * args.seeds)
     print(f"up to {total} runs: {len(arms)} arms x {len(factors)} learning rates x {args.tuning_seeds} tuning seed(s), "
@@ -124,4 +124,5 @@ def sweep_main(args):
         print("\n".join(r["note"] for r in summary if r["kind"] == "effect"))
     print(f"\nwrote {out / 'sweep.csv'}, {out / 'chosen_lrs.csv'}, {out / 'sweep.png'}, {out / 'tuned'}/, "
           f"{out / 'original'}/")
-    return 1 if any(r.status == FAILED for r in at_tuned + at_original) else 0
+    say_failures(tuned)  # a failed tuning run counts as the worst learning rate; its cause is still said
+    return say_failures(at_tuned + at_original)

@@ -195,10 +195,12 @@ def group_stats(history, member_table, by, metric="val_loss", x="step"):
     """Mean and 95% t-interval over the members of each group at each point of the x axis.
 
     history: stored rows with run_id (jobs.history_frame); member_table: member_frame() of the runs;
-    by: the GROUP_KEYS to group on. Returns group, x (the axis value), step, mean, low, high, n, one
-    row per group and point (low/high NaN where n < 2), and the architecture and optimizer its members
-    share (None where they differ: the group is no one model)."""
-    columns = ["group", "x", "step", "mean", "low", "high", "n"] + BUILT_AS
+    by: the GROUP_KEYS to group on. Returns group, x (the axis value), step, mean, low, high, min, max
+    (the members' lowest and highest value), n, one row per group and point (low/high NaN where n < 2),
+    the architecture and optimizer its members share (None where they differ: the group is no one
+    model), and the group's value of each other key of `by` (what a chart tells groups apart by)."""
+    columns = ["group", "x", "step", "mean", "low", "high", "min", "max", "n"] + BUILT_AS
+    columns += [key for key in by if key not in columns]
     series = metric_series(history, metric).dropna(subset=["value"])
     if series.empty or member_table.empty:
         return pd.DataFrame(columns=columns)
@@ -215,12 +217,14 @@ def group_stats(history, member_table, by, metric="val_loss", x="step"):
     per_member = frame.groupby(["group", "run_id", "model", "bin"], as_index=False).agg(
         x=("x", "mean"), step=("step", "mean"), value=("value", "mean"))
     out = per_member.groupby(["group", "bin"], as_index=False, sort=True).agg(
-        x=("x", "mean"), step=("step", "mean"), mean=("value", "mean"), sd=("value", "std"), n=("value", "size"))
+        x=("x", "mean"), step=("step", "mean"), mean=("value", "mean"), sd=("value", "std"), n=("value", "size"),
+        min=("value", "min"), max=("value", "max"))
     t = out["n"].map(lambda n: float(stats.t.ppf(0.975, n - 1)) if n > 1 else math.nan)
     half = t * out["sd"] / out["n"].pow(0.5)
     out["low"], out["high"] = out["mean"] - half, out["mean"] + half
     shared = labels.groupby("group")[BUILT_AS].agg(lambda values: values.iloc[0] if values.nunique() == 1 else None)
-    return out.join(shared, on="group")[columns]
+    values = labels.groupby("group")[[key for key in by if key not in BUILT_AS]].first()  # equal in a group
+    return out.join(shared, on="group").join(values, on="group")[columns]
 
 
 def group_summary(table_members, by, bests):

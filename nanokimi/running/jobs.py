@@ -30,7 +30,7 @@ import time
 
 from ..paths import checkpoint_path
 from ..status import FAILED, QUEUED, RUNNING
-from ..training.data import remove_uploads
+from ..training.data import orphan_uploads, remove_uploads
 from .run_data import history_frame, request_kind
 from .runner import STORE_DAMAGED_EXIT, RunnerLock, runner_alive, runner_died
 from .store import Store, StoreDamaged, quick_check
@@ -60,6 +60,7 @@ class JobQueue:
         self.last_submitted = {}  # session -> (stored request, run id, time): a double click queues once
         # A run left running with nobody holding the runner lock: its runner died.
         self.recover(FAILED, runner_died())
+        self.sweep_uploads()
 
     def recover(self, status, message):
         probe = RunnerLock(self.home)
@@ -86,7 +87,13 @@ class JobQueue:
             if session is not None:
                 self.last_submitted[session] = (stored, run_id, time.monotonic())
         self.ensure_runner()
+        self.sweep_uploads()
         return run_id
+
+    def sweep_uploads(self):
+        """Delete the uploaded texts no stored run trains on and no page has chosen for an hour
+        (data.orphan_uploads): uploaded, then never trained on. At the app's start and at each Train."""
+        return remove_uploads(orphan_uploads(self.store.data_sources(), self.home), self.home)
 
     def ensure_runner(self):
         """Start a runner process when runs are waiting and none is alive; StoreDamaged when ours

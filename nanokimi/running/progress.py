@@ -20,17 +20,21 @@ import sys
 import threading
 import time
 
+from .guards import long_run_warning
 from ..status import COMPLETED, DIVERGED, FAILED, STOPPED
 from .eta import clock as clock_text, extrapolate
 
-QUEUED, RUNNING = "queued", "running"
+QUEUED, RUNNING, REUSED = "queued", "running", "reused"
 SHOWN_IN_FLIGHT = 12  # runs in flight listed by name; the rest are counted
 BAR_WIDTH = 24        # a model's bar, at most
 
 
 class ModelProgress:
     """An on_event showing a row per model: `with ModelProgress() as progress: backend.run(runs, on_event=progress)`.
-    `clock` is what the time left is measured with (a test passes its own)."""
+    `clock` is what the time left is measured with (a test passes its own). A model with more than a
+    day left, judged WARN_AFTER_S after its first step, gets a warning line."""
+
+    WARN_AFTER_S = 5.0
 
     def __init__(self, stream=None, redraw=None, clock=time.monotonic):
         self.stream = stream or sys.stderr
@@ -40,6 +44,7 @@ class ModelProgress:
         self.lock = threading.Lock()  # two models' events (--jobs 2) and rich's refresh thread
         self.console = None
         self.live = None
+        self.warned = set()  # models whose time left was judged (guards.long_run_warning)
 
     def __enter__(self):
         return self
@@ -73,6 +78,8 @@ class ModelProgress:
                 row["step"] = event["results"].get("steps", row["step"])  # step events are sampled
                 row["ended"] = event["status"] + (f": {event['message']}" if event["message"] else "")
             row = dict(row)
+        if kind == "step":
+            self._warn_if_long(model, row)
         if self.tty:
             self._show()
         elif kind in ("eval", "done"):
@@ -83,6 +90,18 @@ class ModelProgress:
         since, first = row["first"] or (None, row["step"])
         return extrapolate(self.clock() - since, row["step"] - first, row["iters"] - row["step"]) \
             if row["step"] > first else None
+
+    def _warn_if_long(self, model, row):
+        """Once per model, WARN_AFTER_S after its first step (the first steps are slower): a line if it
+        has more than a day left (guards.long_run_warning)."""
+        if model in self.warned or row["first"] is None or self.clock() - row["first"][0] < self.WARN_AFTER_S:
+            return
+        self.warned.add(model)
+        warning = long_run_warning(model, self.time_left(row))
+        if warning:
+            from rich.text import Text
+
+            self._print(Text(warning))
 
     def _console(self):
         if self.console is None:
@@ -138,7 +157,10 @@ def _model_row():
 
 
 class GridProgress:
-    """An on_event for a backend: `with GridProgress(runs) as progress: backend.run(runs, on_event=progress)`."""
+    """An on_event for a backend: `with GridProgress(runs) as progress: backend.run(runs, on_event=progress)`.
+    A grid with more than a day left, judged WARN_AFTER_S after it started, gets a warning line."""
+
+    WARN_AFTER_S = 10.0
 
     def __init__(self, runs, stream=None, redraw=None):
         self.stream = stream or sys.stderr
@@ -147,6 +169,7 @@ class GridProgress:
         self.started = time.monotonic()
         self.lock = threading.Lock()
         self.live = None
+        self.warned = False  # the grid's time left judged once (guards.long_run_warning)
 
     def __enter__(self):
         if self.tty and self.runs:
@@ -174,11 +197,15 @@ class GridProgress:
             kind = event["event"]
             if event.get("node"):
                 run["node"] = event["node"]
-            if kind in ("placed", "start") and run["state"] == QUEUED:
+            if kind == "reused":  # kept in --out/runs by an earlier (or another) process: not trained here
+                run["state"], run["step"] = REUSED, run["iters"]
+                self._line(f"reused   {event['model']}  [{self.counts_text()}]")
+            elif kind in ("placed", "start") and run["state"] == QUEUED:
                 run["state"] = RUNNING
                 self._line(f"started  {event['model']}" + (f" on {short(run['node'])}" if run["node"] else ""))
             elif kind == "step":
                 run["step"], run["loss"] = event["step"], event.get("loss")
+                self._warn_if_long()
             elif kind == "eval":
                 run["step"], run["val"] = event["step"], event["val_loss"]
             elif kind == "done":
@@ -197,26 +224,42 @@ class GridProgress:
         if not self.tty:
             print(text, file=self.stream, flush=True)
 
+    def _warn_if_long(self):
+        """Once, after WARN_AFTER_S: a line if the grid has more than a day left (guards.long_run_warning)."""
+        if self.warned or time.monotonic() - self.started < self.WARN_AFTER_S:
+            return
+        self.warned = True
+        warning = long_run_warning("the grid", self.eta())
+        if warning and self.live:
+            self.live.console.print(warning, markup=False, highlight=False)
+        elif warning:
+            print(warning, file=self.stream, flush=True)
+
     # --- what is shown -------------------------------------------------------------------------------------
 
     def counts(self):
+        """Runs per state; a reused run (trained before, kept in --out/runs) is done."""
         counts = {QUEUED: 0, RUNNING: 0, "done": 0, FAILED: 0, DIVERGED: 0}
         for run in self.runs.values():
-            state = "done" if run["state"] in (COMPLETED, STOPPED) else run["state"]
+            state = "done" if run["state"] in (COMPLETED, STOPPED, REUSED) else run["state"]
             counts[state] = counts.get(state, 0) + 1
         return counts
 
     def eta(self):
-        """Seconds left, from the share of all steps done so far; None before any step."""
-        total = len(self.runs)
+        """Seconds left, from the share of all steps done so far; None before any step. Reused runs
+        took no time here: they count neither as work done nor as work to do."""
+        trained = [r for r in self.runs.values() if r["state"] != REUSED]
+        total = len(trained)
         done = sum(1.0 if r["state"] not in (QUEUED, RUNNING) else min(1.0, r["step"] / max(1, r["iters"]))
-                   for r in self.runs.values())
+                   for r in trained)
         return extrapolate(time.monotonic() - self.started, done, total - done)
 
     def counts_text(self):
         counts = self.counts()
         eta = self.eta()
-        text = ", ".join(f"{n} {state}" for state, n in counts.items())
+        reused = sum(run["state"] == REUSED for run in self.runs.values())
+        text = ", ".join(f"{n} {state}" + (f" ({reused} reused)" if state == "done" and reused else "")
+                         for state, n in counts.items())
         return text + (f"; ETA {clock_text(eta)}" if eta is not None and counts[QUEUED] + counts[RUNNING] else "")
 
     def __rich__(self):

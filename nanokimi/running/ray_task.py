@@ -13,7 +13,6 @@ import math
 import os
 import queue
 import shutil
-import tempfile
 import threading
 import time
 from dataclasses import replace
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from ..metrics import reset_peak_rss
 from ..training.train import RunConfig
+from .scratch import make_scratch
 from .worker import throttled, train_payload
 
 STOP_POLL_S = 1.0       # how often a Ray task looks for the stop signal
@@ -83,7 +83,7 @@ def train_on_worker(config, text_and_name, stop_name=None):
     yield {"event": "placed", "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
     run = RunConfig.from_dict(config)
     # The checkpoint path is the driver's: save on this node, and send the bytes back with the result.
-    checkpoint = Path(tempfile.mkdtemp(prefix="nanokimi-")) / "model.pt" if run.checkpoint else None
+    checkpoint = make_scratch() / "model.pt" if run.checkpoint else None  # swept if this worker is killed
     run = replace(run, checkpoint=str(checkpoint) if checkpoint else None)
     events = queue.Queue()
     peak_reset = reset_peak_rss()

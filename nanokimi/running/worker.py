@@ -23,13 +23,13 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 from ..training.data import DataError
 from ..metrics import rss_mb
+from .scratch import scratch_dir
 from ..status import FAILED, STOPPED
 from ..training.train import RunConfig, RunResult, train
 
@@ -39,8 +39,8 @@ EVENTS_PER_S = 10  # step events a worker sends at most, each second (a Ray task
 
 def run_isolated(run, on_event=None, should_stop=None, poll_s=0.1):
     """Train `run` in a fresh worker process; events are passed to on_event as they arrive."""
-    with tempfile.TemporaryDirectory(prefix="nanokimi-") as tmp:
-        config_path, result_path = Path(tmp) / "config.json", Path(tmp) / "result.json"
+    with scratch_dir() as tmp:  # named after this process, so a later run sweeps it if we are killed
+        config_path, result_path = tmp / "config.json", tmp / "result.json"
         config_path.write_text(json.dumps(run.to_dict()))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
         proc = subprocess.Popen([sys.executable, "-m", "nanokimi.running.worker", str(config_path), str(result_path)],

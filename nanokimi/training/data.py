@@ -19,6 +19,7 @@ import importlib.util
 import os
 import stat
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,7 @@ BUILTIN_MAX_CHARS = 1_000_000
 # stays near 1 GB and 10 s.
 MAX_TEXT_BYTES = 64_000_000
 MAX_TEXT_LABEL = f"{MAX_TEXT_BYTES // 1_000_000} MB"
+UPLOAD_GRACE_S = 3600  # an upload no stored run trains on is kept this long after it was last chosen
 FILE_KINDS = {stat.S_ISDIR: "a directory", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
               stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISSOCK: "a socket"}
 
@@ -217,6 +219,8 @@ def resolve_source(source=None, home=None, name="uploaded file"):
         path = folder / f"{hashlib.sha256(raw).hexdigest()[:16]}.txt"
         if not path.exists():
             path.write_bytes(raw)
+        else:
+            os.utime(path)  # used again now: orphan_uploads counts its grace from here
         return str(path)
     if source == BUILTIN:
         return BUILTIN
@@ -238,6 +242,19 @@ def remove_uploads(sources, home=None):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def orphan_uploads(in_use, home=None, grace_s=UPLOAD_GRACE_S, now=None):
+    """The uploaded texts that no source in `in_use` (RunConfig.data values) names and no one has
+    uploaded or chosen for `grace_s` seconds: a page saves an upload as soon as it is chosen, before
+    Train queues a run on it, so a younger one may be about to be used."""
+    from ..paths import uploads_dir
+
+    folder = uploads_dir(home)
+    used = {Path(source).resolve() for source in in_use if source}
+    cutoff = (time.time() if now is None else now) - grace_s
+    return [path for path in sorted(folder.glob("*.txt"))
+            if path.resolve() not in used and path.stat().st_mtime < cutoff]
 
 
 def get_batch(data, batch_size, block_size, generator, device="cpu"):

@@ -1,7 +1,8 @@
 """The Ablation page's charts and the CLI's ablation.png and sweep.png: validation loss per arm
 (mean and range over seeds), the effects with their 95% confidence intervals, and a sweep's final
 loss against learning rate. Arms by display name (report.arm_name), coloured by architecture and
-dashed by optimizer; intervals and conditions in greys and non-model colours.
+dashed by optimizer, a sweep's learning rates of one arm in shades of its colour; intervals and
+conditions in greys and non-model colours.
 """
 
 import math
@@ -12,35 +13,41 @@ import pandas as pd
 
 from .. import report
 from .style import (GREYS, LEGEND, LINE_LEGEND, OKABE_ITO, color_scale, dash_scale, faded, legend_toggle,
-                    series_color, series_dash, series_rank, zoom)
+                    line_legend, natural_key, series_color, series_dash, series_rank, shades, zoom)
 
 def arm_band_chart(history, metric="val_loss", x="step", height=300):
     """Ablation: mean `metric` per arm over seeds, with a band from the lowest to the highest seed.
     `history` names each row's arm by its key (`arm`) and, where one arm has several series (a sweep's
     learning rates), what makes each its own (`variant`: "lr=0.003"). Arms by display name
-    (report.arm_name), then their variant; coloured by architecture, dashed by optimizer."""
+    (report.arm_name), then their variant; coloured by architecture, dashed by optimizer, an arm's
+    variants in shades of its colour (light to dark in their natural order: by learning rate)."""
     frame = history[history["metric"] == metric]
     frame = frame if "variant" in frame else frame.assign(variant="")
     stats = frame.groupby(["arm", "variant", "step"], as_index=False, sort=False).agg(
         mean=("value", "mean"), low=("value", "min"), high=("value", "max"), wall_time_s=("wall_time_s", "mean"),
         seeds=("value", "size"))
     stats = stats.iloc[sorted(range(len(stats)), key=lambda i: (series_rank(stats["arm"].iloc[i]),
-                                                                  stats["variant"].iloc[i]))]
+                                                                  natural_key(stats["variant"].iloc[i])))]
     keys = list(dict.fromkeys(zip(stats["arm"], stats["variant"])))
     labels = {(arm, variant): report.arm_name(arm) + (f" · {variant}" if variant else "") for arm, variant in keys}
     stats = stats.assign(arm=[labels[key] for key in zip(stats["arm"], stats["variant"])]).drop(columns="variant")
     names = [labels[key] for key in keys]
+    colors = {}  # an arm's variants (a sweep's learning rates): shades of its colour, light to dark by lr
+    for arm in dict.fromkeys(a for a, _ in keys):
+        variants = [key for key in keys if key[0] == arm]
+        colors.update(zip(variants, shades(series_color(arm), len(variants))))
+    legend, height = line_legend(len(names), height)
     toggle = legend_toggle("arm")
     base = alt.Chart(stats, height=height).encode(
         x=alt.X(f"{x}:Q", title="step" if x == "step" else "training time (s, mean over seeds)"),
-        color=alt.Color("arm:N", title="arm", scale=alt.Scale(domain=names, range=[series_color(a) for a, _ in keys]),
-                        legend=alt.Legend(**LINE_LEGEND)))
+        color=alt.Color("arm:N", title="arm", scale=alt.Scale(domain=names, range=[colors[key] for key in keys]),
+                        legend=alt.Legend(**legend)))
     band = base.mark_area(opacity=0.2).encode(
         y=alt.Y("low:Q", title="validation loss (nats/char)", scale=alt.Scale(zero=False)), y2="high:Q",
         opacity=faded(toggle, 0.2, 0.03))
     line = base.mark_line(strokeWidth=2).encode(
         y="mean:Q", strokeDash=alt.StrokeDash("arm:N", title="arm", scale=alt.Scale(
-            domain=names, range=[series_dash(a) for a, _ in keys]), legend=alt.Legend(**LINE_LEGEND)),
+            domain=names, range=[series_dash(a) for a, _ in keys]), legend=alt.Legend(**legend)),
         opacity=faded(toggle),
         tooltip=["arm", "step", "seeds", alt.Tooltip("mean:Q", format=".4f"),
                  alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f")])

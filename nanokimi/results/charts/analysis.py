@@ -8,8 +8,10 @@ import math
 import altair as alt
 import pandas as pd
 
-def expert_load_chart(load, width=560, height=140):
-    """Each expert's share of the routing per layer over training, stacked to 1 (one row per layer)."""
+def expert_load_chart(load, width=320, height=140):
+    """Each expert's share of the routing per layer over training, stacked to 1 (one row per layer). A
+    facet takes no container width, so `width` is fixed: 320 keeps the whole chart (legend and headers
+    included, about 550 px) inside an 800-px window."""
     frame = load.assign(expert=load["expert"].map(lambda e: f"expert {e}"))
     return alt.Chart(frame, width=width, height=height).mark_area().encode(
         x=alt.X("step:Q", title="step"),

@@ -107,8 +107,9 @@ def metric_chart(history, metric, title, y_title, x="wall_time_s", smoothing=0.0
     return alt.layer(*layers, height=height).properties(title=title)
 
 
-def bar_charts(results):
-    """The original four bars, one small chart each, from zero."""
+def bar_charts(results, columns=None):
+    """The original four bars, one small chart each, from zero: in a row, or in rows of `columns`
+    (two fit an 800-px window; four in a row are about 860 px wide)."""
     frame = pd.DataFrame(results)
     models = list(dict.fromkeys(frame["model"]))
     charts = []
@@ -119,7 +120,7 @@ def bar_charts(results):
             color=alt.Color("model:N", legend=None, scale=color_scale(models)),
             tooltip=["model", alt.Tooltip(f"{column}:Q", format=",.4~f")],
         ).properties(title=title))
-    return alt.hconcat(*charts)
+    return alt.hconcat(*charts) if columns is None else alt.concat(*charts, columns=columns)
 
 
 MEMORY_PARTS = (("parameters", "param_mb"), ("gradients", "grad_mb"), ("optimizer state", "optimizer_mb"))

@@ -2,7 +2,9 @@
 
 Every model and arm has one colour on every page: its architecture's, from the registry (arms.py,
 the Okabe–Ito colour-blind-safe palette), found by its key or name, never by a part of a name
-(`series_color`); an arm's optimizer is its dash (`series_dash`). Model colours mean models only:
+(`series_color`); an arm's optimizer is its dash (`series_dash`). Series of one model that differ
+in something ordered (a sweep's learning rates, several runs of one arm) are shades of its colour,
+light to dark in their natural order (`shades`, `natural_key`). Model colours mean models only:
 what is not a model gets GREYS or a sequential scheme. Bars and areas that compare sizes start at
 zero. A legend entry, clicked, fades or brings back a series (`legend_toggle`, `faded`); line
 charts zoom and pan along x (`zoom`): each a reader's habit from TensorBoard or W&B.
@@ -11,6 +13,7 @@ Okabe, M. and Ito, K. (2008), "Color Universal Design (CUD): how to make figures
 presentations that are friendly to colorblind people".
 """
 
+import re
 import zlib
 
 import altair as alt
@@ -59,9 +62,51 @@ def dash_scale(names):
     return alt.Scale(domain=names, range=[series_dash(n) for n in names])
 
 
+# Shades of a colour: mixed with white (towards +1) or black (towards -1), at most SHADE_STEP apart, inside
+# SHADE_MIX (paler fades into the white background, darker loses the hue); centred on the colour itself.
+# Mixing keeps the hue recognisable where HLS lightness turns a saturated green neon.
+SHADE_MIX = (-0.45, 0.45)
+SHADE_STEP = 0.45
+
+
+def shades(color, count):
+    """`count` shades of `color` (hex), light to dark, evenly spaced and centred on `color` itself: an
+    odd count includes it; one is `color`."""
+    if count <= 1:
+        return [color]
+    step = min(SHADE_STEP, (SHADE_MIX[1] - SHADE_MIX[0]) / (count - 1))
+    channels = [int(color[i:i + 2], 16) for i in (1, 3, 5)]
+    out = []
+    for i in range(count):
+        mix = step * ((count - 1) / 2 - i)  # > 0: towards white, < 0: towards black
+        mixed = [c + mix * (255 - c) if mix > 0 else c * (1 + mix) for c in channels]
+        out.append("#" + "".join(f"{round(c):02X}" for c in mixed))
+    return out
+
+
+def natural_key(label):
+    """A label as a sort key: the numbers in it compared as numbers ("n_embd=64" before "n_embd=128",
+    "lr=0.0003" before "lr=0.001")."""
+    parts = re.split(r"(\d+(?:\.\d+)?(?:e[-+]?\d+)?)", str(label))
+    return [float(part) if i % 2 else part for i, part in enumerate(parts)]
+
+
 # Legends show each series at full strength, whichever layer (a faint raw one) they are merged from.
 LEGEND = dict(symbolOpacity=1, labelLimit=0)
 LINE_LEGEND = dict(LEGEND, symbolType="stroke", symbolStrokeWidth=2.5, symbolSize=300)  # where the dash tells apart
+# More series than this (a sweep's 20, "#4 · NanoKimi · TrueMuon · matrix_lr=0.00111"): the legend goes under
+# the plot, so long names neither squeeze the plot in an 800-px window nor run past the chart's bottom.
+LEGEND_BESIDE_MAX = 8
+LEGEND_ROW_PX = 21
+
+
+def line_legend(count, height):
+    """(LINE_LEGEND's options, the chart's height) for a line chart of `count` series: the legend beside
+    the plot, or under it for more than LEGEND_BESIDE_MAX, the height grown by its rows (Streamlit fits
+    the whole chart, legend included, into the height)."""
+    if count <= LEGEND_BESIDE_MAX:
+        return LINE_LEGEND, height
+    return dict(LINE_LEGEND, orient="bottom", direction="vertical"), height + LEGEND_ROW_PX * count + 40
 
 
 def legend_toggle(field):
