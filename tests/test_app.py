@@ -20,6 +20,7 @@ from nanokimi.running.store import Store
 from app.common.datasets import BUILTIN_LABEL, UPLOAD_LABEL, kept_uploads, resolve_dataset
 from app.common.estimate import measured_costs
 from app.common.request import build_request
+from tests import markdown
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 TINY = {"n_embd": 16, "n_head": 2, "n_layer": 1, "experts": 2, "iters": 10, "batch_size": 4, "block_size": 8}
@@ -45,7 +46,8 @@ def set_controls(at, **values):
 
 
 def errors(at):
-    return [e.value for e in at.error]
+    """The error notes as a person reads them (user strings in them are escaped for Markdown)."""
+    return [markdown.text(e.value) for e in at.error]
 
 
 @pytest.mark.parametrize("page", [None, "app/runs.py", "app/generate.py"])
@@ -166,7 +168,7 @@ def test_train_runs_to_completion_and_shows_results(home):
     assert not gen.exception, gen.exception
     assert [s.value for s in gen.subheader] == ["NanoGPT", "NanoKimi"]
     assert all(len(code.value) == len("def ") + 20 for code in gen.code)
-    assert all("'☃'" in w.value for w in gen.warning), "unknown prompt characters are explained"
+    assert all("'☃'" in markdown.text(w.value) for w in gen.warning), "unknown prompt characters are explained"
     assert len(gen.warning) == 2
 
 
@@ -266,7 +268,7 @@ def test_a_run_trained_on_an_upload_opens_on_its_kept_text(home):
     at.run()
     assert not at.exception, at.exception
     assert "upload notes.txt" not in at.selectbox(key="dataset").options
-    assert [w.value for w in at.warning] == ["The run opened trained on upload notes.txt, which this menu does not "
+    assert [markdown.text(w.value) for w in at.warning] == ["The run opened trained on upload notes.txt, which this menu does not "
                                              "offer here; upload it or choose another text to train it again."]
 
 

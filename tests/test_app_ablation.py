@@ -22,6 +22,7 @@ from nanokimi.paths import checkpoint_path
 from nanokimi.status import ACTIVE, STOPPED
 from nanokimi.running.store import Store
 from app.common.datasets import BUILTIN_LABEL
+from tests import markdown
 from tests.test_app import APP, app, errors
 
 PAGE = "app/ablation.py"
@@ -261,7 +262,7 @@ def test_a_tiny_sweep_tunes_then_confirms_in_one_job_and_shows_its_learning_rate
     assert dict(zip(shown["arm"], shown["chosen"])) == pytest.approx(
         {report.arm_name(arm): lr for arm, lr in stored.chosen.items()}), "arms by display name"
     assert list(shown["original"]) == pytest.approx([1e-3, 1e-3]) and all(shown["at the edge"])
-    [edge] = [w.value for w in at.warning if "At the edge of the learning rates tried" in w.value]
+    [edge] = [markdown.text(w.value) for w in at.warning if "At the edge of the learning rates tried" in w.value]
     assert all(f"{report.arm_name(arm)} (lr {lr:.3g}, the" in edge for arm, lr in stored.chosen.items()), \
         "one warning naming each arm"
     assert [m.value for m in at.markdown if m.value.startswith("**At the")] == [
