@@ -23,15 +23,18 @@ from nanokimi.running import jobs, request
 from nanokimi.metrics import METRIC_BY_NAME
 from nanokimi.training.optim import OPTIMIZER_LABELS, OPTIMIZERS
 from nanokimi.status import RUNNING
+from app.common.address import Param, check_address, control_params as address_params, flag, one_of, whole_number
 from app.common.chart_display import show_chart
-from app.common.controls import (BASELINE, BIND, CONTROLS, KEEP, control_params, model_controls, open_in_url,
+from app.common.controls import (ANY_STOP, BASELINE, BIND, CONTROLS, KEEP, control_params, model_controls, open_in_url,
                                  run_to_open, settings_of, untaken, url_params)
 from app.common.datasets import corpus, dataset_choices, dataset_control, dataset_of
 from app.common.effects import effects_of, effects_table, summarise
-from app.common.estimate import duration, estimate_s
+from app.common.estimate import estimate, estimate_sentence
+from app.common.damage import guarded
 from app.common.jobqueue import job_queue
 from app.common.live import POLL_S, live_area, live_run, run_controls, status_note
 from app.common.pickers import run_label
+from app.common.plain import plain
 from app.common.request import build_request
 
 PREFIX = "ablation_"
@@ -61,7 +64,8 @@ def open_grid(run_id):
             "tuning_seeds": (asked.get("tuning_seeds", 1), 1, str),
             "dataset": (dataset_of(stored, PREFIX + "dataset"), dataset_choices()[0], str)}
     open_in_url(BOUND, {**control_params(PREFIX, settings),
-                        **url_params({PREFIX + name: control for name, control in grid.items()})}, PREFIX, settings)
+                        **url_params({PREFIX + name: control for name, control in grid.items()})}, PREFIX, settings,
+                ADDRESS)
 
 
 def choose_controls():
@@ -72,6 +76,29 @@ def factor_label(factor):
     return f"×{Fraction(factor).limit_denominator(100)}"
 
 
+FIRST_SEED = dict(min_value=0, max_value=2**31 - 100)
+SEEDS, TUNING_SEEDS = dict(min_value=1, max_value=5, value=3), dict(min_value=1, max_value=3, value=1)
+
+
+def seeds_param(label, seeds):
+    return Param(label, whole_number(seeds["min_value"], seeds["max_value"]), str(seeds["value"]))
+
+
+ADDRESS = {  # what each URL parameter accepts (app/common/address.py)
+    **address_params(CONTROLS, BASELINE, PREFIX, any_stop=ANY_STOP),
+    PREFIX + "architectures": Param("Architectures", one_of(ARCHITECTURES, display_name, several=True),
+                                    ", ".join(map(display_name, DEFAULTS["architectures"]))),
+    PREFIX + "optimizers": Param("Optimizers", one_of(OPTIMIZERS, OPTIMIZER_LABELS.get, several=True),
+                                 ", ".join(map(OPTIMIZER_LABELS.get, DEFAULTS["optimizers"]))),
+    PREFIX + "seeds": seeds_param("Seeds", SEEDS),
+    PREFIX + "dataset": Param("Dataset", one_of(dataset_choices()), dataset_choices()[0]),
+    PREFIX + "seed": Param("First seed", whole_number(**FIRST_SEED), f"{BASELINE['seed']}"),
+    PREFIX + "tune": Param("Tune learning rates", flag(), "false"),
+    PREFIX + "factors": Param("Learning-rate factors", one_of(FACTOR_CHOICES, factor_label, several=True),
+                              ", ".join(map(factor_label, DEFAULTS["factors"]))),
+    PREFIX + "tuning_seeds": seeds_param("Tuning seeds", TUNING_SEEDS)}
+
+bad_address = check_address(ADDRESS)
 opening = run_to_open(PREFIX, BOUND)
 if opening is not None:
     open_grid(opening)
@@ -80,6 +107,8 @@ st.title("Ablation")
 st.caption("Which change helps: the Mixture-of-Experts, TrueMuon, or both, and does NanoKimi win by its experts or "
            "by its size and activation? Every arm (architecture × optimizer) trains with every seed on the same "
            "batches, and the effects come with 95% confidence intervals from the paired seeds.")
+for sentence in bad_address:
+    st.warning(sentence)
 
 # --- controls ---------------------------------------------------------------------------------
 # rows that wrap where the page is narrow (an 800-px window) rather than cut the labels short
@@ -97,13 +126,13 @@ chosen_optimizers = arms_row.multiselect("Optimizers", OPTIMIZERS, default=DEFAU
                                          help="Every architecture trains with each of these.")
 grid_col, *setting_cols = st.columns(4)
 with grid_col:
-    seeds = st.slider("Seeds", 1, 5, 3, key=PREFIX + "seeds", **BIND,
+    seeds = st.slider("Seeds", **SEEDS, key=PREFIX + "seeds", **BIND,
                       help="Runs per arm (with tuning: confirmation seeds). With one seed there is no interval; "
                            "three is the least that says much.")
 data = dataset_control(PREFIX + "dataset", grid_col)
 values = model_controls(PREFIX, setting_cols)
 with setting_cols[2]:
-    values["seed"] = st.number_input("First seed", min_value=0, max_value=2**31 - 100, step=1, value=BASELINE["seed"],
+    values["seed"] = st.number_input("First seed", **FIRST_SEED, step=1, value=BASELINE["seed"],
                                      key=PREFIX + "seed", **BIND,
                                      help="Seeds are this, this + 1, …; every arm shares each seed (a paired design).")
 tuning_row = st.container(horizontal=True, vertical_alignment="center")
@@ -114,7 +143,7 @@ factors = tuning_row.multiselect(
     "Learning-rate factors", FACTOR_CHOICES, default=DEFAULTS["factors"], key=PREFIX + "factors", format_func=factor_label,
     disabled=not tune, **BIND,
     help="Learning rates tried, as factors of each arm's original: AdamW's lr, or TrueMuon's / Muon's matrix lr.")
-tuning_seeds = tuning_row.slider("Tuning seeds", 1, 3, 1, key=PREFIX + "tuning_seeds", disabled=not tune,
+tuning_seeds = tuning_row.slider("Tuning seeds", **TUNING_SEEDS, key=PREFIX + "tuning_seeds", disabled=not tune,
                                  **BIND, help="Runs per arm and learning rate while tuning.", width=180)
 for sentence in untaken(PREFIX, values):
     st.warning(sentence)
@@ -131,20 +160,16 @@ else:
                                    **schedule)
 st.session_state["ablation_request"] = grid  # what Train grid would queue (read by the tests)
 for problem in problems:
-    st.error(problem)
+    st.error(plain(problem))
 
 
 def grid_estimate(grid):
-    """How long the grid's runs should take here, from step times measured on this machine, or which arms
-    have none yet (a sweep's confirmation runs are chosen later: not counted)."""
-    estimates = [estimate_s(run) for run in grid.runs]
-    missing = list(dict.fromkeys(report.arm_name(run.arm) for run, e in zip(grid.runs, estimates) if e is None))
-    if missing:
-        return (f"Duration: no measurement yet on this machine of {', '.join(missing)} at these settings "
-                f"(the arms table shows their sizes; train them once to measure).")
-    measured_in = ", ".join(f"#{i}" for i in sorted({e[1] for e in estimates}))
-    what = "the tuning runs (the confirmation runs come after)" if grid.kind == request.SWEEP else "the grid"
-    return f"Duration here: about {duration(sum(e[0] for e in estimates))} for {what}, from step times measured in run {measured_in}."
+    """How long the grid (a sweep: both phases) should take here, measured or roughly (estimate.py)."""
+    found = estimate(grid)
+    if grid.kind != request.SWEEP:
+        return estimate_sentence(found, f"for the {len(grid.runs)} runs")
+    return estimate_sentence(found, f"for up to {grid.planned_runs()} runs: {len(grid.runs)} tuning, then the "
+                                    f"confirmation at the chosen and the original learning rates")
 
 
 if grid is not None:
@@ -216,12 +241,12 @@ def live_view(run_id, was_active):
     fraction, text = view.progress()
     total, done = view.request.planned_runs(), len(view.results)
     up_to = "up to " if total > len(view.models) else ""  # a sweep before tuning has chosen
-    st.markdown(f"**{run_label(view.run)}**")
-    st.progress(fraction, text=f"{done} of {up_to}{total} runs done · {text}")
+    st.markdown(f"**{plain(run_label(view.run))}**")
+    st.progress(fraction, text=plain(f"{done} of {up_to}{total} runs done · {text}"))
     if view.status == RUNNING:
         index = view.run["progress"].get("index", 0)
         now = view.request.runs[index]
-        arm = report.arm_name(now.arm)
+        arm = plain(report.arm_name(now.arm))  # the stored run's: data
         if is_sweep:
             phase = "Tuning" if index < len(view.request.tuning) else "Confirming"
             st.caption(f"{phase}: arm **{arm}** at {sweep.tuned_setting(now)} **{sweep.learning_rate(now):.3g}**, "
@@ -245,7 +270,7 @@ def live_view(run_id, was_active):
 
 
 live_area()
-st.fragment(live_view, run_every=POLL_S if view.active else None)(view.id, view.active)
+st.fragment(guarded(live_view), run_every=POLL_S if view.active else None)(view.id, view.active)
 
 # --- results ------------------------------------------------------------------------------------
 NUMBER = st.column_config.NumberColumn
@@ -269,7 +294,7 @@ def per_arm(rows, summary, frame, name):
     st.dataframe(report.arm_table(summary), hide_index=True, width="stretch", key=f"{PREFIX}{name}_summary_table")
     st.caption("Mean over seeds ± half the width of its 95% confidence interval (none with one seed).")
     st.caption(f"Time to target: training seconds until validation loss first reached {rows[0]['target_val_loss']:.4f} "
-               f"(the worst arm's mean final validation loss).")
+               f"(the worst arm's mean final validation loss), over the seeds that reached it.")
     downloads = st.container(horizontal=True)
     downloads.download_button("Download ablation CSV", ablation_files.runs_csv(rows), file_name=f"{name}-run{view.id}.csv",
                               mime="text/csv", icon=":material/download:", key=f"{PREFIX}{name}_runs_csv")
@@ -315,7 +340,7 @@ def sweep_results(results):
     edges = [f"{report.arm_name(arm)} ({c['tuned']} {c['lr']:.3g}, the "
              f"{'lowest' if c['lr'] == c['tried'][0] else 'highest'} tried)" for arm, c in chosen.items() if c["at_edge"]]
     if edges:
-        st.warning(f"At the edge of the learning rates tried, so the best may lie beyond: {'; '.join(edges)}. "
+        st.warning(f"At the edge of the learning rates tried, so the best may lie beyond: {plain('; '.join(edges))}. "
                    f"Widen the learning-rate factors and tune again.", icon=":material/warning:")
     sweep_csv = pd.DataFrame(sweep.sweep_rows(tuned))
     st.download_button("Download sweep CSV", sweep_csv.to_csv(index=False), file_name=f"sweep-run{view.id}.csv",

@@ -18,14 +18,25 @@ import streamlit as st
 
 from nanokimi.experiments.compare import PRESET_HELP
 from nanokimi.training.config import OPTIMIZER_LABELS, OPTIMIZERS
-from app.common.controls import (BASELINE, BIND, CONTROLS, KEEP, control_params, model_controls, open_in_url,
-                                 preset_values, run_to_open, set_controls, settings_of, untaken, url_params)
+from app.common.address import Param, check_address, control_params as address_params, one_of, whole_number
+from app.common.controls import (ANY_STOP, BASELINE, BIND, CONTROLS, KEEP, control_params, model_controls,
+                                 open_in_url, preset_values, run_to_open, set_controls, settings_of, untaken,
+                                 url_params)
 from app.common.datasets import corpus, dataset_choices, dataset_menu, dataset_of, dataset_text
 from app.common.jobqueue import job_queue
+from app.common.plain import plain
 
 CONTROLS_HINT = "the Ablation page's controls"  # where the verdict sends a reader when size or activation differ
 PRESETS = list(PRESET_HELP)
 BOUND = ["preset", "dataset", *CONTROLS, "gpt_optimizer", "kimi_optimizer", "seed"]  # this page's URL parameters
+
+SEED_RANGE = dict(min_value=0, max_value=2**31 - 1)
+ADDRESS = {  # what each URL parameter accepts (app/common/address.py)
+    **address_params(CONTROLS, BASELINE, any_stop=ANY_STOP), "preset": Param("Preset", one_of(PRESETS), "quick"),
+    "dataset": Param("Dataset", one_of(dataset_choices()), dataset_choices()[0]),
+    **{key: Param(label, one_of(OPTIMIZERS, OPTIMIZER_LABELS.get), OPTIMIZER_LABELS[default]) for key, label, default
+       in (("gpt_optimizer", "NanoGPT optimizer", "adamw"), ("kimi_optimizer", "NanoKimi optimizer", "truemuon"))},
+    "seed": Param("Seed", whole_number(**SEED_RANGE), f"{BASELINE['seed']}")}
 
 
 def apply_preset():
@@ -46,9 +57,10 @@ def open_run(run_id):
         "preset": (stored.asked.get("preset", "quick"), "quick", str),
         "gpt_optimizer": (gpt, "adamw", OPTIMIZER_LABELS.get), "kimi_optimizer": (kimi, "truemuon", OPTIMIZER_LABELS.get),
         "seed": (settings["seed"], BASELINE["seed"], str),
-        "dataset": (dataset_of(stored, "dataset"), dataset_choices()[0], str)})}, "", settings)
+        "dataset": (dataset_of(stored, "dataset"), dataset_choices()[0], str)})}, "", settings, ADDRESS)
 
 
+bad_address = check_address(ADDRESS)
 opening = run_to_open("", BOUND)
 if opening is not None:
     open_run(opening)
@@ -56,6 +68,8 @@ if opening is not None:
 st.title("NanoGPT vs NanoKimi")
 st.caption("A dense GPT trained with AdamW against a Mixture-of-Experts model trained with TrueMuon, "
            "on the same text and the same evaluation batches.")
+for sentence in bad_address:
+    st.warning(sentence)
 
 # --- controls (each one a parameter of the URL) -------------------------------------------------------
 data_col, *setting_cols = st.columns(4)
@@ -70,7 +84,7 @@ gpt_optimizer = opt_gpt.selectbox("NanoGPT optimizer", OPTIMIZERS, index=OPTIMIZ
                                   format_func=OPTIMIZER_LABELS.get, **BIND)
 kimi_optimizer = opt_kimi.selectbox("NanoKimi optimizer", OPTIMIZERS, index=OPTIMIZERS.index("truemuon"),
                                     key="kimi_optimizer", format_func=OPTIMIZER_LABELS.get, **BIND)
-values["seed"] = seed_col.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, value=BASELINE["seed"],
+values["seed"] = seed_col.number_input("Seed", **SEED_RANGE, step=1, value=BASELINE["seed"],
                                        key="seed", help="Initialisation and batch order; both models share it.", **BIND)
 for sentence in untaken("", values):
     st.warning(sentence)
@@ -84,7 +98,8 @@ from nanokimi.results.charts.smoothing import DEFAULT_SMOOTHING  # noqa: E402
 from nanokimi.running import request  # noqa: E402
 from nanokimi.status import MEASURED  # noqa: E402
 from app.common.chart_display import chart_columns, show_chart  # noqa: E402
-from app.common.estimate import estimate_sentence, model_size  # noqa: E402
+from app.common.damage import guarded  # noqa: E402
+from app.common.estimate import duration, estimate, estimate_sentence, model_size  # noqa: E402
 from app.common.live import POLL_S, live_area, live_run, run_controls, status_note  # noqa: E402
 from app.common.pickers import run_label  # noqa: E402
 from app.common.request import build_request  # noqa: E402
@@ -97,11 +112,13 @@ run_request, problems = build_request(request.comparison, values, data, preset, 
                                       **request.eval_schedule(preset, values["iters"]))
 st.session_state["run_request"] = run_request  # what Train would queue (read by the tests)
 for problem in problems:
-    st.error(problem)
+    st.error(plain(problem))
 if run_request is not None:
     sizes = request.arm_sizes(run_request.runs, corpus(*data).vocab_size)
-    st.caption(" · ".join(f"**{run.name}**: {model_size(*sizes[run.arm])}, {estimate_sentence(run)}"
-                          for run in run_request.runs) + ".")
+    found = estimate(run_request)
+    st.caption(" · ".join(f"**{run.name}**: {model_size(*sizes[run.arm])}, "
+                          f"{'roughly' if run.name in found.rough else 'about'} {duration(found.model_s[run.name])}"
+                          for run in run_request.runs) + ". " + estimate_sentence(found))
 
 # --- the run on show ------------------------------------------------------------------------------
 view, info_col = run_controls(queue, request.COMPARISON, run_request, "Train")
@@ -121,8 +138,8 @@ def live_view(run_id, was_active):
     """Progress and charts of one run, redrawn from the store (every POLL_S while it trains)."""
     view = live_run(queue, run_id, was_active)
     fraction, text = view.progress()
-    st.markdown(f"**{run_label(view.run)}**")
-    st.progress(fraction, text=text)
+    st.markdown(f"**{plain(run_label(view.run))}**")
+    st.progress(fraction, text=plain(text))
     if view.run["stop_requested"] and view.active:
         st.caption("Stopping…")
     if not (view.history["metric"] == "train_loss").any():  # no empty chart frames: the phase says what it waits for
@@ -159,7 +176,7 @@ def live_view(run_id, was_active):
 
 
 live_area()
-st.fragment(live_view, run_every=POLL_S if view.active else None)(view.id, view.active)
+st.fragment(guarded(live_view), run_every=POLL_S if view.active else None)(view.id, view.active)
 
 # --- results ----------------------------------------------------------------------------------
 if not view.active:

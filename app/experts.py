@@ -21,6 +21,7 @@ from app.common.checkpoints import checkpoint_with_text
 from app.common.controls import KEEP
 from app.common.jobqueue import job_queue
 from app.common.pickers import model_label, model_name, pick_run
+from app.common.plain import plain
 
 queue = job_queue()
 
@@ -61,7 +62,7 @@ else:
 name, experts, layers = kimi["name"], kimi["model"]["experts"], kimi["model"]["n_layer"]
 top_k = kimi["model"].get("top_k") or 0
 shown = model_name(run, name)  # "NanoKimi · TrueMuon · seed 1337" for a grid's model
-st.caption(f"{shown}: {layers} layer(s) × {experts} experts, "
+st.caption(f"{plain(shown)}: {layers} layer(s) × {experts} experts, "
            + ("dense routing (every expert, softmax-weighted): load = share of gate weight." if not top_k or top_k >= experts
               else f"top-{top_k} routing: load = share of token assignments."))
 
@@ -70,7 +71,7 @@ wanted = routing.routing_metrics(layers, experts)
 history = jobs.history_frame(queue.store.history(run_id, wanted))
 load, entropy = routing_history(history[history["model"] == name])
 if load.empty:
-    st.info(f"This run's history has no routing metrics for {shown}: they are recorded at every evaluation "
+    st.info(f"This run's history has no routing metrics for {plain(shown)}: they are recorded at every evaluation "
             "by runs trained with this version of nanokimi.")
 else:
     final = load[load["step"] == load["step"].max()]
@@ -89,14 +90,14 @@ else:
 st.subheader("Which characters each expert prefers")
 path = queue.checkpoints(run).get(name)
 if path is None:
-    st.info(f"{shown}'s weights were not saved for this run (it stopped or failed before the end of training), "
+    st.info(f"{plain(shown)}'s weights were not saved for this run (it stopped or failed before the end of training), "
             "so its routing per character can't be measured.")
     st.stop()
 source = kimi["data"]
 try:
     by_layer = preferences(str(path), path.stat().st_mtime, source)
 except DataError as err:
-    st.info(f"The run's training text can't be used to measure routing ({err}). The charts above come from the "
+    st.info(f"The run's training text can't be used to measure routing ({plain(err)}). The charts above come from the "
             "history and are unaffected.")
     st.stop()
 if not any(by_layer):
@@ -109,5 +110,5 @@ relative = color_col.toggle("Relative to each expert's average", key="experts_re
                                  "doesn't paint every row: above 1, the character prefers this expert.")
 show_chart(character_heatmap(by_layer[layer], relative=relative), f"characters-layer{layer}-run{run_id}",
            "experts_heatmap")
-st.caption(f"Mean gate weight the characters of the validation text ({source if source != 'builtin' else 'built-in corpus'}) "
+st.caption(f"Mean gate weight the characters of the validation text ({plain(source if source != 'builtin' else 'built-in corpus')}) "
            "give each expert, for characters seen at least 20 times; most frequent first.")

@@ -14,6 +14,7 @@ from app.common.controls import KEEP
 from app.common.downloads import run_downloads
 from app.common.jobqueue import job_queue
 from app.common.pickers import how_ended, model_name, pick_models, pick_run
+from app.common.plain import plain
 
 queue = job_queue()
 
@@ -44,15 +45,15 @@ if st.button("Generate", type="primary", icon=":material/edit_note:", disabled=n
         model, chars = checkpoint(str(path), path.stat().st_mtime)
         result = sampling.sample(name, model, chars, prompt, length, temperature, seed=int(seed))
         with column:
-            st.subheader(model_name(run, name))
+            st.subheader(plain(model_name(run, name)))
             if ended := how_ended(run, name):
                 st.caption(f"{ended[0].upper()}{ended[1:]}: these are its weights from then.")
             st.metric("Generation speed", f"{result.chars_per_s:,.0f} chars/s")
             if result.unknown:
                 shown = ", ".join(repr(c) for c in result.unknown[:20])
-                st.warning(f"{len(result.unknown)} prompt character(s) never occur in this run's training text, "
-                           f"so {model_name(run, name)} has no way to read them; they were left out of the prompt: "
-                           f"{shown}")
+                st.warning(plain(f"{len(result.unknown)} prompt character(s) never occur in this run's training "
+                                 f"text, so {model_name(run, name)} has no way to read them; they were left out of "
+                                 f"the prompt: {shown}"))
             st.code(result.text, language=None, wrap_lines=True)
 
 run_downloads(run, paths, st.columns(2))

@@ -19,6 +19,7 @@ from app.common.checkpoints import checkpoint_with_text
 from app.common.controls import KEEP
 from app.common.jobqueue import job_queue
 from app.common.pickers import model_label, pick_run
+from app.common.plain import plain
 
 RANDOM, GRADIENT = "Random matrix", "Gradient from a run"
 
@@ -56,7 +57,7 @@ def gradient_matrix():
     try:
         matrices = gradients(str(path), path.stat().st_mtime, source_of(run, name))
     except DataError as err:
-        st.info(f"This run's training text can't be used to compute a gradient ({err}); use a random matrix.")
+        st.info(f"This run's training text can't be used to compute a gradient ({plain(err)}); use a random matrix.")
         return None
     labels = list(matrices)
     if st.session_state.get("lab_matrix") not in labels:

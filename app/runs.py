@@ -21,6 +21,7 @@ from nanokimi.status import ACTIVE, ALL
 from nanokimi.training.train import RunConfig
 from app.common.chart_display import show_chart
 from app.common.controls import KEEP
+from app.common.damage import guarded
 from app.common.jobqueue import job_queue
 from app.common.live import POLL_S
 from app.common.pickers import run_label
@@ -129,7 +130,7 @@ def run_table():
 
 
 any_active = any(r["status"] in ACTIVE for r in runs)
-st.fragment(run_table, run_every=LIVE_S if any_active else None)()
+st.fragment(guarded(run_table), run_every=LIVE_S if any_active else None)()
 
 by_id = {r["id"]: r for r in runs}
 selected = st.multiselect("Runs", known("runs_selected", list(by_id)), key="runs_selected", **KEEP,
@@ -183,7 +184,7 @@ def overlay():
              hide_index=True)
 
 
-st.fragment(overlay, run_every=LIVE_S if any(r["status"] in ACTIVE for r in chosen) else None)()
+st.fragment(guarded(overlay), run_every=LIVE_S if any(r["status"] in ACTIVE for r in chosen) else None)()
 
 
 def delete(run_ids):

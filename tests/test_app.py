@@ -20,6 +20,7 @@ from nanokimi.running.store import Store
 from app.common.datasets import BUILTIN_LABEL, UPLOAD_LABEL, kept_uploads, resolve_dataset
 from app.common.estimate import measured_costs
 from app.common.request import build_request
+from tests import markdown
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 TINY = {"n_embd": 16, "n_head": 2, "n_layer": 1, "experts": 2, "iters": 10, "batch_size": 4, "block_size": 8}
@@ -45,7 +46,8 @@ def set_controls(at, **values):
 
 
 def errors(at):
-    return [e.value for e in at.error]
+    """The error notes as a person reads them (user strings in them are escaped for Markdown)."""
+    return [markdown.text(e.value) for e in at.error]
 
 
 @pytest.mark.parametrize("page", [None, "app/runs.py", "app/generate.py"])
@@ -166,7 +168,7 @@ def test_train_runs_to_completion_and_shows_results(home):
     assert not gen.exception, gen.exception
     assert [s.value for s in gen.subheader] == ["NanoGPT", "NanoKimi"]
     assert all(len(code.value) == len("def ") + 20 for code in gen.code)
-    assert all("'☃'" in w.value for w in gen.warning), "unknown prompt characters are explained"
+    assert all("'☃'" in markdown.text(w.value) for w in gen.warning), "unknown prompt characters are explained"
     assert len(gen.warning) == 2
 
 
@@ -282,7 +284,7 @@ def test_a_run_trained_on_an_upload_opens_on_its_kept_text(home):
     at.run()
     assert not at.exception, at.exception
     assert "upload notes.txt" not in at.selectbox(key="dataset").options
-    assert [w.value for w in at.warning] == ["The run opened trained on upload notes.txt, which this menu does not "
+    assert [markdown.text(w.value) for w in at.warning] == ["The run opened trained on upload notes.txt, which this menu does not "
                                              "offer here; upload it or choose another text to train it again."]
 
 
@@ -295,7 +297,9 @@ def test_before_train_the_page_shows_sizes_and_a_measured_duration(home):
     assert sizes[0] != sizes[1]
     [line] = [c.value for c in at.caption if "parameters" in c.value]
     assert f"**NanoGPT**: {sizes[0]:,} parameters" in line and f"**NanoKimi**: {sizes[1]:,} parameters" in line
-    assert line.count("no measurement yet") == 2, "nothing has trained here: no invented duration"
+    assert "Roughly" in line and "a rough guess, since NanoGPT, NanoKimi have not trained here" in line, \
+        "nothing has trained here: a guess from FLOPs, said to be one"
+    assert "from a reference machine's speed" in line
 
     # A model of the same step cost measured 4 ms per step; 11 evaluations of 20 batches per split took 2 s and
     # the rest of its 5 s (start-up, final measurements) 1.8 s.
@@ -306,10 +310,13 @@ def test_before_train_the_page_shows_sizes_and_a_measured_duration(home):
                       **{**TINY, "iters": 600})
     [line] = [c.value for c in at.caption if "parameters" in c.value]
     # 600 steps × 4 ms + 11 evaluations × 40 batches × 2 s / 440 + 1.8 s = 2.4 + 2.0 + 1.8 s
-    assert line.count("about 6 s here (step time measured in run #1)") == 2, line
+    assert line.count("about 6 s ·") + line.count("about 6 s.") == 2, line
+    assert "About 12 s here in all, the runner's start-up included (step times measured in run #1)." in line
     at = set_controls(at, batch_size=5)
     [line] = [c.value for c in at.caption if "parameters" in c.value]
-    assert line.count("no measurement yet") == 2, "another batch size costs another step time"
+    assert "a rough guess, since NanoGPT, NanoKimi have not trained here" in line, \
+        "another batch size costs another step time"
+    assert "scaled from run #1's speed" in line
 
 
 def test_open_from_another_page_replaces_the_sessions_settings(home):

@@ -22,6 +22,7 @@ from nanokimi.paths import checkpoint_path
 from nanokimi.status import ACTIVE, STOPPED
 from nanokimi.running.store import Store
 from app.common.datasets import BUILTIN_LABEL
+from tests import markdown
 from tests.test_app import APP, app, errors
 
 PAGE = "app/ablation.py"
@@ -261,7 +262,7 @@ def test_a_tiny_sweep_tunes_then_confirms_in_one_job_and_shows_its_learning_rate
     assert dict(zip(shown["arm"], shown["chosen"])) == pytest.approx(
         {report.arm_name(arm): lr for arm, lr in stored.chosen.items()}), "arms by display name"
     assert list(shown["original"]) == pytest.approx([1e-3, 1e-3]) and all(shown["at the edge"])
-    [edge] = [w.value for w in at.warning if "At the edge of the learning rates tried" in w.value]
+    [edge] = [markdown.text(w.value) for w in at.warning if "At the edge of the learning rates tried" in w.value]
     assert all(f"{report.arm_name(arm)} (lr {lr:.3g}, the" in edge for arm, lr in stored.chosen.items()), \
         "one warning naming each arm"
     assert [m.value for m in at.markdown if m.value.startswith("**At the")] == [
@@ -291,8 +292,8 @@ def test_query_parameters_set_the_grid(home):
     assert grid.arms == ["nanogpt+muon", "relu-matched+muon"]
     assert {r.seed for r in grid.runs} == {1337, 1338}
     assert all((r.iters, r.model.n_embd, r.optimizer.lr) == (120, 32, 0.002) for r in grid.runs)
-    [duration] = [c.value for c in at.caption if c.value.startswith("Duration")]
-    assert ("no measurement yet on this machine of NanoGPT · Muon (PyTorch), matched ReLU · Muon (PyTorch)"
+    [duration] = [c.value for c in at.caption if c.value.startswith("Roughly")]
+    assert ("since NanoGPT · Muon (PyTorch), matched ReLU · Muon (PyTorch) have not trained here"
             in duration), duration
 
 

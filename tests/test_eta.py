@@ -75,6 +75,92 @@ def test_the_estimate_before_train_reads_the_newest_finished_model_of_each_step_
     assert step_cost_key(gpt) != step_cost_key(kimi)
     assert rates[step_cost_key(gpt)][0] == 2, "the newest"
     assert rates[step_cost_key(kimi)][0] == 1, "a stopped model is not a measurement of the whole run"
-    run_id, gpt_rates = rates[step_cost_key(gpt)]
+    run_id, gpt_rates, _ = rates[step_cost_key(gpt)]
     assert gpt_rates.seconds(gpt) == pytest.approx(5.0), "its own wall time: 4 s + 100 steps x 10 ms"
     assert gpt_rates.seconds(replace(gpt, iters=200)) == pytest.approx(5.0 + 100 * 0.01 + 2 * 1.5 / 3)
+
+
+# --- before Train: a request's estimate, start-up and both phases of a sweep included ---------------------
+
+def stored(request, run_id, rows, created=0.0, started=None, finished=None):
+    return {"id": run_id, "config": request.to_stored(), "results": rows, "created_at": created,
+            "started_at": started, "finished_at": finished}
+
+
+def result_row(run, ms, total_s, eval_s=1.0):
+    return {"model": run.name, "status": "completed", "train_ms_per_step": ms, "steps": run.iters,
+            "eval_time_s": eval_s, "total_time_s": total_s}
+
+
+def test_a_measured_model_costs_its_training_clock_its_process_and_the_runner_once(small_text_file):
+    from nanokimi.running.eta import request_estimate, runner_startup_s
+    from nanokimi.running.request import comparison
+
+    request = comparison(data=str(small_text_file), iters=100, eval_interval=50, eval_iters=5)
+    gpt, kimi = request.runs
+    # Median steps of 10 and 30 ms, but training clocks of 1.5 s and 4 s (a skewed run); the run spent 3 s
+    # beyond its models' 4 s + 8 s: 1.5 s of process per model. Its runner took 2.5 s to start.
+    rows = [result_row(gpt, 10.0, 4.0), result_row(kimi, 30.0, 8.0)]
+    run = stored(request, 1, rows, created=100.0, started=102.5, finished=117.5)
+    rates = measured_rates([run], {(1, "NanoGPT"): 1.5, (1, "NanoKimi"): 4.0})
+    assert rates[step_cost_key(gpt)][1] == Rates(step_s=0.015, eval_batch_s=pytest.approx(1.0 / 30),
+                                                 startup_s=pytest.approx(1.5 + 1.5))
+    assert runner_startup_s([run]) == 2.5
+    found = request_estimate(request, rates, runner_startup_s([run]))
+    assert found.model_s == {"NanoGPT": pytest.approx(5.5), "NanoKimi": pytest.approx(9.5)}, "each its own wall"
+    assert found.seconds == pytest.approx(2.5 + 5.5 + 9.5) and found.runner_s == 2.5
+    assert found.measured_in == (1,) and found.rough == ()
+    assert request_estimate(request, rates, 2.5, runner_alive=True).seconds == pytest.approx(15.0), \
+        "a runner already alive starts nothing"
+    # a run that waited behind another says nothing about the runner's start-up
+    behind = stored(request, 2, rows, created=110.0, started=117.6, finished=130.0)
+    assert runner_startup_s([behind, run]) == 2.5
+
+
+def test_a_sweep_counts_its_confirmation_runs(small_text_file):
+    from nanokimi.running.eta import request_estimate
+    from nanokimi.running.request import sweep
+
+    asked = sweep(2, ["adamw", "truemuon"], str(small_text_file), architectures=["nanogpt"], factors=[1 / 3, 3.0],
+                  iters=50, eval_interval=25, eval_iters=5, threads=1)
+    assert len(asked.runs) == 4 and asked.planned_runs() == 4 + 2 * 2 * 2
+    by_arm = {"nanogpt+adamw": 0.01, "nanogpt+truemuon": 0.02}
+    rates = {step_cost_key(run): (7, Rates(by_arm[run.arm], 0.0, 1.0), run) for run in asked.runs}
+    found = request_estimate(asked, rates, runner_s=2.0)
+    tuning = 2 * (1.0 + 0.5) + 2 * (1.0 + 1.0)  # two learning rates per arm: start-up + 50 steps each
+    confirmation = 2 * 2 * (1.5 + 2.0)  # two runs per arm and seed (chosen and original learning rates)
+    assert found.seconds == pytest.approx(2.0 + tuning + confirmation)
+
+
+def test_a_model_never_measured_here_is_guessed_from_flops_and_said_to_be_rough(small_text_file):
+    from nanokimi.running.eta import REFERENCE, batch_flops, reference_rates, request_estimate
+    from nanokimi.running.request import comparison
+
+    request = comparison(data=str(small_text_file), iters=100, eval_interval=50, eval_iters=5, n_embd=32, n_head=2)
+    gpt, kimi = request.runs
+    nothing = request_estimate(request, {}, None)
+    assert nothing.rough == ("NanoGPT", "NanoKimi") and nothing.measured_in == ()
+    scale = batch_flops(gpt) / (434_304 * 16 * 32)
+    assert scale < 1, "smaller than the reference's model: scaled down by its FLOPs"
+    reference = REFERENCE["dense", "adamw"]
+    assert nothing.model_s["NanoGPT"] == pytest.approx(reference.startup_s + 100 * reference.step_s * scale
+                                                       + 3 * 10 * reference.eval_batch_s * scale)
+    assert nothing.model_s["NanoKimi"] > nothing.model_s["NanoGPT"], "more FLOPs and an MoE step: never the reverse"
+    # only NanoGPT measured, at twice the reference's speed: NanoKimi's reference rates at that speed
+    guess = reference_rates(gpt)
+    rates = {step_cost_key(gpt): (3, Rates(guess.step_s / 2, guess.eval_batch_s / 2, 1.0), gpt)}
+    found = request_estimate(request, rates, 2.0)
+    assert found.rough == ("NanoKimi",) and found.measured_in == (3,)
+    kimi_guess = reference_rates(kimi)
+    assert found.model_s["NanoKimi"] == pytest.approx(1.0 + 100 * kimi_guess.step_s / 2 + 3 * 10 * kimi_guess.eval_batch_s / 2)
+
+
+def test_architectures_of_one_optimizer_never_share_a_step_cost():
+    # NanoGPT + TrueMuon was timed at NanoKimi + TrueMuon's speed, and NanoKimi + AdamW at NanoGPT + AdamW's:
+    # the key left out the feed-forward, the one thing that told them apart.
+    from nanokimi.running.request import ablation
+
+    grid = ablation(1, ["adamw", "truemuon"], "builtin", architectures=["nanogpt", "relu-matched", "nanokimi"],
+                    iters=10, threads=1)
+    keys = {step_cost_key(run) for run in grid.runs}
+    assert len(keys) == len(grid.runs) == 6

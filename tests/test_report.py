@@ -204,12 +204,21 @@ def test_arm_table_is_wide_with_units_and_no_empty_cells():
         "one column per metric, with units; active parameters equal the parameters here, so left out"
     assert table.to_dict("records") == [
         {"arm": "NanoGPT · AdamW", "seeds": 3, "Best val loss (nats/char)": "1.7282 ± 0.0145",
-         "Time to target (s)": "—", "Parameters": "209,729"},
+         "Time to target (s)": "— (0/3 seeds reached)", "Parameters": "209,729"},
         {"arm": "NanoKimi · TrueMuon", "seeds": 1, "Best val loss (nats/char)": "1.6833", "Time to target (s)": "12.500",
          "Parameters": "278,097"}]
     top_k = [{**r, "mean": 150000.0} if r["metric"] == "active_params" and r["name"].startswith("nanokimi") else r
              for r in summary]
     assert report.arm_table(top_k)["Active parameters"].tolist() == ["209,729", "150,000"], "kept when they differ"
+
+
+def test_time_to_target_says_how_many_seeds_reached_it():
+    # Two seeds, one of which never reached the target: the mean is the one that did, and says so.
+    summary = [{"kind": "arm", "name": "nanokimi+truemuon", "metric": "best_val_loss", "n": 2, "mean": 1.6, "sd": 0.01,
+                "ci_low": 1.5, "ci_high": 1.7},
+               {"kind": "arm", "name": "nanokimi+truemuon", "metric": "time_to_target_s", "n": 1, "mean": 12.5, "sd": 0.0,
+                "ci_low": math.nan, "ci_high": math.nan, "note": "reached target in 1/2 runs"}]
+    assert report.arm_table(summary)["Time to target (s)"].tolist() == ["12.500 (1/2 seeds reached)"]
 
 
 # --- CSV builders (the app's download buttons serve these bytes) ----------------------------------
@@ -266,3 +275,19 @@ def test_where_trained_names_each_ray_node_and_nothing_for_this_machine():
                                                       "NanoGPT · AdamW · seed 2; Ray node bbbbbbbb: NanoKimi · TrueMuon · seed 1")
     assert report.where_trained([{"model": "NanoGPT", "node": here}, {"model": "NanoKimi", "node": head}], comparison,
                                 here) == "Trained on this machine: NanoGPT; Ray node aaaaaaaa: NanoKimi"
+
+
+@pytest.mark.parametrize("kimi_changes, why", [
+    (dict(status="stopped", steps=128, total_time_s=3.0, best_val_loss=2.9), "different numbers of steps"),
+    (dict(status="diverged", total_time_s=3.0, best_val_loss=0.5, message="loss became nan at step 50"), "diverged"),
+])
+def test_the_table_names_no_winner_where_the_verdict_names_none(kimi_changes, why):
+    # After a stop NanoKimi "won" total wall time by running 128 steps while the verdict said "no winner".
+    gpt = row("NanoGPT", "adamw", steps=1000, total_time_s=30.0, best_val_loss=1.7, tokens_per_s=20_000.0)
+    kimi = row("NanoKimi", "truemuon", **{"steps": 1000, "tokens_per_s": 9_000.0, "best_val_loss": 1.6, **kimi_changes})
+    assert why in report.verdict([gpt, kimi]) and "no winner" in report.verdict([gpt, kimi])
+    rows = {r["metric"]: r for r in report.table_rows([gpt, kimi])}
+    assert rows["Total wall time"]["NanoKimi − NanoGPT"].startswith("−27"), "the values and differences stay"
+    assert {r["better"] for r in rows.values()} == {"no winner"}, "no row names a winner the verdict does not"
+    fair = {r["metric"]: r for r in report.table_rows([gpt, {**kimi, **dict(status="completed", steps=1000)}])}
+    assert fair["Total wall time"]["better"] == "NanoKimi (lower)", "a fair comparison still names one"

@@ -60,3 +60,20 @@ def test_a_stop_request_reaches_every_parallel_run_and_nothing_more_starts(small
     results = run_many(runs, on_event=on_event, should_stop=lambda: started == {3, 4}, jobs=2)
     assert [r.config.seed for r in results] == [3, 4], "the third run never starts"
     assert all(r.status == "stopped" and r.results["steps"] < 400 for r in results)
+
+
+def test_a_caller_that_cannot_take_the_events_ends_the_worker_at_once(small_text_file):
+    # The runner's store went bad mid-run: its on_event raises. The worker must not train on unheard
+    # (nor block on a full pipe): it is ended and the error reaches the runner.
+    import time
+
+    import pytest
+
+    def on_event(event):
+        if event["event"] in ("step", "eval"):  # a tiny run evaluates often; its step events are thinned
+            raise RuntimeError("the run store is damaged")
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="damaged"):
+        run_isolated(tiny_run(small_text_file, iters=1_000_000), on_event=on_event)
+    assert time.monotonic() - started < 60, "a million steps were not trained"

@@ -12,6 +12,9 @@ from nanokimi.experiments.compare import PRESETS
 from nanokimi.settings import all_fields, flatten, names
 from nanokimi.training.config import RunConfig
 
+from .address import accepts, run_number
+from .plain import plain
+
 KEEP = {"persist_state": "session"}  # a control keeps its value when the user visits another page
 # Controls are bound to the URL's query string (the key is the parameter): a refresh, a new tab or a
 # pasted link restores them; a page sets them only through st.session_state (presets, opening a run).
@@ -118,9 +121,9 @@ def run_to_open(prefix, bound):
     if run_id is None or run_id in (st.session_state.get(opened), st.session_state.get(SUBMITTED)):
         return None
     st.session_state[opened] = run_id
-    if not run_id.isdigit() or any(key in st.query_params for key in bound):
-        return None
-    return int(run_id)
+    if run_number(run_id) is None or any(key in st.query_params for key in bound):
+        return None  # not a run number: requested_run says so where the page picks its run
+    return run_number(run_id)
 
 
 def url_value(value, format_func=str):
@@ -144,14 +147,17 @@ def control_params(prefix, values):
                        for name, value in values.items() if name in CONTROLS})
 
 
-def open_in_url(bound, params, prefix, settings):
+def open_in_url(bound, params, prefix, settings, address):
     """Show a page's controls (keys `bound`) as `params` ({key: URL value}) say, the rest at their
     defaults: write them into the URL and rerun, so the controls take them as they take a pasted
-    link's. The values this session had for them are dropped; `settings` are kept for `untaken`."""
+    link's. The values this session had for them are dropped; `settings` are kept for `untaken`, which
+    names those the controls do not offer: they are left out of the URL (`address`: the page's
+    {key: address.Param}), so the address check does not name them a second time."""
     for key in bound:
         st.session_state.pop(key, None)
     st.session_state[prefix + "opened_settings"] = settings
-    st.query_params.update(params)
+    st.query_params.update({key: value for key, value in params.items()
+                            if key not in address or accepts(address[key], value)})
     st.rerun()
 
 
@@ -159,5 +165,5 @@ def untaken(prefix, values):
     """Once, right after a run was opened: a sentence for each of its settings the controls could not
     take (outside what they offer, e.g. a run made with the CLI), so Train would not train it again."""
     wanted = st.session_state.pop(prefix + "opened_settings", None) or {}
-    return [f"This run's {CONTROLS[name][1] if name in CONTROLS else name} ({value}) is outside what the control "
-            f"offers; it shows {values[name]}." for name, value in wanted.items() if values.get(name) != value]
+    return [f"This run's {CONTROLS[name][1] if name in CONTROLS else plain(name)} ({plain(value)}) is outside what the "
+            f"control offers; it shows {values[name]}." for name, value in wanted.items() if values.get(name) != value]

@@ -17,6 +17,7 @@ from nanokimi.training.data import (
 
 from .controls import BIND
 from .jobqueue import run_store
+from .plain import plain
 
 # The "Dataset" menu, in the order shown (input.txt only when present), and what each label trains on.
 INPUT_TXT = "input.txt"
@@ -104,7 +105,7 @@ def dataset_menu(key, column):
         choice = st.selectbox("Dataset", dataset_choices(), key=key, help=DATASET_HELP, **BIND)
         not_offered = st.session_state.pop(f"{key}_not_offered", None)
         if not_offered:
-            st.warning(f"The run opened trained on {not_offered}, which this menu does not offer here; upload it "
+            st.warning(f"The run opened trained on {plain(not_offered)}, which this menu does not offer here; upload it "
                        f"or choose another text to train it again.")
         upload = None
         if choice == UPLOAD_LABEL:
@@ -127,8 +128,8 @@ def dataset_text(choice, upload, column):
     except DataError as err:
         return None, str(err)
     if notice:
-        column.warning(notice)
-    column.caption(f"{label}: {len(text.text):,} characters, {text.vocab_size:,} distinct")
+        column.warning(plain(notice))
+    column.caption(f"{plain(label)}: {len(text.text):,} characters, {text.vocab_size:,} distinct")
     return source, label
 
 

@@ -21,7 +21,9 @@ import streamlit as st
 from nanokimi.results import report
 from nanokimi.status import ACTIVE, COMPLETED, DIVERGED, FAILED, INTERRUPTED, STOPPED
 
+from .address import requested_run
 from .controls import SUBMITTED
+from .plain import plain
 
 POLL_S = 1.0  # how often a page re-reads an active run from the store
 
@@ -46,7 +48,7 @@ def run_controls(queue, kind, request, train_label):
         st.session_state[SUBMITTED] = st.query_params["run"]  # shown, not opened: its settings are the controls'
         nonce = uuid.uuid4().hex[:8]  # a new anchor per press, so a second press scrolls again
         scroll_anchor.html(SCROLL_TO_LIVE_AREA % (nonce, nonce), unsafe_allow_javascript=True)
-    run_id = queue.run_to_show(kind, st.query_params.get("run"))
+    run_id = queue.run_to_show(kind, requested_run(queue.store, kind))
     run = queue.store.get_run(run_id) if run_id is not None else None
     active = bool(run and run["status"] in ACTIVE)
     stopping = active and run["stop_requested"]
@@ -109,7 +111,7 @@ def live_run(queue, run_id, was_active):
 def status_note(view, noun):
     """How a finished run ended, coloured by its status: "Run #3 completed." """
     note = STATUS_NOTES.get(view.status, st.info)
-    note(f"{noun} #{view.id} {view.status}" + (f": {view.run['message']}" if view.run["message"] else "."))
+    note(f"{noun} #{view.id} {view.status}" + (f": {plain(view.run['message'])}" if view.run["message"] else "."))
     where = report.where_trained(view.results or [], view.request)
     if where:  # a Ray cluster trained it (NANOKIMI_RAY_ADDRESS)
-        st.caption(where)
+        st.caption(plain(where))

@@ -18,11 +18,10 @@ import pandas as pd
 from ..experiments import arms
 # The registry's names for reading, as every table and page takes them from here: "nanokimi+truemuon" →
 # "NanoKimi · TrueMuon", "relu-matched" → "matched ReLU".
-from ..experiments.arms import Arm, arm_name, short_name as architecture_name  # noqa: F401
-from ..experiments.sweep import learning_rate, tuned_setting
+from ..experiments.arms import arm_name, short_name as architecture_name  # noqa: F401
 from ..metrics import HISTORY_COLUMNS, METRIC_BY_NAME, METRICS, RESULT_COLUMNS
 from ..training.optim import OPTIMIZER_LABELS
-from ..running.request import GRIDS, SWEEP, Request
+from ..running.request import Request
 from ..settings import flatten, names
 from ..status import COMPLETED, DIVERGED
 from ..training import routing
@@ -36,14 +35,9 @@ def optimizer_name(name):
 
 
 def model_name(request, name):
-    """A model of a stored run (`request`: request.Request) as a person reads it: a comparison's by its
-    name ("NanoKimi"), a grid's by its arm and seed ("NanoKimi · TrueMuon · seed 1337"), a sweep's
-    with its learning rate ("NanoGPT · AdamW · lr=0.003 · seed 101337"); read from the run's fields."""
-    config = next((c for c in request.runs if c.name == name), None)
-    if config is None or request.kind not in GRIDS or not config.architecture:
-        return name
-    lr = f" · {tuned_setting(config)}={learning_rate(config):.3g}" if request.kind == SWEEP else ""
-    return f"{Arm.of(config).name}{lr} · seed {config.seed}"
+    """A model of a stored run (`request`: request.Request) as a person reads it (Request.model_name:
+    "NanoKimi", "NanoKimi · TrueMuon · seed 1337", "NanoGPT · AdamW · lr=0.003 · seed 101337")."""
+    return request.model_name(name)
 
 
 # results.csv: which run and text, the engine's results, then every setting of the model's RunConfig
@@ -165,10 +159,24 @@ def better_of(metric, models, values):
     return f"{models[1] if b_wins else models[0]} ({m.better})"
 
 
+def unranked(results, metric="best_val_loss"):
+    """Why two models' results name no winner (the verdict's rule): "diverged" when a model diverged,
+    "different steps" when the first two with a finite `metric` ran different numbers of steps (one
+    was stopped early), else "". Every figure of such a pair, its wall time included, is from unequal
+    work, so neither the verdict nor the table's "better" column names a winner."""
+    if any(r.get("status") == DIVERGED for r in results):
+        return "diverged"
+    done = [r for r in results if _finite(r.get(metric))][:2]
+    steps = [r.get("steps") for r in done]
+    return "different steps" if len(done) == 2 and None not in steps and steps[0] != steps[1] else ""
+
+
 def table_rows(results):
     """The comparison table as a person reads it: one row per metric, each model's value as text
-    (`number`), and for two models the second minus the first, their ratio and which did better."""
+    (`number`), and for two models the second minus the first, their ratio and which did better
+    ("no winner" on every row where the verdict names none: `unranked`)."""
     models = [r["model"] for r in results]
+    no_winner = len(results) == 2 and unranked(results)
     rows = []
     for m in METRICS:
         values = [r.get(m.name) for r in results]
@@ -182,7 +190,7 @@ def table_rows(results):
             places = min(decimals(a), decimals(b)) if both and not isinstance(a + b, numbers.Integral) else None
             row[f"{models[1]} − {models[0]}"] = signed(b - a, places) if both else NO_VALUE
             row[f"{models[1]} / {models[0]}"] = f"{b / a:.3g}×".replace("-", MINUS) if both and a else NO_VALUE
-            row["better"] = better_of(m.name, models, values)
+            row["better"] = "no winner" if no_winner else better_of(m.name, models, values)
         rows.append(row)
     return rows
 
@@ -197,8 +205,10 @@ ARM_COLUMNS = {"best_val_loss": "Best val loss (nats/char)", "final_val_loss": "
 def arm_table(summary):
     """The per-arm table of an ablation summary (rows or frame with ablation.SUMMARY_COLUMNS), wide:
     one row per arm (display name), its seeds, then one column per metric with units, each cell the
-    mean over seeds as text, "± half the 95% CI" where seeds give one; "—" for no value. Active
-    parameters are left out when they equal the parameters (they differ under top-k routing only)."""
+    mean over seeds as text, "± half the 95% CI" where seeds give one; "—" for no value. Time to
+    target is a mean over the seeds that reached the target: when some did not, the cell says how many
+    did ("(1/2 seeds reached)"). Active parameters are left out when they equal the parameters (they
+    differ under top-k routing only)."""
     frame = pd.DataFrame(summary)
     arms = frame[frame["kind"] == "arm"]
     table = []
@@ -212,6 +222,8 @@ def arm_table(summary):
             half = (est["ci_high"] - est["ci_low"]) / 2 if _finite(est["ci_low"]) and _finite(est["ci_high"]) else 0
             places = decimals(est["mean"]) if _finite(est["mean"]) else None
             row[column] = number(est["mean"], places) + (f" ± {number(half, places)}" if half > 0 else "")
+            if metric == "time_to_target_s" and int(est["n"]) < row["seeds"]:  # its mean is over those that did
+                row[column] += f" ({int(est['n'])}/{row['seeds']} seeds reached)"
         table.append(row)
     table = pd.DataFrame(table)
     for column in ARM_COLUMNS.values():
@@ -306,7 +318,7 @@ def verdict(results, metric="best_val_loss", see=CONTROLS_HINT):
     """
     m = METRIC_BY_NAME[metric]
     diverged = [r for r in results if r.get("status") == DIVERGED]
-    if diverged:
+    if unranked(results, metric) == "diverged":
         what = " and ".join(r["model"] + " diverged" + (f" ({r['message']})" if r.get("message") else "")
                             for r in diverged)
         others = [f"{r['model']}: {_fmt(r[metric])} {m.unit}".rstrip()
@@ -316,7 +328,7 @@ def verdict(results, metric="best_val_loss", see=CONTROLS_HINT):
     if len(done) < 2:
         return "Not enough finished models to compare."
     a, b = done[0], done[1]
-    if a.get("steps") is not None and b.get("steps") is not None and a["steps"] != b["steps"]:
+    if unranked(results, metric) == "different steps":
         def ran(r):
             return f"{r['steps']:,}" + (f" ({r['status']})" if r.get("status") not in (None, COMPLETED) else "")
         return (f"{a['model']} ran {ran(a)} steps and {b['model']} {ran(b)}: they ran different numbers of steps, "

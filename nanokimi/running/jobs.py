@@ -11,6 +11,11 @@ A runner that dies (killed, crashed) leaves its run running with the lock free: 
 that run (`view()`, every second while a page shows it; `check()`, every page run) or the app's
 next start marks it failed, saying the runner died. Nothing measured is deleted.
 
+A damaged store (store.StoreDamaged) is raised to the page from whichever call meets it. The app's
+own connection can go on reading pages it holds while a new connection finds the file damaged, so
+a runner that exits saying so (runner.STORE_DAMAGED_EXIT) makes `check` and `submit` raise it too,
+rather than start a runner again on every page run. `close` lets the app set the file aside.
+
 Threads: the app's runs train with every core but one (`request.training_threads`), leaving a core
 to the Streamlit server; on a 2-core machine two processes each using both cores made a tiny model
 about 100x slower. With 4 cores or more a comparison's two models train at once and share them.
@@ -27,8 +32,8 @@ from ..paths import checkpoint_path
 from ..status import ACTIVE, FAILED, QUEUED, RUNNING
 from ..training.data import orphan_uploads, remove_uploads
 from .run_data import history_frame, request_kind
-from .runner import RunnerLock, runner_alive, runner_died
-from .store import Store
+from .runner import STORE_DAMAGED_EXIT, RunnerLock, runner_alive, runner_died
+from .store import Store, StoreDamaged, quick_check
 from .view import RunView
 from .worker import PACKAGE_ROOT
 
@@ -95,8 +100,13 @@ class JobQueue:
         return remove_uploads(orphan_uploads(self.store.data_sources(), self.home), self.home)
 
     def ensure_runner(self):
-        """Start a runner process when runs are waiting and none is alive."""
+        """Start a runner process when runs are waiting and none is alive; StoreDamaged when ours
+        ended finding the store damaged (another would too)."""
         with self.spawn_lock:
+            if self.process is not None and self.process.poll() == STORE_DAMAGED_EXIT:
+                found = quick_check(self.store.path)
+                raise StoreDamaged(self.store.path, "the runner could not read it" + (f": {found}" if found != "ok" else
+                                                                                     f"; see {self.home / 'runner.log'}"))
             if not self.store.queued_count():
                 return
             if self.process is not None and self.process.poll() is None:
@@ -119,6 +129,11 @@ class JobQueue:
         self.recover(FAILED, f"{runner_died(how)}; see {self.home / 'runner.log'}")
         self.ensure_runner()
 
+    def close(self):
+        """Let go of the store: our runner asked to exit (shutdown), the connection closed."""
+        self.shutdown()
+        self.store.close()
+
     def stop(self, run_id):
         self.store.request_stop(run_id)
 
@@ -126,7 +141,8 @@ class JobQueue:
         """The run a page of `kind` (one kind or a tuple) shows: `requested` (the URL's ?run=) if it is of
         that kind, else the one training or queued, else the latest; None when there is none."""
         kinds = (kind,) if isinstance(kind, str) else tuple(kind)
-        if requested is not None and str(requested).isdigit():
+        requested = str(requested) if requested is not None else ""
+        if requested.isascii() and requested.isdigit() and len(requested) <= 18:  # an id, not 10,000 digits
             run = self.store.get_run(int(requested))
             if run is not None and request_kind(run["config"]) in kinds:
                 return run["id"]
@@ -141,11 +157,16 @@ class JobQueue:
         if run is not None and run["status"] == RUNNING and not self.runner_alive():
             self.check()  # its runner died: say so at this poll, not at the next reload
             run = self.store.get_run(run_id)
+        elif run is not None and run["status"] == QUEUED and not self.runner_alive():
+            # Queued just as the runner was leaving (it found the queue empty, and submit found it
+            # still alive): start one at this poll, or the run waits for the next page load.
+            self.ensure_runner()
         if run is None:
             return None
         history = history_frame(self.store.history(run_id))
         position = self.store.queue_position(run_id) if run["status"] == QUEUED else None
-        return RunView(run, history.drop(columns="run_id"), position)
+        starting = position == 1 and self.store.latest_active_run() == run_id  # nothing trains yet: the runner starts
+        return RunView(run, history.drop(columns="run_id"), position, starting)
 
     def overlay_history(self, run_ids, metrics=("val_loss",)):
         """History of several runs, each series named "#ID model", for overlaid curves."""

@@ -26,13 +26,14 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from ..experiments.ablation import ablation_runs, grid_arms
+from ..experiments.arms import Arm
 from ..experiments.compare import comparison_runs, preset
 from ..training.data import BUILTIN
 from ..metrics import threads_per_job, usable_cores
 from ..training.model import LanguageModel
 from ..training.optim import OPTIMIZER_LABELS
 from ..settings import SettingError
-from ..experiments.sweep import DEFAULT_FACTORS, confirmation_runs, tuning_runs
+from ..experiments.sweep import DEFAULT_FACTORS, confirmation_runs, learning_rate, tuned_setting, tuning_runs
 from ..experiments.sweep import tuning_seeds as tuning_seed_numbers
 from ..training.train import RunConfig
 
@@ -118,6 +119,17 @@ class Request:
         if self.kind == SWEEP and not self.chosen:
             return len(self.runs) + 2 * len(self.arms) * self.asked["seeds"]
         return len(self.runs)
+
+    def model_name(self, name):
+        """A model of this request as a person reads it: a comparison's by its name ("NanoKimi"), a grid's
+        by its arm and seed ("NanoKimi · TrueMuon · seed 1337"), a sweep's with its learning rate
+        ("NanoGPT · AdamW · lr=0.003 · seed 101337"), read from the run's fields; a name that is no
+        model of it as it is. Never the key the store uses ("nanogpt+adamw/lr=0.003/s101337")."""
+        config = next((c for c in self.runs if c.name == name), None)
+        if config is None or self.kind not in GRIDS or not config.architecture:
+            return name
+        lr = f" · {tuned_setting(config)}={learning_rate(config):.3g}" if self.kind == SWEEP else ""
+        return f"{Arm.of(config).name}{lr} · seed {config.seed}"
 
     def label(self):
         """One line for run lists."""

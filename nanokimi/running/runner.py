@@ -26,6 +26,9 @@ Its life:
   its message naming the signal. A runner that dies itself (SIGKILL, a crash) leaves its run
   running with the lock free: whoever looks next (the app's page poll, JobQueue.check, or the next
   runner) marks it failed with runner_died(). Nothing that was measured is deleted in any of these cases.
+- A damaged store (store.StoreDamaged, at its opening or at any later read or write): the runner
+  prints one line naming the file and exits with STORE_DAMAGED_EXIT, which the app reads as "the
+  store is damaged", so it shows that and does not start the runner again (jobs.JobQueue).
 """
 
 import fcntl
@@ -42,11 +45,12 @@ from .request import COMPARISON, SWEEP, Request
 from ..status import COMPLETED, DIVERGED, FAILED, INTERRUPTED, STOPPED
 from .backends import LocalBackend, RayBackend, ray_address
 from .recorder import Recorder
-from .store import Store
+from .store import Store, StoreDamaged
 from ..experiments.sweep import choose
 from .worker import run_isolated
 
 POLL_S = 0.1   # how often the runner looks at the stop flag
+STORE_DAMAGED_EXIT = 3  # the runner's exit status when the store cannot be read (jobs.JobQueue reads it)
 
 
 def runner_died(how="killed or crashed"):
@@ -129,7 +133,10 @@ class _Execution:
         return [replace(c, checkpoint=str(checkpoint_path(self.store.home, self.run_id, c.name))) for c in configs]
 
     def should_stop(self):
-        return self.shutdown.is_set() or self.store.stop_requested(self.run_id)
+        try:
+            return self.shutdown.is_set() or self.store.stop_requested(self.run_id)
+        except StoreDamaged:  # also asked from the stop watcher's thread: stop the worker there; this
+            return True       # thread meets the damage at its next read or write and ends the runner
 
     def run(self):
         request = self.request
@@ -142,6 +149,8 @@ class _Execution:
             tuning = {c.name for c in request.tuning} if request.kind == SWEEP else set()
             status, message = outcome(self.results, self.configs, self.store.stop_requested(self.run_id),
                                       self.shutdown.is_set() and self.shutdown.signal, tuning)
+        except StoreDamaged:
+            raise  # not this run's fault, and nothing can be recorded: main() ends the runner
         except Exception as err:  # the runner must outlive one bad run; the traceback goes to runner.log
             traceback.print_exc()
             status, message = FAILED, f"{type(err).__name__}: {err}"
@@ -224,7 +233,16 @@ def outcome(results, configs, stop_requested, shutting_down, tuning=()):
 
 
 def main(home=None):
-    """`python -m nanokimi runner`: train the queued runs one at a time until the queue is empty."""
+    """`python -m nanokimi runner`: train the queued runs one at a time until the queue is empty.
+    A damaged store ends it with one line on stderr (runner.log) and STORE_DAMAGED_EXIT."""
+    try:
+        return _serve(home)
+    except StoreDamaged as damage:
+        print(f"nanokimi runner: {damage}; stopping (the app offers to set it aside)", file=sys.stderr, flush=True)
+        return STORE_DAMAGED_EXIT
+
+
+def _serve(home):
     store = Store(home)
     lock = RunnerLock(store.home)
     if not lock.acquire(wait_s=5):

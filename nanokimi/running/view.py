@@ -19,6 +19,7 @@ class RunView:
     run: dict
     history: pd.DataFrame   # HISTORY_COLUMNS
     queue_position: int | None = None
+    runner_starting: bool = False  # queued first with nothing training: the runner process is starting
 
     @property
     def id(self):
@@ -65,24 +66,27 @@ class RunView:
         iters = [run.iters for run in runs] + [runs[0].iters] * (self.request.planned_runs() - len(runs))
         total = sum(iters)
         if self.status == QUEUED:
+            if self.runner_starting:  # ~7 s on a 2-core machine, most of it importing torch
+                return 0.0, "Starting the runner…"
             where = f" at position {self.queue_position}" if self.queue_position else ""
             return 0.0, f"Waiting in the queue{where}"
         steps = self.steps_run()
         done = sum(steps.values())
         fraction = min(1.0, done / total)
+        shown = self.request.model_name  # a person reads "NanoGPT · AdamW · seed 1337", not the stored key
         if not self.active:
             if len(runs) <= 4:
-                each = ", ".join(f"{name} {steps[name]:,} of {run.iters:,} steps" for name, run in zip(self.models, runs))
+                each = ", ".join(f"{shown(name)} {steps[name]:,} of {run.iters:,} steps" for name, run in zip(self.models, runs))
             else:
                 trained = sum(1 for name, run in zip(self.models, runs) if steps[name] >= run.iters)
                 each = f"{done:,} of {total:,} steps ({trained} of {len(iters)} models trained to the end)"
             return fraction, f"{self.status}: {each}"
         p = self.run["progress"]
         index = p.get("index", 0)
-        model = p.get("model", self.models[0])
+        model = shown(p.get("model", self.models[0]))
         of = f" ({index + 1} of {len(iters)})" if len(iters) > 1 else ""
         text = f"{model}{of}: {phase_text(p.get('phase'), p.get('phase_step', 0))} · step {p.get('step', 0):,}/{iters[index]:,}"
-        return fraction, f"{text} · {eta_text(runs, p, self.request.planned_runs() - len(runs))}"
+        return fraction, f"{text} · {eta_text(runs, p, self.request.planned_runs() - len(runs), shown)}"
 
 
 PHASE_TEXT = {"starting": "starting its process", "loading": "loading the corpus", "building": "building the model",
@@ -97,10 +101,11 @@ def phase_text(phase, step=0):
     return PHASE_TEXT.get(phase, "starting")
 
 
-def eta_text(runs, progress, unplanned=0):
+def eta_text(runs, progress, unplanned=0, shown=str):
     """The live view's estimate (time_left): "about 1:42 left"; "about 0:42 left for NanoGPT; NanoKimi's
     after its first steps"; "time left after the first steps". `unplanned` runs (a sweep's
-    confirmation, not chosen yet) are counted among those not timed."""
+    confirmation, not chosen yet) are counted among those not timed; `shown` names a model for reading
+    (Request.model_name)."""
     seconds, unknown = time_left(runs, progress)
     index = progress.get("index", 0)
     if runs[index].name in unknown:
@@ -109,7 +114,7 @@ def eta_text(runs, progress, unplanned=0):
     if not untimed:
         return f"about {clock(seconds)} left"
     timed = [run.name for run in runs[index:] if run.name not in unknown]
-    timed_text = timed[0] if len(timed) == 1 else f"the {len(timed)} models timed so far"
-    rest = f"{unknown[0]}'s after its first steps" if untimed == 1 and unknown else \
+    timed_text = shown(timed[0]) if len(timed) == 1 else f"the {len(timed)} models timed so far"
+    rest = f"{shown(unknown[0])}'s after its first steps" if untimed == 1 and unknown else \
         f"the other {untimed} models' after their first steps"
     return f"about {clock(seconds)} left for {timed_text}; {rest}"

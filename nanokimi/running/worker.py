@@ -61,6 +61,9 @@ def run_isolated(run, on_event=None, should_stop=None, poll_s=0.1):
             proc.send_signal(signal.SIGTERM)
             for line in proc.stdout:
                 pass
+        except BaseException:
+            proc.kill()  # on_event failed (the run store is damaged, say): nobody would read the worker's events
+            raise
         finally:
             stderr = proc.stderr.read()
             proc.wait()
