@@ -38,7 +38,7 @@ def test_an_iterations_value_the_control_does_not_offer_is_named_and_the_default
     assert warning.startswith("The address gives Iterations (iters) ")
     assert "not a whole number from 10 to 100,000" in warning and warning.endswith("it shows its default, 1,000.")
     assert len(warning) < 200, "a long value is cut short"
-    assert at.number_input(key="iters").value == 1000 and "iters" not in at.query_params
+    assert at.select_slider(key="iters").value == 1000 and "iters" not in at.query_params
     assert not at.error and at.session_state["run_request"].runs[0].iters == 1000, "the controls are all there"
 
 
@@ -48,7 +48,7 @@ def test_every_bad_parameter_is_named_once_and_good_ones_are_kept(home):
     for key in ("n_embd", "lr", "seed", "gpt_optimizer", "top_k"):
         assert sum(f"({key})" in w for w in said) == 1, (key, said)
     assert len(said) == 5
-    assert at.number_input(key="iters").value == 300 and at.slider(key="n_layer").value == 2
+    assert at.select_slider(key="iters").value == 300 and at.slider(key="n_layer").value == 2
     assert dict(at.query_params) == {"iters": "300", "n_layer": "2"}
 
 
@@ -60,7 +60,7 @@ def test_the_ablation_pages_parameters_are_checked_too(home):
         "The address gives Iterations (ablation_iters", "The address gives Architectures (ablation_architectures",
         "The address gives Seeds (ablation_seeds", "The address gives Tune learning rates (ablation_tune"], said
     assert said[1].endswith("it shows its default, NanoGPT (ReLU MLP), NanoKimi (MoE).")
-    assert at.slider(key="ablation_seeds").value == 3 and at.number_input(key="ablation_iters").value == 1000
+    assert at.slider(key="ablation_seeds").value == 3 and at.select_slider(key="ablation_iters").value == 1000
     assert at.slider(key="ablation_tuning_seeds").value == 2, "a good value is kept"
     assert not warnings(opened("app/ablation.py", ablation_architectures="NanoGPT (ReLU MLP)"))
 
