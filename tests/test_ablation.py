@@ -250,6 +250,6 @@ def test_csv_builders_have_one_row_per_run_and_per_summary_line():
     summary = ablation.summary_rows(rows)
     frame = pd.read_csv(io.StringIO(ablation_files.summary_csv(summary)))
     assert list(frame.columns) == ablation.SUMMARY_COLUMNS
-    assert len(frame) == 4 * 7 + 3 * 2, "4 arms × 7 metrics, then 3 effects × 2 metrics"
+    assert len(frame) == 4 * 8 + 3 * 2, "4 arms × 8 metrics (ARM_METRICS and time to target), then 3 effects × 2 metrics"
     moe = frame[(frame["name"] == "MoE − dense") & (frame["metric"] == "final_val_loss")].iloc[0]
     assert moe["mean"] == pytest.approx(0.1) and moe["distinguishable_from_zero"] == "yes"

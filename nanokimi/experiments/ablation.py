@@ -38,6 +38,7 @@ from typing import NamedTuple
 from .arms import Arm, get
 from .compare import COMPARISON, preset, validate_all
 from .stats import ALPHA, estimate, holm
+from ..training.config import TRAIN_FLOPS_PER_FORWARD
 from ..training.data import DataError, load_corpus
 from ..training.optim import OPTIMIZER_LABELS
 from ..settings import SettingError, apply
@@ -59,7 +60,8 @@ DECOMPOSITION = (Step("parameters", "relu-matched", "nanogpt", "size alone"),
                  Step("routing", "nanokimi", "swiglu-matched", "the gate and the split into experts at equal size"))
 # The 2×2's contrasts: its two main effects and their interaction.
 ARCHITECTURE, OPTIMIZER, INTERACTION = "architecture", "optimizer", "interaction"
-ARM_METRICS = ("best_val_loss", "final_val_loss", "train_ms_per_step", "params", "active_params", "flops_per_token")
+ARM_METRICS = ("best_val_loss", "final_val_loss", "train_ms_per_step", "params", "active_params", "flops_per_token",
+               "train_flops")
 EFFECT_METRICS = ("best_val_loss", "final_val_loss")
 # ablation_summary.csv: the columns it has always had, then the parts of each arm or effect.
 SUMMARY_COLUMNS = ["kind", "name", "metric", "n", "mean", "sd", "ci_low", "ci_high", "p_value", "p_holm",
@@ -151,6 +153,10 @@ def run_rows(results, target=None):
                      "optimizer": config.optimizer.name, "seed": config.seed})
         if rows[-1].get("flops_per_token") is None:
             rows[-1]["flops_per_token"] = _flops_per_token(config)
+        if rows[-1].get("train_flops") is None and isinstance(rows[-1].get("steps"), int):
+            # 3 forwards of each step's batch (RunConfig.flops_per_step), from the forward's count per token
+            rows[-1]["train_flops"] = (rows[-1]["steps"] * TRAIN_FLOPS_PER_FORWARD * config.batch_size
+                                       * config.model.block_size * rows[-1]["flops_per_token"])
     if target is None:
         target = default_target(rows)
     for row, result in zip(rows, results):

@@ -88,6 +88,11 @@ class ModelConfig:
         return self.top_k or self.experts
 
 
+# Training FLOPs per forward FLOP: the forward pass, then the backward's two matmuls for each of the
+# forward's (the gradient with respect to the input and with respect to the weight), as Kaplan et al.
+# (2020) count C = 6N per token. The optimizer's own work (Newton–Schulz, AdamW's moments) is not counted.
+TRAIN_FLOPS_PER_FORWARD = 3
+
 OPTIMIZERS = ("adamw", "truemuon", "muon")
 OPTIMIZER_LABELS = {"adamw": "AdamW", "truemuon": "TrueMuon", "muon": "Muon (PyTorch)"}
 
@@ -161,6 +166,12 @@ class RunConfig:
     def arm(self):
         """A grid's arm: its architecture and optimizer ("nanokimi+truemuon"); "" when built directly."""
         return f"{self.architecture}+{self.optimizer.name}" if self.architecture else ""
+
+    def flops_per_step(self, vocab_size):
+        """Training FLOPs of one step on a text of `vocab_size` characters: TRAIN_FLOPS_PER_FORWARD ×
+        the forward matmul FLOPs (ModelConfig.forward_flops) of one batch, batch_size × block_size tokens."""
+        model = dataclasses.replace(self.model, vocab_size=vocab_size)
+        return TRAIN_FLOPS_PER_FORWARD * model.forward_flops(self.batch_size * model.block_size)
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -53,7 +53,7 @@ class RunResult:
     status: str = RUNNING              # COMPLETED | STOPPED | DIVERGED | FAILED (status.py)
     message: str = ""
     results: dict = field(default_factory=dict)   # results.csv row
-    history: list = field(default_factory=list)   # tidy rows: model, step, wall_time_s, metric, value
+    history: list = field(default_factory=list)   # tidy rows: model, step, wall_time_s, train_flops, metric, value
 
 
 def set_threads(threads):
@@ -139,6 +139,7 @@ def train(run, on_event=None, should_stop=None, corpus=None):
     run.validate()
     training = _Training(run, on_event, should_stop)
     threads, device, corpus, batch_threads, model, optimizer = prepare(run, corpus, training.phase)
+    training.flops_per_step = run.flops_per_step(corpus.vocab_size)
     evalset = {split: (x.to(device), y.to(device)) for split, (x, y)
                in eval_batches(corpus, run.eval_iters, run.batch_size, run.model.block_size, run.seed).items()}
     training.emit({"event": "start", "model": run.name, "iters": run.iters, "params": model.num_params(),
@@ -171,9 +172,10 @@ class _Training:
         self.should_stop = should_stop or (lambda: False)
         self.step = 0
         self.clock = 0.0  # training time only, evaluation excluded
+        self.flops_per_step = 0  # training FLOPs of one step (RunConfig.flops_per_step), known once the text is
         self.eval_seconds = 0.0
         self.step_ms, self.train_losses, self.val_losses = [], [], []
-        self.history = []  # tidy rows: model, step, wall_time_s, metric, value
+        self.history = []  # tidy rows: model, step, wall_time_s, train_flops, metric, value
         self.status, self.message = COMPLETED, ""
         self.current_phase = None
 
@@ -184,9 +186,14 @@ class _Training:
             self.emit({"event": "phase", "model": self.run.name, "phase": name, "step": self.step,
                        "iters": self.run.iters})
 
+    @property
+    def train_flops(self):
+        """Training FLOPs so far: every step is one batch of the same size, so steps × FLOPs per step."""
+        return self.step * self.flops_per_step
+
     def record(self, metric, value):
-        self.history.append({"model": self.run.name, "step": self.step, "wall_time_s": self.clock, "metric": metric,
-                             "value": value})
+        self.history.append({"model": self.run.name, "step": self.step, "wall_time_s": self.clock,
+                             "train_flops": self.train_flops, "metric": metric, "value": value})
 
     def end(self, status, message):
         """The run ends `status`, saying `message`; True, for a caller that stops here."""
@@ -222,7 +229,7 @@ class _Training:
             self.record("train_loss", loss_value)
             self.record("ms_per_step", ms)
             self.emit({"event": "step", "model": run.name, "step": self.step, "iters": run.iters,
-                       "wall_time_s": self.clock, "loss": loss_value, "ms": ms})
+                       "wall_time_s": self.clock, "train_flops": self.train_flops, "loss": loss_value, "ms": ms})
             if not math.isfinite(loss_value):
                 self.end(DIVERGED, f"training loss became {loss_value} at step {self.step}; the run was stopped")
                 return
@@ -255,7 +262,8 @@ class _Training:
             recent = statistics.median(self.step_ms[-run.eval_interval:])
             self.record("tokens_per_s", run.batch_size * run.model.block_size / recent * 1000)
         self.emit({"event": "eval", "model": run.name, "step": self.step, "iters": run.iters,
-                   "wall_time_s": self.clock, "val_loss": losses["val"], "train_loss": losses["train"]})
+                   "wall_time_s": self.clock, "train_flops": self.train_flops, "val_loss": losses["val"],
+                   "train_loss": losses["train"]})
         if not math.isfinite(losses["val"]):
             return self.end(DIVERGED, f"validation loss became {losses['val']} at step {self.step}")
         if diverged(self.val_losses[0], losses["val"]):
@@ -281,6 +289,7 @@ class _Training:
                 # measured and the status says the run diverged. A run that failed in its loop was last
                 # evaluated before its last step.
                 "final_val_loss": self.val_losses[-1] if self.val_losses and status not in (DIVERGED, FAILED) else math.nan,
+                "train_flops": self.train_flops,
                 "steps": self.step, "device": device, "threads": threads, "node": platform.node(),
             })
             results.update(metrics.derived(results["final_val_loss"], results["params"]))
