@@ -38,9 +38,10 @@ def extra():
 # --- the registry itself ------------------------------------------------------------------------------
 
 def test_the_built_ins_in_order_with_one_colour_each():
-    assert list(ARCHITECTURES) == ["nanogpt", "relu-matched", "swiglu-matched", "nanokimi"]
-    assert len({a.color for a in ARCHITECTURES.values()}) == 4
-    assert [a.short for a in ARCHITECTURES.values()] == ["NanoGPT", "matched ReLU", "matched SwiGLU", "NanoKimi"]
+    assert list(ARCHITECTURES) == ["nanogpt", "relu-matched", "swiglu-matched", "nanokimi", "kimi"]
+    assert len({a.color for a in ARCHITECTURES.values()}) == 5
+    assert [a.short for a in ARCHITECTURES.values()] == ["NanoGPT", "matched ReLU", "matched SwiGLU", "NanoKimi",
+                                                         "Kimi-style"]
     assert arms.of_ffn("dense").key == "nanogpt" and arms.of_ffn("moe").key == "nanokimi", \
         "a feed-forward's first architecture is the comparison's model of it"
 
@@ -62,6 +63,17 @@ def test_a_control_takes_the_width_that_matches_its_target():
         relu = ARCHITECTURES["relu-matched"].build(shared)
         assert (relu.ffn, relu.ffn_hidden, relu.top_k) == ("dense", 388, 0), "the seed's width; no MoE-only setting"
         assert ARCHITECTURES["nanogpt"].build(shared).ffn_hidden == 0, "NanoGPT keeps the original width"
+
+
+def test_the_kimi_recipe_is_fixed_and_nanokimi_keeps_the_shared_settings():
+    shared = ModelConfig(n_embd=32, n_head=2, experts=4, top_k=0, aux_loss=0.01)
+    kimi = ARCHITECTURES["kimi"].build(shared).validate()
+    assert (kimi.experts, kimi.top_k, kimi.ffn_hidden, kimi.shared_experts, kimi.router, kimi.aux_loss) == \
+        (16, 2, 16, 1, "sigmoid", 0.0), "the recipe wins over the shared MoE settings; its width follows n_embd"
+    assert kimi.bias_rate > 0 and (kimi.n_embd, kimi.n_head) == (32, 2)
+    nanokimi = ARCHITECTURES["nanokimi"].build(shared)
+    assert nanokimi == shared.__class__(**{**shared.__dict__, "ffn": "moe"}), "NanoKimi takes the shared settings as they are"
+    assert ARCHITECTURES["nanogpt"].build(kimi).shared_experts == 0 and ARCHITECTURES["nanogpt"].build(kimi).bias_rate == 0
 
 
 def test_register_refuses_a_key_twice_and_a_key_with_a_plus():

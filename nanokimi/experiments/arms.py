@@ -28,7 +28,7 @@ Universal Design (CUD): how to make figures and presentations that are friendly 
 """
 
 from dataclasses import dataclass, replace
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from ..settings import SettingError, fields
 from ..training.config import OPTIMIZER_LABELS, OPTIMIZERS, ModelConfig
@@ -51,13 +51,17 @@ class Architecture:
     ffn_words: str       # its feed-forward in a sentence: "SwiGLU experts"
     color: str           # on every chart and page
     matched_to: str = ""  # a control: its hidden width gives it this architecture's parameter count
+    recipe: Callable | None = None  # settings it fixes itself, from the shared ModelConfig: {setting: value}
 
     def build(self, shared):
         """`shared`'s settings (a ModelConfig) on this architecture, so one set of settings describes
         every model of a comparison or grid. A model without experts keeps the default values of the
-        settings only the MoE has; a control takes the hidden width that matches the parameter count
-        of `matched_to` built from the same settings."""
+        settings only the MoE has; an architecture with a `recipe` takes the settings its recipe
+        fixes, whatever the shared ones say; a control takes the hidden width that matches the
+        parameter count of `matched_to` built from the same settings."""
         model = replace(shared, ffn=self.ffn, **(MOE_DEFAULTS if self.ffn != "moe" else {}))
+        if self.recipe:
+            model = replace(model, **self.recipe(model))
         if self.matched_to:
             model = replace(model, ffn_hidden=matched_width(model, get(self.matched_to).build(shared)))
         return model
@@ -127,6 +131,32 @@ register(Architecture(
     "nanokimi", "NanoKimi (MoE)", "NanoKimi",
     "a Mixture-of-Experts: SwiGLU experts mixed by a softmax gate",
     ffn="moe", activation="SwiGLU", ffn_words="SwiGLU experts", color=OKABE_ITO["vermillion"]))
+
+
+
+def kimi_recipe(model):
+    """Kimi K2's MoE (DeepSeek-V3's skeleton) at nanokimi's size: 16 routed experts of width C/2, of
+    which 2 run per token, and 1 shared expert of width C/2 that every token uses; sigmoid routing
+    normalised over the chosen experts; loss-free bias balancing at DeepSeek-V3's rate, 0.001.
+
+    K2 runs 8 of 384 experts (plus its shared one), each far narrower than its model: fine-grained
+    sparsity. At C = 64 that cannot be copied (an expert of width C/24 would be 2-3 hidden units).
+    Halving the width and routing to 2 of 16 keeps what matters: 8x as many routed parameters as
+    run per token, and a shared expert for what every token needs. Per layer at the seed size the
+    feed-forward then holds about 3.3x NanoGPT's parameters (16 + 1 experts of 6,272, the router
+    1,040, against 33,088) and computes about 0.6x its FLOPs per token (2 + 1 experts of C/2 and
+    the router: 38,912 against 65,536): more parameters for less compute, the bet of a sparse MoE.
+    """
+    return dict(experts=16, top_k=2, ffn_hidden=max(1, model.n_embd // 2), shared_experts=1, router="sigmoid",
+                aux_loss=0.0, bias_rate=1e-3)
+
+
+register(Architecture(
+    "kimi", "Kimi-style (sparse MoE)", "Kimi-style",
+    "a sparse fine-grained MoE as Kimi K2: 16 experts of width C/2, top-2, one shared expert, sigmoid router, "
+    "loss-free bias balancing",
+    ffn="moe", activation="SwiGLU", ffn_words="sparse SwiGLU experts with a shared expert",
+    color=OKABE_ITO["orange"], recipe=kimi_recipe))
 
 
 # --- arms -------------------------------------------------------------------------------------------

@@ -129,6 +129,8 @@ class MoE(nn.Module):
     def __init__(self, config):
         super().__init__()
         C, E, H = config.n_embd, config.experts, config.hidden
+        if config.shared_experts or config.router != "softmax" or config.bias_rate:
+            raise NotImplementedError("shared experts, the sigmoid router and bias balancing come with moe.py")
         self.experts, self.top_k = E, config.top_k
         self.gate = nn.Linear(C, E)
         # Expert e is x @ w1[e] + b1[e] -> silu(a) * b -> @ w2[e] + b2[e]  (weights stored (in, out)).
