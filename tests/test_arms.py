@@ -3,6 +3,8 @@ family everywhere. The fixture registers one the engine can already build, a Swi
 width, and the tests follow it to the CLI's choices, the Ablation page's picker, the charts' colours
 and the summary's names, with no other file changed; the fixture removes it again."""
 
+from dataclasses import replace
+
 import pandas as pd
 import pytest
 
@@ -38,10 +40,11 @@ def extra():
 # --- the registry itself ------------------------------------------------------------------------------
 
 def test_the_built_ins_in_order_with_one_colour_each():
-    assert list(ARCHITECTURES) == ["nanogpt", "relu-matched", "swiglu-matched", "nanokimi", "kimi"]
-    assert len({a.color for a in ARCHITECTURES.values()}) == 5
+    assert list(ARCHITECTURES) == ["nanogpt", "relu-matched", "swiglu-matched", "nanokimi", "kimi", "active-matched",
+                                   "total-matched"]
+    assert len({a.color for a in ARCHITECTURES.values()}) == 7
     assert [a.short for a in ARCHITECTURES.values()] == ["NanoGPT", "matched ReLU", "matched SwiGLU", "NanoKimi",
-                                                         "Kimi-style"]
+                                                         "Kimi-style", "active-matched SwiGLU", "total-matched SwiGLU"]
     assert arms.of_ffn("dense").key == "nanogpt" and arms.of_ffn("moe").key == "nanokimi", \
         "a feed-forward's first architecture is the comparison's model of it"
 
@@ -63,6 +66,20 @@ def test_a_control_takes_the_width_that_matches_its_target():
         relu = ARCHITECTURES["relu-matched"].build(shared)
         assert (relu.ffn, relu.ffn_hidden, relu.top_k) == ("dense", 388, 0), "the seed's width; no MoE-only setting"
         assert ARCHITECTURES["nanogpt"].build(shared).ffn_hidden == 0, "NanoGPT keeps the original width"
+
+
+def test_the_active_matched_control_has_the_kimi_style_moes_flops_per_token_within_2_percent():
+    for shared in (ModelConfig(), ModelConfig(n_embd=32, n_head=2, n_layer=2, block_size=16), ModelConfig(n_embd=128)):
+        kimi = ARCHITECTURES["kimi"].build(shared)
+        active = ARCHITECTURES["active-matched"].build(shared)
+        assert active.ffn == "swiglu" and kimi.ffn == "moe"
+        assert abs(active.forward_flops(1) - kimi.forward_flops(1)) / kimi.forward_flops(1) < 0.02
+        wider = replace(active, ffn_hidden=active.ffn_hidden + 1).forward_flops(1)
+        assert abs(wider - kimi.forward_flops(1)) >= abs(active.forward_flops(1) - kimi.forward_flops(1)), \
+            "the nearest whole width"
+    assert ARCHITECTURES["active-matched"].matched_by == "flops" and ARCHITECTURES["total-matched"].matched_by == "params"
+    with pytest.raises(ValueError, match="matches one of"):
+        arms.matched_width(ModelConfig(), ModelConfig(), by="time")
 
 
 def test_the_kimi_recipe_is_fixed_and_nanokimi_keeps_the_shared_settings():

@@ -1,5 +1,6 @@
 """The files a grid writes: ablation.csv (one row per run), ablation_summary.csv (one row per arm
-and metric, then per effect and metric), ablation.png, and the summary as terminal text.
+and metric, then per effect and metric, then per compute multiplier), ablation.png, and the summary
+as terminal text.
 
 The CLI writes them into `--out` (a sweep: once for the tuned and once for the original learning
 rates) and the Ablation page's download buttons serve the same bytes. The rows are ablation.py's
@@ -37,7 +38,7 @@ def write_files(out_dir, results, target=None):
     """ablation.csv, ablation_summary.csv and ablation.png in out_dir; returns (run rows, summary rows)."""
     out_dir = Path(out_dir)
     rows = run_rows(results, target)
-    summary = summary_rows(rows)
+    summary = summary_rows(rows, results)
     (out_dir / "ablation.csv").write_text(runs_csv(rows), encoding="utf-8")
     (out_dir / "ablation_summary.csv").write_text(summary_csv(summary), encoding="utf-8")
     history = pd.DataFrame(history_rows(results))
@@ -47,7 +48,8 @@ def write_files(out_dir, results, target=None):
 
 
 def summary_text(summary):
-    """The summary as lines for the terminal: arms first, then effects with their verdicts."""
+    """The summary as lines for the terminal: arms first, then effects with their verdicts, then the
+    compute multipliers."""
     width = max([len(r["name"]) for r in summary if r["kind"] == "arm"] + [18])
     lines = [f"{'arm':<{width}} {'metric':<18} {'n':>2} {'mean':>12} {'sd':>10}   95% CI"]
     for r in summary:
@@ -57,4 +59,9 @@ def summary_text(summary):
                          f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]{note}")
     lines.append("")
     lines.extend(r["note"] for r in summary if r["kind"] == "effect")
+    multipliers = [r["note"] for r in summary if r["kind"] == "multiplier"]
+    if multipliers:
+        lines += ["", "compute multipliers (what the first arm needs to reach the second's final validation loss, "
+                      "as a multiple of the second's; below 1: less):"]
+        lines.extend(multipliers)
     return "\n".join(lines)
