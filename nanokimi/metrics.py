@@ -59,6 +59,9 @@ RESULT_COLUMNS = (["model", "architecture", "optimizer", "seed"] + [m.name for m
 # not with those of runs made alone.
 # A history point's x: its step, its training time (s, evaluation excluded) and its training FLOPs so far.
 HISTORY_COLUMNS = ["model", "step", "wall_time_s", "train_flops", "metric", "value"]
+# Those x's as a chart's axis titles them (training FLOPs: RunConfig.flops_per_step × steps).
+HISTORY_AXES = {"step": "step", "wall_time_s": "training time (s, evaluation excluded)",
+                "train_flops": "training FLOPs (forward and backward matmuls)"}
 
 MB = 1024 ** 2
 
