@@ -32,9 +32,10 @@ from .data import Corpus, eval_batches, get_batch, load_corpus
 from .divergence import DIVERGENCE_WINDOW, divergence_limit, diverged, divergence_message, smoothed_train_loss  # noqa: F401
 from .config import ModelConfig, OptimizerConfig, RunConfig  # noqa: F401 (read from here too)
 from .model import LanguageModel, generate
+from .moe import Routing
 from .optim import build_optimizer
 from .parallel import BatchThreads, plan
-from .routing import entropy_metric, gate_statistics, load_metric
+from .routing import expert_health
 from ..status import COMPLETED, DIVERGED, FAILED, RUNNING, STOPPED
 
 # Evaluation runs many batches per forward pass, this many tokens at a time. On the CPU, chunks
@@ -63,12 +64,13 @@ def set_threads(threads):
     return threads
 
 
-def evaluate(model, batches, gate_probs=None, threads=None):
+def evaluate(model, batches, routing=None, threads=None):
     """Mean loss per split over the fixed evaluation batches, many batches per forward pass.
 
-    With `gate_probs` (a list), the MoE layers' gate probabilities on the validation split are
-    appended to it, one (N, E) tensor per layer, for the routing statistics. `threads`
-    (a BatchThreads) spreads the forward passes over cores; the numbers do not change.
+    With `routing` (a list), the MoE layers' routing on the validation split is appended to it,
+    one moe.Routing per layer (gate probabilities (N, E), experts chosen), for the routing
+    statistics. `threads` (a BatchThreads) spreads the forward passes over cores; the numbers do
+    not change.
     """
     threads = threads or BatchThreads(1)
     model.eval()
@@ -77,7 +79,7 @@ def evaluate(model, batches, gate_probs=None, threads=None):
         split, x, y = job
         with torch.inference_mode():  # thread-local, so entered in the thread that runs the chunk
             _, loss, gates = model(x, y, return_gates=True)  # each chunk's own: nothing shared between threads
-            return split, loss.item() * x.size(0), gates if split == "val" and gate_probs is not None else None
+            return split, loss.item() * x.size(0), gates if split == "val" and routing is not None else None
 
     jobs = []
     for split, (x, y) in batches.items():
@@ -90,17 +92,23 @@ def evaluate(model, batches, gate_probs=None, threads=None):
         model.train()
     # every batch the same size: the mean of per-batch means
     losses = {split: sum(total for s, total, _ in done if s == split) / x.size(0) for split, (x, _) in batches.items()}
-    if gate_probs is not None:
+    if routing is not None:
         parts = [gates for s, _, gates in done if s == "val"]
-        gate_probs.extend(torch.cat(layer) for layer in zip(*parts))  # per layer, the chunks in order
+        routing.extend(Routing(torch.cat([r.probs for r in layer]),  # per layer, the chunks in order
+                               None if layer[0].chosen is None else torch.cat([r.chosen for r in layer]))
+                       for layer in zip(*parts))
     return losses
 
 
 def train_step(model, optimizer, x, y, threads):
-    """One optimizer step on the batch (x, y); returns the loss as a Python float."""
+    """One optimizer step on the batch (x, y), then, with loss-free balancing, each MoE layer's
+    bias nudged by the step's token counts (moe.py); returns the loss as a Python float."""
     optimizer.zero_grad(set_to_none=True)
-    loss = threads.forward_backward(model, x, y)
+    counts = [] if model.config.bias_rate else None
+    loss = threads.forward_backward(model, x, y, counts)
     optimizer.step()
+    for moe, layer_counts in zip(model.moe_layers(), counts or ()):
+        moe.nudge_bias(layer_counts)
     return loss.item()  # also waits for the device, so a step's time is complete
 
 
@@ -246,14 +254,12 @@ class _Training:
         self.phase("evaluating")
         self.current_phase = None  # every evaluation is its own phase: "evaluating (step N)"
         t0 = time.perf_counter()
-        gate_probs = []
-        losses = evaluate(model, evalset, gate_probs, batch_threads)
+        routing = []
+        losses = evaluate(model, evalset, routing, batch_threads)
         self.eval_seconds += time.perf_counter() - t0
-        for layer, probs in enumerate(gate_probs):  # MoE only: watch for routing collapse
-            entropy, load = gate_statistics(probs, model.config.top_k)
-            self.record(entropy_metric(layer), entropy)
-            for expert, share in enumerate(load):
-                self.record(load_metric(layer, expert), share)
+        for layer, (moe, decided) in enumerate(zip(model.moe_layers(), routing)):  # MoE only: routing collapse, dead experts
+            for metric, value in expert_health(layer, decided, moe.expert_bias).items():
+                self.record(metric, value)
         self.val_losses.append(losses["val"])
         self.record("val_loss", losses["val"])
         self.record("eval_train_loss", losses["train"])
