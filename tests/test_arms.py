@@ -78,6 +78,18 @@ def test_the_active_matched_control_has_the_kimi_style_moes_flops_per_token_with
         assert abs(wider - kimi.forward_flops(1)) >= abs(active.forward_flops(1) - kimi.forward_flops(1)), \
             "the nearest whole width"
     assert ARCHITECTURES["active-matched"].matched_by == "flops" and ARCHITECTURES["total-matched"].matched_by == "params"
+
+
+def test_the_total_matched_control_has_the_kimi_style_moes_parameters_within_2_percent():
+    for shared in (ModelConfig(), ModelConfig(n_embd=32, n_head=2, n_layer=2, block_size=16)):
+        kimi = LanguageModel(ARCHITECTURES["kimi"].build(shared))
+        total = LanguageModel(ARCHITECTURES["total-matched"].build(shared))
+        assert total.config.ffn == "swiglu" and kimi.active_params() < kimi.num_params() / 2, "a sparse MoE"
+        assert abs(total.num_params() - kimi.num_params()) / kimi.num_params() < 0.02
+        assert total.config.forward_flops(1) > 2 * kimi.config.forward_flops(1), "several times its compute"
+
+
+def test_a_control_matches_parameters_or_flops_and_nothing_else():
     with pytest.raises(ValueError, match="matches one of"):
         arms.matched_width(ModelConfig(), ModelConfig(), by="time")
 

@@ -102,8 +102,11 @@ def build_parser():
     a = sub.add_parser("ablate", help="arms of architecture x optimizer over several seeds, with confidence intervals",
                        description="Train every arm (architecture + optimizer) for --seeds seeds, paired by seed, "
                                    "and report each arm, the main effects and, with the controls, the decomposition "
-                                   "of NanoKimi - NanoGPT into parameters, activation and routing, each with a 95%% "
-                                   "confidence interval, a paired t-test p-value and Holm's correction. Writes "
+                                   "of NanoKimi - NanoGPT into parameters, activation and routing (with --equal-compute: "
+                                   "the Kimi-style MoE against dense models of its compute and of its size), each with "
+                                   "a 95%% confidence interval, a paired t-test p-value and Holm's correction, then the "
+                                   "compute multipliers: the training FLOPs (and time) one arm needs to reach another's "
+                                   "final validation loss, as a multiple of the other's. Writes "
                                    "ablation.csv, ablation_summary.csv, ablation.png and runs/ into --out; run again "
                                    "with the same --out, it trains only what is missing or failed.")
     add_training_flags(a)

@@ -88,21 +88,28 @@ class Multiplier:
         return sum(1 for r in self.ratios if math.isfinite(r))
 
     def sentence(self):
-        """What it says, with the arms by key: "kimi+adamw needs 0.62x (95% CI 0.41-0.93) the training
-        FLOPs of active-matched+adamw to reach its final validation loss (2 seeds)"."""
+        """What it says, with the arms by key: "kimi+adamw to reach the final validation loss of
+        active-matched+adamw, in training FLOPs: 0.620x [95% CI 0.410, 0.930], p = ..."."""
         what = f"{self.of.key} to reach the final validation loss of {self.against.key}, in {AXES[self.axis]}"
         seeds = len(self.ratios)
         if self.reached < seeds:
+            reached = [times(r) for r in self.ratios if math.isfinite(r)]
             bound = min((b for r, b in zip(self.ratios, self.bounds) if not math.isfinite(r) and math.isfinite(b)),
                         default=math.nan)
-            more = f" (its whole run is {bound:.3g}x, so more than that)" if math.isfinite(bound) else ""
-            return f"{what}: {NOT_REACHED} in {seeds - self.reached} of {seeds} seeds{more}"
+            return (f"{what}: {NOT_REACHED} in {seeds - self.reached} of {seeds} seeds"
+                    + (f" (reached in the others: {', '.join(reached)})" if reached else "")
+                    + (f"; where not, above its whole run's {times(bound)}" if math.isfinite(bound) else ""))
         if self.n < 2:
-            return f"{what}: {self.mean:.3g}x (one seed: no interval)"
+            return f"{what}: {times(self.mean)} (one seed: no interval)"
         verdict = ("distinguishable from 1" if not self.ci_low <= 1 <= self.ci_high
                    else f"not distinguishable from 1 at {self.n} seeds")
-        return (f"{what}: {self.mean:.3g}x [95% CI {self.ci_low:.3g}, {self.ci_high:.3g}], p = {self.p_value:.3g}, "
-                f"{verdict}")
+        return (f"{what}: {times(self.mean)} [95% CI {times(self.ci_low)[:-1]}, {times(self.ci_high)[:-1]}], "
+                f"p = {self.p_value:.3g}, {verdict}")
+
+
+def times(ratio):
+    """A ratio to 3 significant digits, as a multiple: "0.620x", "2.87x", "475x"."""
+    return f"{ratio:.3g}x" if abs(ratio) >= 100 or not math.isfinite(ratio) else f"{ratio:#.3g}x"
 
 
 def multiplier(of, against, histories, targets, axis="train_flops"):

@@ -47,6 +47,11 @@ def write_files(out_dir, results, target=None):
     return rows, summary
 
 
+def _figure(value):
+    """A summary figure for the terminal: 4 decimals, or 4 significant digits for counts of FLOPs (1.007e+11)."""
+    return f"{value:.4g}" if abs(value) >= 1e7 else f"{value:.4f}"
+
+
 def summary_text(summary):
     """The summary as lines for the terminal: arms first, then effects with their verdicts, then the
     compute multipliers."""
@@ -55,8 +60,8 @@ def summary_text(summary):
     for r in summary:
         if r["kind"] == "arm":
             note = f"  ({r['note']})" if r["note"] else ""
-            lines.append(f"{r['name']:<{width}} {r['metric']:<18} {r['n']:>2} {r['mean']:>12.4f} {r['sd']:>10.4f}   "
-                         f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]{note}")
+            lines.append(f"{r['name']:<{width}} {r['metric']:<18} {r['n']:>2} {_figure(r['mean']):>12} "
+                         f"{_figure(r['sd']):>10}   [{_figure(r['ci_low'])}, {_figure(r['ci_high'])}]{note}")
     lines.append("")
     lines.extend(r["note"] for r in summary if r["kind"] == "effect")
     multipliers = [r["note"] for r in summary if r["kind"] == "multiplier"]
