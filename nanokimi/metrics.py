@@ -30,6 +30,7 @@ METRICS = [
     Metric("params", "Parameters", "count", "", "all trainable parameters"),
     Metric("active_params", "Active parameters", "count", "", "parameters used per token: with top-k routing, unchosen experts don't count"),
     Metric("flops_per_token", "Forward FLOPs per token", "FLOP", "", "matmul FLOPs of one token's forward pass (2 per multiply-add; attention over a full block)"),
+    Metric("train_flops", "Training FLOPs", "FLOP", "", "matmul FLOPs of every training step: forward and backward (3 × the forward's) × steps; evaluation not counted"),
     Metric("best_val_loss", "Best val loss", "nats/char", "lower", "lowest validation loss over all evaluations, each on the same fixed evaluation batches"),
     Metric("final_val_loss", "Final val loss", "nats/char", "lower", "validation loss after the last training step"),
     Metric("perplexity", "Perplexity", "", "lower", "exp(final val loss)"),
@@ -56,7 +57,11 @@ RESULT_COLUMNS = (["model", "architecture", "optimizer", "seed"] + [m.name for m
 # node: the host (Ray: the node id) it trained on. shared_with: the runs that trained on this machine at
 # the same time as this one, "; "-separated ("" = alone). Their step times compare with each other,
 # not with those of runs made alone.
-HISTORY_COLUMNS = ["model", "step", "wall_time_s", "metric", "value"]
+# A history point's x: its step, its training time (s, evaluation excluded) and its training FLOPs so far.
+HISTORY_COLUMNS = ["model", "step", "wall_time_s", "train_flops", "metric", "value"]
+# Those x's as a chart's axis titles them (training FLOPs: RunConfig.flops_per_step × steps).
+HISTORY_AXES = {"step": "step", "wall_time_s": "training time (s, evaluation excluded)",
+                "train_flops": "training FLOPs (forward and backward matmuls)"}
 
 MB = 1024 ** 2
 

@@ -217,6 +217,65 @@ def test_ablate_controls_trains_four_matched_architectures_and_resumes(tmp_path,
     assert list(csv.DictReader((out / "ablation.csv").open())) == retrained, "the same rows, read back"
 
 
+def test_ablate_equal_compute_trains_kimi_and_its_two_dense_controls(tmp_path, small_text_file):
+    import csv
+    import gzip
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "eq"
+    proc = subprocess.run([sys.executable, "-m", "nanokimi", "ablate", "--equal-compute", "--data", str(small_text_file),
+                           "--seeds", "2", "--iters", "4", "--eval-interval", "2", "--eval-iters", "1", "--n-layer", "1",
+                           "--n-embd", "16", "--n-head", "2", "--block-size", "8", "--threads", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    runs = list(csv.DictReader((out / "ablation.csv").open()))
+    assert sorted({r["arm"] for r in runs}) == ["active-matched+adamw", "kimi+adamw", "total-matched+adamw"]
+    one = {r["architecture"]: r for r in runs if r["seed"] == "1337"}
+    kimi, active, total = (one[a] for a in ("kimi", "active-matched", "total-matched"))
+    assert int(kimi["active_params"]) < int(kimi["params"]), "sparse"
+    assert abs(float(active["flops_per_token"]) / float(kimi["flops_per_token"]) - 1) < 0.02
+    assert abs(int(total["params"]) / int(kimi["params"]) - 1) < 0.02
+    for row in runs:
+        assert float(row["train_flops"]) == 4 * 3 * 16 * 8 * float(row["flops_per_token"]), \
+            "steps × 3 forwards × batch (the preset's 16) × block × FLOPs per token"
+    summary = list(csv.DictReader((out / "ablation_summary.csv").open()))
+    assert {r["name"] for r in summary if r["kind"] == "effect"} == {
+        "sparsity at equal compute (kimi − active-matched), AdamW", "sparsity at equal size (kimi − total-matched), AdamW",
+        "unused parameters (total-matched − active-matched), AdamW"}
+    multipliers = {(r["architecture"], r["baseline_architecture"], r["metric"]) for r in summary if r["kind"] == "multiplier"}
+    assert multipliers == {(a, b, axis) for pair in (("kimi", "active-matched"), ("kimi", "total-matched"))
+                           for a, b in (pair, pair[::-1]) for axis in ("train_flops", "wall_time_s")}
+    assert "compute multipliers" in proc.stdout
+    kept = json.loads(gzip.decompress((out / "runs" / "kimi+adamw-s1337.json.gz").read_bytes()))
+    assert [(p["step"], p["train_flops"]) for p in kept["history"] if p["metric"] == "val_loss"] == [
+        (s, s * 3 * 16 * 8 * float(kimi["flops_per_token"])) for s in (0, 2, 4)]
+
+
+def test_equal_compute_defaults_to_adamw_and_is_not_the_controls():
+    from nanokimi.cli.args import build_parser, chosen_arms
+
+    parser = build_parser()
+    assert chosen_arms(parser.parse_args(["ablate", "--equal-compute"])) == [
+        Arm("kimi", "adamw"), Arm("active-matched", "adamw"), Arm("total-matched", "adamw")]
+    assert [a.optimizer for a in chosen_arms(parser.parse_args(["sweep", "--equal-compute", "--optimizers",
+                                                                "adamw,truemuon"]))] == ["adamw", "truemuon"] * 3
+    assert [a.optimizer for a in chosen_arms(parser.parse_args(["ablate"]))] == ["adamw", "truemuon"] * 2
+    with pytest.raises(SystemExit):
+        parser.parse_args(["ablate", "--equal-compute", "--controls"])
+
+
+def test_the_equal_compute_contrasts_add_up():
+    rows = [{"seed": seed, "architecture": a, "optimizer": "adamw", "best_val_loss": loss}
+            for seed, losses in ((1, (2.0, 2.1, 1.9)), (2, (2.2, 2.25, 2.0)), (3, (1.9, 2.05, 1.95)))
+            for a, loss in zip(("kimi", "active-matched", "total-matched"), losses)]
+    found = {effect.contrast: est.mean for effect, est in ablation.effects(rows, "best_val_loss").items()}
+    assert set(found) == {"sparsity at equal compute", "sparsity at equal size", "unused parameters"}
+    assert found["sparsity at equal compute"] == pytest.approx(-0.1 / 3 - 0.05 / 3 - 0.15 / 3)
+    assert found["sparsity at equal compute"] == pytest.approx(found["sparsity at equal size"] + found["unused parameters"])
+
+
 def test_ablate_refuses_bad_flags_before_training(tmp_path):
     import subprocess
     import sys
@@ -250,6 +309,6 @@ def test_csv_builders_have_one_row_per_run_and_per_summary_line():
     summary = ablation.summary_rows(rows)
     frame = pd.read_csv(io.StringIO(ablation_files.summary_csv(summary)))
     assert list(frame.columns) == ablation.SUMMARY_COLUMNS
-    assert len(frame) == 4 * 7 + 3 * 2, "4 arms × 7 metrics, then 3 effects × 2 metrics"
+    assert len(frame) == 4 * 8 + 3 * 2, "4 arms × 8 metrics (ARM_METRICS and time to target), then 3 effects × 2 metrics"
     moe = frame[(frame["name"] == "MoE − dense") & (frame["metric"] == "final_val_loss")].iloc[0]
     assert moe["mean"] == pytest.approx(0.1) and moe["distinguishable_from_zero"] == "yes"

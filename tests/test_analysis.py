@@ -72,7 +72,7 @@ def test_evaluation_on_batch_threads_collects_the_gate_probabilities_routing_tab
             evaluate(model, batches, gate_probs, threads=shared)
         assert len(gate_probs) == 2
         for layer in range(2):
-            torch.testing.assert_close(gate_probs[layer], table[layer][:600 * 8])
+            torch.testing.assert_close(gate_probs[layer].probs, table[layer][:600 * 8])
 
 
 def test_routing_metric_names_round_trip():

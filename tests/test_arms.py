@@ -3,6 +3,8 @@ family everywhere. The fixture registers one the engine can already build, a Swi
 width, and the tests follow it to the CLI's choices, the Ablation page's picker, the charts' colours
 and the summary's names, with no other file changed; the fixture removes it again."""
 
+from dataclasses import replace
+
 import pandas as pd
 import pytest
 
@@ -38,9 +40,11 @@ def extra():
 # --- the registry itself ------------------------------------------------------------------------------
 
 def test_the_built_ins_in_order_with_one_colour_each():
-    assert list(ARCHITECTURES) == ["nanogpt", "relu-matched", "swiglu-matched", "nanokimi"]
-    assert len({a.color for a in ARCHITECTURES.values()}) == 4
-    assert [a.short for a in ARCHITECTURES.values()] == ["NanoGPT", "matched ReLU", "matched SwiGLU", "NanoKimi"]
+    assert list(ARCHITECTURES) == ["nanogpt", "relu-matched", "swiglu-matched", "nanokimi", "kimi", "active-matched",
+                                   "total-matched"]
+    assert len({a.color for a in ARCHITECTURES.values()}) == 7
+    assert [a.short for a in ARCHITECTURES.values()] == ["NanoGPT", "matched ReLU", "matched SwiGLU", "NanoKimi",
+                                                         "Kimi-style", "active-matched SwiGLU", "total-matched SwiGLU"]
     assert arms.of_ffn("dense").key == "nanogpt" and arms.of_ffn("moe").key == "nanokimi", \
         "a feed-forward's first architecture is the comparison's model of it"
 
@@ -62,6 +66,43 @@ def test_a_control_takes_the_width_that_matches_its_target():
         relu = ARCHITECTURES["relu-matched"].build(shared)
         assert (relu.ffn, relu.ffn_hidden, relu.top_k) == ("dense", 388, 0), "the seed's width; no MoE-only setting"
         assert ARCHITECTURES["nanogpt"].build(shared).ffn_hidden == 0, "NanoGPT keeps the original width"
+
+
+def test_the_active_matched_control_has_the_kimi_style_moes_flops_per_token_within_2_percent():
+    for shared in (ModelConfig(), ModelConfig(n_embd=32, n_head=2, n_layer=2, block_size=16), ModelConfig(n_embd=128)):
+        kimi = ARCHITECTURES["kimi"].build(shared)
+        active = ARCHITECTURES["active-matched"].build(shared)
+        assert active.ffn == "swiglu" and kimi.ffn == "moe"
+        assert abs(active.forward_flops(1) - kimi.forward_flops(1)) / kimi.forward_flops(1) < 0.02
+        wider = replace(active, ffn_hidden=active.ffn_hidden + 1).forward_flops(1)
+        assert abs(wider - kimi.forward_flops(1)) >= abs(active.forward_flops(1) - kimi.forward_flops(1)), \
+            "the nearest whole width"
+    assert ARCHITECTURES["active-matched"].matched_by == "flops" and ARCHITECTURES["total-matched"].matched_by == "params"
+
+
+def test_the_total_matched_control_has_the_kimi_style_moes_parameters_within_2_percent():
+    for shared in (ModelConfig(), ModelConfig(n_embd=32, n_head=2, n_layer=2, block_size=16)):
+        kimi = LanguageModel(ARCHITECTURES["kimi"].build(shared))
+        total = LanguageModel(ARCHITECTURES["total-matched"].build(shared))
+        assert total.config.ffn == "swiglu" and kimi.active_params() < kimi.num_params() / 2, "a sparse MoE"
+        assert abs(total.num_params() - kimi.num_params()) / kimi.num_params() < 0.02
+        assert total.config.forward_flops(1) > 2 * kimi.config.forward_flops(1), "several times its compute"
+
+
+def test_a_control_matches_parameters_or_flops_and_nothing_else():
+    with pytest.raises(ValueError, match="matches one of"):
+        arms.matched_width(ModelConfig(), ModelConfig(), by="time")
+
+
+def test_the_kimi_recipe_is_fixed_and_nanokimi_keeps_the_shared_settings():
+    shared = ModelConfig(n_embd=32, n_head=2, experts=4, top_k=0, aux_loss=0.01)
+    kimi = ARCHITECTURES["kimi"].build(shared).validate()
+    assert (kimi.experts, kimi.top_k, kimi.ffn_hidden, kimi.shared_experts, kimi.router, kimi.aux_loss) == \
+        (16, 2, 16, 1, "sigmoid", 0.0), "the recipe wins over the shared MoE settings; its width follows n_embd"
+    assert kimi.bias_rate > 0 and (kimi.n_embd, kimi.n_head) == (32, 2)
+    nanokimi = ARCHITECTURES["nanokimi"].build(shared)
+    assert nanokimi == shared.__class__(**{**shared.__dict__, "ffn": "moe"}), "NanoKimi takes the shared settings as they are"
+    assert ARCHITECTURES["nanogpt"].build(kimi).shared_experts == 0 and ARCHITECTURES["nanogpt"].build(kimi).bias_rate == 0
 
 
 def test_register_refuses_a_key_twice_and_a_key_with_a_plus():

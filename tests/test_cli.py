@@ -66,7 +66,11 @@ def test_compare_end_to_end_writes_results_history_and_a_png(small_text_file, tm
     assert int(results[1]["params"]) > int(results[0]["params"])  # 4 experts of 3C^2 vs one 8C^2 FFN
 
     history = read_csv(out / "history.csv")
-    assert list(history[0]) == ["model", "step", "wall_time_s", "metric", "value"]
+    assert list(history[0]) == ["model", "step", "wall_time_s", "train_flops", "metric", "value"]
+    for model in ("NanoGPT", "NanoKimi"):  # training FLOPs: steps × the run's FLOPs per step, at every point
+        per_step = float(next(r for r in results if r["model"] == model)["train_flops"]) / 20
+        assert per_step > 0 and all(float(r["train_flops"]) == int(r["step"]) * per_step
+                                    for r in history if r["model"] == model)
     val_steps = {model: [int(r["step"]) for r in history if r["model"] == model and r["metric"] == "val_loss"]
                  for model in ("NanoGPT", "NanoKimi")}
     assert val_steps == {"NanoGPT": [0, 10, 20], "NanoKimi": [0, 10, 20]}

@@ -80,6 +80,9 @@ def test_runs_from_two_tabs_are_trained_one_after_the_other(runner, text_dataset
         val = view.history[view.history["metric"] == "val_loss"]
         assert set(val["model"]) == {"NanoGPT", "NanoKimi"}
         assert set(runner.checkpoints(view.run)) == {"NanoGPT", "NanoKimi"}
+        for result in view.results:  # the store keeps every point's training FLOPs: step × the run's FLOPs per step
+            points = view.history[view.history["model"] == result["model"]]
+            assert result["train_flops"] > 0 and (points["train_flops"] == points["step"] * result["train_flops"] / 6).all()
     assert done[1].results[1]["optimizer"] == "muon"
 
 

@@ -3,6 +3,7 @@ grid's runs/ folder, into today's configs; a run in today's shape passes unchang
 
 import gzip
 import json
+import re
 import sqlite3
 from dataclasses import replace
 
@@ -78,3 +79,71 @@ def test_a_run_in_todays_shape_passes_unchanged():
     assert RunConfig.from_dict(migrate.run_config(run.to_dict())) == run
     live = {"index": 0, "model": "NanoKimi", "step": 3, "models": {"NanoKimi": {"steps": 3}}, "slots": 1}
     assert migrate.progress(live) == live
+
+
+# --- training FLOPs, which runs stored before them lack ------------------------------------------------
+
+def version_1_store(home):
+    """A store as version 1 of the schema made it: history points without train_flops."""
+    from nanokimi.running.store import SCHEMA
+
+    home.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(home / "nanokimi.db", isolation_level=None)
+    old = re.sub(r",\n\s*train_flops REAL[^\n]*", "", SCHEMA)
+    assert old != SCHEMA and "train_flops" not in old
+    for statement in old.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    db.execute("PRAGMA user_version = 1")
+    return db
+
+
+def test_a_version_1_store_is_upgraded_and_its_history_gets_training_flops_from_its_results(tmp_path):
+    home = tmp_path / "home"
+    db = version_1_store(home)
+    assert "train_flops" not in [c[1] for c in db.execute("PRAGMA table_info(metrics)")]
+    run = RunConfig(name="NanoGPT", architecture="nanogpt", batch_size=4, model=architecture("nanogpt", block_size=8))
+    results = [{"model": "NanoGPT", "flops_per_token": 1000.0, "steps": 20, "status": "completed"}]
+    run_id = db.execute("INSERT INTO runs (status, label, config, created_at, results) VALUES (?, ?, ?, ?, ?)",
+                        ("completed", "old", json.dumps({"request": {"kind": "comparison"}, "runs": [run.to_dict()]}),
+                         0.0, json.dumps(results))).lastrowid
+    db.executemany("INSERT INTO metrics (run_id, model, step, wall_time_s, metric, value) VALUES (?, ?, ?, ?, ?, ?)",
+                   [(run_id, "NanoGPT", 0, 0.0, "val_loss", 4.0), (run_id, "NanoGPT", 20, 1.5, "val_loss", 2.5)])
+    db.close()
+    store = Store(home)
+    assert sqlite3.connect(home / "nanokimi.db").execute("PRAGMA user_version").fetchone()[0] == 2
+    per_step = 3 * 1000 * 4 * 8  # 3 forwards of one batch of batch_size × block_size tokens
+    assert [(r["step"], r["train_flops"]) for r in store.history(run_id)] == [(0, 0), (20, 20 * per_step)]
+    assert store.get_run(run_id)["results"][0]["train_flops"] == 20 * per_step
+    store.record(run_id, [{"model": "NanoGPT", "step": 21, "wall_time_s": 1.6, "train_flops": 7.0,
+                           "metric": "train_loss", "value": 2.4}])
+    assert store.history(run_id)[-1]["train_flops"] == 7.0, "a point recorded with its FLOPs keeps them"
+
+
+def test_a_stored_run_without_flops_per_token_keeps_its_training_flops_missing(tmp_path):
+    home = tmp_path / "home"
+    db = version_1_store(home)
+    run = RunConfig(name="NanoGPT", architecture="nanogpt")
+    run_id = db.execute("INSERT INTO runs (status, label, config, created_at) VALUES (?, ?, ?, ?)",
+                        ("completed", "old", json.dumps({"request": {}, "runs": [run.to_dict()]}), 0.0)).lastrowid
+    db.execute("INSERT INTO metrics (run_id, model, step, wall_time_s, metric, value) VALUES (?, ?, ?, ?, ?, ?)",
+               (run_id, "NanoGPT", 5, 0.1, "val_loss", 3.0))
+    db.close()
+    [row] = Store(home).history(run_id)
+    assert row["train_flops"] is None and row["value"] == 3.0
+
+
+def test_a_grid_run_file_without_training_flops_gets_them_from_its_results(tmp_path):
+    run = RunConfig(name="nanogpt+adamw/s1", architecture="nanogpt", batch_size=2,
+                    model=architecture("nanogpt", block_size=8))
+    path = saved_path(tmp_path, run)
+    path.parent.mkdir()
+    history = [{"model": run.name, "step": s, "wall_time_s": s / 10, "metric": "val_loss", "value": 4 - s / 10}
+               for s in (0, 5, 10)]
+    payload = {"config": run.to_dict(), "status": "completed", "message": "",
+               "results": {"flops_per_token": 500, "steps": 10, "best_val_loss": 3.0}, "history": history}
+    path.write_bytes(gzip.compress(json.dumps(payload).encode()))
+    finished = load_finished(tmp_path, [run])[run.name]
+    per_step = 3 * 500 * 2 * 8
+    assert [row["train_flops"] for row in finished.history] == [0, 5 * per_step, 10 * per_step]
+    assert finished.results["train_flops"] == 10 * per_step

@@ -92,10 +92,10 @@ def test_stacked_dense_routing_equals_a_per_expert_loop(float64):
     torch.manual_seed(0)
     moe = MoE(ModelConfig(**TINY, ffn="moe", experts=4))
     x = torch.randn(2, 8, 16)
-    out, probs = moe(x)
+    out, routing = moe(x)
     torch.testing.assert_close(out, per_expert_loop(moe, x), rtol=1e-10, atol=1e-10)
     # The gate probabilities come back with the output, one row per token.
-    torch.testing.assert_close(probs, F.softmax(moe.gate(x), dim=-1).view(16, 4), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(routing.probs, F.softmax(moe.gate(x), dim=-1).view(16, 4), rtol=1e-12, atol=1e-12)
 
 
 def test_a_one_expert_moe_equals_a_single_swiglu_expert(float64):
@@ -277,10 +277,10 @@ def test_switch_aux_loss_is_one_for_a_uniform_gate_and_near_e_for_a_collapsed_on
     with torch.no_grad():
         moe.gate.weight.zero_()
         moe.gate.bias.zero_()
-    assert balancing_loss(moe(x)[1], 1).item() == pytest.approx(1.0)
+    assert balancing_loss(moe(x)[1].probs, 1).item() == pytest.approx(1.0)
     with torch.no_grad():
         moe.gate.bias.copy_(torch.tensor([20.0, 0.0, 0.0, 0.0]))
-    assert balancing_loss(moe(x)[1], 1).item() == pytest.approx(4.0, rel=1e-3)
+    assert balancing_loss(moe(x)[1].probs, 1).item() == pytest.approx(4.0, rel=1e-3)
 
 
 def test_aux_loss_trains_the_gate_but_never_enters_reported_losses():
@@ -288,7 +288,7 @@ def test_aux_loss_trains_the_gate_but_never_enters_reported_losses():
     plain, balanced = _top1_moe_model(0.0), _top1_moe_model(0.5)
     _, plain_loss = plain(idx, idx)
     _, balanced_loss, gates = balanced(idx, idx, return_gates=True)
-    aux = balancing_loss(gates[0], 1)
+    aux = balancing_loss(gates[0].probs, 1)
     assert balanced_loss.item() == pytest.approx(plain_loss.item() + 0.5 * aux.item(), rel=1e-6)
     balanced_loss.backward()
     plain_loss.backward()

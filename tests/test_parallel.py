@@ -56,7 +56,7 @@ def test_evaluation_on_batch_threads_gives_the_same_losses_and_gate_probabilitie
         shared = evaluate(model, evalset, probs_shared, threads)
     assert shared == alone
     assert len(probs_shared) == len(probs_alone) == 2
-    assert all(torch.equal(a, b) and a.shape == (300 * 16 * 8, 3) for a, b in zip(probs_alone, probs_shared))
+    assert all(torch.equal(a.probs, b.probs) and a.probs.shape == (300 * 16 * 8, 3) for a, b in zip(probs_alone, probs_shared))
     assert model.training, "evaluate leaves the model in training mode"
 
 

@@ -253,8 +253,9 @@ def test_runs_results_csv_names_the_run_of_every_row():
 
 
 def test_history_csv_is_tidy():
-    history = [{"model": "NanoGPT", "step": 1, "wall_time_s": 0.01, "metric": "train_loss", "value": 4.1},
-               {"model": "NanoKimi", "step": 0, "wall_time_s": 0.0, "metric": "val_loss", "value": 4.2}]
+    history = [{"model": "NanoGPT", "step": 1, "wall_time_s": 0.01, "train_flops": 1.5e9, "metric": "train_loss",
+                "value": 4.1},
+               {"model": "NanoKimi", "step": 0, "wall_time_s": 0.0, "train_flops": 0.0, "metric": "val_loss", "value": 4.2}]
     frame = pd.read_csv(io.StringIO(report.history_csv(history)))
     assert list(frame.columns) == HISTORY_COLUMNS
     assert frame.to_dict("records") == history

@@ -16,7 +16,7 @@ def test_schema_is_created_once_in_wal_mode(tmp_path):
     assert again.get_run(run_id)["label"] == "first"
     db = sqlite3.connect(tmp_path / "nanokimi.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
 
 
 def test_queue_is_first_in_first_out_and_a_queued_run_can_be_stopped(tmp_path):

@@ -53,15 +53,21 @@ def add_training_flags(p):
 
 
 def add_arm_flags(p):
-    """--arms, --controls, --optimizers, --muon: which arms a grid trains (ablate, sweep)."""
+    """--arms, --controls, --equal-compute, --optimizers, --muon: which arms a grid trains (ablate, sweep)."""
     p.add_argument("--arms", help="comma-separated ARCHITECTURE+OPTIMIZER pairs, e.g. nanogpt+adamw,nanokimi+truemuon; "
                                   f"architectures: {', '.join(ARCHITECTURES)} (default: nanogpt and nanokimi, "
-                                  "or the four --controls, with each of --optimizers)")
-    p.add_argument("--controls", action="store_true",
-                   help="the four architectures nanogpt, relu-matched, swiglu-matched, nanokimi (the controls match "
-                        "NanoKimi's parameter count) instead of nanogpt and nanokimi")
-    p.add_argument("--optimizers", default="adamw,truemuon",
-                   help="comma-separated optimizers of every architecture (default: adamw,truemuon)")
+                                  "or the four --controls, or the three --equal-compute, with each of --optimizers)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--controls", action="store_true",
+                       help="the four architectures nanogpt, relu-matched, swiglu-matched, nanokimi (the controls match "
+                            "NanoKimi's parameter count) instead of nanogpt and nanokimi")
+    which.add_argument("--equal-compute", action="store_true",
+                       help="the Kimi-style sparse MoE and its two dense SwiGLU controls: active-matched (its forward "
+                            "FLOPs per token: equal compute) and total-matched (its parameters: equal size); "
+                            "--optimizers then defaults to adamw")
+    p.add_argument("--optimizers",
+                   help="comma-separated optimizers of every architecture (default: adamw,truemuon; "
+                        "adamw with --equal-compute)")
     p.add_argument("--muon", action="store_true", help="add PyTorch's Muon to --optimizers")
 
 
@@ -96,8 +102,11 @@ def build_parser():
     a = sub.add_parser("ablate", help="arms of architecture x optimizer over several seeds, with confidence intervals",
                        description="Train every arm (architecture + optimizer) for --seeds seeds, paired by seed, "
                                    "and report each arm, the main effects and, with the controls, the decomposition "
-                                   "of NanoKimi - NanoGPT into parameters, activation and routing, each with a 95%% "
-                                   "confidence interval, a paired t-test p-value and Holm's correction. Writes "
+                                   "of NanoKimi - NanoGPT into parameters, activation and routing (with --equal-compute: "
+                                   "the Kimi-style MoE against dense models of its compute and of its size), each with "
+                                   "a 95%% confidence interval, a paired t-test p-value and Holm's correction, then the "
+                                   "compute multipliers: the training FLOPs (and time) one arm needs to reach another's "
+                                   "final validation loss, as a multiple of the other's. Writes "
                                    "ablation.csv, ablation_summary.csv, ablation.png and runs/ into --out; run again "
                                    "with the same --out, it trains only what is missing or failed.")
     add_training_flags(a)
@@ -174,8 +183,10 @@ def chosen_arms(args):
 
     if args.arms:
         return ablation.parse_arms(args.arms)
-    optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()] + (["muon"] if args.muon else [])
-    architectures = ablation.CONTROLS if args.controls else ablation.DEFAULT_ARCHITECTURES
+    named = args.optimizers or ("adamw" if args.equal_compute else "adamw,truemuon")
+    optimizers = [o.strip() for o in named.split(",") if o.strip()] + (["muon"] if args.muon else [])
+    architectures = (ablation.CONTROLS if args.controls else ablation.equal_compute_architectures()
+                     if args.equal_compute else ablation.DEFAULT_ARCHITECTURES)
     return ablation.grid_arms(architectures, list(dict.fromkeys(optimizers)))  # the configs check the names
 
 

@@ -15,7 +15,13 @@ adds the two controls between them. The effects reported, each per seed, then ov
 - the decomposition of NanoKimi − NanoGPT, per optimizer, when the controls train: parameters
   (matched ReLU − NanoGPT: size alone), activation (matched SwiGLU − matched ReLU: SwiGLU for
   ReLU at equal size), routing (NanoKimi − matched SwiGLU: the gate and the split into experts at
-  equal size). The three add up to NanoKimi − NanoGPT.
+  equal size). The three add up to NanoKimi − NanoGPT;
+- a sparse MoE against its dense controls (arms.py: one SwiGLU matched to its forward FLOPs per token,
+  one to its total parameters), per optimizer, when they train (`EQUAL_COMPUTE`, `--equal-compute`):
+  sparsity at equal compute (MoE − active-matched), sparsity at equal size (MoE − total-matched), and
+  what the unused parameters are worth (total-matched − active-matched: the same dense model with
+  every parameter the MoE holds against one with only those a token uses). The first is the other two
+  added up.
 
 Effects are data (`Effect`): their contrast and the two arms they compare, so a page names them in
 its own words; `Effect.name` is the text ablation_summary.csv has always had. Each is a mean with a
@@ -35,15 +41,18 @@ import statistics
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
-from .arms import Arm, get
+from .arms import ARCHITECTURES, Arm, controls_of, get
 from .compare import COMPARISON, preset, validate_all
+from .compute import multiplier_rows
 from .stats import ALPHA, estimate, holm
+from ..training.config import TRAIN_FLOPS_PER_FORWARD
 from ..training.data import DataError, load_corpus
 from ..training.optim import OPTIMIZER_LABELS
 from ..settings import SettingError, apply
 
 DEFAULT_ARCHITECTURES = COMPARISON
 CONTROLS = ("nanogpt", "relu-matched", "swiglu-matched", "nanokimi")  # NanoGPT, one change at a time, NanoKimi
+EQUAL_COMPUTE = "kimi"  # the sparse MoE `--equal-compute` trains with its two dense controls
 
 
 class Step(NamedTuple):
@@ -57,9 +66,41 @@ class Step(NamedTuple):
 DECOMPOSITION = (Step("parameters", "relu-matched", "nanogpt", "size alone"),
                  Step("activation", "swiglu-matched", "relu-matched", "SwiGLU for ReLU at equal size"),
                  Step("routing", "nanokimi", "swiglu-matched", "the gate and the split into experts at equal size"))
+
+
+def equal_compute_steps(moe):
+    """The contrasts of sparse MoE `moe` against its dense controls (arms.controls_of: the first matched
+    by FLOPs per token, the first matched by parameters with the same feed-forward): sparsity at equal
+    compute, sparsity at equal size, what the unused parameters are worth. () without a FLOPs-matched control."""
+    active = controls_of(moe, "flops")[:1]
+    total = [key for key in controls_of(moe, "params") if active and get(key).ffn == get(active[0]).ffn][:1]
+    if not (active and total):
+        return ()
+    (active,), (total,) = active, total
+    return (Step("sparsity at equal compute", moe, active,
+                 "the sparse MoE against a dense model of its FLOPs per token"),
+            Step("sparsity at equal size", moe, total, "the sparse MoE against a dense model of its parameters"),
+            Step("unused parameters", total, active, "what the parameters a token does not use are worth, "
+                                                     "as a dense model's"))
+
+
+def steps():
+    """Every step an ablation can report, in order: the decomposition of NanoKimi − NanoGPT, then each
+    sparse MoE's contrasts with its controls (as the registry holds them now)."""
+    return DECOMPOSITION + tuple(step for key, a in ARCHITECTURES.items() if a.ffn == "moe"
+                                 for step in equal_compute_steps(key))
+
+
+def equal_compute_architectures(moe=EQUAL_COMPUTE):
+    """`--equal-compute`'s architectures: the sparse MoE, its FLOPs-matched control, its size-matched control."""
+    found = equal_compute_steps(moe)
+    if not found:
+        raise SettingError([("architecture", f"{moe!r} has no dense controls matched by FLOPs and by parameters")])
+    return (moe, found[0].without, found[1].without)
 # The 2×2's contrasts: its two main effects and their interaction.
 ARCHITECTURE, OPTIMIZER, INTERACTION = "architecture", "optimizer", "interaction"
-ARM_METRICS = ("best_val_loss", "final_val_loss", "train_ms_per_step", "params", "active_params", "flops_per_token")
+ARM_METRICS = ("best_val_loss", "final_val_loss", "train_ms_per_step", "params", "active_params", "flops_per_token",
+               "train_flops")
 EFFECT_METRICS = ("best_val_loss", "final_val_loss")
 # ablation_summary.csv: the columns it has always had, then the parts of each arm or effect.
 SUMMARY_COLUMNS = ["kind", "name", "metric", "n", "mean", "sd", "ci_low", "ci_high", "p_value", "p_holm",
@@ -151,6 +192,10 @@ def run_rows(results, target=None):
                      "optimizer": config.optimizer.name, "seed": config.seed})
         if rows[-1].get("flops_per_token") is None:
             rows[-1]["flops_per_token"] = _flops_per_token(config)
+        if rows[-1].get("train_flops") is None and isinstance(rows[-1].get("steps"), int):
+            # 3 forwards of each step's batch (RunConfig.flops_per_step), from the forward's count per token
+            rows[-1]["train_flops"] = (rows[-1]["steps"] * TRAIN_FLOPS_PER_FORWARD * config.batch_size
+                                       * config.model.block_size * rows[-1]["flops_per_token"])
     if target is None:
         target = default_target(rows)
     for row, result in zip(rows, results):
@@ -216,15 +261,17 @@ def effects(rows, metric):
             found[Effect(INTERACTION, Arm(kimi, o), Arm(gpt, "adamw"))] = per_seed(lambda c, o=o: (
                 diff(c, (kimi, o), (gpt, o)) - diff(c, (kimi, "adamw"), (gpt, "adamw"))))
     for o in optimizers:
-        for step in DECOMPOSITION:
+        for step in steps():
             if {step.with_change, step.without} <= architectures:
                 found[Effect(step.contrast, Arm(step.with_change, o), Arm(step.without, o))] = per_seed(
                     lambda c, a=step.with_change, b=step.without, o=o: diff(c, (a, o), (b, o)))
     return {effect: estimate(values) for effect, values in found.items()}
 
 
-def summary_rows(rows):
-    """ablation_summary.csv: one row per arm and metric, then one per effect and metric."""
+def summary_rows(rows, results=None):
+    """ablation_summary.csv: one row per arm and metric, then one per effect and metric, then (given the
+    grid's `results`, whose histories they need) the compute multipliers (compute.py), one per pair,
+    direction and axis."""
     out = []
     arms = {}
     for row in rows:
@@ -250,7 +297,7 @@ def summary_rows(rows):
                         "distinguishable_from_zero": "yes" if est.excludes_zero else "no",
                         "survives_holm": ("yes" if survives else "no") if est.n > 1 else "",
                         "note": effect_sentence(effect.name, metric, est, p_holm, len(found)), **effect.columns()})
-    return out
+    return out + (multiplier_rows(results) if results is not None else [])
 
 
 def effect_sentence(name, metric, est, p_holm=math.nan, family=1, signed="{:+.4f}".format):

@@ -15,8 +15,14 @@ SwiGLU against ReLU; routing: the gate), so two controls sit between them, each 
 at NanoKimi's parameter count: with dense routing NanoKimi computes a SwiGLU of width E·C whose
 hidden units the gate scales in blocks, so this is its experts fused without the gate, give or
 take the few units that stand for the gate's parameters: 258 hidden units against 4 × 64 at the
-seed configuration). A control's rule is `matched_to`: the architecture whose parameter count its
-hidden width matches.
+seed configuration). A control's rule is `matched_to`, the architecture it is matched to, and
+`matched_by`, what its hidden width matches: that architecture's total parameters ("params") or its
+forward FLOPs per token ("flops": for a sparse MoE, the active path: its router, shared experts and
+the experts each token is sent to, as ModelConfig.forward_flops counts them).
+
+A sparse MoE promises more parameters for the same compute, so it is judged against two dense
+SwiGLUs (MoE papers do both): `active-matched`, with the Kimi-style MoE's FLOPs per token (equal
+compute), and `total-matched`, with its parameters (equal size, at several times its compute).
 
 An `Arm` is an architecture trained with an optimizer: the cell of a grid. It travels as fields
 (a run's `RunConfig.architecture` and `optimizer.name`); its `key`, "nanokimi+truemuon", is how it
@@ -28,7 +34,7 @@ Universal Design (CUD): how to make figures and presentations that are friendly 
 """
 
 from dataclasses import dataclass, replace
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from ..settings import SettingError, fields
 from ..training.config import OPTIMIZER_LABELS, OPTIMIZERS, ModelConfig
@@ -50,26 +56,42 @@ class Architecture:
     activation: str      # "ReLU" or "SwiGLU": what a verdict names when two models differ in it
     ffn_words: str       # its feed-forward in a sentence: "SwiGLU experts"
     color: str           # on every chart and page
-    matched_to: str = ""  # a control: its hidden width gives it this architecture's parameter count
+    matched_to: str = ""  # a control: the architecture its hidden width is matched to
+    matched_by: str = "params"  # what it matches (MATCHES): total parameters, or forward FLOPs per token
+    recipe: Callable | None = None  # settings it fixes itself, from the shared ModelConfig: {setting: value}
 
     def build(self, shared):
         """`shared`'s settings (a ModelConfig) on this architecture, so one set of settings describes
         every model of a comparison or grid. A model without experts keeps the default values of the
-        settings only the MoE has; a control takes the hidden width that matches the parameter count
-        of `matched_to` built from the same settings."""
+        settings only the MoE has; an architecture with a `recipe` takes the settings its recipe
+        fixes, whatever the shared ones say; a control takes the hidden width that matches the
+        parameter count (or FLOPs per token, `matched_by`) of `matched_to` built from the same settings."""
         model = replace(shared, ffn=self.ffn, **(MOE_DEFAULTS if self.ffn != "moe" else {}))
+        if self.recipe:
+            model = replace(model, **self.recipe(model))
         if self.matched_to:
-            model = replace(model, ffn_hidden=matched_width(model, get(self.matched_to).build(shared)))
+            model = replace(model, ffn_hidden=matched_width(model, get(self.matched_to).build(shared), self.matched_by))
         return model
 
 
-def matched_width(model, target):
-    """The hidden width that gives `model`'s feed-forward as many parameters as `target`'s (the
-    nearest whole width; the rest of the two models is the same, so their totals match too)."""
-    from ..training.model import ffn_params  # counts a built module's parameters: torch, loaded when a control is built
+# What a control's hidden width can match, in words.
+MATCHES = {"params": "total parameters", "flops": "forward FLOPs per token"}
 
-    one, two = (ffn_params(replace(model, ffn_hidden=h)) for h in (1, 2))
-    return max(1, round((ffn_params(target) - one) / (two - one) + 1))
+
+def matched_width(model, target, by="params"):
+    """The hidden width that gives `model`'s feed-forward as many parameters as `target`'s (`by`
+    "params"), or its forward pass as many FLOPs per token ("flops"): the nearest whole width. Both
+    grow linearly with the width, and the rest of the two models is the same, so their totals match too."""
+    if by == "flops":
+        def measure(config):
+            return config.forward_flops(1)
+    elif by == "params":
+        # counts a built module's parameters: torch, loaded when a control is built
+        from ..training.model import ffn_params as measure
+    else:
+        raise ValueError(f"a control matches one of {', '.join(MATCHES)}, not {by!r}")
+    one, two = (measure(replace(model, ffn_hidden=h)) for h in (1, 2))
+    return max(1, round((measure(target) - one) / (two - one) + 1))
 
 
 # --- the registry -----------------------------------------------------------------------------------
@@ -127,6 +149,47 @@ register(Architecture(
     "nanokimi", "NanoKimi (MoE)", "NanoKimi",
     "a Mixture-of-Experts: SwiGLU experts mixed by a softmax gate",
     ffn="moe", activation="SwiGLU", ffn_words="SwiGLU experts", color=OKABE_ITO["vermillion"]))
+
+
+
+def kimi_recipe(model):
+    """Kimi K2's MoE (DeepSeek-V3's skeleton) at nanokimi's size: 16 routed experts of width C/2, of
+    which 2 run per token, and 1 shared expert of width C/2 that every token uses; sigmoid routing
+    normalised over the chosen experts; loss-free bias balancing at DeepSeek-V3's rate, 0.001.
+
+    K2 runs 8 of 384 experts (plus its shared one), each far narrower than its model: fine-grained
+    sparsity. At C = 64 that cannot be copied (an expert of width C/24 would be 2-3 hidden units).
+    Halving the width and routing to 2 of 16 keeps what matters: 8x as many routed parameters as
+    run per token, and a shared expert for what every token needs. Per layer at the seed size the
+    feed-forward then holds about 3.3x NanoGPT's parameters (16 + 1 experts of 6,272, the router
+    1,040, against 33,088) and computes about 0.6x its FLOPs per token (2 + 1 experts of C/2 and
+    the router: 38,912 against 65,536): more parameters for less compute, the bet of a sparse MoE.
+    """
+    return dict(experts=16, top_k=2, ffn_hidden=max(1, model.n_embd // 2), shared_experts=1, router="sigmoid",
+                aux_loss=0.0, bias_rate=1e-3)
+
+
+register(Architecture(
+    "kimi", "Kimi-style (sparse MoE)", "Kimi-style",
+    "a sparse fine-grained MoE as Kimi K2: 16 experts of width C/2, top-2, one shared expert, sigmoid router, "
+    "loss-free bias balancing",
+    ffn="moe", activation="SwiGLU", ffn_words="sparse SwiGLU experts with a shared expert",
+    color=OKABE_ITO["orange"], recipe=kimi_recipe))
+register(Architecture(
+    "active-matched", "SwiGLU, Kimi-style's compute", "active-matched SwiGLU",
+    "one dense SwiGLU with the Kimi-style MoE's forward FLOPs per token (router, shared and chosen experts): "
+    "equal compute",
+    ffn="swiglu", activation="SwiGLU", ffn_words="a SwiGLU MLP", color=OKABE_ITO["sky blue"],
+    matched_to="kimi", matched_by="flops"))
+register(Architecture(
+    "total-matched", "SwiGLU, Kimi-style's size", "total-matched SwiGLU",
+    "one dense SwiGLU with the Kimi-style MoE's total parameters: equal size, several times its compute",
+    ffn="swiglu", activation="SwiGLU", ffn_words="a SwiGLU MLP", color=OKABE_ITO["black"], matched_to="kimi"))
+
+
+def controls_of(key, by):
+    """The registered controls matched to architecture `key` by `by` ("params" or "flops"), in order."""
+    return [a.key for a in ARCHITECTURES.values() if a.matched_to == key and a.matched_by == by]
 
 
 # --- arms -------------------------------------------------------------------------------------------

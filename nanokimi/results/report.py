@@ -95,7 +95,7 @@ def history_csv(history):
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(HISTORY_COLUMNS)
     for row in history:
-        writer.writerow([row[c] for c in HISTORY_COLUMNS])
+        writer.writerow([row.get(c) for c in HISTORY_COLUMNS])  # train_flops: None where it cannot be derived
     return buf.getvalue()
 
 
@@ -199,7 +199,7 @@ def table_rows(results):
 ARM_COLUMNS = {"best_val_loss": "Best val loss (nats/char)", "final_val_loss": "Final val loss (nats/char)",
                "train_ms_per_step": "Train time per step (ms)", "time_to_target_s": "Time to target (s)",
                "params": "Parameters", "active_params": "Active parameters",
-               "flops_per_token": "Forward FLOPs per token"}
+               "flops_per_token": "Forward FLOPs per token", "train_flops": "Training FLOPs"}
 
 
 def arm_table(summary):

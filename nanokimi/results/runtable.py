@@ -25,6 +25,7 @@ from scipy import stats
 from . import report
 from ..training import routing
 from ..experiments.stats import estimate
+from ..metrics import HISTORY_AXES
 from ..running.request import GRIDS, Request
 from ..settings import flatten, names
 from ..status import ACTIVE, MEASURED, TRAINED_TO_THE_END
@@ -45,7 +46,7 @@ METRICS = {
     "rss_mb": "resident memory (MB)",
     "gate_entropy": "gate entropy (nats, mean over MoE layers)",
 }
-X_AXES = {"step": "step", "wall_time_s": "training time (s, evaluation excluded)", "fraction": "fraction of run"}
+X_AXES = {**HISTORY_AXES, "fraction": "fraction of run"}  # step, training time and FLOPs, and a run's fraction
 
 
 def t_interval(values):
@@ -168,15 +169,15 @@ def metric_names(metric, runs_members):
 
 
 def metric_series(history, metric):
-    """History rows (run_id, model, step, wall_time_s, value) of one METRICS entry; gate entropy is
-    averaged over a model's layers at each step."""
+    """History rows (run_id, model, step, wall_time_s, train_flops, value) of one METRICS entry; gate
+    entropy is averaged over a model's layers at each step."""
     if metric == "gate_entropy":
         entropy = {n: (p := routing.parse_metric(n)) is not None and p[1] is None
                    for n in history["metric"].astype(str).unique()}
         rows = history[history["metric"].astype(str).map(entropy).astype(bool)]
         return rows.groupby(["run_id", "model", "step"], as_index=False).agg(
-            wall_time_s=("wall_time_s", "mean"), value=("value", "mean"))
-    return history.loc[history["metric"] == metric, ["run_id", "model", "step", "wall_time_s", "value"]]
+            wall_time_s=("wall_time_s", "mean"), train_flops=("train_flops", "mean"), value=("value", "mean"))
+    return history.loc[history["metric"] == metric, ["run_id", "model", "step", "wall_time_s", "train_flops", "value"]]
 
 
 # How a group's value of these columns reads in its name: "#3", "NanoKimi", "matched ReLU", "TrueMuon".
@@ -211,7 +212,7 @@ def group_stats(history, member_table, by, metric="val_loss", x="step"):
         frame["x"] = frame["step"] / frame["iters"]
         frame["bin"] = (frame["x"] * FRACTION_BINS).round().astype("int64")
     else:
-        frame["x"] = frame["step"] if x == "step" else frame["wall_time_s"]
+        frame["x"] = frame["step"] if x == "step" else frame[x]  # wall_time_s or train_flops
         frame["bin"] = frame["step"]
     # each member's value per bin first, so a member with more points in a bin doesn't count twice
     per_member = frame.groupby(["group", "run_id", "model", "bin"], as_index=False).agg(

@@ -65,10 +65,11 @@ def read_kept(path):
     short (EOFError), not gzip (BadGzipFile), not JSON, or JSON of another shape."""
     try:
         saved = json.loads(gzip.decompress(Path(path).read_bytes()))
-        config = RunConfig.from_dict(migrate.run_config(saved["config"]))
+        stored = migrate.run_config(saved["config"])
+        config = RunConfig.from_dict(stored)
         if not isinstance(saved["status"], str) or not {"message", "results", "history"} <= saved.keys():
             raise ValueError("not a kept run")
-        return config, saved
+        return config, migrate.kept_run(saved, stored)
     except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as err:
         reason = (str(err).strip().splitlines() or [""])[0][:120]
         raise DamagedRunFile(f"{path} is damaged ({type(err).__name__}" + (f": {reason})" if reason else ")")) from None

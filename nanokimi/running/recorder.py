@@ -64,7 +64,7 @@ class Recorder:
 
     def point(self, event, metric, value):
         self.pending.append({"model": event["model"], "step": event["step"], "wall_time_s": event["wall_time_s"],
-                             "metric": metric, "value": value})
+                             "train_flops": event.get("train_flops"), "metric": metric, "value": value})
 
     def __call__(self, event):
         kind, name = event["event"], event.get("model")

@@ -17,7 +17,8 @@ from .request import COMPARISON, Request
 def history_frame(rows, stored=True):
     """History rows as a typed DataFrame (typed even when empty, so charts know their axes): the
     store's, each with its run_id, or (`stored=False`) a RunResult's, HISTORY_COLUMNS only."""
-    types = {"model": "string", "step": "int64", "wall_time_s": "float64", "metric": "string", "value": "float64"}
+    types = {"model": "string", "step": "int64", "wall_time_s": "float64", "train_flops": "float64",
+             "metric": "string", "value": "float64"}
     if stored:
         return pd.DataFrame(rows, columns=["run_id"] + HISTORY_COLUMNS).astype({"run_id": "int64", **types})
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS).astype(types)

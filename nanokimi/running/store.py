@@ -13,7 +13,7 @@ Several processes use it at once (the Streamlit server's sessions, the runner pr
 is in WAL mode (readers never block the writer), every write is a short `BEGIN IMMEDIATE`
 transaction (the write lock is taken up front, so two writers never deadlock halfway), and a busy
 timeout makes a writer wait its turn instead of failing. The schema is created once, guarded by
-`PRAGMA user_version`. All of nanokimi's SQL lives in this file.
+`PRAGMA user_version` and brought up to date in place (UPGRADES). All of nanokimi's SQL lives in this file.
 
 Run statuses are those of nanokimi/status.py: queued -> running -> completed | stopped | diverged | failed |
 interrupted.
@@ -35,7 +35,7 @@ from . import migrate
 from ..paths import home_dir
 from ..status import QUEUED, RUNNING, STOPPED
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE runs (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -56,7 +56,8 @@ CREATE TABLE metrics (
     step        INTEGER NOT NULL,
     wall_time_s REAL NOT NULL,
     metric      TEXT NOT NULL,
-    value       REAL
+    value       REAL,
+    train_flops REAL              -- training FLOPs so far (NULL: recorded before version 2, migrate.py derives it)
 );
 CREATE INDEX metrics_by_run ON metrics(run_id, model);
 CREATE TABLE queue (
@@ -64,6 +65,10 @@ CREATE TABLE queue (
     enqueued_at REAL NOT NULL
 );
 """
+# A store of an earlier version, brought to the next: {the version it becomes: its statements}.
+UPGRADES = {2: ("ALTER TABLE metrics ADD COLUMN train_flops REAL",)}
+# The metrics columns a history point is written to, in order (store.record, store.finish_model).
+POINT_COLUMNS = ("run_id", "model", "step", "wall_time_s", "train_flops", "metric", "value")
 # A run's kind is in its request: "comparison", "ablation" or "sweep"; a request stored before kinds existed
 # has none and was a comparison (migrate.py).
 KIND = "COALESCE(json_extract(config, '$.request.kind'), 'comparison')"
@@ -136,10 +141,13 @@ class Store:
                 self.db.execute("PRAGMA foreign_keys=ON")
                 self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across crashes of a process
             with self.write() as db:
-                if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                    for statement in SCHEMA.split(";"):
-                        if statement.strip():
-                            db.execute(statement)
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                statements = (SCHEMA.split(";") if version == 0 else
+                              [s for v in range(version + 1, SCHEMA_VERSION + 1) for s in UPGRADES[v]])
+                for statement in statements:
+                    if statement.strip():
+                        db.execute(statement)
+                if version < SCHEMA_VERSION:
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except StoreDamaged:
             self.db.close()  # let set_aside move the file
@@ -238,9 +246,7 @@ class Store:
         """Append history points (dicts with HISTORY_COLUMNS) and update the progress, in one transaction."""
         with self.write() as db:
             if rows:
-                db.executemany(
-                    "INSERT INTO metrics (run_id, model, step, wall_time_s, metric, value) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(run_id, r["model"], r["step"], r["wall_time_s"], r["metric"], _real(r["value"])) for r in rows])
+                db.executemany(INSERT_POINT, [_point(run_id, r) for r in rows])
             if progress is not None:
                 db.execute("UPDATE runs SET progress = ? WHERE id = ?", (json.dumps(progress), run_id))
 
@@ -252,9 +258,7 @@ class Store:
         with self.write() as db:
             if history:
                 db.execute("DELETE FROM metrics WHERE run_id = ? AND model = ?", (run_id, model))
-                db.executemany(
-                    "INSERT INTO metrics (run_id, model, step, wall_time_s, metric, value) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(run_id, r["model"], r["step"], r["wall_time_s"], r["metric"], _real(r["value"])) for r in history])
+                db.executemany(INSERT_POINT, [_point(run_id, r) for r in history])
             results = json.loads(db.execute("SELECT results FROM runs WHERE id = ?", (run_id,)).fetchone()[0])
             results = [r for r in results if r.get("model") != model] + [results_row]
             db.execute("UPDATE runs SET results = ? WHERE id = ?", (json.dumps(results), run_id))
@@ -309,18 +313,28 @@ class Store:
     # --- history ------------------------------------------------------------------------------
 
     def history(self, run_ids, metrics=None):
-        """History rows (run_id + HISTORY_COLUMNS) of the given runs, in recording order."""
+        """History rows (run_id + HISTORY_COLUMNS) of the given runs, in recording order; a point
+        recorded before training FLOPs were has them derived (migrate.history) where its run allows."""
         run_ids = [int(r) for r in ([run_ids] if isinstance(run_ids, int) else run_ids)]
         if not run_ids:
             return []
-        sql = (f"SELECT run_id, model, step, wall_time_s, metric, value FROM metrics "
+        sql = (f"SELECT run_id, model, step, wall_time_s, train_flops, metric, value FROM metrics "
                f"WHERE run_id IN ({', '.join('?' * len(run_ids))})")
         params = list(run_ids)
         if metrics:
             sql += f" AND metric IN ({', '.join('?' * len(metrics))})"
             params += list(metrics)
-        rows = self._read(sql + " ORDER BY run_id, rowid", params)
-        return [dict(row) for row in rows]
+        rows = [dict(row) for row in self._read(sql + " ORDER BY run_id, rowid", params)]
+        older = {row["run_id"] for row in rows if row["train_flops"] is None}
+        if not older:
+            return rows
+        per_step = {}  # (run_id, model): training FLOPs per step, from the run's config and results
+        for run_id in older:
+            run = self.get_run(run_id) or {"config": {"runs": []}, "results": []}
+            configs = {c.get("name"): c for c in run["config"]["runs"]}
+            per_step.update({(run_id, r.get("model")): migrate.flops_per_step(configs[r["model"]], r)
+                             for r in run["results"] if r.get("model") in configs})
+        return migrate.history(rows, lambda row: per_step.get((row["run_id"], row["model"])))
 
     def model_summaries(self, run_ids):
         """Per model of the given runs, from its history: steps trained (the last training step
@@ -350,9 +364,20 @@ def _run_dict(row):
     for key in ("config", "progress", "results"):
         run[key] = json.loads(run[key])
     run["config"] = migrate.stored_config(run["config"])
+    run["results"] = migrate.stored_results(run["results"], run["config"]["runs"])
     run["progress"] = migrate.progress(run["progress"])
     run["stop_requested"] = bool(run["stop_requested"])
     return run
+
+
+INSERT_POINT = (f"INSERT INTO metrics ({', '.join(POINT_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(POINT_COLUMNS))})")
+
+
+def _point(run_id, row):
+    """A history point (HISTORY_COLUMNS; train_flops may be missing) as POINT_COLUMNS' values."""
+    return (run_id, row["model"], row["step"], row["wall_time_s"], _real(row.get("train_flops")), row["metric"],
+            _real(row["value"]))
 
 
 def _real(value):

@@ -10,9 +10,9 @@ attention's own backward kernels, ReLU's and SiLU's), and no graph is built.
 The math is the model's: `tests/test_backprop.py` checks loss and every gradient against
 autograd on `LanguageModel.forward` in float64, and the 50-step equivalence test trains through
 this path. It covers what the original comparison trains: no dropout, the dense feed-forward or
-the MoE with dense routing (every expert on every token), and the dense SwiGLU control. Anything
-else (dropout, top-k dispatch, the balancing loss, other devices) goes through autograd: see
-`supports`.
+the MoE with dense routing (every expert on every token, softmax gate, no shared expert), and the
+dense SwiGLU control. Anything else (dropout, top-k dispatch, the sigmoid router, shared experts,
+the balancing loss or bias, other devices) goes through autograd: see `supports`.
 """
 
 import weakref
@@ -35,8 +35,8 @@ _MEAN = 1  # torch's Reduction::Mean
 def supports(model):
     """Can `loss_and_grads` train `model` (same loss, same gradients as autograd)?"""
     c = model.config
-    dense_routing = c.ffn != "moe" or c.top_k in (0, c.experts)
-    return (model.head.weight.device.type == "cpu" and c.dropout == 0 and dense_routing
+    original_moe = c.ffn != "moe" or (c.top_k in (0, c.experts) and c.router == "softmax" and not c.shared_experts)
+    return (model.head.weight.device.type == "cpu" and c.dropout == 0 and original_moe
             and c.aux_loss == 0 and model.head.weight.dtype in (torch.float32, torch.float64)
             and all(p.requires_grad for p in model.parameters()))
 

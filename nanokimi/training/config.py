@@ -15,6 +15,7 @@ from ..settings import Problems, setting
 
 
 FFNS = ("dense", "swiglu", "moe")
+ROUTERS = ("softmax", "sigmoid")
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,21 @@ class ModelConfig:
                               choices=("seed", "standard"))
     aux_loss: float = setting(0.0, "Switch-style load-balancing loss coefficient for top-k routing "
                                    "(e.g. 0.01; default 0: off, as the original)", moe=True)
+    shared_experts: int = setting(0, "shared experts per MoE layer, each ffn_hidden wide, that every token uses "
+                                     "unweighted beside its routed ones (Kimi K2, DeepSeek-V3: 1; default 0: none, "
+                                     "as the original)", moe=True)
+    router: str = setting("softmax", "how the gate scores experts: softmax (the original) or sigmoid, the mixing "
+                                     "weights normalised over the chosen experts (DeepSeek-V3, Kimi K2)",
+                          choices=ROUTERS, moe=True)
+    bias_rate: float = setting(0.0, "loss-free balancing (DeepSeek-V3) for top-k routing: a per-expert bias, added to "
+                                    "the scores only to choose the experts, moves this much toward equal load after "
+                                    "every step (e.g. 0.001; default 0: off)", moe=True)
 
     def validate(self):
         """Raise SettingError naming every setting that makes this configuration impossible to build."""
         problems = Problems()
         problems.at_least(self, 1, "vocab_size", "block_size", "n_embd", "n_head", "n_layer", "experts")
-        problems.at_least(self, 0, "ffn_hidden")
+        problems.at_least(self, 0, "ffn_hidden", "shared_experts")
         if self.n_head >= 1 and self.n_embd % self.n_head:
             problems.add("n_head", f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.ffn not in FFNS:
@@ -52,8 +62,15 @@ class ModelConfig:
             problems.add("dropout", f"dropout must be in [0, 1), got {self.dropout}")
         if self.aux_loss < 0:
             problems.add("aux_loss", f"aux_loss must be 0 (off) or positive, got {self.aux_loss}")
-        elif self.aux_loss and not (self.ffn == "moe" and 0 < self.top_k < self.experts):
+        elif self.aux_loss and not self.sparse:
             problems.add("aux_loss", "aux_loss balances top-k routing: it needs the MoE model with top_k below experts")
+        if self.bias_rate < 0:
+            problems.add("bias_rate", f"bias_rate must be 0 (off) or positive, got {self.bias_rate}")
+        elif self.bias_rate and not self.sparse:
+            problems.add("bias_rate", "bias_rate balances top-k routing: it needs the MoE model with top_k below experts")
+        elif self.bias_rate and self.aux_loss > 0:
+            problems.add("bias_rate", "choose one way to balance the experts: aux_loss (the Switch loss) or bias_rate "
+                                      "(the loss-free bias), not both")
         problems.check_choices(self)
         problems.raise_any()
         return self
@@ -69,8 +86,17 @@ class ModelConfig:
             return self.ffn_hidden
         return {"dense": 4 * self.n_embd, "swiglu": self.experts * self.n_embd}.get(self.ffn, self.n_embd)
 
+    @property
+    def sparse(self):
+        """Is this the MoE with top-k routing (each token computes only some of its experts)?"""
+        return self.ffn == "moe" and 0 < self.top_k < self.experts
+
     def forward_flops(self, tokens):
-        """Matmul FLOPs of one forward pass over `tokens` tokens (2 per multiply-add), for throughput figures."""
+        """Matmul FLOPs of one forward pass over `tokens` tokens (2 per multiply-add), for throughput
+        figures. The MoE counts its router (C·E multiply-adds), its shared experts and the routed
+        experts each token is sent to (three C×H matrices each: SwiGLU's a, b and output); not
+        counted, here as for the dense models: biases, activations, softmax/sigmoid, top-k, the
+        sort, gather and scatter of tokens, LayerNorms and embeddings."""
         C, T, H = self.n_embd, self.block_size, self.hidden
         attn = 2 * (3 * C * C + C * C) + 2 * 2 * T * C  # projections + scores and weighted values (causal: ~half of T^2, counted full)
         if self.ffn == "dense":
@@ -78,7 +104,7 @@ class ModelConfig:
         elif self.ffn == "swiglu":
             ffn = 2 * 3 * H * C
         else:
-            ffn = 2 * C * self.experts + self.routed_experts * 2 * 3 * H * C
+            ffn = 2 * C * self.experts + (self.routed_experts + self.shared_experts) * 2 * 3 * H * C
         head = 2 * C * self.vocab_size
         return tokens * (self.n_layer * (attn + ffn) + head)
 
@@ -87,6 +113,11 @@ class ModelConfig:
         """Experts computed per token: all of them under dense routing."""
         return self.top_k or self.experts
 
+
+# Training FLOPs per forward FLOP: the forward pass, then the backward's two matmuls for each of the
+# forward's (the gradient with respect to the input and with respect to the weight), as Kaplan et al.
+# (2020) count C = 6N per token. The optimizer's own work (Newton–Schulz, AdamW's moments) is not counted.
+TRAIN_FLOPS_PER_FORWARD = 3
 
 OPTIMIZERS = ("adamw", "truemuon", "muon")
 OPTIMIZER_LABELS = {"adamw": "AdamW", "truemuon": "TrueMuon", "muon": "Muon (PyTorch)"}
@@ -161,6 +192,12 @@ class RunConfig:
     def arm(self):
         """A grid's arm: its architecture and optimizer ("nanokimi+truemuon"); "" when built directly."""
         return f"{self.architecture}+{self.optimizer.name}" if self.architecture else ""
+
+    def flops_per_step(self, vocab_size):
+        """Training FLOPs of one step on a text of `vocab_size` characters: TRAIN_FLOPS_PER_FORWARD ×
+        the forward matmul FLOPs (ModelConfig.forward_flops) of one batch, batch_size × block_size tokens."""
+        model = dataclasses.replace(self.model, vocab_size=vocab_size)
+        return TRAIN_FLOPS_PER_FORWARD * model.forward_flops(self.batch_size * model.block_size)
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -98,6 +98,8 @@ def activation_floats_per_token(config):
         ffn = k * (2 * C + 4 * H) + E
     else:
         ffn = {"dense": H, "swiglu": 4 * H}.get(config.ffn, 5 * E * H + E)
+    if config.ffn == "moe":
+        ffn += 4 * config.shared_experts * H  # the shared experts, as one SwiGLU: a, b, silu(a), product
     layer = 8 * C + ffn
     head = 2 * V + C
     return config.n_layer * layer + head + BACKWARD_LAYERS * layer
@@ -106,8 +108,8 @@ def activation_floats_per_token(config):
 def uses_autograd(run, device):
     """Does this run train through autograd rather than backprop.py's hand-written backward?"""
     m = run.model
-    dense_routing = m.ffn != "moe" or m.top_k in (0, m.experts)
-    return device != "cpu" or m.dropout > 0 or not dense_routing or m.aux_loss > 0
+    original_moe = m.ffn != "moe" or (m.top_k in (0, m.experts) and m.router == "softmax" and not m.shared_experts)
+    return device != "cpu" or m.dropout > 0 or not original_moe or m.aux_loss > 0
 
 
 def estimate_memory(run, vocab_size, device="cpu", text_chars=0, batch_threads=1):

@@ -15,11 +15,13 @@ top-k balancing loss (a product of two batch means, not a sum over rows). Elsewh
 whole and torch's intra-op threads do what they can: `plan()` decides.
 """
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from nanokimi.training import backprop
+from nanokimi.training.moe import expert_counts
 
 
 def plan(threads, device, model_config, batch_size):
@@ -67,17 +69,19 @@ class BatchThreads:
             results[i::self.n] = share_results
         return results
 
-    def forward_backward(self, model, x, y):
+    def forward_backward(self, model, x, y, expert_counts=None):
         """Forward and backward of the batch (x, y); returns its mean loss as a detached tensor.
 
         Where it can (`backprop.supports`), each share runs the hand-written forward and backward
-        of nanokimi/backprop.py, the same math without autograd's per-operation cost."""
-        if backprop.supports(model):
-            loss_and_grads = backprop.loss_and_grads
+        of nanokimi/backprop.py, the same math without autograd's per-operation cost. With
+        `expert_counts` (a list), each MoE layer's token counts per expert (E,) over the whole batch
+        are appended to it (loss-free balancing; the shares' counts add up exactly)."""
+        if backprop.supports(model) and expert_counts is None:
+            loss_and_grads = _handwritten_loss_and_grads
         else:
-            loss_and_grads = _autograd_loss_and_grads
+            loss_and_grads = functools.partial(_autograd_loss_and_grads, counts=expert_counts is not None)
         if self.pool is None:
-            loss, grads = loss_and_grads(model, x, y)
+            loss, grads, counts = loss_and_grads(model, x, y)
         else:
             rows = x.size(0)
             # The loss of each share weighted by its share of the rows: the shares' gradients then
@@ -85,10 +89,14 @@ class BatchThreads:
             done = self.map(lambda part: loss_and_grads(model, *part, weight=part[0].size(0) / rows),
                             zip(x.tensor_split(self.n), y.tensor_split(self.n)))
             # Summed in share order, not in whichever order the threads finish: the same bits every run.
-            loss, grads = done[0][0], list(done[0][1])
-            for more_loss, more in done[1:]:
+            loss, grads, counts = done[0][0], list(done[0][1]), done[0][2]
+            for more_loss, more, more_counts in done[1:]:
                 loss = loss + more_loss
                 torch._foreach_add_(grads, more)
+                if counts:
+                    torch._foreach_add_(counts, more_counts)
+        if expert_counts is not None:
+            expert_counts.extend(counts)
         for p, grad in zip(_trained(model), grads):
             p.grad = grad if p.grad is None else p.grad + grad
         return loss
@@ -98,9 +106,16 @@ def _trained(model):
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def _autograd_loss_and_grads(model, x, y, weight=1.0):
+def _handwritten_loss_and_grads(model, x, y, weight=1.0):
+    """backprop.loss_and_grads, with no expert counts (it trains no model that needs them)."""
+    return *backprop.loss_and_grads(model, x, y, weight), []
+
+
+def _autograd_loss_and_grads(model, x, y, weight=1.0, counts=False):
     """backprop.loss_and_grads by autograd, for what the hand-written path doesn't cover; the
-    gradients are those of the parameters that require one."""
-    _, loss = model(x, y)
+    gradients are those of the parameters that require one. With `counts`, also each MoE layer's
+    token counts per expert (moe.expert_counts)."""
+    _, loss, gates = model(x, y, return_gates=True)
     weighted = loss * weight
-    return weighted.detach(), torch.autograd.grad(weighted, _trained(model), materialize_grads=True)
+    grads = torch.autograd.grad(weighted, _trained(model), materialize_grads=True)
+    return weighted.detach(), grads, [expert_counts(r, model.config.experts) for r in gates] if counts else []

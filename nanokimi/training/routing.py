@@ -1,14 +1,22 @@
-"""How NanoKimi routes characters to experts: load, gate entropy, and per-character preferences.
+"""How an MoE routes characters to experts: load, gate entropy, expert health and per-character
+preferences.
 
-The model's forward pass returns the gate probabilities of every MoE layer (`model(idx,
-return_gates=True)`, (N, E) per layer); these functions summarise them. With dense routing every
-expert sees every token, so "load" is each expert's share of the total gate weight; with top-k it
-is each expert's share of the token assignments. Gate entropy (nats) is log(E) for a uniform gate
-and falls toward 0 as the gate commits to one expert — routing collapse shows up as a load share
-near 1 for one expert.
+The model's forward pass returns the routing of every MoE layer (`model(idx, return_gates=True)`:
+a moe.Routing per layer, gate probabilities (N, E) and the experts chosen); these functions
+summarise it. With dense routing every expert sees every token, so "load" is each expert's share
+of the total gate weight; with top-k it is each expert's share of the token assignments (the
+experts actually chosen, the balancing bias included). Gate entropy (nats) is log(E) for a
+uniform gate and falls toward 0 as the gate commits to one expert.
 
-Training records both at every evaluation under the history metric names this module writes
-(`entropy_metric`, `load_metric`) and reads back (`parse_metric`).
+Expert health, for top-k routing: an expert is dead when no token of the evaluation chose it; the
+load imbalance is the busiest expert's load over the mean load (1 when balanced, E/k when every
+token goes to the same k experts); a collapse is one expert taking most tokens (`COLLAPSE`);
+`health_words` names them in a sentence. Under dense routing no weight is ever exactly 0, so only
+entropy and load are recorded, as they always were.
+
+Training records them at every evaluation (`expert_health`) under the history metric names this
+module writes (`entropy_metric`, `load_metric`, `dead_metric`, `imbalance_metric`, `bias_metric`)
+and reads back (`parse_metric` for entropy and load, `parse_health_metric` for the others).
 """
 
 import math
@@ -27,6 +35,21 @@ def load_metric(layer, expert):
     return f"expert_load_layer{layer}_expert{expert}"
 
 
+def dead_metric(layer):
+    """The history metric name of the number of experts MoE layer `layer` never chose in an evaluation."""
+    return f"dead_experts_layer{layer}"
+
+
+def imbalance_metric(layer):
+    """The history metric name of MoE layer `layer`'s max/mean expert load."""
+    return f"load_imbalance_layer{layer}"
+
+
+def bias_metric(layer, expert):
+    """The history metric name of expert `expert`'s balancing bias in MoE layer `layer`."""
+    return f"expert_bias_layer{layer}_expert{expert}"
+
+
 _METRIC_NAME = re.compile(r"gate_entropy_layer(\d+)|expert_load_layer(\d+)_expert(\d+)")
 
 
@@ -40,22 +63,97 @@ def parse_metric(name):
     return (int(entropy_layer), None) if entropy_layer is not None else (int(load_layer), int(expert))
 
 
+_HEALTH_NAME = re.compile(r"(dead_experts|load_imbalance)_layer(\d+)|expert_bias_layer(\d+)_expert(\d+)")
+HEALTH_KINDS = {"dead_experts": "dead", "load_imbalance": "imbalance"}
+
+
+def parse_health_metric(name):
+    """The inverse of dead_metric, imbalance_metric and bias_metric: ("dead" or "imbalance", layer,
+    None), ("bias", layer, expert), or None for any other metric name."""
+    match = _HEALTH_NAME.fullmatch(name)
+    if match is None:
+        return None
+    kind, layer, bias_layer, expert = match.groups()
+    return (HEALTH_KINDS[kind], int(layer), None) if kind else ("bias", int(bias_layer), int(expert))
+
+
 def routing_metrics(layers, experts):
     """Every routing metric name of a model with `layers` MoE layers of `experts` experts."""
     return [entropy_metric(layer) for layer in range(layers)] + [
         load_metric(layer, expert) for layer in range(layers) for expert in range(experts)]
 
 
-def gate_statistics(probs, top_k=0):
-    """(entropy in nats averaged over tokens, load share per expert) from gate probabilities (N, E)."""
+def health_metrics(layers, experts):
+    """Every expert-health metric name a top-k model with `layers` MoE layers of `experts` experts
+    may record (the biases only with loss-free balancing)."""
+    return ([dead_metric(layer) for layer in range(layers)] + [imbalance_metric(layer) for layer in range(layers)]
+            + [bias_metric(layer, expert) for layer in range(layers) for expert in range(experts)])
+
+
+def gate_statistics(probs, top_k=0, chosen=None):
+    """(entropy in nats averaged over tokens, load share per expert) from gate probabilities (N, E)
+    and, under top-k routing, the experts chosen (N, k) (without them: the top k of `probs`)."""
     entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean().item()
     E = probs.size(-1)
-    if top_k and top_k < E:
-        chosen = probs.topk(top_k, dim=-1).indices.reshape(-1)
+    if chosen is None and top_k and top_k < E:
+        chosen = probs.topk(top_k, dim=-1).indices
+    if chosen is not None:
+        chosen = chosen.reshape(-1)
         load = torch.bincount(chosen, minlength=E).float() / chosen.numel()
     else:
         load = probs.sum(0) / probs.sum()
     return entropy, load.tolist()
+
+
+def dead_experts(load):
+    """The experts with no load at all (never chosen), from load shares."""
+    return [expert for expert, share in enumerate(load) if share == 0]
+
+
+def load_imbalance(load):
+    """The busiest expert's load over the mean load: 1 when balanced."""
+    return max(load) * len(load) / sum(load)
+
+
+def expert_health(layer, routing, bias=None):
+    """{history metric: value} of MoE layer `layer` from its Routing over an evaluation: gate
+    entropy and each expert's load share; under top-k routing also the dead experts' count and the
+    load imbalance; with loss-free balancing each expert's bias (`bias`, (E,))."""
+    entropy, load = gate_statistics(routing.probs, chosen=routing.chosen)
+    metrics = {entropy_metric(layer): entropy}
+    metrics.update({load_metric(layer, expert): share for expert, share in enumerate(load)})
+    if routing.chosen is not None:
+        metrics[dead_metric(layer)] = len(dead_experts(load))
+        metrics[imbalance_metric(layer)] = load_imbalance(load)
+    if bias is not None:
+        metrics.update({bias_metric(layer, expert): value for expert, value in enumerate(bias.tolist())})
+    return metrics
+
+
+# One expert taking more than this share of the tokens is a collapse: most tokens go to it.
+COLLAPSE = 0.5
+
+
+def health_words(loads, top_k=1):
+    """Dead and collapsed experts named in words, one clause per MoE layer that has any: "layer 2:
+    expert 5 takes 71% of tokens (collapse); experts 3, 9 never chosen". `loads`: per layer, each
+    expert's load share (summing to 1); `top_k`: experts per token, so that an expert's share of the
+    tokens is its load share times k (0: dense routing, the load being a share of gate weight).
+    "" when every layer is healthy."""
+    clauses = []
+    for layer, load in enumerate(loads):
+        parts = []
+        for expert, share in enumerate(load):
+            tokens = share * max(1, top_k)
+            if tokens > COLLAPSE:
+                parts.append(f"expert {expert} takes {tokens:.0%} of {'tokens' if top_k else 'the gate weight'} "
+                             "(collapse)")
+        dead = dead_experts(load)
+        if dead:
+            parts.append(f"expert{'s' if len(dead) > 1 else ''} {', '.join(map(str, dead))} never chosen")
+        if parts:
+            clauses.append(f"layer {layer}: " + "; ".join(parts))
+    return "; ".join(clauses)
 
 
 @torch.inference_mode()
@@ -74,8 +172,8 @@ def routing_table(model, ids, block_size=None, max_tokens=65_536):
     layers = [[] for _ in model.moe_layers()]
     for chunk in x.split(256):
         _, _, gates = model(chunk, return_gates=True)
-        for parts, probs in zip(layers, gates):
-            parts.append(probs.cpu())
+        for parts, routing in zip(layers, gates):
+            parts.append(routing.probs.cpu())
     model.train(was_training)
     return [torch.cat(parts) for parts in layers], x.reshape(-1).cpu()
 

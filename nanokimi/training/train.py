@@ -32,9 +32,10 @@ from .data import Corpus, eval_batches, get_batch, load_corpus
 from .divergence import DIVERGENCE_WINDOW, divergence_limit, diverged, divergence_message, smoothed_train_loss  # noqa: F401
 from .config import ModelConfig, OptimizerConfig, RunConfig  # noqa: F401 (read from here too)
 from .model import LanguageModel, generate
+from .moe import Routing
 from .optim import build_optimizer
 from .parallel import BatchThreads, plan
-from .routing import entropy_metric, gate_statistics, load_metric
+from .routing import expert_health
 from ..status import COMPLETED, DIVERGED, FAILED, RUNNING, STOPPED
 
 # Evaluation runs many batches per forward pass, this many tokens at a time. On the CPU, chunks
@@ -53,7 +54,7 @@ class RunResult:
     status: str = RUNNING              # COMPLETED | STOPPED | DIVERGED | FAILED (status.py)
     message: str = ""
     results: dict = field(default_factory=dict)   # results.csv row
-    history: list = field(default_factory=list)   # tidy rows: model, step, wall_time_s, metric, value
+    history: list = field(default_factory=list)   # tidy rows: model, step, wall_time_s, train_flops, metric, value
 
 
 def set_threads(threads):
@@ -63,12 +64,13 @@ def set_threads(threads):
     return threads
 
 
-def evaluate(model, batches, gate_probs=None, threads=None):
+def evaluate(model, batches, routing=None, threads=None):
     """Mean loss per split over the fixed evaluation batches, many batches per forward pass.
 
-    With `gate_probs` (a list), the MoE layers' gate probabilities on the validation split are
-    appended to it, one (N, E) tensor per layer, for the routing statistics. `threads`
-    (a BatchThreads) spreads the forward passes over cores; the numbers do not change.
+    With `routing` (a list), the MoE layers' routing on the validation split is appended to it,
+    one moe.Routing per layer (gate probabilities (N, E), experts chosen), for the routing
+    statistics. `threads` (a BatchThreads) spreads the forward passes over cores; the numbers do
+    not change.
     """
     threads = threads or BatchThreads(1)
     model.eval()
@@ -77,7 +79,7 @@ def evaluate(model, batches, gate_probs=None, threads=None):
         split, x, y = job
         with torch.inference_mode():  # thread-local, so entered in the thread that runs the chunk
             _, loss, gates = model(x, y, return_gates=True)  # each chunk's own: nothing shared between threads
-            return split, loss.item() * x.size(0), gates if split == "val" and gate_probs is not None else None
+            return split, loss.item() * x.size(0), gates if split == "val" and routing is not None else None
 
     jobs = []
     for split, (x, y) in batches.items():
@@ -90,17 +92,23 @@ def evaluate(model, batches, gate_probs=None, threads=None):
         model.train()
     # every batch the same size: the mean of per-batch means
     losses = {split: sum(total for s, total, _ in done if s == split) / x.size(0) for split, (x, _) in batches.items()}
-    if gate_probs is not None:
+    if routing is not None:
         parts = [gates for s, _, gates in done if s == "val"]
-        gate_probs.extend(torch.cat(layer) for layer in zip(*parts))  # per layer, the chunks in order
+        routing.extend(Routing(torch.cat([r.probs for r in layer]),  # per layer, the chunks in order
+                               None if layer[0].chosen is None else torch.cat([r.chosen for r in layer]))
+                       for layer in zip(*parts))
     return losses
 
 
 def train_step(model, optimizer, x, y, threads):
-    """One optimizer step on the batch (x, y); returns the loss as a Python float."""
+    """One optimizer step on the batch (x, y), then, with loss-free balancing, each MoE layer's
+    bias nudged by the step's token counts (moe.py); returns the loss as a Python float."""
     optimizer.zero_grad(set_to_none=True)
-    loss = threads.forward_backward(model, x, y)
+    counts = [] if model.config.bias_rate else None
+    loss = threads.forward_backward(model, x, y, counts)
     optimizer.step()
+    for moe, layer_counts in zip(model.moe_layers(), counts or ()):
+        moe.nudge_bias(layer_counts)
     return loss.item()  # also waits for the device, so a step's time is complete
 
 
@@ -139,6 +147,7 @@ def train(run, on_event=None, should_stop=None, corpus=None):
     run.validate()
     training = _Training(run, on_event, should_stop)
     threads, device, corpus, batch_threads, model, optimizer = prepare(run, corpus, training.phase)
+    training.flops_per_step = run.flops_per_step(corpus.vocab_size)
     evalset = {split: (x.to(device), y.to(device)) for split, (x, y)
                in eval_batches(corpus, run.eval_iters, run.batch_size, run.model.block_size, run.seed).items()}
     training.emit({"event": "start", "model": run.name, "iters": run.iters, "params": model.num_params(),
@@ -171,9 +180,10 @@ class _Training:
         self.should_stop = should_stop or (lambda: False)
         self.step = 0
         self.clock = 0.0  # training time only, evaluation excluded
+        self.flops_per_step = 0  # training FLOPs of one step (RunConfig.flops_per_step), known once the text is
         self.eval_seconds = 0.0
         self.step_ms, self.train_losses, self.val_losses = [], [], []
-        self.history = []  # tidy rows: model, step, wall_time_s, metric, value
+        self.history = []  # tidy rows: model, step, wall_time_s, train_flops, metric, value
         self.status, self.message = COMPLETED, ""
         self.current_phase = None
 
@@ -184,9 +194,14 @@ class _Training:
             self.emit({"event": "phase", "model": self.run.name, "phase": name, "step": self.step,
                        "iters": self.run.iters})
 
+    @property
+    def train_flops(self):
+        """Training FLOPs so far: every step is one batch of the same size, so steps × FLOPs per step."""
+        return self.step * self.flops_per_step
+
     def record(self, metric, value):
-        self.history.append({"model": self.run.name, "step": self.step, "wall_time_s": self.clock, "metric": metric,
-                             "value": value})
+        self.history.append({"model": self.run.name, "step": self.step, "wall_time_s": self.clock,
+                             "train_flops": self.train_flops, "metric": metric, "value": value})
 
     def end(self, status, message):
         """The run ends `status`, saying `message`; True, for a caller that stops here."""
@@ -222,7 +237,7 @@ class _Training:
             self.record("train_loss", loss_value)
             self.record("ms_per_step", ms)
             self.emit({"event": "step", "model": run.name, "step": self.step, "iters": run.iters,
-                       "wall_time_s": self.clock, "loss": loss_value, "ms": ms})
+                       "wall_time_s": self.clock, "train_flops": self.train_flops, "loss": loss_value, "ms": ms})
             if not math.isfinite(loss_value):
                 self.end(DIVERGED, f"training loss became {loss_value} at step {self.step}; the run was stopped")
                 return
@@ -239,14 +254,12 @@ class _Training:
         self.phase("evaluating")
         self.current_phase = None  # every evaluation is its own phase: "evaluating (step N)"
         t0 = time.perf_counter()
-        gate_probs = []
-        losses = evaluate(model, evalset, gate_probs, batch_threads)
+        routing = []
+        losses = evaluate(model, evalset, routing, batch_threads)
         self.eval_seconds += time.perf_counter() - t0
-        for layer, probs in enumerate(gate_probs):  # MoE only: watch for routing collapse
-            entropy, load = gate_statistics(probs, model.config.top_k)
-            self.record(entropy_metric(layer), entropy)
-            for expert, share in enumerate(load):
-                self.record(load_metric(layer, expert), share)
+        for layer, (moe, decided) in enumerate(zip(model.moe_layers(), routing)):  # MoE only: routing collapse, dead experts
+            for metric, value in expert_health(layer, decided, moe.expert_bias).items():
+                self.record(metric, value)
         self.val_losses.append(losses["val"])
         self.record("val_loss", losses["val"])
         self.record("eval_train_loss", losses["train"])
@@ -255,7 +268,8 @@ class _Training:
             recent = statistics.median(self.step_ms[-run.eval_interval:])
             self.record("tokens_per_s", run.batch_size * run.model.block_size / recent * 1000)
         self.emit({"event": "eval", "model": run.name, "step": self.step, "iters": run.iters,
-                   "wall_time_s": self.clock, "val_loss": losses["val"], "train_loss": losses["train"]})
+                   "wall_time_s": self.clock, "train_flops": self.train_flops, "val_loss": losses["val"],
+                   "train_loss": losses["train"]})
         if not math.isfinite(losses["val"]):
             return self.end(DIVERGED, f"validation loss became {losses['val']} at step {self.step}")
         if diverged(self.val_losses[0], losses["val"]):
@@ -281,6 +295,7 @@ class _Training:
                 # measured and the status says the run diverged. A run that failed in its loop was last
                 # evaluated before its last step.
                 "final_val_loss": self.val_losses[-1] if self.val_losses and status not in (DIVERGED, FAILED) else math.nan,
+                "train_flops": self.train_flops,
                 "steps": self.step, "device": device, "threads": threads, "node": platform.node(),
             })
             results.update(metrics.derived(results["final_val_loss"], results["params"]))

@@ -1,7 +1,8 @@
 """The Ablation page's charts and the CLI's ablation.png and sweep.png: validation loss per arm
-(mean and range over seeds), the effects with their 95% confidence intervals, and a sweep's final
-loss against learning rate. Arms by display name (report.arm_name), coloured by architecture and
-dashed by optimizer, a sweep's learning rates of one arm in shades of its colour; intervals and
+(mean and range over seeds) over steps, training time or training FLOPs (metrics.HISTORY_AXES;
+ablation.png over FLOPs, the axis arms of unequal compute are compared on), the effects with their
+95% confidence intervals, and a sweep's final loss against learning rate. Arms by display name
+(report.arm_name), coloured by architecture and dashed by optimizer, a sweep's learning rates of one arm in shades of its colour; intervals and
 conditions in greys and non-model colours.
 """
 
@@ -13,19 +14,22 @@ import pandas as pd
 
 from .. import report
 from .style import (GREYS, LEGEND, LINE_LEGEND, OKABE_ITO, color_scale, dash_scale, faded, legend_toggle,
-                    line_legend, natural_key, series_color, series_dash, series_rank, shades, zoom)
+                    line_legend, natural_key, series_color, series_dash, series_rank, shades, x_axis, zoom)
 
 def arm_band_chart(history, metric="val_loss", x="step", height=300):
-    """Ablation: mean `metric` per arm over seeds, with a band from the lowest to the highest seed.
+    """Ablation: mean `metric` per arm over seeds, with a band from the lowest to the highest seed, over
+    `x`: "step", "wall_time_s" (training time, mean over seeds) or "train_flops" (training FLOPs, the
+    same for every seed of an arm).
     `history` names each row's arm by its key (`arm`) and, where one arm has several series (a sweep's
     learning rates), what makes each its own (`variant`: "lr=0.003"). Arms by display name
     (report.arm_name), then their variant; coloured by architecture, dashed by optimizer, an arm's
     variants in shades of its colour (light to dark in their natural order: by learning rate)."""
     frame = history[history["metric"] == metric]
     frame = frame if "variant" in frame else frame.assign(variant="")
+    frame = frame if "train_flops" in frame else frame.assign(train_flops=float("nan"))  # a history from before them
     stats = frame.groupby(["arm", "variant", "step"], as_index=False, sort=False).agg(
         mean=("value", "mean"), low=("value", "min"), high=("value", "max"), wall_time_s=("wall_time_s", "mean"),
-        seeds=("value", "size"))
+        train_flops=("train_flops", "mean"), seeds=("value", "size"))
     stats = stats.iloc[sorted(range(len(stats)), key=lambda i: (series_rank(stats["arm"].iloc[i]),
                                                                   natural_key(stats["variant"].iloc[i])))]
     keys = list(dict.fromkeys(zip(stats["arm"], stats["variant"])))
@@ -39,7 +43,7 @@ def arm_band_chart(history, metric="val_loss", x="step", height=300):
     legend, height = line_legend(len(names), height)
     toggle = legend_toggle("arm")
     base = alt.Chart(stats, height=height).encode(
-        x=alt.X(f"{x}:Q", title="step" if x == "step" else "training time (s, mean over seeds)"),
+        x=x_axis(x, "training time (s, mean over seeds)" if x == "wall_time_s" else None),
         color=alt.Color("arm:N", title="arm", scale=alt.Scale(domain=names, range=[colors[key] for key in keys]),
                         legend=alt.Legend(**legend)))
     band = base.mark_area(opacity=0.2).encode(
@@ -49,7 +53,8 @@ def arm_band_chart(history, metric="val_loss", x="step", height=300):
         y="mean:Q", strokeDash=alt.StrokeDash("arm:N", title="arm", scale=alt.Scale(
             domain=names, range=[series_dash(a) for a, _ in keys]), legend=alt.Legend(**legend)),
         opacity=faded(toggle),
-        tooltip=["arm", "step", "seeds", alt.Tooltip("mean:Q", format=".4f"),
+        tooltip=["arm", "step", alt.Tooltip("train_flops:Q", title="training FLOPs", format=".3~s"), "seeds",
+                 alt.Tooltip("mean:Q", format=".4f"),
                  alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f")])
     return (band.add_params(toggle, zoom()) + line).properties(
         title="Validation loss per arm (mean, band = range over seeds)")
@@ -127,8 +132,13 @@ def effects_side_by_side_chart(summary, metric="best_val_loss", by="learning rat
         title=f"Effects with 95% confidence intervals, by {by} (negative = lower loss)")
 
 
-def ablation_figure(history, summary):
-    return alt.vconcat(arm_band_chart(history).properties(width=700),
+def ablation_figure(history, summary, x="train_flops"):
+    """ablation.png: the arms' validation loss over `x` (over steps where a history has no training
+    FLOPs: runs stored before them whose FLOPs could not be derived), then the effects."""
+    if x == "train_flops" and ("train_flops" not in history or history.loc[
+            history["metric"] == "val_loss", "train_flops"].isna().any()):
+        x = "step"
+    return alt.vconcat(arm_band_chart(history, x=x).properties(width=700),
                        effects_chart(summary).properties(width=700)
                        ).resolve_scale(color="independent", shape="independent", fill="independent",
                                        strokeDash="independent", opacity="independent"

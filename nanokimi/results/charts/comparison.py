@@ -1,13 +1,13 @@
 """The Compare page's charts and the CLI's comparison_graph.png: loss and other metrics per model
-over steps or training time (smoothed, with the raw series faint behind), the original script's
-four bars, and the training state's memory.
+over steps, training time or training FLOPs (metrics.HISTORY_AXES; smoothed, with the raw series
+faint behind), the original script's four bars, and the training state's memory.
 """
 
 import altair as alt
 import pandas as pd
 
 from .smoothing import EVERY_STEP, downsample, smooth
-from .style import GREYS, LEGEND, LINE_LEGEND, color_scale, faded, legend_toggle, zoom
+from .style import GREYS, LEGEND, LINE_LEGEND, color_scale, faded, legend_toggle, x_axis, zoom
 
 # The original script's four bars: quality, training speed, memory, inference speed.
 BARS = [
@@ -24,12 +24,13 @@ TRAIN, EVALUATION = "every step", "evaluation"  # a loss chart row's `kind`: whi
 
 
 def _x(x):
-    return alt.X(f"{x}:Q", title="step" if x == "step" else "training time (s, evaluation excluded)")
+    return x_axis(x)
 
 
 def loss_chart(history, x="step", log_scale=False, smoothing=0.0, metrics=("train_loss", "val_loss"), height=300,
                interactive=True):
-    """Training and validation loss per model, over steps or over training time.
+    """Training and validation loss per model, over `x`: steps, training time or training FLOPs
+    (metrics.HISTORY_AXES).
 
     Layers, bottom to top: the raw train loss, faint (when smoothed); the train loss smoothed by
     `ema` with weight `smoothing` (0 = off); the evaluation series (validation loss) as they are,
@@ -82,7 +83,8 @@ def loss_chart(history, x="step", log_scale=False, smoothing=0.0, metrics=("trai
 
 
 def metric_chart(history, metric, title, y_title, x="wall_time_s", smoothing=0.0, zero=True, height=220):
-    """One history metric per model over training time (speed, memory); y starts at zero (a size).
+    """One history metric per model over training time (speed, memory), or `x` (metrics.HISTORY_AXES);
+    y starts at zero (a size).
 
     An EVERY_STEP metric is smoothed like the train loss (raw faint behind); an evaluation metric
     (memory, throughput at evaluations) is drawn as it is, with a point per evaluation.
@@ -91,7 +93,7 @@ def metric_chart(history, metric, title, y_title, x="wall_time_s", smoothing=0.0
     models = list(frame["model"].unique())
     toggle = legend_toggle("model")
     color = alt.Color("model:N", title="model", scale=color_scale(models), legend=alt.Legend(**LEGEND))
-    enc = dict(x=alt.X(f"{x}:Q", title="training time (s)" if x == "wall_time_s" else x),
+    enc = dict(x=x_axis(x, "training time (s)" if x == "wall_time_s" else None),
                y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=zero)), color=color)
     tooltip = ["model", "step", alt.Tooltip("value:Q", format=",.2f")]
     if metric in EVERY_STEP:

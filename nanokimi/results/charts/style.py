@@ -20,10 +20,20 @@ import altair as alt
 
 from ...experiments import arms
 from ...experiments.arms import OKABE_ITO, OPTIMIZER_DASHES
+from ...metrics import HISTORY_AXES
 
 # Each architecture's colour and each optimizer's dash are the registry's (arms.py).
 OTHER_SERIES = (OKABE_ITO["orange"], OKABE_ITO["sky blue"], OKABE_ITO["black"])  # a series of no known model
 GREYS = ("#333333", "#888888", "#c8c8c8")  # for what is not a model: memory parts, conditions, intervals
+
+
+def x_axis(x, title=None, **scale):
+    """The x encoding of a chart over `x`, a key of metrics.HISTORY_AXES (step, training time, training
+    FLOPs): its title (or `title`), FLOPs with SI prefixes (1.5T); `scale` settings, if any."""
+    options = {"scale": alt.Scale(**scale)} if scale else {}
+    if x == "train_flops":
+        options["axis"] = alt.Axis(format="~s")
+    return alt.X(f"{x}:Q", title=title or HISTORY_AXES.get(x, x), **options)
 
 
 def series_color(name):
