@@ -68,8 +68,8 @@ def open_grid(run_id):
                 ADDRESS)
 
 
-def choose_controls():
-    st.session_state[PREFIX + "architectures"] = list(ablation.CONTROLS)
+def choose_architectures(architectures):
+    st.session_state[PREFIX + "architectures"] = list(architectures)
 
 
 def factor_label(factor):
@@ -117,10 +117,16 @@ chosen_architectures = arms_row.multiselect(
     "Architectures", list(ARCHITECTURES), default=DEFAULTS["architectures"], key=PREFIX + "architectures",
     format_func=display_name, **BIND,
     help="NanoGPT and NanoKimi, and the two controls between them: NanoGPT's ReLU MLP and one SwiGLU, each widened "
-         "to NanoKimi's parameter count.")
-arms_row.button("The four controls", on_click=choose_controls, key=PREFIX + "controls_button", width="content",
-                icon=":material/account_tree:", help="NanoGPT, both controls and NanoKimi: NanoKimi − NanoGPT "
-                                                     "split into parameters, activation and routing.")
+         "to NanoKimi's parameter count; the Kimi-style sparse MoE and its two dense SwiGLUs, one of its compute per "
+         "token and one of its parameters.")
+arms_row.button("The four controls", on_click=choose_architectures, args=(ablation.CONTROLS,),
+                key=PREFIX + "controls_button", width="content", icon=":material/account_tree:",
+                help="NanoGPT, both controls and NanoKimi: NanoKimi − NanoGPT split into parameters, activation and "
+                     "routing.")
+arms_row.button("Equal compute", on_click=choose_architectures, args=(ablation.equal_compute_architectures(),),
+                key=PREFIX + "equal_compute_button", width="content", icon=":material/balance:",
+                help="The Kimi-style MoE and its dense controls (as ablate --equal-compute): sparsity at equal compute, "
+                     "at equal size, and what the unused parameters are worth.")
 chosen_optimizers = arms_row.multiselect("Optimizers", OPTIMIZERS, default=DEFAULTS["optimizers"],
                                          key=PREFIX + "optimizers", format_func=OPTIMIZER_LABELS.get, **BIND,
                                          help="Every architecture trains with each of these.")

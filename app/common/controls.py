@@ -3,14 +3,16 @@
 The controls are bound to the URL's query string (`bind="query-params"`, the key is the parameter;
 a default is left out), so the URL is the state of a page: a refresh, a new tab or a shared link
 restores it. Opening a stored run writes its settings into the URL and reruns, so the controls take
-them exactly as they take a pasted link. `CONTROLS` is the one table from setting to widget.
+them exactly as they take a pasted link. `CONTROLS` is the one table from setting to widget; those of
+`KIMI_CONTROLS` (the MoE's Kimi-style settings) are drawn folded below the others.
 """
 
 import streamlit as st
 
+from nanokimi.experiments.arms import get
 from nanokimi.experiments.compare import PRESETS
 from nanokimi.settings import all_fields, flatten, names
-from nanokimi.training.config import RunConfig
+from nanokimi.training.config import ROUTERS, RunConfig
 
 from .address import accepts, run_number
 from .plain import plain
@@ -28,6 +30,11 @@ ITERATIONS = sorted({round(m * 10**k) for k in range(1, 5) for m in (1, 1.5, 2, 
 
 def _dense_or(k):
     return "dense (all)" if k == 0 else str(k)
+
+
+def _sentence(text):
+    """The engine's help of a setting as a control's help: capitalised, a full stop."""
+    return text[0].upper() + text[1:] + "."
 
 
 SETTING_HELP = {f.name: f.metadata["help"] for f, _ in all_fields(RunConfig)}  # the engine's own words
@@ -61,6 +68,27 @@ CONTROLS = {
     "block_size": (st.number_input, "Block size", dict(min_value=4, max_value=1024, step=8,
                                                        help="Context length in characters."), 2),
 }
+# The Kimi-style settings of the MoE (Kimi K2, DeepSeek-V3), drawn folded under the controls above, in
+# three columns of their own: every default is the original NanoKimi's, so most runs leave them alone.
+# Balancing is two settings, as in the engine and the CLI (0: off); asking for both is refused in the
+# engine's words.
+KIMI_CONTROLS = {
+    "ffn_hidden": (st.number_input, "Feed-forward width", dict(min_value=0, max_value=4096, step=8, help=(
+        "Hidden width of each expert in the MoE (fine-grained experts are narrow: the Kimi-style architecture's "
+        "are n_embd/2) and of NanoGPT's MLP too; 0: each model's original (n_embd per expert, 4·n_embd for the "
+        "MLP).")), 0),
+    "shared_experts": (st.slider, "Shared experts", dict(min_value=0, max_value=4,
+                                                         help=_sentence(SETTING_HELP["shared_experts"])), 0),
+    "router": (st.selectbox, "Router scoring", dict(options=list(ROUTERS), help=_sentence(SETTING_HELP["router"])), 1),
+    "aux_loss": (st.number_input, "Balancing: auxiliary loss", dict(
+        min_value=0.0, max_value=1.0, step=1e-3, format="%g", help=_sentence(SETTING_HELP["aux_loss"])), 1),
+    "bias_rate": (st.number_input, "Balancing: bias rate", dict(
+        min_value=0.0, max_value=1.0, step=1e-3, format="%g", help=_sentence(SETTING_HELP["bias_rate"])), 2),
+}
+KIMI_TITLE = "Kimi-style experts: width, shared experts, router, balancing"
+KIMI_CAPTION = ("These shape NanoKimi's experts (with Top-k below Experts its routing is sparse, as Kimi K2's); the "
+                f"Kimi-style architecture of the Ablation page keeps its own recipe: {get('kimi').description}.")
+CONTROLS.update(KIMI_CONTROLS)  # one table from setting to widget; KIMI_CONTROLS says which are folded
 assert set(CONTROLS) <= set(names(RunConfig)), "every control sets a setting of the engine"
 
 
@@ -76,15 +104,32 @@ def set_controls(prefix, values):
         st.session_state[prefix + name] = value
 
 
+def _changed(prefix, name):
+    """Does the address or this session give control `name` a value other than its default? (A bound
+    control leaves its default out of the address.)"""
+    key = prefix + name
+    return key in st.query_params or st.session_state.get(key, BASELINE[name]) != BASELINE[name]
+
+
 def model_controls(prefix, columns):
     """Draw CONTROLS in three columns, keys `prefix + setting`, bound to the URL with the quick preset's
-    values as defaults; returns {setting: value}."""
+    values as defaults; those of KIMI_CONTROLS in three columns of their own, folded below the others
+    (unfolded when any of them is not at its default, so an address or an opened run shows them);
+    returns {setting: value}."""
     values = {}
+    folded = st.expander(KIMI_TITLE, expanded=any(_changed(prefix, name) for name in KIMI_CONTROLS))
+    with folded:
+        st.caption(KIMI_CAPTION)
+    kimi_columns = folded.columns(3)
     for name, (widget, label, kwargs, column) in CONTROLS.items():
         if name in ANY_STOP:
             kwargs = {**kwargs, "options": slider_stops(kwargs["options"], prefix + name)}
-        with columns[column]:
-            values[name] = widget(label, key=prefix + name, value=BASELINE[name], **kwargs, **BIND)
+        if "options" in kwargs and widget is st.selectbox:
+            kwargs = {**kwargs, "index": kwargs["options"].index(BASELINE[name])}
+        else:
+            kwargs = {**kwargs, "value": BASELINE[name]}
+        with (kimi_columns if name in KIMI_CONTROLS else columns)[column]:
+            values[name] = widget(label, key=prefix + name, **kwargs, **BIND)
     return values
 
 

@@ -7,6 +7,7 @@ own words; the app only adds advice for the setting it names (`HINTS`).
 from nanokimi.settings import SettingError
 from nanokimi.training.data import DataError
 
+from .controls import CONTROLS
 from .datasets import corpus
 
 def _heads_hint(values):
@@ -15,10 +16,26 @@ def _heads_hint(values):
     return f"Choose {', '.join(map(str, fits[:-1]))} or {fits[-1]} heads, or another embedding size."
 
 
+def _balancing_hint(name):
+    """Advice for a balancing setting the engine refused: it balances sparse routing only, and one way at a time."""
+    label = CONTROLS[name][1]
+
+    def hint(values):
+        experts, top_k = values["experts"], values["top_k"]
+        if 0 < top_k < experts:  # sparse already: both ways were asked
+            return f"Set {CONTROLS['aux_loss'][1]} or {CONTROLS['bias_rate'][1]} to 0."
+        if experts < 2:
+            return f"Choose two or more Experts and fewer Top-k experts, or set {label} to 0."
+        return f"Choose Top-k experts from 1 to {experts - 1} (sparse routing), or set {label} to 0."
+    return hint
+
+
 HINTS = {  # advice the app adds to the engine's message about a setting, from the page's values
     "n_head": _heads_hint,
     "top_k": lambda values: f"Choose at most {values['experts']} (Experts), or dense (all).",
     "block_size": lambda values: "Choose a smaller Block size or a longer text.",
+    "aux_loss": _balancing_hint("aux_loss"),
+    "bias_rate": _balancing_hint("bias_rate"),
 }
 
 

@@ -1,4 +1,5 @@
-"""The Experts and Optimizer lab pages' charts: expert load and gate entropy per layer, the
+"""The Experts and Optimizer lab pages' charts: expert load and gate entropy per layer, the share of
+tokens per expert, load imbalance, dead experts and balancing bias over training, the
 character × expert heatmap, and singular values through the Newton–Schulz steps. Layers, experts
 and steps are no models: they get sequential schemes (viridis), never model colours.
 """
@@ -8,15 +9,23 @@ import math
 import altair as alt
 import pandas as pd
 
+
+def expert_labels(frame):
+    """`frame` with its expert numbers as labels ("expert 3"), and the labels in number order: as
+    strings "expert 10" would come before "expert 2" in a legend of 16."""
+    numbers = sorted(frame["expert"].unique())
+    return frame.assign(expert=frame["expert"].map(lambda e: f"expert {e}")), [f"expert {e}" for e in numbers]
+
+
 def expert_load_chart(load, width=320, height=140):
     """Each expert's share of the routing per layer over training, stacked to 1 (one row per layer). A
     facet takes no container width, so `width` is fixed: 320 keeps the whole chart (legend and headers
     included, about 550 px) inside an 800-px window."""
-    frame = load.assign(expert=load["expert"].map(lambda e: f"expert {e}"))
+    frame, order = expert_labels(load)
     return alt.Chart(frame, width=width, height=height).mark_area().encode(
         x=alt.X("step:Q", title="step"),
         y=alt.Y("load:Q", title="share of routing", stack="normalize", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("expert:O", title="expert", scale=alt.Scale(scheme="viridis")),  # not model colours
+        color=alt.Color("expert:O", title="expert", scale=alt.Scale(scheme="viridis"), sort=order),  # not model colours
         tooltip=["layer", "expert", "step", alt.Tooltip("load:Q", format=".3f")],
     ).facet(row=alt.Row("layer:O", title="layer")).properties(title="Expert load per layer")
 
@@ -31,6 +40,54 @@ def gate_entropy_chart(entropy, experts, height=240):
     uniform = alt.Chart(pd.DataFrame({"entropy": [math.log(experts)], "label": [f"log({experts}) = uniform"]})).mark_rule(
         strokeDash=[4, 4], color="gray").encode(y="entropy:Q", tooltip=["label"])
     return (line + uniform).properties(title="Gate entropy (0 = every token to one expert)")
+
+
+def expert_share_chart(load, top_k, height=200):
+    """Each expert's share of the tokens at the last evaluation, layers side by side: its load share
+    times k (a token goes to k experts, so the shares add up to k). The dashed line is an even split,
+    k/E; an expert no token chose has no bar."""
+    last = load[load["step"] == load["step"].max()]
+    experts = int(last["expert"].max()) + 1
+    frame = last.assign(tokens=last["load"] * top_k)
+    bars = alt.Chart(frame, height=height).mark_bar().encode(
+        x=alt.X("expert:O", title="expert", axis=alt.Axis(labelAngle=0)),
+        xOffset=alt.XOffset("layer:O"),
+        y=alt.Y("tokens:Q", title="share of tokens", axis=alt.Axis(format="%")),
+        color=alt.Color("layer:O", title="layer", scale=alt.Scale(scheme="viridis")),  # not model colours
+        tooltip=["layer", "expert", alt.Tooltip("tokens:Q", title="share of tokens", format=".1%")])
+    even = pd.DataFrame({"tokens": [top_k / experts], "label": [f"even split: {top_k}/{experts}"]})
+    even = alt.Chart(even).mark_rule(strokeDash=[4, 4], color="gray").encode(y="tokens:Q", tooltip=["label"])
+    return (bars + even).properties(title=f"Share of tokens per expert at step {int(last['step'].max()):,}")
+
+
+HEALTH_TITLES = {"imbalance": ("Load imbalance (busiest expert's load / mean load)", "max / mean load", 1.0),
+                 "dead": ("Dead experts (no token chose them at the evaluation)", "experts", 0.0)}
+
+
+def expert_health_chart(health, kind, height=200):
+    """One kind of routing.expert_health's per-layer numbers over training (`health`: results/health.py's
+    table): "imbalance" (1 = balanced, dashed) or "dead" (0 = none, dashed)."""
+    title, axis, ideal = HEALTH_TITLES[kind]
+    line = alt.Chart(health[health["kind"] == kind], height=height).mark_line(point=True, interpolate=(
+        "step-after" if kind == "dead" else "linear")).encode(
+        x=alt.X("step:Q", title="step"),
+        y=alt.Y("value:Q", title=axis, axis=alt.Axis(tickMinStep=1) if kind == "dead" else alt.Axis()),
+        color=alt.Color("layer:O", title="layer", scale=alt.Scale(scheme="viridis")),
+        tooltip=["layer", "step", alt.Tooltip("value:Q", title=axis, format=".3g")])
+    rule = alt.Chart(pd.DataFrame({"value": [ideal]})).mark_rule(strokeDash=[4, 4], color="gray").encode(y="value:Q")
+    return (line + rule).properties(title=title)
+
+
+def expert_bias_chart(bias, width=320, height=140):
+    """Each expert's balancing bias over training, one row per layer (loss-free balancing: it rises for an
+    expert chosen less than the mean and falls for a busy one). Faceted, so of fixed width (as the load chart)."""
+    frame, order = expert_labels(bias)
+    return alt.Chart(frame, width=width, height=height).mark_line().encode(
+        x=alt.X("step:Q", title="step"),
+        y=alt.Y("bias:Q", title="bias"),
+        color=alt.Color("expert:O", title="expert", scale=alt.Scale(scheme="viridis"), sort=order),
+        tooltip=["layer", "expert", "step", alt.Tooltip("bias:Q", format=".4f")],
+    ).facet(row=alt.Row("layer:O", title="layer")).properties(title="Balancing bias per expert")
 
 
 def printable(character):
