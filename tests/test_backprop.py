@@ -17,12 +17,22 @@ CONFIGS = [
     ("nanokimi", {"n_layer": 1, "n_embd": 16, "n_head": 2, "experts": 3, "ffn_hidden": 10}),
     ("swiglu-matched", {"n_layer": 2, "n_embd": 16, "n_head": 2, "experts": 3}),
     ("relu-matched", {"n_layer": 1, "n_embd": 16, "n_head": 2, "experts": 3}),
+    ("nanokimi", {"top_k": 2}),  # the sparse MoE: dispatch.py's layer
+    ("kimi", {"n_layer": 2}),    # shared expert, sigmoid router, balancing bias
+    ("kimi", {"n_layer": 1, "n_embd": 24, "n_head": 2}),
 ]
 
 
 def autograd_reference(model, x, y, weight):
-    _, loss = model(x, y)
-    return loss * weight, torch.autograd.grad(loss * weight, list(model.parameters()))
+    """Autograd through the model's own operations: the MoE layers' too (not dispatch.py's node)."""
+    for moe in model.moe_layers():
+        moe.handwritten = False
+    try:
+        _, loss = model(x, y)
+        return loss * weight, torch.autograd.grad(loss * weight, list(model.parameters()))
+    finally:
+        for moe in model.moe_layers():
+            moe.handwritten = model.config.aux_loss == 0
 
 
 @pytest.mark.parametrize("arch, overrides", CONFIGS)
@@ -55,7 +65,8 @@ def test_unused_positions_get_a_zero_gradient(float64):
     assert pos[5:].abs().max() == 0 and pos[:5].abs().max() > 0
 
 
-@pytest.mark.parametrize("overrides", [{"dropout": 0.1}, {"top_k": 2}, {"top_k": 2, "aux_loss": 0.01}])
+@pytest.mark.parametrize("overrides", [{"dropout": 0.1}, {"top_k": 2, "aux_loss": 0.01}, {"router": "sigmoid"},
+                                       {"shared_experts": 1}])
 def test_what_it_does_not_cover_goes_through_autograd(overrides):
     model = LanguageModel(architecture("nanokimi", vocab_size=11, **overrides))
     assert not backprop.supports(model)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from nanokimi.experiments.arms import ARCHITECTURES
 from nanokimi.experiments.compare import architecture
 from nanokimi.settings import SettingError
-from nanokimi.training import backprop
+from nanokimi.training import backprop, dispatch
 from nanokimi.training.checkpoint import load_checkpoint, save_checkpoint
 from nanokimi.training.data import load_corpus
 from nanokimi.training.ffn import SwiGLU
@@ -124,7 +124,7 @@ def test_a_shared_expert_sees_every_token(float64):
     torch.testing.assert_close(out, moe.shared(x), rtol=0, atol=1e-12)
     assert (moe.shared(x).abs().sum(-1) > 0).all()
     out.sum().backward()
-    per_token_grad = torch.autograd.functional.jacobian(lambda t: moe(t)[0].sum(-1), x, vectorize=True)
+    per_token_grad = torch.autograd.functional.jacobian(lambda t: moe(t)[0].sum(-1), x)
     assert (per_token_grad.abs().sum((0, 2)) > 0).all(), "every token's output depends on the shared expert"
 
 
@@ -163,14 +163,16 @@ def test_the_bias_moves_toward_balance():
     assert moe.expert_bias[0] < 0 < moe.expert_bias[5], "the favoured expert pushed down, the neglected one up"
 
 
-def test_a_training_step_nudges_the_bias_by_its_counts_on_any_number_of_threads():
+def test_a_training_step_nudges_the_bias_by_its_counts_on_any_number_of_threads(monkeypatch):
     torch.manual_seed(0)
     model = LanguageModel(ModelConfig(**{**KIMI, "n_layer": 2}))
-    assert not backprop.supports(model)
+    assert backprop.supports(model), "the hand-written step, and autograd below"
     x = torch.randint(11, (8, 8), generator=torch.Generator().manual_seed(1))
     biases = []
-    for threads in (1, 2):
+    for threads, handwritten in ((1, True), (2, True), (1, False)):
         twin = copy.deepcopy(model)
+        if not handwritten:
+            monkeypatch.setattr(backprop, "supports", lambda model: False)
         with BatchThreads(threads) as shared:
             counts = []
             shared.forward_backward(twin, x, x, counts)
@@ -178,7 +180,7 @@ def test_a_training_step_nudges_the_bias_by_its_counts_on_any_number_of_threads(
             twin.zero_grad()
             train_step(twin, build_optimizer(twin, "adamw"), x, x, shared)
         biases.append(torch.stack([moe.expert_bias for moe in twin.moe_layers()]))
-    assert torch.equal(biases[0], biases[1])
+    assert torch.equal(biases[0], biases[1]) and torch.equal(biases[0], biases[2])
     assert all(v == 0 or v == pytest.approx(0.01) for v in biases[0].abs().flatten().tolist())
     assert biases[0].abs().sum() > 0
 
@@ -270,3 +272,49 @@ def test_health_metric_names_read_back_and_never_pass_for_entropy_or_load():
     assert parse_health_metric(load_metric(1, 15)) is None and parse_health_metric("val_loss") is None
     names = health_metrics(2, 3)
     assert len(names) == 2 + 2 + 6 and all(parse_metric(n) is None for n in names), "entropy/load readers skip them"
+
+
+# --- the hand-written sparse layer (dispatch.py) ----------------------------------------------------
+
+@pytest.mark.parametrize("counts_of", ["even", "uneven", "one expert dead"])
+def test_the_padded_layout_holds_every_assignment_once_and_drops_no_token(counts_of):
+    generator = torch.Generator().manual_seed(3)
+    weights = {"even": torch.ones(8), "uneven": torch.tensor([20.0, 10, 5, 5, 2, 1, 1, 1]),
+               "one expert dead": torch.tensor([4.0, 4, 2, 2, 1, 1, 1, 0])}[counts_of]
+    chosen = torch.stack([torch.multinomial(weights, 2, generator=generator) for _ in range(300)])  # (N, k), distinct
+    layout = dispatch.plan(chosen, 8)
+    assert torch.equal(layout.src[layout.pos], torch.arange(300).repeat_interleave(2)), "each row holds its token"
+    assert layout.pos.unique().numel() == 600, "every assignment has a row of its own"
+    counts = torch.bincount(chosen.reshape(-1), minlength=8)
+    order = list(range(8)) if layout.order is None else layout.order.tolist()
+    for first, last, capacity, first_row in layout.groups:
+        for j, expert in enumerate(order[first:last]):
+            rows = layout.pos.view(300, 2)[chosen == expert]
+            assert rows.min() >= first_row + j * capacity and rows.max() < first_row + (j + 1) * capacity
+            assert counts[expert] <= capacity
+    padded = sum((last - first) * capacity for first, last, capacity, _ in layout.groups)
+    assert padded == layout.src.numel() and padded < 1.5 * 600, "padding stays small"
+    assert (layout.src == 300).sum() == padded - 600, "the rest read the zero row"
+    if counts_of == "uneven":
+        assert len(layout.groups) > 1 and padded < counts.max() * 8, "grouped: fewer rows than one padded batch"
+
+
+def test_the_hand_written_layer_equals_autograd_through_the_modules_ops_with_a_dead_expert(float64):
+    moe = kimi_moe()
+    with torch.no_grad():
+        moe.expert_bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, -10.0]))  # expert 5 is never chosen
+    twin = copy.deepcopy(moe)
+    twin.handwritten = False
+    x = torch.randn(40, 16, requires_grad=True)
+    x_twin = x.detach().clone().requires_grad_()
+    (out, routing), (want, want_routing) = moe(x), twin(x_twin)
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+    assert torch.equal(routing.chosen, want_routing.chosen) and not (routing.chosen == 5).any()
+    torch.testing.assert_close(routing.probs, want_routing.probs.detach(), rtol=1e-12, atol=1e-12)
+    grad_out = torch.randn_like(out)
+    out.backward(grad_out)
+    want.backward(grad_out)
+    torch.testing.assert_close(x.grad, x_twin.grad, rtol=1e-10, atol=1e-12)
+    for (name, p), q in zip(moe.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-12, msg=name)
+    assert moe.w1.grad[5].abs().max() == 0 and moe.w1.grad[:5].abs().max() > 0

@@ -155,7 +155,7 @@ register(Architecture(
 def kimi_recipe(model):
     """Kimi K2's MoE (DeepSeek-V3's skeleton) at nanokimi's size: 16 routed experts of width C/2, of
     which 2 run per token, and 1 shared expert of width C/2 that every token uses; sigmoid routing
-    normalised over the chosen experts; loss-free bias balancing at DeepSeek-V3's rate, 0.001.
+    normalised over the chosen experts; loss-free bias balancing at a rate of 0.01 per step.
 
     K2 runs 8 of 384 experts (plus its shared one), each far narrower than its model: fine-grained
     sparsity. At C = 64 that cannot be copied (an expert of width C/24 would be 2-3 hidden units).
@@ -164,9 +164,16 @@ def kimi_recipe(model):
     feed-forward then holds about 3.3x NanoGPT's parameters (16 + 1 experts of 6,272, the router
     1,040, against 33,088) and computes about 0.6x its FLOPs per token (2 + 1 experts of C/2 and
     the router: 38,912 against 65,536): more parameters for less compute, the bet of a sparse MoE.
+
+    The bias rate is 10x DeepSeek-V3's 0.001: nanokimi's runs are 10^3 steps, not 10^5, and at 0.001
+    the bias can move at most 1 in 1,000 steps. Measured at the seed size on Tiny Shakespeare, AdamW,
+    1,000 steps, seed 1337 (one seed: the losses differ by less than seeds do): final validation
+    loss 2.100 without the bias, 2.089 at 0.001, 2.083 at 0.01, 2.083 at 0.03; the busiest expert's
+    load over the mean at the end, worst of the 4 layers, 2.60, 1.50, 1.28, 1.79. 0.01 keeps the
+    experts most even, which also keeps the sparse step fast (dispatch.py pads to the busiest expert).
     """
     return dict(experts=16, top_k=2, ffn_hidden=max(1, model.n_embd // 2), shared_experts=1, router="sigmoid",
-                aux_loss=0.0, bias_rate=1e-3)
+                aux_loss=0.0, bias_rate=0.01)
 
 
 register(Architecture(

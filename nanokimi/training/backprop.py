@@ -10,15 +10,17 @@ attention's own backward kernels, ReLU's and SiLU's), and no graph is built.
 The math is the model's: `tests/test_backprop.py` checks loss and every gradient against
 autograd on `LanguageModel.forward` in float64, and the 50-step equivalence test trains through
 this path. It covers what the original comparison trains: no dropout, the dense feed-forward or
-the MoE with dense routing (every expert on every token, softmax gate, no shared expert), and the
-dense SwiGLU control. Anything else (dropout, top-k dispatch, the sigmoid router, shared experts,
-the balancing loss or bias, other devices) goes through autograd: see `supports`.
+the MoE with dense routing (every expert on every token, softmax gate, no shared expert), the sparse
+MoE (top-k routing; its layer is dispatch.py's forward and backward) and the dense SwiGLU control.
+Anything else (dropout, dense routing with the sigmoid router or shared experts, the balancing loss,
+other devices) goes through autograd: see `supports`.
 """
 
 import weakref
 
 import torch
 
+from nanokimi.training import dispatch
 from nanokimi.training.model import MoE, SwiGLU
 
 aten = torch.ops.aten
@@ -35,16 +37,17 @@ _MEAN = 1  # torch's Reduction::Mean
 def supports(model):
     """Can `loss_and_grads` train `model` (same loss, same gradients as autograd)?"""
     c = model.config
-    original_moe = c.ffn != "moe" or (c.top_k in (0, c.experts) and c.router == "softmax" and not c.shared_experts)
-    return (model.head.weight.device.type == "cpu" and c.dropout == 0 and original_moe
+    moe = c.ffn != "moe" or c.sparse or (c.router == "softmax" and not c.shared_experts)
+    return (model.head.weight.device.type == "cpu" and c.dropout == 0 and moe
             and c.aux_loss == 0 and model.head.weight.dtype in (torch.float32, torch.float64)
             and all(p.requires_grad for p in model.parameters()))
 
 
 @torch.no_grad()
-def loss_and_grads(model, idx, targets, weight=1.0):
+def loss_and_grads(model, idx, targets, weight=1.0, expert_counts=None):
     """(loss, grads): `weight` times the mean cross-entropy of `model` on (idx, targets), and its
-    gradient for every parameter, in `model.parameters()` order."""
+    gradient for every parameter, in `model.parameters()` order. With `expert_counts` (a list), each
+    sparse MoE layer's token counts per expert are appended to it (loss-free balancing)."""
     names, p, blocks = _layout(model)
     B, T = idx.shape
     if T > model.config.block_size:
@@ -57,6 +60,8 @@ def loss_and_grads(model, idx, targets, weight=1.0):
     for block, prefix, bp in blocks:
         x, kept = _block_forward(block, bp, x, B, T)
         saved.append(kept)
+        if expert_counts is not None and isinstance(block.ffn, MoE) and block.ffn.sparse:
+            expert_counts.append(torch.bincount(kept[-1].chosen.reshape(-1), minlength=block.ffn.experts))
     hf, mean_f, rstd_f = torch.native_layer_norm(x, [C], p["ln_f.weight"], p["ln_f.bias"], 1e-5)
     logits = torch.addmm(p["head.bias"], hf, p["head.weight"].t())
     logp = torch.log_softmax(logits, 1)
@@ -108,7 +113,11 @@ def _block_forward(block, p, x, B, T):
     y = out.transpose(1, 2).reshape(B * T, C)  # out is stored (B, T, H, hs): heads side by side
     x1 = torch.addmm(p["attn.proj.bias"], y, p["attn.proj.weight"].t()).add_(x)
     h2, mean2, rstd2 = torch.native_layer_norm(x1, [C], p["ln2.weight"], p["ln2.bias"], 1e-5)
-    if isinstance(block.ffn, MoE):
+    if isinstance(block.ffn, MoE) and block.ffn.sparse:
+        moe = block.ffn
+        ffn_out, _, _, ffn_kept = dispatch.forward(dispatch.parameters(p, "ffn."), h2, moe.expert_bias, moe.top_k,
+                                                   moe.router == "sigmoid")
+    elif isinstance(block.ffn, MoE):
         ffn_out, ffn_kept = _moe_forward(block.ffn, p, h2)
     elif isinstance(block.ffn, SwiGLU):
         ffn_out, ffn_kept = _swiglu_forward(p, h2)
@@ -123,7 +132,10 @@ def _block_backward(block, p, kept, dx, grads, prefix, B, T):
     gradient of its input."""
     x, h1, mean1, rstd1, q, k, v, out, lse, y, x1, h2, mean2, rstd2, ffn_kept = kept
     C = x.size(1)
-    if isinstance(block.ffn, MoE):
+    if isinstance(block.ffn, MoE) and block.ffn.sparse:
+        dh2, moe_grads = dispatch.backward(ffn_kept, dx)
+        grads.update({f"{prefix}ffn.{dispatch.NAMES[short]}": grad for short, grad in moe_grads.items() if grad is not None})
+    elif isinstance(block.ffn, MoE):
         dh2 = _moe_backward(block.ffn.experts, p, h2, ffn_kept, dx, grads, prefix)
     elif isinstance(block.ffn, SwiGLU):
         dh2 = _swiglu_backward(p, h2, ffn_kept, dx, grads, prefix)

@@ -108,8 +108,8 @@ def activation_floats_per_token(config):
 def uses_autograd(run, device):
     """Does this run train through autograd rather than backprop.py's hand-written backward?"""
     m = run.model
-    original_moe = m.ffn != "moe" or (m.top_k in (0, m.experts) and m.router == "softmax" and not m.shared_experts)
-    return device != "cpu" or m.dropout > 0 or not original_moe or m.aux_loss > 0
+    handwritten_moe = m.ffn != "moe" or m.sparse or (m.router == "softmax" and not m.shared_experts)
+    return device != "cpu" or m.dropout > 0 or not handwritten_moe or m.aux_loss > 0
 
 
 def estimate_memory(run, vocab_size, device="cpu", text_chars=0, batch_threads=1):

@@ -26,8 +26,11 @@ and the experts each token went to), never keeps it on the module, so passes on 
 once share no state.
 
 Fast by design: experts are stored stacked, (E, in, out), never run in a loop over modules. Under
-dense routing all experts together are two GEMMs, (N, C) @ (C, 2EH) and (N, EH) @ (EH, C); top-k
-dispatch runs batched matmuls over the tokens routed to each expert.
+dense routing all experts together are two GEMMs, (N, C) @ (C, 2EH) and (N, EH) @ (EH, C). Top-k
+routing without the Switch loss runs as one autograd node whose forward and backward are written
+out by hand (dispatch.py: tokens sorted into a padded layout once, experts in batched matmuls);
+`route` and `_sparse` below are the same math through autograd, which the Switch loss needs (its
+gradient reaches the gate through the probabilities) and the tests compare against.
 """
 
 from typing import NamedTuple
@@ -36,6 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .dispatch import sparse_moe
 from .ffn import MatrixLayout, SwiGLU, uniform_
 
 
@@ -55,6 +59,8 @@ class MoE(nn.Module):
         C, E, H = config.n_embd, config.experts, config.hidden
         self.experts, self.top_k = E, config.top_k
         self.router, self.bias_rate = config.router, config.bias_rate
+        # The Switch loss needs the gate's distribution with its gradient: the autograd path keeps it.
+        self.handwritten = config.aux_loss == 0
         self.gate = nn.Linear(C, E)
         # Expert e is x @ w1[e] + b1[e] -> silu(a) * b -> @ w2[e] + b2[e]  (weights stored (in, out)).
         self.w1 = nn.Parameter(uniform_(torch.empty(E, C, 2 * H), C))
@@ -73,6 +79,9 @@ class MoE(nn.Module):
         """(output shaped like x, the Routing of its N tokens)."""
         shape = x.shape
         x = x.reshape(-1, shape[-1])  # (N, C)
+        if self.sparse and self.handwritten:  # the same math as below, forward and backward by hand (dispatch.py)
+            y, chosen, probs = sparse_moe(self, x)
+            return y.view(shape), Routing(probs, chosen)
         routing, weights = self.route(x)
         if routing.chosen is not None:
             y = self._sparse(x, weights, routing.chosen)

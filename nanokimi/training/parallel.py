@@ -12,7 +12,8 @@ spread the same way, and come back in order.
 It applies only where per-row work is independent and deterministic: on the CPU, without dropout
 (random masks drawn from one generator by several threads would depend on timing) and without the
 top-k balancing loss (a product of two batch means, not a sum over rows). Elsewhere the batch runs
-whole and torch's intra-op threads do what they can: `plan()` decides.
+whole and torch's intra-op threads do what they can: `plan()` decides. The loss-free balancing bias
+needs only the step's token counts per expert, a sum over rows: the shares' counts are added.
 """
 
 import functools
@@ -76,10 +77,8 @@ class BatchThreads:
         of nanokimi/backprop.py, the same math without autograd's per-operation cost. With
         `expert_counts` (a list), each MoE layer's token counts per expert (E,) over the whole batch
         are appended to it (loss-free balancing; the shares' counts add up exactly)."""
-        if backprop.supports(model) and expert_counts is None:
-            loss_and_grads = _handwritten_loss_and_grads
-        else:
-            loss_and_grads = functools.partial(_autograd_loss_and_grads, counts=expert_counts is not None)
+        loss_and_grads = functools.partial(_handwritten_loss_and_grads if backprop.supports(model)
+                                           else _autograd_loss_and_grads, counts=expert_counts is not None)
         if self.pool is None:
             loss, grads, counts = loss_and_grads(model, x, y)
         else:
@@ -106,9 +105,10 @@ def _trained(model):
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def _handwritten_loss_and_grads(model, x, y, weight=1.0):
-    """backprop.loss_and_grads, with no expert counts (it trains no model that needs them)."""
-    return *backprop.loss_and_grads(model, x, y, weight), []
+def _handwritten_loss_and_grads(model, x, y, weight=1.0, counts=False):
+    """backprop.loss_and_grads, and with `counts` each sparse MoE layer's token counts per expert."""
+    expert_counts = [] if counts else None
+    return *backprop.loss_and_grads(model, x, y, weight, expert_counts), expert_counts or []
 
 
 def _autograd_loss_and_grads(model, x, y, weight=1.0, counts=False):
