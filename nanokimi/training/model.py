@@ -31,8 +31,10 @@ E matrices of (in, out)). It is worked out from the modules when asked, so a cop
 (`copy.deepcopy`) has it too.
 
 The forward pass returns what it measured: the MoE layers' gate probabilities come back from
-`forward(..., return_gates=True)` (for routing statistics and the balancing loss), never kept on a
-module, so passes on several threads at once don't share state.
+`forward(..., return_gates=True)` (for routing statistics and the balancing loss), and each
+attention layer's largest logit per head (for QK-clip and its metric, qkclip.py) goes into the list
+the caller hands `forward(..., max_logits=[])`; nothing is kept on a module, so passes on several
+threads at once don't share state.
 """
 
 import math
@@ -43,6 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import FFNS, ModelConfig  # noqa: F401 (read from here too)
+from .qkclip import largest_logits
 
 
 def _uniform_(tensor, fan_in):
@@ -70,9 +73,12 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x):
+    def forward(self, x, max_logits=None):
+        """The attention's output; with `max_logits` (a list), each head's largest logit (nh,) is appended to it."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)  # (B, nh, T, hs) each
+        if max_logits is not None:
+            max_logits.append(largest_logits(q, k, self.scale))
         y = F.scaled_dot_product_attention(
             q, k, v, is_causal=True, scale=self.scale,
             dropout_p=self.dropout if self.training else 0.0)
@@ -224,9 +230,9 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(config.n_embd)
         self.ffn = FFN_CLASSES[config.ffn](config)
 
-    def forward(self, x):
+    def forward(self, x, max_logits=None):
         """(output, the MoE's gate probabilities (B*T, E), or None for the dense feed-forward)."""
-        x = x + self.attn(self.ln1(x))
+        x = x + self.attn(self.ln1(x), max_logits)
         if isinstance(self.ffn, MoE):
             y, probs = self.ffn(self.ln2(x))
             return x + y, probs
@@ -248,16 +254,17 @@ class LanguageModel(nn.Module):
         self.head = nn.Linear(config.n_embd, config.vocab_size)
         self.register_buffer("positions", torch.arange(config.block_size), persistent=False)
 
-    def forward(self, idx, targets=None, return_gates=False):
+    def forward(self, idx, targets=None, return_gates=False, max_logits=None):
         """(logits, loss), the loss None without targets; with `return_gates`, (logits, loss, gates):
-        the gate probabilities (B*T, E) of every MoE layer in order (none for the dense model)."""
+        the gate probabilities (B*T, E) of every MoE layer in order (none for the dense model). With
+        `max_logits` (a list), every layer's largest attention logit per head (nh,) is appended to it."""
         B, T = idx.shape
         if T > self.config.block_size:
             raise ValueError(f"sequence of {T} characters is longer than block_size {self.config.block_size}")
         x = self.drop(self.tok_emb(idx) + self.pos_emb(self.positions[:T]))  # (B, T, C)
         gates = []
         for block in self.blocks:
-            x, probs = block(x)
+            x, probs = block(x, max_logits)
             if probs is not None:
                 gates.append(probs)
         logits = self.head(self.ln_f(x))  # (B, T, vocab)

@@ -67,8 +67,11 @@ class BatchThreads:
             results[i::self.n] = share_results
         return results
 
-    def forward_backward(self, model, x, y):
+    def forward_backward(self, model, x, y, max_logits=None):
         """Forward and backward of the batch (x, y); returns its mean loss as a detached tensor.
+        With `max_logits` (a list), every layer's largest attention logit per head over the whole
+        batch (nh,) is appended to it (for QK-clip): each share measures its own, and they are
+        combined by their maximum, exact in any order.
 
         Where it can (`backprop.supports`), each share runs the hand-written forward and backward
         of nanokimi/backprop.py, the same math without autograd's per-operation cost."""
@@ -77,18 +80,26 @@ class BatchThreads:
         else:
             loss_and_grads = _autograd_loss_and_grads
         if self.pool is None:
-            loss, grads = loss_and_grads(model, x, y)
+            loss, grads = loss_and_grads(model, x, y, max_logits=max_logits)
         else:
             rows = x.size(0)
-            # The loss of each share weighted by its share of the rows: the shares' gradients then
-            # add up to the whole batch's mean-loss gradient.
-            done = self.map(lambda part: loss_and_grads(model, *part, weight=part[0].size(0) / rows),
-                            zip(x.tensor_split(self.n), y.tensor_split(self.n)))
+            shares = list(zip(x.tensor_split(self.n), y.tensor_split(self.n)))
+            measured = [[] if max_logits is not None else None for _ in shares]  # each share's own list
+
+            def share(job):
+                # The loss of each share weighted by its share of the rows: the shares' gradients then
+                # add up to the whole batch's mean-loss gradient.
+                (xs, ys), maxima = job
+                return loss_and_grads(model, xs, ys, weight=xs.size(0) / rows, max_logits=maxima)
+
+            done = self.map(share, zip(shares, measured))
             # Summed in share order, not in whichever order the threads finish: the same bits every run.
             loss, grads = done[0][0], list(done[0][1])
             for more_loss, more in done[1:]:
                 loss = loss + more_loss
                 torch._foreach_add_(grads, more)
+            if max_logits is not None:
+                max_logits.extend(torch.stack(layer).amax(0) for layer in zip(*measured))
         for p, grad in zip(_trained(model), grads):
             p.grad = grad if p.grad is None else p.grad + grad
         return loss
@@ -98,9 +109,9 @@ def _trained(model):
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def _autograd_loss_and_grads(model, x, y, weight=1.0):
+def _autograd_loss_and_grads(model, x, y, weight=1.0, max_logits=None):
     """backprop.loss_and_grads by autograd, for what the hand-written path doesn't cover; the
     gradients are those of the parameters that require one."""
-    _, loss = model(x, y)
+    _, loss = model(x, y, max_logits=max_logits)
     weighted = loss * weight
     return weighted.detach(), torch.autograd.grad(weighted, _trained(model), materialize_grads=True)

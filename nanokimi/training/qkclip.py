@@ -1,0 +1,79 @@
+"""QK-clip (Kimi K2, MuonClip): each attention head's largest logit, measured, and brought back to τ.
+
+Muon-trained attention can let a few heads' logits grow without bound (the Kimi K2 report saw
+max logits past 1,000 before loss spikes). QK-clip caps them where they come from: after the
+optimizer step, every head h whose largest pre-softmax logit S_max^h over the step's batch
+exceeds the threshold τ has its query and key weights each multiplied by sqrt(τ / S_max^h), so the
+same inputs would give that head a largest logit of exactly τ; the other heads are untouched
+(Kimi Team 2025, "Kimi K2: Open Agentic Intelligence", §2.1; τ = 100 there). The rescale is of the
+weights, not of the logits in the forward pass, so the loss and its gradient never see it.
+
+- `largest_logits(q, k, scale)`: each head's S_max from the attention's own q and k (no
+  gradient), over the query-key pairs the causal mask lets through; the attention computes it only
+  when asked, and the forward pass hands it back to its caller (model.py: nothing is kept on a
+  module, so passes on several threads don't share it).
+- `clip_factors(maxima, threshold)`: sqrt(min(1, τ / S_max)) per head.
+- `QKClip(model, threshold)`: applies them to the fused q/k/v weight of every layer and counts the
+  heads it clipped; the optimizer set (optimizers.py) runs it after every step.
+
+Training records each evaluation's largest logit of every layer (`max_logit_metric(layer)`, on the
+validation batches, for every model) and, when clipping is on, how many head-clips have happened so
+far (`QK_CLIPS_METRIC`), so a run shows whether clipping ever acted.
+"""
+
+import torch
+
+QK_CLIPS_METRIC = "qk_clips"  # head-clips so far (a layer's head clipped at one step counts once)
+# Scores of at most this many elements are formed at once (16 MB in float32): a long context's
+# (rows, heads, T, T) block is measured a few rows at a time.
+_SCORES_AT_ONCE = 1 << 22
+
+
+def max_logit_metric(layer):
+    """The history metric name of layer `layer`'s largest attention logit at an evaluation."""
+    return f"max_logit_layer{layer}"
+
+
+@torch.no_grad()
+def largest_logits(q, k, scale):
+    """Each head's largest pre-softmax logit, scale · q·k, over the batch and the query-key pairs
+    the causal mask allows: (nh,) from q, k (B, nh, T, hs)."""
+    B, nh, T, _ = q.shape
+    masked = torch.ones(T, T, dtype=torch.bool, device=q.device).triu_(1)  # key after query
+    rows = max(1, _SCORES_AT_ONCE // (nh * T * T))
+    maxima = [(qs @ ks.mT).masked_fill_(masked, float("-inf")).amax(dim=(0, 2, 3))  # (rows, nh, T, T) -> (nh,)
+              for qs, ks in zip(q.split(rows), k.split(rows))]
+    return torch.stack(maxima).amax(0) * scale  # scale > 0: the largest scaled logit is the scaled largest
+
+
+def clip_factors(maxima, threshold):
+    """The factor on each head's logits, sqrt(τ / S_max) on its queries and on its keys where S_max
+    exceeds τ, 1 elsewhere: (nh,)."""
+    return (threshold / maxima.clamp_min(threshold)).sqrt()
+
+
+class QKClip:
+    """QK-clip at `threshold` (τ) on every attention layer of `model`, applied by calling it with
+    the step's largest logits (one (nh,) tensor per layer, in order); `clipped` counts the head-clips."""
+
+    def __init__(self, model, threshold):
+        if not threshold > 0:
+            raise ValueError(f"QK-clip's threshold must be positive, got {threshold}")
+        self.attentions = [block.attn for block in model.blocks]
+        self.threshold = threshold
+        self.clipped = 0
+
+    @torch.no_grad()
+    def __call__(self, max_logits):
+        if max_logits is None or len(max_logits) != len(self.attentions):
+            raise ValueError(f"QK-clip needs the step's largest attention logits of each of the "
+                             f"{len(self.attentions)} layers; got {'none' if max_logits is None else len(max_logits)}")
+        for attn, maxima in zip(self.attentions, max_logits):
+            factors = clip_factors(maxima.to(attn.qkv.weight.dtype), self.threshold)
+            clipped = int((factors < 1).sum())
+            if clipped:
+                weight = attn.qkv.weight  # rows [q of heads 0..nh-1 | k of heads 0..nh-1 | v ...], hs rows each
+                C, nh = weight.size(1), attn.n_head
+                weight[:2 * C].view(2, nh, C // nh, C).mul_(factors.view(1, nh, 1, 1))  # q and k of each head
+                self.clipped += clipped
+        return self.clipped
