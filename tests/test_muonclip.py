@@ -346,3 +346,12 @@ def test_muonclip_trains_on_the_real_corpus_and_learns(shakespeare_path):
     result = train(run, corpus=corpus)
     val = losses(result.history, "val_loss")
     assert result.status == "completed" and val[-1][1] < val[0][1] - 0.3
+
+
+def test_the_memory_estimate_counts_muonclips_state_as_truemuons():
+    from nanokimi.training.memory import estimate_memory
+
+    runs = {name: RunConfig(model=ModelConfig(ffn="moe"), optimizer=OptimizerConfig(name)) for name in
+            ("truemuon", "muonclip", "muon")}
+    estimates = {name: estimate_memory(run, vocab_size=65) for name, run in runs.items()}
+    assert estimates["muonclip"] == estimates["truemuon"] != estimates["muon"]
