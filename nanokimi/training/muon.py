@@ -15,7 +15,7 @@ iteration and its coefficients.
 
 MuonClip (Kimi K2) is the same rule with Moonlight's update scale, `update_scale(shape,
 "moonlight")`: O <- 0.2 * sqrt(max(rows, cols)) * O before the weight decay (Liu et al. 2025, "Muon
-is Scalable for LLM Training", §2.2). An orthogonal (rows, cols) matrix has min(rows, cols) unit
+is Scalable for LLM Training"). An orthogonal (rows, cols) matrix has min(rows, cols) unit
 singular values, so its elements' RMS is 1 / sqrt(max(rows, cols)) whatever its shape; the factor
 makes every matrix's update RMS 0.2, the RMS Moonlight measured for AdamW's updates (0.2-0.4), so
 one learning rate (and one weight decay, decoupled: p <- p - lr * (O + wd * p)) serves the

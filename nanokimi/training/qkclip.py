@@ -1,11 +1,11 @@
 """QK-clip (Kimi K2, MuonClip): each attention head's largest logit, measured, and brought back to τ.
 
 Muon-trained attention can let a few heads' logits grow without bound (the Kimi K2 report saw
-max logits past 1,000 before loss spikes). QK-clip caps them where they come from: after the
+them pass 1,000 in a mid-scale run trained with Muon). QK-clip caps them where they come from: after the
 optimizer step, every head h whose largest pre-softmax logit S_max^h over the step's batch
 exceeds the threshold τ has its query and key weights each multiplied by sqrt(τ / S_max^h), so the
 same inputs would give that head a largest logit of exactly τ; the other heads are untouched
-(Kimi Team 2025, "Kimi K2: Open Agentic Intelligence", §2.1; τ = 100 there). The rescale is of the
+(Kimi Team 2025, "Kimi K2: Open Agentic Intelligence"; τ = 100 there). The rescale is of the
 weights, not of the logits in the forward pass, so the loss and its gradient never see it.
 
 - `largest_logits(q, k, scale)`: each head's S_max from the attention's own q and k (no
@@ -27,7 +27,7 @@ far (`QK_CLIPS_METRIC`), so a run shows whether clipping ever acted.
 
 import torch
 
-QK_CLIPS_METRIC = "qk_clips"  # head-clips so far (a layer's head clipped at one step counts once)
+QK_CLIPS_METRIC = "qk_clips"  # head-clips so far: each head clipped at a step counts one
 # Scores of at most this many elements are formed at once (256 KB in float32), a few rows of the
 # (rows, heads, T, T) block at a time: blocks that stay in cache measured an evaluation chunk of
 # 64 rows at the seed size 3x as fast as one block of it (0.24 against 0.75 ms a layer, one thread);
@@ -45,9 +45,8 @@ def largest_logits(q, k, scale):
     """Each head's largest pre-softmax logit, scale · q·k, over the batch and the query-key pairs
     the causal mask allows: (nh,) from q, k (B, nh, T, hs)."""
     B, nh, T, hs = q.shape
-    # -inf where the key comes after the query, added by the matmul's own kernel (baddbmm): a third
-    # of the time of a matmul, then a masked_fill and a reduction over three dims (0.14 -> 0.05 ms
-    # per layer at the seed size here).
+    # -inf where the key comes after the query, added inside the matmul (baddbmm) rather than by a
+    # masked_fill after it, then one reduction per dim: 0.14 -> 0.05 ms a layer at the seed size here.
     mask = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu_(1)
     rows = max(1, _SCORES_AT_ONCE // (nh * T * T))
     maxima = [torch.baddbmm(mask, qs.reshape(-1, T, hs), ks.reshape(-1, T, hs).mT)  # (rows * nh, T, T)
@@ -56,8 +55,8 @@ def largest_logits(q, k, scale):
 
 
 def clip_factors(maxima, threshold):
-    """The factor on each head's logits, sqrt(τ / S_max) on its queries and on its keys where S_max
-    exceeds τ, 1 elsewhere: (nh,)."""
+    """The factor on each head's query and on its key weights, (nh,): sqrt(τ / S_max) where S_max
+    exceeds τ (the head's logits then shrink by τ / S_max), 1 elsewhere."""
     return (threshold / maxima.clamp_min(threshold)).sqrt()
 
 
