@@ -148,7 +148,8 @@ tune = tuning_row.toggle("Tune learning rates", key=PREFIX + "tune", **BIND, wid
 factors = tuning_row.multiselect(
     "Learning-rate factors", FACTOR_CHOICES, default=DEFAULTS["factors"], key=PREFIX + "factors", format_func=factor_label,
     disabled=not tune, **BIND,
-    help="Learning rates tried, as factors of each arm's original: AdamW's lr, or TrueMuon's / Muon's matrix lr.")
+    help="Learning rates tried, as factors of each arm's original: AdamW's lr, TrueMuon's / Muon's matrix lr, or "
+         "MuonClip's one lr.")
 tuning_seeds = tuning_row.slider("Tuning seeds", **TUNING_SEEDS, key=PREFIX + "tuning_seeds", disabled=not tune,
                                  **BIND, help="Runs per arm and learning rate while tuning.", width=180)
 for sentence in untaken(PREFIX, values):

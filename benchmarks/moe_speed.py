@@ -49,8 +49,8 @@ def flop_matched_width(moe):
 class Autograd(BatchThreads):
     """Batch threads that never take the hand-written backward: the dense model through autograd."""
 
-    def forward_backward(self, model, x, y, expert_counts=None):
-        return super().forward_backward(model, x, y, [] if expert_counts is None else expert_counts)
+    def forward_backward(self, model, x, y, expert_counts=None, max_logits=None):
+        return super().forward_backward(model, x, y, [] if expert_counts is None else expert_counts, max_logits)
 
 
 def contender(config, data, batch, threads_class=BatchThreads, seed=1337):

@@ -124,8 +124,8 @@ def build_parser():
 
     w = sub.add_parser("sweep", help="tune each arm's learning rate on tuning seeds, then compare at tuned learning rates",
                        description="For every arm, train a log-spaced grid of learning rates (--lr-factors x the "
-                                   "arm's original: AdamW's lr, or TrueMuon/Muon's matrix lr with the AdamW part at "
-                                   "its original lr) on tuning seeds that are never confirmation seeds, choose the "
+                                   "arm's original: AdamW's lr, TrueMuon/Muon's matrix lr with the AdamW part at "
+                                   "its original lr, or MuonClip's one lr for both) on tuning seeds that are never confirmation seeds, choose the "
                                    "lowest mean final validation loss (a diverged run counts as worst), then train "
                                    "--seeds confirmation seeds at the chosen and at the original learning rates and "
                                    "report the ablation's effects for both. Writes sweep.csv, chosen_lrs.csv, "

@@ -41,7 +41,7 @@ from ..training.config import OPTIMIZER_LABELS, OPTIMIZERS, ModelConfig
 
 OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73",
              "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish purple": "#CC79A7"}
-OPTIMIZER_DASHES = {"adamw": [1, 0], "truemuon": [6, 3], "muon": [2, 2]}  # solid, dashed, dotted
+OPTIMIZER_DASHES = {"adamw": [1, 0], "truemuon": [6, 3], "muon": [2, 2], "muonclip": [8, 3, 2, 3]}  # solid, dashed, dotted, dash-dot
 # The settings only the MoE has, at their defaults: what a model without experts keeps, whatever is asked.
 MOE_DEFAULTS = {f.name: f.default for f in fields(ModelConfig) if f.metadata["moe"]}
 
@@ -223,7 +223,8 @@ class Arm(NamedTuple):
 
     @property
     def dash(self):
-        """Its optimizer's dash: AdamW solid, TrueMuon dashed, Muon dotted; an architecture alone solid."""
+        """Its optimizer's dash: AdamW solid, TrueMuon dashed, Muon dotted, MuonClip dash-dot; an
+        architecture alone solid."""
         return OPTIMIZER_DASHES.get(self.optimizer, OPTIMIZER_DASHES["adamw"])
 
     @property

@@ -16,7 +16,9 @@ every optimizer gets its own tuned learning rate. So a sweep, for every arm:
 
 Which learning rate is tuned: AdamW's `lr` for an AdamW arm; for a TrueMuon or Muon arm, the
 hidden matrices' `matrix_lr`, with the AdamW part (embeddings, head, norms, biases) kept at the
-original's AdamW learning rate. Training a sweep is running/grid.py's `run_sweep`: every run is kept
+original's AdamW learning rate; for a MuonClip arm, `lr`, its one learning rate for the matrices and
+the AdamW part alike (Moonlight's update scale matches their update RMS, training/muon.py), so its
+grid is centred on AdamW's. Training a sweep is running/grid.py's `run_sweep`: every run is kept
 in `--out`/runs/ as it ends, so a sweep resumes.
 """
 
@@ -25,6 +27,7 @@ import statistics
 from dataclasses import replace
 
 from .ablation import ablation_runs
+from ..training.config import ONE_LEARNING_RATE
 from ..status import DIVERGED, FAILED
 
 DEFAULT_FACTORS = (1 / 9, 1 / 3, 1.0, 3.0, 9.0)
@@ -33,8 +36,9 @@ SWEEP_COLUMNS_FIRST = ["arm", "tuned", "lr", "seed", "score"]
 
 
 def tuned_setting(run):
-    """The name of the learning rate a sweep tunes for this run's optimizer."""
-    return "lr" if run.optimizer.name == "adamw" else "matrix_lr"
+    """The name of the learning rate a sweep tunes for this run's optimizer: `lr` where it is the
+    optimizer's one learning rate (AdamW, MuonClip), else the hidden matrices' `matrix_lr`."""
+    return "lr" if run.optimizer.name in ONE_LEARNING_RATE else "matrix_lr"
 
 
 def learning_rate(run):

@@ -22,6 +22,7 @@ import torch
 
 from nanokimi.training import dispatch
 from nanokimi.training.model import MoE, SwiGLU
+from nanokimi.training.qkclip import largest_logits
 
 aten = torch.ops.aten
 _layer_norm_backward = aten.native_layer_norm_backward.default
@@ -44,10 +45,11 @@ def supports(model):
 
 
 @torch.no_grad()
-def loss_and_grads(model, idx, targets, weight=1.0, expert_counts=None):
+def loss_and_grads(model, idx, targets, weight=1.0, expert_counts=None, max_logits=None):
     """(loss, grads): `weight` times the mean cross-entropy of `model` on (idx, targets), and its
     gradient for every parameter, in `model.parameters()` order. With `expert_counts` (a list), each
-    sparse MoE layer's token counts per expert are appended to it (loss-free balancing)."""
+    sparse MoE layer's token counts per expert are appended to it (loss-free balancing); with
+    `max_logits` (a list), every layer's largest attention logit per head (nh,), as `model.forward` does."""
     names, p, blocks = _layout(model)
     B, T = idx.shape
     if T > model.config.block_size:
@@ -58,7 +60,7 @@ def loss_and_grads(model, idx, targets, weight=1.0, expert_counts=None):
     x = torch.embedding(p["tok_emb.weight"], flat_idx).view(B, T, C).add_(p["pos_emb.weight"][:T]).view(B * T, C)
     saved = []
     for block, prefix, bp in blocks:
-        x, kept = _block_forward(block, bp, x, B, T)
+        x, kept = _block_forward(block, bp, x, B, T, max_logits)
         saved.append(kept)
         if expert_counts is not None and isinstance(block.ffn, MoE) and block.ffn.sparse:
             expert_counts.append(torch.bincount(kept[-1].chosen.reshape(-1), minlength=block.ffn.experts))
@@ -100,15 +102,17 @@ def _layout(model):
     return cached[1]
 
 
-def _block_forward(block, p, x, B, T):
+def _block_forward(block, p, x, B, T, max_logits=None):
     """x + attention(ln1(x)), then + feed-forward(ln2(.)), on (B*T, C) rows; returns the output and
-    what the backward needs."""
+    what the backward needs. Appends the attention's largest logit per head to `max_logits`, a list."""
     C = x.size(1)
     attn = block.attn
     H = attn.n_head
     h1, mean1, rstd1 = torch.native_layer_norm(x, [C], p["ln1.weight"], p["ln1.bias"], 1e-5)
     qkv = h1.mm(p["attn.qkv.weight"].t())
     q, k, v = qkv.view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)  # (B, H, T, hs) each
+    if max_logits is not None:
+        max_logits.append(largest_logits(q, k, attn.scale))
     out, lse = torch._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True, scale=attn.scale)
     y = out.transpose(1, 2).reshape(B * T, C)  # out is stored (B, T, H, hs): heads side by side
     x1 = torch.addmm(p["attn.proj.bias"], y, p["attn.proj.weight"].t()).add_(x)

@@ -119,20 +119,29 @@ class ModelConfig:
 # (2020) count C = 6N per token. The optimizer's own work (Newton–Schulz, AdamW's moments) is not counted.
 TRAIN_FLOPS_PER_FORWARD = 3
 
-OPTIMIZERS = ("adamw", "truemuon", "muon")
-OPTIMIZER_LABELS = {"adamw": "AdamW", "truemuon": "TrueMuon", "muon": "Muon (PyTorch)"}
+OPTIMIZERS = ("adamw", "truemuon", "muon", "muonclip")
+OPTIMIZER_LABELS = {"adamw": "AdamW", "truemuon": "TrueMuon", "muon": "Muon (PyTorch)", "muonclip": "MuonClip"}
+# The optimizers whose one learning rate, `lr`, drives every parameter: AdamW, and MuonClip, whose
+# Moonlight-scaled matrix updates have AdamW's update RMS (muon.py). The others give the hidden
+# matrices `matrix_lr`.
+ONE_LEARNING_RATE = ("adamw", "muonclip")
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    name: str = "adamw"  # adamw (every parameter), truemuon or muon (hidden matrices; AdamW the rest)
-    lr: float = setting(1e-3, "AdamW learning rate (seed: 1e-3)")
+    # adamw (every parameter); truemuon, muon or muonclip (hidden matrices; AdamW the rest). muonclip
+    # is Kimi K2's: TrueMuon's per-matrix rule with Moonlight's update scale at `lr`, then QK-clip.
+    name: str = "adamw"
+    lr: float = setting(1e-3, "AdamW learning rate (seed: 1e-3); MuonClip's for every parameter")
     matrix_lr: float = setting(1e-2, "TrueMuon / Muon learning rate of the hidden matrices (seed: 1e-2)")
-    beta: float = setting(0.9, "TrueMuon momentum (seed: 0.9)")
-    weight_decay: float = setting(0.01, "TrueMuon / Muon weight decay (seed: 0.01; AdamW keeps torch's 0.01)")
+    beta: float = setting(0.9, "TrueMuon / MuonClip momentum (seed: 0.9)")
+    weight_decay: float = setting(0.01, "TrueMuon / Muon / MuonClip weight decay (seed: 0.01; AdamW keeps torch's 0.01)")
     ns_steps: int = setting(5, "Newton–Schulz steps (seed: 5; the original authors suggested 3)")
     muon_adjust_lr: str | None = setting(None, "torch.optim.Muon's adjust_lr_fn (default: torch's, 'original')",
                                          choices=("original", "match_rms_adamw"))
+    qk_clip: float = setting(100.0, "MuonClip's QK-clip threshold τ: after each step, a head whose largest "
+                                    "attention logit passed τ has its query and key weights scaled to bring it "
+                                    "back to τ (default 100, as Kimi K2); 0: off")
 
     def validate(self):
         """Raise SettingError naming every setting that cannot train."""
@@ -146,6 +155,9 @@ class OptimizerConfig:
             problems.add("beta", f"beta must be in [0, 1), got {self.beta}")
         if self.weight_decay < 0:
             problems.add("weight_decay", f"weight_decay must be 0 or more, got {self.weight_decay}")
+        if self.qk_clip < 0:
+            problems.add("qk_clip", f"qk_clip must be 0 (off) or a positive threshold on attention logits, "
+                                    f"got {self.qk_clip}")
         problems.at_least(self, 1, "ns_steps")
         problems.finite(self)
         problems.check_choices(self)
@@ -155,6 +167,16 @@ class OptimizerConfig:
     @property
     def label(self):
         return OPTIMIZER_LABELS.get(self.name, self.name)
+
+    @property
+    def matrix_learning_rate(self):
+        """The hidden matrices' learning rate: `lr` where one learning rate drives every parameter."""
+        return self.lr if self.name in ONE_LEARNING_RATE else self.matrix_lr
+
+    @property
+    def clip_threshold(self):
+        """QK-clip's τ, 0 when this optimizer does not clip (only MuonClip does)."""
+        return self.qk_clip if self.name == "muonclip" else 0.0
 
 
 @dataclass

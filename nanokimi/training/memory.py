@@ -122,7 +122,7 @@ def estimate_memory(run, vocab_size, device="cpu", text_chars=0, batch_threads=1
     name = run.optimizer.name
     if name == "adamw":
         flat_grads, state = total, 2 * total  # the flat gradient; exp_avg and exp_avg_sq
-    elif name == "truemuon":
+    elif name in ("truemuon", "muonclip"):  # MuonClip's matrices are TrueMuon's (QK-clip's scores: 256 KB at most)
         flat_grads, state = total, hidden + 2 * largest_batch + 2 * others  # momentum, Newton–Schulz work; AdamW
     else:
         flat_grads, state = others, hidden + 2 * largest_batch + 2 * others  # torch's Muon: momentum per matrix

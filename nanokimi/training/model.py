@@ -30,8 +30,9 @@ E matrices of (in, out)). It is worked out from the modules when asked, so a cop
 
 The forward pass returns what it measured: the MoE layers' routing (gate probabilities, experts
 chosen) comes back from `forward(..., return_gates=True)` (for routing statistics, the balancing
-loss and the balancing bias), never kept on a module, so passes on several threads at once don't
-share state.
+loss and the balancing bias), and each attention layer's largest logit per head (for QK-clip and its
+metric, qkclip.py) goes into the list the caller hands `forward(..., max_logits=[])`; nothing is kept
+on a module, so passes on several threads at once don't share state.
 """
 
 import torch
@@ -41,6 +42,7 @@ import torch.nn.functional as F
 from .config import FFNS, ModelConfig  # noqa: F401 (read from here too)
 from .ffn import DenseFFN, MatrixLayout, SwiGLU
 from .moe import MoE, Routing, balancing_loss  # noqa: F401 (read from here too)
+from .qkclip import largest_logits
 
 
 class CausalSelfAttention(nn.Module):
@@ -55,9 +57,12 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x):
+    def forward(self, x, max_logits=None):
+        """The attention's output; with `max_logits` (a list), each head's largest logit (nh,) is appended to it."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)  # (B, nh, T, hs) each
+        if max_logits is not None:
+            max_logits.append(largest_logits(q, k, self.scale))
         y = F.scaled_dot_product_attention(
             q, k, v, is_causal=True, scale=self.scale,
             dropout_p=self.dropout if self.training else 0.0)
@@ -88,9 +93,9 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(config.n_embd)
         self.ffn = FFN_CLASSES[config.ffn](config)
 
-    def forward(self, x):
+    def forward(self, x, max_logits=None):
         """(output, the MoE's Routing of its B*T tokens, or None for a dense feed-forward)."""
-        x = x + self.attn(self.ln1(x))
+        x = x + self.attn(self.ln1(x), max_logits)
         if isinstance(self.ffn, MoE):
             y, routing = self.ffn(self.ln2(x))
             return x + y, routing
@@ -112,17 +117,18 @@ class LanguageModel(nn.Module):
         self.head = nn.Linear(config.n_embd, config.vocab_size)
         self.register_buffer("positions", torch.arange(config.block_size), persistent=False)
 
-    def forward(self, idx, targets=None, return_gates=False):
+    def forward(self, idx, targets=None, return_gates=False, max_logits=None):
         """(logits, loss), the loss None without targets; with `return_gates`, (logits, loss, gates):
         the Routing of every MoE layer in order (moe.py: gate probabilities (B*T, E) and the experts
-        chosen; none for a dense model)."""
+        chosen; none for a dense model). With `max_logits` (a list), every layer's largest attention
+        logit per head (nh,) is appended to it."""
         B, T = idx.shape
         if T > self.config.block_size:
             raise ValueError(f"sequence of {T} characters is longer than block_size {self.config.block_size}")
         x = self.drop(self.tok_emb(idx) + self.pos_emb(self.positions[:T]))  # (B, T, C)
         gates = []
         for block in self.blocks:
-            x, routing = block(x)
+            x, routing = block(x, max_logits)
             if routing is not None:
                 gates.append(routing)
         logits = self.head(self.ln_f(x))  # (B, T, vocab)

@@ -12,7 +12,19 @@ TrueMuon is the original comparison's rule, applied to every hidden matrix on it
 a batch of same-shape matrices; the optimizer classes (optimizers.py) only keep the momentum and
 apply the update. Keller Jordan's Muon (github.com/KellerJordan/Muon) is the source of the quintic
 iteration and its coefficients.
+
+MuonClip (Kimi K2) is the same rule with Moonlight's update scale, `update_scale(shape,
+"moonlight")`: O <- 0.2 * sqrt(max(rows, cols)) * O before the weight decay (Liu et al. 2025, "Muon
+is Scalable for LLM Training"). An orthogonal (rows, cols) matrix has min(rows, cols) unit
+singular values, so its elements' RMS is 1 / sqrt(max(rows, cols)) whatever its shape; the factor
+makes every matrix's update RMS 0.2, the RMS Moonlight measured for AdamW's updates (0.2-0.4), so
+one learning rate (and one weight decay, decoupled: p <- p - lr * (O + wd * p)) serves the
+matrices and the AdamW parameters alike. Keller Jordan's sqrt(max(1, rows / cols)) instead keeps
+Muon's own learning rate and does not make it AdamW's, which is what MuonClip asks; the original
+TrueMuon has no scale ("original"). QK-clip, MuonClip's other half, is qkclip.py's.
 """
+
+import math
 
 import torch
 
@@ -44,6 +56,20 @@ def newton_schulz(G, steps=5, coefficients=NS_COEFFICIENTS, eps=1e-7):
     if transposed:
         X = X.mT
     return X.reshape(shape)
+
+
+UPDATE_SCALES = ("original", "moonlight")
+MOONLIGHT_UPDATE_RMS = 0.2  # AdamW's typical update RMS (Liu et al. 2025): what Moonlight's scale matches
+
+
+def update_scale(shape, scaling="original"):
+    """The factor on the orthogonalised update O of a (rows, cols) matrix: 1 for the original
+    TrueMuon; 0.2 * sqrt(max(rows, cols)) for Moonlight's, so the update's RMS is 0.2 whatever the shape."""
+    if scaling == "moonlight":
+        return MOONLIGHT_UPDATE_RMS * math.sqrt(max(shape))
+    if scaling != "original":
+        raise ValueError(f"update scaling must be one of {', '.join(UPDATE_SCALES)}, got {scaling!r}")
+    return 1.0
 
 
 def truemuon_lookahead(grad, momentum, beta=0.9):

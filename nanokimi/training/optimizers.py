@@ -3,10 +3,12 @@
 - `TrueMuon`: the original TrueMuon rule on every original matrix, batched over same-shape
   matrices; on its first step it moves each group's parameters and momenta into one flat buffer
   ordered by matrix shape (flat.py), so a step is a gradient gather, one look-ahead and one
-  Newton–Schulz call per matrix shape (`_FlatGroup`).
+  Newton–Schulz call per matrix shape (`_FlatGroup`). With Moonlight's update scale it is MuonClip's
+  matrix optimizer.
 - `FlatAdamW`: torch's fused AdamW over one flat buffer holding every parameter it was given.
 - `MatrixwiseMuon`: PyTorch's Muon applied to each original matrix of fused or stacked parameters.
-- `OptimizerSet`: several optimizers stepped as one (the hybrid: AdamW + a matrix optimizer).
+- `OptimizerSet`: several optimizers stepped as one (the hybrid: AdamW + a matrix optimizer), then
+  QK-clip for MuonClip (qkclip.py).
 
 The model stores some of the original matrices fused (q/k/v of every head in one weight) or stacked
 (the experts); `LanguageModel.matrix_layout()` gives each such parameter's matrix shape, and the
@@ -21,7 +23,7 @@ import torch.nn as nn
 from torch.optim.adamw import adamw as adamw_kernels
 
 from .flat import FlatLayout
-from .muon import matrices, newton_schulz, truemuon_lookahead, truemuon_update
+from .muon import matrices, newton_schulz, truemuon_lookahead, truemuon_update, update_scale
 
 
 class _StandIns:
@@ -54,11 +56,16 @@ class TrueMuon(torch.optim.Optimizer):
     is 9.6). If anything breaks that layout (a loaded state_dict, a re-assigned `.data`), it is
     rebuilt; a step where a parameter has no gradient, or a group of mixed dtypes, runs
     `truemuon_update` per parameter.
+
+    `scaling` is muon.py's `update_scale`: "original" (TrueMuon) or "moonlight" (MuonClip's matrices).
     """
 
-    def __init__(self, params, lr=1e-2, beta=0.9, weight_decay=0.01, ns_steps=5, threads=None, layout=None):
+    def __init__(self, params, lr=1e-2, beta=0.9, weight_decay=0.01, ns_steps=5, threads=None, layout=None,
+                 scaling="original"):
         if lr <= 0 or not 0 <= beta < 1 or weight_decay < 0 or ns_steps < 1:
             raise ValueError(f"invalid TrueMuon settings: lr={lr}, beta={beta}, weight_decay={weight_decay}, ns_steps={ns_steps}")
+        update_scale((1, 1), scaling)  # refuses an unknown scaling now, not at the first step
+        self.scaling = scaling
         super().__init__(params, dict(lr=lr, beta=beta, weight_decay=weight_decay, ns_steps=ns_steps))
         layout = layout or {}
         self.matrix_shapes = {}  # parameter -> the shape of its original matrices
@@ -84,7 +91,7 @@ class TrueMuon(torch.optim.Optimizer):
                 flat = self._flat.get(id(group))
                 if flat is None or not flat.intact(self.state):
                     flat = self._flat[id(group)] = _FlatGroup(params, self.state, self.matrix_shapes)
-                flat.step(group, self.threads)
+                flat.step(group, self.threads, self.scaling)
             else:
                 self._step_per_parameter(group)
         return loss
@@ -101,6 +108,9 @@ class TrueMuon(torch.optim.Optimizer):
             grad = torch.clone(p.grad, memory_format=torch.contiguous_format)  # truemuon_update overwrites it
             ortho = truemuon_update(matrices(grad, shape), matrices(state["momentum"], shape), beta, group["ns_steps"])
             params = matrices(p, shape)  # (n, rows, cols), a view: the update lands in p
+            scale = update_scale(params.shape[-2:], self.scaling)
+            if scale != 1.0:
+                ortho = ortho.mul_(scale)
             if wd != 0:
                 ortho = ortho.add_(params, alpha=wd)
             params.add_(ortho, alpha=-lr)
@@ -131,9 +141,10 @@ class _FlatGroup:
         return self.layout.intact() and self.layout.holds([state[p].get("momentum") for p in self.layout.params],
                                                           self.momentum)
 
-    def step(self, group, threads=None):
+    def step(self, group, threads=None, scaling="original"):
         """`truemuon_update` of every shape's matrices, its two halves apart: the look-ahead of the
-        whole buffer at once, then Newton–Schulz per shape (per share of a shape on each thread).
+        whole buffer at once, then Newton–Schulz per shape (per share of a shape on each thread),
+        each shape's update scaled by `update_scale(shape, scaling)`.
         Running the look-ahead per share on the batch threads too cost 0.2 ms a step here on two
         threads (4.6 -> 4.8 ms; three more short ops per share, all contending for the GIL)."""
         beta, lr, wd, ns_steps = group["beta"], group["lr"], group["weight_decay"], group["ns_steps"]
@@ -144,6 +155,9 @@ class _FlatGroup:
             batch = lambda buffer: buffer[start:end].view(-1, *shape)[rows]  # (n, rows, cols)
             ortho = newton_schulz(batch(lookahead), ns_steps)
             params = batch(self.layout.data)
+            scale = update_scale(shape, scaling)
+            if scale != 1.0:
+                ortho = ortho.mul_(scale)
             if wd != 0:
                 ortho = ortho.add_(params, alpha=wd)
             params.add_(ortho, alpha=-lr)
@@ -200,18 +214,23 @@ class MatrixwiseMuon(_StandIns, torch.optim.Muon):
 
 
 class OptimizerSet:
-    """Several optimizers stepped as one (the hybrid: AdamW + a matrix optimizer)."""
+    """Several optimizers stepped as one (the hybrid: AdamW + a matrix optimizer), and MuonClip's
+    QK-clip after them when `qk_clip` (a qkclip.QKClip) is given: its `step` then takes the step's
+    largest attention logits, which the forward pass measured (`model(..., max_logits=[])`)."""
 
-    def __init__(self, **optimizers):
+    def __init__(self, qk_clip=None, **optimizers):
         self.optimizers = optimizers
+        self.qk_clip = qk_clip
 
     def zero_grad(self, set_to_none=True):
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=set_to_none)
 
-    def step(self):
+    def step(self, max_logits=None):
         for opt in self.optimizers.values():
             opt.step()
+        if self.qk_clip is not None:
+            self.qk_clip(max_logits)
 
     def state_dict(self):
         return {name: opt.state_dict() for name, opt in self.optimizers.items()}

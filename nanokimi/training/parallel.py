@@ -70,8 +70,11 @@ class BatchThreads:
             results[i::self.n] = share_results
         return results
 
-    def forward_backward(self, model, x, y, expert_counts=None):
+    def forward_backward(self, model, x, y, expert_counts=None, max_logits=None):
         """Forward and backward of the batch (x, y); returns its mean loss as a detached tensor.
+        With `max_logits` (a list), every layer's largest attention logit per head over the whole
+        batch (nh,) is appended to it (for QK-clip): each share measures its own, and they are
+        combined by their maximum, exact in any order.
 
         Where it can (`backprop.supports`), each share runs the hand-written forward and backward
         of nanokimi/backprop.py, the same math without autograd's per-operation cost. With
@@ -80,13 +83,19 @@ class BatchThreads:
         loss_and_grads = functools.partial(_handwritten_loss_and_grads if backprop.supports(model)
                                            else _autograd_loss_and_grads, counts=expert_counts is not None)
         if self.pool is None:
-            loss, grads, counts = loss_and_grads(model, x, y)
+            loss, grads, counts = loss_and_grads(model, x, y, max_logits=max_logits)
         else:
             rows = x.size(0)
-            # The loss of each share weighted by its share of the rows: the shares' gradients then
-            # add up to the whole batch's mean-loss gradient.
-            done = self.map(lambda part: loss_and_grads(model, *part, weight=part[0].size(0) / rows),
-                            zip(x.tensor_split(self.n), y.tensor_split(self.n)))
+            shares = list(zip(x.tensor_split(self.n), y.tensor_split(self.n)))
+            measured = [[] if max_logits is not None else None for _ in shares]  # each share's own list
+
+            def share(job):
+                # The loss of each share weighted by its share of the rows: the shares' gradients then
+                # add up to the whole batch's mean-loss gradient.
+                (xs, ys), maxima = job
+                return loss_and_grads(model, xs, ys, weight=xs.size(0) / rows, max_logits=maxima)
+
+            done = self.map(share, zip(shares, measured))
             # Summed in share order, not in whichever order the threads finish: the same bits every run.
             loss, grads, counts = done[0][0], list(done[0][1]), done[0][2]
             for more_loss, more, more_counts in done[1:]:
@@ -94,6 +103,8 @@ class BatchThreads:
                 torch._foreach_add_(grads, more)
                 if counts:
                     torch._foreach_add_(counts, more_counts)
+            if max_logits is not None:
+                max_logits.extend(torch.stack(layer).amax(0) for layer in zip(*measured))
         if expert_counts is not None:
             expert_counts.extend(counts)
         for p, grad in zip(_trained(model), grads):
@@ -105,17 +116,17 @@ def _trained(model):
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def _handwritten_loss_and_grads(model, x, y, weight=1.0, counts=False):
+def _handwritten_loss_and_grads(model, x, y, weight=1.0, counts=False, max_logits=None):
     """backprop.loss_and_grads, and with `counts` each sparse MoE layer's token counts per expert."""
     expert_counts = [] if counts else None
-    return *backprop.loss_and_grads(model, x, y, weight, expert_counts), expert_counts or []
+    return *backprop.loss_and_grads(model, x, y, weight, expert_counts, max_logits), expert_counts or []
 
 
-def _autograd_loss_and_grads(model, x, y, weight=1.0, counts=False):
+def _autograd_loss_and_grads(model, x, y, weight=1.0, counts=False, max_logits=None):
     """backprop.loss_and_grads by autograd, for what the hand-written path doesn't cover; the
     gradients are those of the parameters that require one. With `counts`, also each MoE layer's
-    token counts per expert (moe.expert_counts)."""
-    _, loss, gates = model(x, y, return_gates=True)
+    token counts per expert (moe.expert_counts); with `max_logits`, as `model.forward` does."""
+    _, loss, gates = model(x, y, return_gates=True, max_logits=max_logits)
     weighted = loss * weight
     grads = torch.autograd.grad(weighted, _trained(model), materialize_grads=True)
     return weighted.detach(), grads, [expert_counts(r, model.config.experts) for r in gates] if counts else []

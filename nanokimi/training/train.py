@@ -35,6 +35,7 @@ from .model import LanguageModel, generate
 from .moe import Routing
 from .optim import build_optimizer
 from .parallel import BatchThreads, plan
+from .qkclip import QK_CLIPS_METRIC, max_logit_metric
 from .routing import expert_health
 from ..status import COMPLETED, DIVERGED, FAILED, RUNNING, STOPPED
 
@@ -64,22 +65,24 @@ def set_threads(threads):
     return threads
 
 
-def evaluate(model, batches, routing=None, threads=None):
+def evaluate(model, batches, routing=None, threads=None, max_logits=None):
     """Mean loss per split over the fixed evaluation batches, many batches per forward pass.
 
     With `routing` (a list), the MoE layers' routing on the validation split is appended to it,
     one moe.Routing per layer (gate probabilities (N, E), experts chosen), for the routing
-    statistics. `threads` (a BatchThreads) spreads the forward passes over cores; the numbers do
-    not change.
+    statistics; with `max_logits` (a list), every layer's largest attention logit per head on the
+    validation split, (nh,) per layer. `threads` (a BatchThreads) spreads the forward passes over
+    cores; the numbers do not change.
     """
     threads = threads or BatchThreads(1)
     model.eval()
 
     def chunk(job):
         split, x, y = job
+        measured = [] if split == "val" and max_logits is not None else None
         with torch.inference_mode():  # thread-local, so entered in the thread that runs the chunk
-            _, loss, gates = model(x, y, return_gates=True)  # each chunk's own: nothing shared between threads
-            return split, loss.item() * x.size(0), gates if split == "val" and routing is not None else None
+            _, loss, gates = model(x, y, return_gates=True, max_logits=measured)  # each chunk's own: nothing shared
+            return split, loss.item() * x.size(0), gates if split == "val" and routing is not None else None, measured
 
     jobs = []
     for split, (x, y) in batches.items():
@@ -91,25 +94,32 @@ def evaluate(model, batches, routing=None, threads=None):
     finally:
         model.train()
     # every batch the same size: the mean of per-batch means
-    losses = {split: sum(total for s, total, _ in done if s == split) / x.size(0) for split, (x, _) in batches.items()}
+    losses = {split: sum(total for s, total, *_ in done if s == split) / x.size(0) for split, (x, _) in batches.items()}
     if routing is not None:
-        parts = [gates for s, _, gates in done if s == "val"]
+        parts = [gates for s, _, gates, _ in done if s == "val"]
         routing.extend(Routing(torch.cat([r.probs for r in layer]),  # per layer, the chunks in order
                                None if layer[0].chosen is None else torch.cat([r.chosen for r in layer]))
                        for layer in zip(*parts))
+    if max_logits is not None:
+        parts = [measured for s, *_, measured in done if s == "val"]
+        max_logits.extend(torch.stack(layer).amax(0) for layer in zip(*parts))  # per layer, over the chunks
     return losses
 
 
 def train_step(model, optimizer, x, y, threads):
     """One optimizer step on the batch (x, y), then, with loss-free balancing, each MoE layer's
-    bias nudged by the step's token counts (moe.py); returns the loss as a Python float."""
+    bias nudged by the step's token counts (moe.py); returns the loss as a Python float. An optimizer
+    with QK-clip (MuonClip) gets the step's largest attention logits, measured in its forward pass."""
     optimizer.zero_grad(set_to_none=True)
     counts = [] if model.config.bias_rate else None
-    loss = threads.forward_backward(model, x, y, counts)
-    optimizer.step()
+    max_logits = [] if optimizer.qk_clip is not None else None
+    loss = threads.forward_backward(model, x, y, expert_counts=counts, max_logits=max_logits)
+    optimizer.step(max_logits)
     for moe, layer_counts in zip(model.moe_layers(), counts or ()):
         moe.nudge_bias(layer_counts)
     return loss.item()  # also waits for the device, so a step's time is complete
+
+
 
 
 def build(run, vocab_size, device, threads=None):
@@ -216,7 +226,7 @@ class _Training:
             # A stop is evaluated at its own step, so the final validation loss is the stopped model's.
             stopping = self.step < run.iters and self.should_stop()
             if self.step % run.eval_interval == 0 or self.step == run.iters or stopping:
-                if self.evaluate_now(model, evalset, batch_threads):
+                if self.evaluate_now(model, optimizer, evalset, batch_threads):
                     return
                 stopping = stopping or (self.step < run.iters and self.should_stop())  # asked during it: evaluated already
             if self.step == run.iters:
@@ -248,18 +258,23 @@ class _Training:
                                                       self.val_losses[0]))
                 return
 
-    def evaluate_now(self, model, evalset, batch_threads):
-        """Evaluate at the current step and record it (the routing too, for an MoE); True when the run diverged."""
+    def evaluate_now(self, model, optimizer, evalset, batch_threads):
+        """Evaluate at the current step and record it (the routing too, for an MoE; the attention's
+        largest logits, and QK-clip's head-clips so far); True when the run diverged."""
         run = self.run
         self.phase("evaluating")
         self.current_phase = None  # every evaluation is its own phase: "evaluating (step N)"
         t0 = time.perf_counter()
-        routing = []
-        losses = evaluate(model, evalset, routing, batch_threads)
+        routing, max_logits = [], []
+        losses = evaluate(model, evalset, routing, batch_threads, max_logits)
         self.eval_seconds += time.perf_counter() - t0
         for layer, (moe, decided) in enumerate(zip(model.moe_layers(), routing)):  # MoE only: routing collapse, dead experts
             for metric, value in expert_health(layer, decided, moe.expert_bias).items():
                 self.record(metric, value)
+        for layer, maxima in enumerate(max_logits):  # does attention approach QK-clip's threshold?
+            self.record(max_logit_metric(layer), maxima.max().item())
+        if optimizer.qk_clip is not None:
+            self.record(QK_CLIPS_METRIC, optimizer.qk_clip.clipped)
         self.val_losses.append(losses["val"])
         self.record("val_loss", losses["val"])
         self.record("eval_train_loss", losses["train"])
