@@ -93,6 +93,7 @@ for sentence in untaken("", values):
 import pandas as pd  # noqa: E402
 
 from nanokimi.results import report  # noqa: E402
+from nanokimi.results.health import logit_lines  # noqa: E402
 from nanokimi.results.charts.comparison import bar_charts, loss_chart, memory_breakdown_chart, metric_chart  # noqa: E402
 from nanokimi.results.charts.smoothing import DEFAULT_SMOOTHING  # noqa: E402
 from nanokimi.running import request  # noqa: E402
@@ -188,6 +189,8 @@ if not view.active:
         rows = pd.DataFrame(report.table_rows(measured))
         st.dataframe(rows, hide_index=True, width="stretch", height="content", key="results_table")
         show_chart(bar_charts(measured, columns=2), f"bars-run{view.id}", "bar_charts", width="content")
+        for line in logit_lines(view.history, view.request.runs):  # did QK-clip act? (results/health.py)
+            st.caption(plain(line) + ".")
     downloads = st.container(horizontal=True)
     downloads.download_button("Download results CSV", report.results_csv(view.results, view.request.runs, view.id,
                                                                           view.request.data_label),

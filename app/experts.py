@@ -16,11 +16,14 @@ import streamlit as st
 import torch
 
 from nanokimi.results import health
-from nanokimi.results.charts.analysis import (character_heatmap, expert_bias_chart, expert_health_chart,
-                                              expert_load_chart, expert_share_chart, gate_entropy_chart)
+from nanokimi.results.charts.analysis import (attention_logit_chart, character_heatmap, expert_bias_chart,
+                                              expert_health_chart, expert_load_chart, expert_share_chart,
+                                              gate_entropy_chart)
 from nanokimi.results.report import routing_history
 from nanokimi.running import jobs
 from nanokimi.training import routing
+from nanokimi.training.config import RunConfig
+from nanokimi.training.qkclip import QK_CLIPS_METRIC, max_logit_metric
 from nanokimi.training.data import DataError
 from nanokimi.status import FINISHED
 from app.common.chart_display import chart_columns, show_chart
@@ -93,7 +96,8 @@ def sparse_health(load, entropy, bias, experts, top_k, run_id):
                    help=f"The busiest expert's load over the mean load, in the worst layer: 1 is an even split, "
                         f"{experts / top_k:g} every token on the same {top_k} expert(s).")
     cols[2].metric(f"Busiest: layer {int(busiest['layer'])}, expert {int(busiest['expert'])}",
-                   f"{busiest['load'] * top_k:.1%} of tokens", help=f"An even split gives each {top_k / experts:.1%}.")
+                   f"{busiest['load'] * top_k:.1%}", help=f"Its share of the tokens at the end; an even split gives "
+                                                         f"each expert {top_k / experts:.1%}.")
     show_chart(expert_share_chart(load, top_k), f"expert-share-run{run_id}", "experts_share_chart")
     over_time = health.expert_health_history(load)
     imbalance_col, dead_col = chart_columns(2, "experts_health_row")
@@ -136,7 +140,8 @@ shown = model_name(run, name)  # "NanoKimi · TrueMuon · seed 1337" for a grid'
 st.caption(f"{plain(shown)}: {moe_words(kimi['model'])}.")
 
 # --- over training, from the history -------------------------------------------------------------
-wanted = routing.routing_metrics(layers, experts) + (routing.health_metrics(layers, experts) if sparse else [])
+wanted = (routing.routing_metrics(layers, experts) + (routing.health_metrics(layers, experts) if sparse else [])
+          + [max_logit_metric(layer) for layer in range(layers)] + [QK_CLIPS_METRIC])
 history = jobs.history_frame(queue.store.history(run_id, wanted))
 history = history[history["model"] == name]
 load, entropy = routing_history(history)
@@ -157,6 +162,14 @@ else:
     show_chart(gate_entropy_chart(entropy, experts), f"gate-entropy-run{run_id}", "experts_entropy_chart")
     show_chart(expert_load_chart(load), f"expert-load-run{run_id}", "experts_load_chart",
                width="content")  # a faceted chart can't stretch
+
+# --- attention: how large its logits grew, and whether QK-clip acted ---------------------------------
+threshold = RunConfig.from_dict(kimi).optimizer.clip_threshold
+logits = health.logit_history(history, layers)
+if not logits.empty:
+    words = health.logit_words(history, layers, threshold)
+    st.caption(plain(words[0].upper() + words[1:]) + ".")
+    show_chart(attention_logit_chart(logits, threshold), f"attention-logits-run{run_id}", "experts_logit_chart")
 
 # --- which characters each expert prefers, from the checkpoint --------------------------------------
 st.subheader("Which characters each expert prefers")

@@ -19,6 +19,7 @@ from nanokimi.running.store import Store
 from nanokimi.status import COMPLETED
 from nanokimi.training import routing
 from nanokimi.training.data import BUILTIN
+from nanokimi.training.qkclip import QK_CLIPS_METRIC
 from nanokimi.training.train import train
 from tests import markdown
 
@@ -27,7 +28,8 @@ TINY = {"n_embd": 16, "n_head": 2, "n_layer": 1, "iters": 10, "batch_size": 4, "
         "eval_iters": 2, "threads": 1}
 # A sparse NanoKimi that leaves experts idle: 16 experts, one per token, on 64 validation tokens.
 SPARSE = {"experts": 16, "top_k": 1, "shared_experts": 1, "router": "sigmoid", "bias_rate": 0.001}
-KIMI_KEYS = ("ffn_hidden", "shared_experts", "router", "aux_loss", "bias_rate")
+KIMI_KEYS = ("ffn_hidden", "shared_experts", "router", "aux_loss", "bias_rate", "qk_clip")
+DEFAULTS = [0, 0, "softmax", 0.0, 0.0, 100.0]  # the original NanoKimi, and Kimi K2's τ
 
 
 def opened(page=None, **params):
@@ -60,7 +62,7 @@ def notes(elements):
 
 def test_the_kimi_style_controls_reach_the_run_request(home):
     at = opened()
-    assert [widget(at, key).value for key in KIMI_KEYS] == [0, 0, "softmax", 0.0, 0.0], "the original NanoKimi's"
+    assert [widget(at, key).value for key in KIMI_KEYS] == DEFAULTS
     set_controls(at, experts=8, top_k=2, ffn_hidden=32, shared_experts=1, router="sigmoid", bias_rate=0.002)
     assert not at.error
     gpt, kimi = at.session_state["run_request"].runs
@@ -72,6 +74,16 @@ def test_the_kimi_style_controls_reach_the_run_request(home):
     assert gpt.model.ffn_hidden == 32, "the width is every feed-forward's, as the help says"
     set_controls(at, bias_rate=0.0, aux_loss=0.01)
     assert at.session_state["run_request"].runs[1].model.aux_loss == 0.01
+
+
+def test_muonclip_and_its_threshold_reach_the_run_request(home):
+    at = set_controls(opened(), kimi_optimizer="muonclip", qk_clip=30.0)
+    gpt, kimi = at.session_state["run_request"].runs
+    assert (kimi.optimizer.name, kimi.optimizer.clip_threshold) == ("muonclip", 30.0)
+    assert gpt.optimizer.clip_threshold == 0.0, "AdamW does not clip"
+    at = opened("app/ablation.py")
+    at.multiselect(key="ablation_optimizers").set_value(["adamw", "muonclip"]).run()
+    assert {run.optimizer.name for run in at.session_state["ablation_request"].runs} == {"adamw", "muonclip"}
 
 
 def test_a_combination_the_engine_refuses_is_named_in_its_words(home):
@@ -88,16 +100,17 @@ def test_a_combination_the_engine_refuses_is_named_in_its_words(home):
 
 
 def test_a_bad_address_value_for_a_kimi_control_gives_one_warning_each(home):
-    at = opened(router="relu", shared_experts="9", bias_rate="-1", ffn_hidden="abc", aux_loss="nan", top_k="2",
-                experts="8")
+    at = opened(router="relu", shared_experts="9", bias_rate="-1", ffn_hidden="abc", aux_loss="nan", qk_clip="1e400",
+                top_k="2", experts="8", kimi_optimizer="MuonClip")
     said = notes(at.warning)
-    for key in ("router", "shared_experts", "bias_rate", "ffn_hidden", "aux_loss"):
+    for key in KIMI_KEYS:
         assert sum(f"({key})" in w for w in said) == 1, (key, said)
-    assert len(said) == 5
+    assert len(said) == 6
     assert "The address gives Router scoring (router) relu, which is not one of softmax, sigmoid: it shows its " \
            "default, softmax." in said
-    assert [widget(at, key).value for key in KIMI_KEYS] == [0, 0, "softmax", 0.0, 0.0]
-    assert widget(at, "top_k").value == 2 and not at.error, "the good values are kept"
+    assert [widget(at, key).value for key in KIMI_KEYS] == DEFAULTS
+    assert widget(at, "top_k").value == 2 and widget(at, "kimi_optimizer").value == "muonclip", "good values are kept"
+    assert not at.error
     at = opened("app/ablation.py", ablation_router="sigmoid", ablation_shared_experts="-1", ablation_top_k="2",
                 ablation_experts="8", ablation_bias_rate="0.001")
     assert [w.split(")")[0] for w in notes(at.warning)] == ["The address gives Shared experts (ablation_shared_experts"]
@@ -114,7 +127,8 @@ def test_a_stored_run_opens_with_its_kimi_style_settings_unfolded(home):
     at = opened()
     assert not at.expander[0].proto.expanded, "folded while every Kimi-style setting is at its default"
     at = opened(run=str(run_id))
-    assert [widget(at, key).value for key in ("experts", "top_k", *KIMI_KEYS)] == [16, 1, 0, 1, "sigmoid", 0.0, 0.001]
+    assert [widget(at, key).value for key in ("experts", "top_k", *KIMI_KEYS)] == [16, 1, 0, 1, "sigmoid", 0.0, 0.001,
+                                                                                100.0]
     assert at.expander[0].proto.expanded and not at.warning
     assert at.session_state["run_request"].runs[1].model == asked.runs[1].model
 
@@ -172,7 +186,7 @@ def test_the_experts_page_of_a_sparse_run_names_its_dead_experts_and_shows_the_b
     assert float(metrics["Max / mean load at the end"]) == pytest.approx(routing.load_imbalance(loads[0]), abs=0.005)
     titles = chart_titles(at)
     assert {f"Share of tokens per expert at step {step}", "Balancing bias per expert", "Expert load per layer",
-            "Dead experts (no token chose them at the evaluation)"} <= set(titles)
+            "Dead experts per layer"} <= set(titles)
     assert "1 shared expert that every token uses, sigmoid router, top-1 routing" in notes(at.caption)[1]
 
 
@@ -184,4 +198,26 @@ def test_the_experts_page_of_a_sparse_run_stored_before_expert_health(home):
     assert {m.label: m.value for m in at.metric}["Dead experts at the end"] == \
         f"{len(routing.dead_experts(loads[0]))} of 16", "worked out from the loads"
     titles = chart_titles(at)
-    assert "Balancing bias per expert" not in titles and "Dead experts (no token chose them at the evaluation)" in titles
+    assert "Balancing bias per expert" not in titles and "Dead experts per layer" in titles
+
+
+def test_compare_and_experts_say_how_large_attention_logits_grew_and_whether_qk_clip_acted(home):
+    asked = comparison("quick", "adamw", "muonclip", data=BUILTIN, **{**TINY, "n_layer": 2}, experts=4, top_k=2,
+                       qk_clip=0.5)  # a τ below the logits of a fresh model: it clips from the first step
+    store = Store(home)
+    run_id = store.create_run(asked.to_stored(), asked.label())
+    store.claim_next()
+    clips = None
+    for config in asked.runs:
+        result = train(config)
+        store.finish_model(run_id, config.name, result.history, result.results)
+        clips = clips or [p["value"] for p in result.history if p["metric"] == QK_CLIPS_METRIC]
+    store.finish_run(run_id, COMPLETED)
+    store.close()
+    assert clips[-1] > 0, "QK-clip really acted"
+    said = [line for line in notes(opened().caption) if "largest attention logit" in line]
+    assert len(said) == 2 and said[0].startswith("NanoGPT: largest attention logit: ") and said[0].endswith("; no QK-clip.")
+    assert said[1].startswith("NanoKimi: ") and said[1].endswith(f"; QK-clip at τ = 0.5 clipped a head {clips[-1]:,} times.")
+    at = opened("app/experts.py")
+    assert f"Largest attention logit: {said[1].split('logit: ')[1]}" in notes(at.caption)
+    assert "Largest attention logit per layer (validation batches)" in chart_titles(at)

@@ -16,6 +16,7 @@ from nanokimi.results.charts.style import natural_key as _natural
 from nanokimi.running import request
 from nanokimi.training.data import BUILTIN
 from nanokimi.running.jobs import history_frame
+from nanokimi.training.qkclip import max_logit_metric
 from nanokimi.training.routing import entropy_metric
 from nanokimi.running.store import Store
 
@@ -179,6 +180,18 @@ def test_gate_entropy_is_the_mean_over_layers_and_the_group_summary_counts_membe
     [summary] = runtable.group_summary(runtable.member_frame([store.get_run(run_id)]), ["model"], bests).to_dict("records")
     assert (summary["members"], summary["measured"], summary["best_val_loss"]) == (2, 2, pytest.approx(2.1))
     assert summary["ci_high"] - summary["ci_low"] == pytest.approx(2 * T_975_1 * math.sqrt(0.02) / math.sqrt(2))
+
+
+def test_the_largest_attention_logit_is_the_max_over_layers(store):
+    run_id = grid_with_history(store)
+    grid = runtable.members(store.get_run(run_id))
+    for member in grid:
+        store.record(run_id, points(member["name"], [(4, 12.0)], max_logit_metric(0))
+                     + points(member["name"], [(4, 30.0 if member["seed"] == 1337 else 10.0)], max_logit_metric(1)))
+    assert runtable.metric_names("max_logit", grid) == [max_logit_metric(0), max_logit_metric(1)]
+    history = history_frame(store.history([run_id], runtable.metric_names("max_logit", grid)))
+    stats = runtable.group_stats(history, runtable.member_frame([store.get_run(run_id)]), [], "max_logit")
+    assert list(stats["mean"]) == pytest.approx([(30.0 + 12.0) / 2]), "each seed's largest layer, then the mean"
 
 
 def chart_scales(stats, by=()):

@@ -68,8 +68,9 @@ CONTROLS = {
     "block_size": (st.number_input, "Block size", dict(min_value=4, max_value=1024, step=8,
                                                        help="Context length in characters."), 2),
 }
-# The Kimi-style settings of the MoE (Kimi K2, DeepSeek-V3), drawn folded under the controls above, in
-# three columns of their own: every default is the original NanoKimi's, so most runs leave them alone.
+# The Kimi-style settings of the MoE (Kimi K2, DeepSeek-V3) and MuonClip's threshold, drawn folded under
+# the controls above, in three columns of their own: every default is the original NanoKimi's (and Kimi
+# K2's τ), so most runs leave them alone.
 # Balancing is two settings, as in the engine and the CLI (0: off); asking for both is refused in the
 # engine's words.
 KIMI_CONTROLS = {
@@ -81,13 +82,16 @@ KIMI_CONTROLS = {
                                                          help=_sentence(SETTING_HELP["shared_experts"])), 0),
     "router": (st.selectbox, "Router scoring", dict(options=list(ROUTERS), help=_sentence(SETTING_HELP["router"])), 1),
     "aux_loss": (st.number_input, "Balancing: auxiliary loss", dict(
-        min_value=0.0, max_value=1.0, step=1e-3, format="%g", help=_sentence(SETTING_HELP["aux_loss"])), 1),
+        min_value=0.0, max_value=1.0, step=1e-3, format="%g", help=_sentence(SETTING_HELP["aux_loss"])), 2),
     "bias_rate": (st.number_input, "Balancing: bias rate", dict(
         min_value=0.0, max_value=1.0, step=1e-3, format="%g", help=_sentence(SETTING_HELP["bias_rate"])), 2),
+    "qk_clip": (st.number_input, "MuonClip's QK-clip τ", dict(
+        min_value=0.0, max_value=1e6, step=10.0, format="%g", help=_sentence(SETTING_HELP["qk_clip"])), 1),
 }
-KIMI_TITLE = "Kimi-style experts: width, shared experts, router, balancing"
+KIMI_TITLE = "Kimi-style: expert width, shared experts, router, balancing; MuonClip's QK-clip"
 KIMI_CAPTION = ("These shape NanoKimi's experts (with Top-k below Experts its routing is sparse, as Kimi K2's); the "
-                f"Kimi-style architecture of the Ablation page keeps its own recipe: {get('kimi').description}.")
+                f"Kimi-style architecture of the Ablation page keeps its own recipe: {get('kimi').description}. "
+                "QK-clip's τ acts where a model trains with MuonClip.")
 CONTROLS.update(KIMI_CONTROLS)  # one table from setting to widget; KIMI_CONTROLS says which are folded
 assert set(CONTROLS) <= set(names(RunConfig)), "every control sets a setting of the engine"
 

@@ -24,6 +24,7 @@ from scipy import stats
 
 from . import report
 from ..training import routing
+from ..training.qkclip import max_logit_metric
 from ..experiments.stats import estimate
 from ..metrics import HISTORY_AXES
 from ..running.request import GRIDS, Request
@@ -37,7 +38,8 @@ GROUP_KEYS = ["run", "model"] + BUILT_AS + SETTINGS  # what runs can be grouped 
 FRACTION_BINS = 200
 
 # The history metrics the overlay offers: {metric: axis title}. "gate_entropy" is the mean over a
-# model's MoE layers of routing.entropy_metric(layer); the rest are recorded as named (runner.Recorder).
+# model's MoE layers of routing.entropy_metric(layer), "max_logit" the largest of qkclip.max_logit_metric
+# (layer) over its layers (PER_LAYER); the rest are recorded as named (runner.Recorder).
 METRICS = {
     "val_loss": "validation loss (nats/char)",
     "train_loss": "training loss (nats/char)",
@@ -45,7 +47,10 @@ METRICS = {
     "tokens_per_s": "training tokens per second",
     "rss_mb": "resident memory (MB)",
     "gate_entropy": "gate entropy (nats, mean over MoE layers)",
+    "max_logit": "largest attention logit (max over layers)",
 }
+# The METRICS entries recorded once per layer, and how a model's layers make one value at a step.
+PER_LAYER = {"gate_entropy": (routing.entropy_metric, "mean"), "max_logit": (max_logit_metric, "max")}
 X_AXES = {**HISTORY_AXES, "fraction": "fraction of run"}  # step, training time and FLOPs, and a run's fraction
 
 
@@ -161,22 +166,24 @@ TABLE_COLUMNS = (["run", "kind", "model", "status", "dataset", "progress", "step
 # --- groups ------------------------------------------------------------------------------------------
 
 def metric_names(metric, runs_members):
-    """The stored history metric names a METRICS entry reads (gate entropy: one per layer)."""
-    if metric == "gate_entropy":
+    """The stored history metric names a METRICS entry reads (gate entropy, largest logit: one per layer)."""
+    if metric in PER_LAYER:
         layers = max((m["n_layer"] for m in runs_members), default=0)
-        return [routing.entropy_metric(layer) for layer in range(layers)]
+        return [PER_LAYER[metric][0](layer) for layer in range(layers)]
     return [metric]
 
 
 def metric_series(history, metric):
-    """History rows (run_id, model, step, wall_time_s, train_flops, value) of one METRICS entry; gate
-    entropy is averaged over a model's layers at each step."""
-    if metric == "gate_entropy":
-        entropy = {n: (p := routing.parse_metric(n)) is not None and p[1] is None
-                   for n in history["metric"].astype(str).unique()}
-        rows = history[history["metric"].astype(str).map(entropy).astype(bool)]
+    """History rows (run_id, model, step, wall_time_s, train_flops, value) of one METRICS entry; one
+    recorded per layer is combined over a model's layers at each step (PER_LAYER: gate entropy's mean,
+    the largest logit's maximum)."""
+    if metric in PER_LAYER:
+        name_of, combine = PER_LAYER[metric]
+        prefix = name_of("")  # "gate_entropy_layer": a layer's name is it and the layer's number
+        one_of = {n: n.startswith(prefix) and n[len(prefix):].isdigit() for n in history["metric"].astype(str).unique()}
+        rows = history[history["metric"].astype(str).map(one_of).astype(bool)]
         return rows.groupby(["run_id", "model", "step"], as_index=False).agg(
-            wall_time_s=("wall_time_s", "mean"), train_flops=("train_flops", "mean"), value=("value", "mean"))
+            wall_time_s=("wall_time_s", "mean"), train_flops=("train_flops", "mean"), value=("value", combine))
     return history.loc[history["metric"] == metric, ["run_id", "model", "step", "wall_time_s", "train_flops", "value"]]
 
 

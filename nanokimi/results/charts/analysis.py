@@ -1,6 +1,6 @@
 """The Experts and Optimizer lab pages' charts: expert load and gate entropy per layer, the share of
-tokens per expert, load imbalance, dead experts and balancing bias over training, the
-character × expert heatmap, and singular values through the Newton–Schulz steps. Layers, experts
+tokens per expert, load imbalance, dead experts, balancing bias and the largest attention logit over
+training, the character × expert heatmap, and singular values through the Newton–Schulz steps. Layers, experts
 and steps are no models: they get sequential schemes (viridis), never model colours.
 """
 
@@ -60,18 +60,20 @@ def expert_share_chart(load, top_k, height=200):
     return (bars + even).properties(title=f"Share of tokens per expert at step {int(last['step'].max()):,}")
 
 
-HEALTH_TITLES = {"imbalance": ("Load imbalance (busiest expert's load / mean load)", "max / mean load", 1.0),
-                 "dead": ("Dead experts (no token chose them at the evaluation)", "experts", 0.0)}
+HEALTH_TITLES = {"imbalance": ("Max / mean load per layer", "max / mean load", 1.0),
+                 "dead": ("Dead experts per layer", "dead experts", 0.0)}
 
 
 def expert_health_chart(health, kind, height=200):
     """One kind of routing.expert_health's per-layer numbers over training (`health`: results/health.py's
     table): "imbalance" (1 = balanced, dashed) or "dead" (0 = none, dashed)."""
     title, axis, ideal = HEALTH_TITLES[kind]
-    line = alt.Chart(health[health["kind"] == kind], height=height).mark_line(point=True, interpolate=(
+    frame = health[health["kind"] == kind]
+    counts = alt.Axis(values=list(range(int(frame["value"].max()) + 1)), format="d")  # whole experts only
+    line = alt.Chart(frame, height=height).mark_line(point=True, interpolate=(
         "step-after" if kind == "dead" else "linear")).encode(
         x=alt.X("step:Q", title="step"),
-        y=alt.Y("value:Q", title=axis, axis=alt.Axis(tickMinStep=1) if kind == "dead" else alt.Axis()),
+        y=alt.Y("value:Q", title=axis, axis=counts if kind == "dead" else alt.Axis()),
         color=alt.Color("layer:O", title="layer", scale=alt.Scale(scheme="viridis")),
         tooltip=["layer", "step", alt.Tooltip("value:Q", title=axis, format=".3g")])
     rule = alt.Chart(pd.DataFrame({"value": [ideal]})).mark_rule(strokeDash=[4, 4], color="gray").encode(y="value:Q")
@@ -88,6 +90,20 @@ def expert_bias_chart(bias, width=320, height=140):
         color=alt.Color("expert:O", title="expert", scale=alt.Scale(scheme="viridis"), sort=order),
         tooltip=["layer", "expert", "step", alt.Tooltip("bias:Q", format=".4f")],
     ).facet(row=alt.Row("layer:O", title="layer")).properties(title="Balancing bias per expert")
+
+
+def attention_logit_chart(logits, threshold=0.0, height=200):
+    """Each layer's largest attention logit over training (results/health.py's logit_history); QK-clip's
+    τ dashed when the logits come within a factor of 2 of it (further off, it would flatten the lines)."""
+    line = alt.Chart(logits, height=height).mark_line(point=True).encode(
+        x=alt.X("step:Q", title="step"),
+        y=alt.Y("max_logit:Q", title="largest logit"),
+        color=alt.Color("layer:O", title="layer", scale=alt.Scale(scheme="viridis")),  # not model colours
+        tooltip=["layer", "step", alt.Tooltip("max_logit:Q", title="largest logit", format=".1f")])
+    if threshold and logits["max_logit"].max() >= threshold / 2:
+        tau = pd.DataFrame({"max_logit": [threshold], "label": [f"QK-clip τ = {threshold:g}"]})
+        line += alt.Chart(tau).mark_rule(strokeDash=[4, 4], color="gray").encode(y="max_logit:Q", tooltip=["label"])
+    return line.properties(title="Largest attention logit per layer (validation batches)")
 
 
 def printable(character):
