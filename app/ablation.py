@@ -24,11 +24,13 @@ from nanokimi.metrics import METRIC_BY_NAME
 from nanokimi.training.optim import OPTIMIZER_LABELS, OPTIMIZERS
 from nanokimi.status import RUNNING
 from app.common.address import Param, check_address, control_params as address_params, flag, one_of, whole_number
-from app.common.chart_display import show_chart
+from app.common.arms_table import arms_table
+from app.common.chart_display import show_chart, x_axis_choice
 from app.common.controls import (ANY_STOP, BASELINE, BIND, CONTROLS, KEEP, control_params, model_controls, open_in_url,
                                  run_to_open, settings_of, untaken, url_params)
 from app.common.datasets import corpus, dataset_choices, dataset_control, dataset_of
-from app.common.effects import effects_of, effects_table, summarise
+from app.common.effects import (effects_of, effects_table, multiplier_pairs, multiplier_sentence, multiplier_table,
+                                summarise)
 from app.common.estimate import estimate, estimate_sentence
 from app.common.damage import guarded
 from app.common.jobqueue import job_queue
@@ -111,22 +113,23 @@ for sentence in bad_address:
     st.warning(sentence)
 
 # --- controls ---------------------------------------------------------------------------------
-# rows that wrap where the page is narrow (an 800-px window) rather than cut the labels short
-arms_row = st.container(horizontal=True, vertical_alignment="bottom")
-chosen_architectures = arms_row.multiselect(
+# the architectures' names are long: their picker has a row of its own; the rows below wrap where the page is
+# narrow (an 800-px window) rather than cut the labels short
+chosen_architectures = st.multiselect(
     "Architectures", list(ARCHITECTURES), default=DEFAULTS["architectures"], key=PREFIX + "architectures",
     format_func=display_name, **BIND,
     help="NanoGPT and NanoKimi, and the two controls between them: NanoGPT's ReLU MLP and one SwiGLU, each widened "
-         "to NanoKimi's parameter count; the Kimi-style sparse MoE and its two dense SwiGLUs, one of its compute per "
-         "token and one of its parameters.")
+         "to NanoKimi's parameter count; the Kimi-style sparse MoE, and its two dense SwiGLU controls: one of its "
+         "forward FLOPs per token (equal compute), one of its parameters (equal size).")
+arms_row = st.container(horizontal=True, vertical_alignment="bottom")
 arms_row.button("The four controls", on_click=choose_architectures, args=(ablation.CONTROLS,),
                 key=PREFIX + "controls_button", width="content", icon=":material/account_tree:",
-                help="NanoGPT, both controls and NanoKimi: NanoKimi − NanoGPT split into parameters, activation and "
-                     "routing.")
+                help="NanoGPT, both controls and NanoKimi: NanoKimi − NanoGPT split into parameters, activation "
+                     "and routing.")
 arms_row.button("Equal compute", on_click=choose_architectures, args=(ablation.equal_compute_architectures(),),
                 key=PREFIX + "equal_compute_button", width="content", icon=":material/balance:",
-                help="The Kimi-style MoE and its dense controls (as ablate --equal-compute): sparsity at equal compute, "
-                     "at equal size, and what the unused parameters are worth.")
+                help="The Kimi-style sparse MoE and its dense controls, as `ablate --equal-compute`: sparsity at "
+                     "equal compute, at equal size, and what its unused parameters are worth.")
 chosen_optimizers = arms_row.multiselect("Optimizers", OPTIMIZERS, default=DEFAULTS["optimizers"],
                                          key=PREFIX + "optimizers", format_func=OPTIMIZER_LABELS.get, **BIND,
                                          help="Every architecture trains with each of these.")
@@ -181,32 +184,6 @@ def grid_estimate(grid):
 
 if grid is not None:
     st.caption(grid_estimate(grid))
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def arm_sizes(runs, vocab_size):
-    return request.arm_sizes(runs, vocab_size)
-
-
-def arms_table(grid, vocab_size):
-    """One row per arm of the grid: what it is, its size (the controls within 1% of NanoKimi), what a sweep tries."""
-    sizes = arm_sizes(tuple(grid.runs), vocab_size)
-    arms = {run.arm: run for run in grid.runs}  # an arm's runs share its model
-    kimi = next((sizes[arm][0] for arm, run in arms.items() if run.architecture == "nanokimi"), None)
-    rows = []
-    for arm, (params, active) in sizes.items():
-        run = arms[arm]
-        row = {"arm": report.arm_name(arm), "architecture": display_name(run.architecture),
-               "optimizer": OPTIMIZER_LABELS[run.optimizer.name], "parameters": params, "active parameters": active}
-        if kimi:
-            row["vs NanoKimi"] = (params - kimi) / kimi * 100
-        if grid.kind == request.SWEEP:
-            tried = sorted({sweep.learning_rate(r) for r in grid.runs if r.arm == arm})
-            row["learning rates tried"] = f"{sweep.tuned_setting(run)} " + ", ".join(f"{lr:.3g}" for lr in tried)
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    same = (table["active parameters"] == table["parameters"]).all()  # differs under top-k routing only
-    return table.drop(columns="active parameters") if same else table
 
 
 # --- the grid on show ---------------------------------------------------------------------------
@@ -270,10 +247,9 @@ def live_view(run_id, was_active):
                        f"sweep-run{view.id}", PREFIX + "lr_chart")
     history = jobs.ablation_history(view.run, view.history, phase_runs(view), by_learning_rate=is_sweep)
     if (history["metric"] == "val_loss").any():
-        over_time = st.toggle("Over wall time", key=PREFIX + "over_time", **KEEP,
-                              help="Training time (evaluation excluded), mean over seeds.")
-        show_chart(arm_band_chart(history, x="wall_time_s" if over_time else "step").configure_legend(
-            **WIDE_LABELS), f"val-loss-per-arm-run{view.id}", PREFIX + "band_chart")
+        x = x_axis_choice(st, PREFIX + "x", charts="the bands (training time: mean over seeds)", width=260)
+        show_chart(arm_band_chart(history, x=x).configure_legend(**WIDE_LABELS), f"val-loss-per-arm-run{view.id}",
+                   PREFIX + "band_chart")
 
 
 live_area()
@@ -310,6 +286,20 @@ def per_arm(rows, summary, frame, name):
                               icon=":material/download:", key=f"{PREFIX}{name}_summary_csv")
 
 
+def multipliers_block(results, key, heading=st.subheader):
+    """The compute multipliers of some finished runs of a grid: a table of pairs and a sentence each."""
+    pairs = multiplier_pairs(results)
+    if not pairs:
+        return
+    heading("Compute multipliers")
+    st.caption("What an arm needs of the other's training FLOPs (and, separately, of its training time here) to "
+               "first reach the other's final validation loss: geometric mean over seeds with its 95% CI. Below 1×, "
+               "it gets there on less; \"not reached\": not within its run, whose whole cost is the bound after \">\".")
+    st.dataframe(multiplier_table(pairs), hide_index=True, width="stretch", key=f"{key}_multipliers_table")
+    for (arm, against), axes in pairs.items():
+        st.markdown(f"- {multiplier_sentence(arm, against, axes)}")
+
+
 def metric_choice():
     return st.radio("Effects on", ["best_val_loss", "final_val_loss"], horizontal=True, key=PREFIX + "metric", **KEEP,
                     format_func=lambda m: METRIC_BY_NAME[m].label.lower())
@@ -319,6 +309,7 @@ def grid_results(results):
     rows, summary, frame = summarise(results)
     st.subheader("Effects")
     effects_block(frame, metric_choice(), PREFIX + "effects")
+    multipliers_block(results, PREFIX + "ablation")
     st.subheader("Per arm")
     per_arm(rows, summary, frame, "ablation")
 
@@ -385,6 +376,7 @@ def sweep_results(results):
                                        summaries.items()):
         with tab:
             per_arm(*summarised, name)
+            multipliers_block(phases[name], f"{PREFIX}{name}", heading=lambda text: st.markdown(f"**{text}**"))
 
 
 if not view.active:

@@ -98,7 +98,7 @@ from nanokimi.results.charts.comparison import bar_charts, loss_chart, memory_br
 from nanokimi.results.charts.smoothing import DEFAULT_SMOOTHING  # noqa: E402
 from nanokimi.running import request  # noqa: E402
 from nanokimi.status import MEASURED  # noqa: E402
-from app.common.chart_display import chart_columns, show_chart  # noqa: E402
+from app.common.chart_display import chart_columns, show_chart, x_axis_choice  # noqa: E402
 from app.common.damage import guarded  # noqa: E402
 from app.common.estimate import duration, estimate, estimate_sentence, model_size  # noqa: E402
 from app.common.live import POLL_S, live_area, live_run, run_controls, status_note  # noqa: E402
@@ -150,23 +150,24 @@ def live_view(run_id, was_active):
     loss_col, side_col = chart_columns([3, 2], "compare_chart_row")
     with loss_col:
         toggles = st.columns(3)
-        over_time = toggles[0].toggle("Over wall time", key="loss_over_time", **KEEP,
-                                      help="Training time, evaluation excluded.")
+        loss_x = x_axis_choice(toggles[0], "loss_x", charts="the loss")
         log_scale = toggles[1].toggle("Log scale", key="loss_log", **KEEP)
         smoothing = toggles[2].slider("Smoothing", 0.0, 0.99, DEFAULT_SMOOTHING, step=0.01, key="loss_smoothing",
                                       **KEEP, help="TensorBoard's exponential moving average of the train loss and "
                                                    "step time, in steps (0 = off; raw drawn faintly behind). "
                                                    "Validation points are drawn as they are.")
-        show_chart(loss_chart(view.history, x="wall_time_s" if over_time else "step",
-                                     log_scale=log_scale, smoothing=smoothing), f"loss-run{view.id}", "loss_chart")
-    with side_col:
-        show_chart(metric_chart(view.history, "ms_per_step", "Time per training step", "ms",
-                                       smoothing=smoothing), f"ms-per-step-run{view.id}", "ms_chart")
-        show_chart(metric_chart(view.history, "tokens_per_s", "Training throughput", "tokens/s"),
+        show_chart(loss_chart(view.history, x=loss_x, log_scale=log_scale, smoothing=smoothing),
+                   f"loss-run{view.id}", "loss_chart")
+    with side_col:  # speed and memory: over training time unless asked otherwise
+        measured_x = x_axis_choice(st, "measured_x", "wall_time_s", "the time per step, throughput and memory",
+                                   width=260)
+        show_chart(metric_chart(view.history, "ms_per_step", "Time per training step", "ms", x=measured_x,
+                                smoothing=smoothing), f"ms-per-step-run{view.id}", "ms_chart")
+        show_chart(metric_chart(view.history, "tokens_per_s", "Training throughput", "tokens/s", x=measured_x),
                    f"tokens-per-s-run{view.id}", "tokens_chart")
     mem_col, state_col = chart_columns([3, 2], "compare_memory_row")
     with mem_col:
-        show_chart(metric_chart(view.history, "rss_mb", "Resident memory (at evaluations)", "MB"),
+        show_chart(metric_chart(view.history, "rss_mb", "Resident memory (at evaluations)", "MB", x=measured_x),
                    f"memory-run{view.id}", "rss_chart")
     finished = [r for r in view.results if r.get("param_mb") is not None]
     if finished:

@@ -171,7 +171,8 @@ def overlay():
         st.info(f"No {runtable.METRICS[metric].split(' (')[0]} recorded yet for these runs.")
     else:
         show_chart(group_band_chart(stats, runtable.METRICS[metric], runtable.X_AXES[x_axis], log_x, log_y,
-                                    by=group_by, metric=metric, smoothing=smoothing), f"runs-{metric}", "runs_overlay")
+                                    by=group_by, metric=metric, smoothing=smoothing, x=x_axis), f"runs-{metric}",
+                   "runs_overlay")
         if band_note(stats):
             st.caption(band_note(stats))
     groups = runtable.group_summary(member_table, group_by, runtable.member_bests(current, summaries(current)))

@@ -5,6 +5,8 @@ a run that a runner process trains. `run_every` fragments never fire in AppTest,
 by re-running the app, and download bytes can't be read, so the CSV builders are tested in tests/test_report.py.
 """
 
+import csv
+import io
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +17,8 @@ from streamlit.testing.v1 import AppTest
 from nanokimi.training.data import BUILTIN, DataError, load_corpus, resolve_source
 from nanokimi.metrics import METRICS
 from nanokimi.training.model import LanguageModel
+from nanokimi.results import report
+from nanokimi.running.jobs import JobQueue
 from nanokimi.running.request import comparison, eval_schedule
 from nanokimi.running.store import Store
 from app.common.datasets import BUILTIN_LABEL, UPLOAD_LABEL, kept_uploads, resolve_dataset
@@ -339,3 +343,50 @@ def test_a_run_the_controls_cannot_show_is_said_so(home):
     assert [w.value for w in at.warning] == ["This run's Layers (12) is outside what the control offers; it shows 4."]
     at.run()
     assert not at.warning, "said once, when opened"
+
+
+# --- charts over steps, training time or training FLOPs -----------------------------------------------
+
+def chart_x(at, title):
+    """The x field of the page's chart titled `title` (each of its layers draws over the same one)."""
+    import json
+
+    for chart in at.get("vega_lite_chart"):
+        spec = json.loads(chart.proto.spec)
+        if spec.get("title") == title:
+            fields = {layer["encoding"]["x"]["field"] for layer in spec["layer"] if "x" in layer.get("encoding", {})}
+            assert len(fields) == 1, fields
+            return fields.pop()
+    raise AssertionError(f"no chart titled {title!r}")
+
+
+def test_the_charts_are_drawn_over_steps_training_time_or_training_flops(home):
+    run_id, asked = stored_comparison(home, iters=300)
+    store = Store(home)
+    store.record(run_id, [{"model": run.name, "step": step, "wall_time_s": step / 100, "train_flops": step * 1.5e9,
+                           "metric": metric, "value": value}
+                          for run in asked.runs for step in (0, 10, 20)
+                          for metric, value in (("train_loss", 4 - step / 10), ("val_loss", 4.1 - step / 10),
+                                                ("ms_per_step", 10.0), ("tokens_per_s", 1e4), ("rss_mb", 300.0))])
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = str(run_id)
+    at.run()
+    assert not at.exception, at.exception
+    loss, speed = at.selectbox(key="loss_x"), at.selectbox(key="measured_x")
+    assert loss.options == ["step", "training time", "training FLOPs"], "metrics.HISTORY_AXES, named for a menu"
+    assert (loss.value, speed.value) == ("step", "wall_time_s"), "the loss over steps, speed and memory over time"
+    assert chart_x(at, "Loss") == "step" and chart_x(at, "Time per training step") == "wall_time_s"
+    loss.set_value("train_flops").run()
+    assert chart_x(at, "Loss") == "train_flops"
+    assert chart_x(at, "Time per training step") == "wall_time_s", "one choice per chart row"
+    at.selectbox(key="measured_x").set_value("train_flops").run()
+    assert {chart_x(at, title) for title in ("Time per training step", "Training throughput",
+                                             "Resident memory (at evaluations)")} == {"train_flops"}
+    at.selectbox(key="loss_x").set_value("wall_time_s").run()
+    assert chart_x(at, "Loss") == "wall_time_s", "the old 'Over wall time'"
+    assert not at.exception
+    # The history CSV the page offers (AppTest can't read a download: its builder, on the page's history) has them.
+    history = JobQueue(home).view(run_id).history
+    rows = list(csv.DictReader(io.StringIO(report.history_csv(history.to_dict("records")))))
+    assert {(r["step"], r["train_flops"]) for r in rows if r["metric"] == "val_loss"} == {
+        ("0", "0.0"), ("10", "15000000000.0"), ("20", "30000000000.0")}

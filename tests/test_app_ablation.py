@@ -4,6 +4,8 @@ As in test_app.py, runs are real: Train grid queues the grid in the store and a 
 trains every arm and seed in worker processes; the tests poll by re-running the app.
 """
 
+import csv
+import io
 import math
 import time
 from dataclasses import replace
@@ -12,9 +14,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from nanokimi.running import jobs, request
-from nanokimi.results import report
+from nanokimi.results import ablation_files, report
+from nanokimi.training.config import TRAIN_FLOPS_PER_FORWARD
 from nanokimi.experiments import sweep
-from nanokimi.experiments.ablation import CONTROLS, holm
+from nanokimi.experiments.ablation import CONTROLS, equal_compute_architectures, holm
 from nanokimi.experiments.arms import ARCHITECTURES
 from nanokimi.training.data import BUILTIN, load_corpus
 from nanokimi.training.model import LanguageModel
@@ -22,8 +25,9 @@ from nanokimi.paths import checkpoint_path
 from nanokimi.status import ACTIVE, STOPPED
 from nanokimi.running.store import Store
 from app.common.datasets import BUILTIN_LABEL
+from app.common.effects import summarise
 from tests import markdown
-from tests.test_app import APP, app, errors
+from tests.test_app import APP, app, chart_x, errors
 
 PAGE = "app/ablation.py"
 TINY = {"n_embd": 16, "n_head": 2, "n_layer": 1, "experts": 2, "iters": 10, "batch_size": 4, "block_size": 8}
@@ -128,6 +132,29 @@ def test_the_arms_picker_builds_the_grid_and_shows_each_arms_size(home):
     assert not next(b for b in at.button if b.label == "Train grid").disabled
 
 
+def test_equal_compute_chooses_the_kimi_style_arm_and_its_dense_controls_as_the_cli_does(home):
+    at = set_controls(app(PAGE), dataset=BUILTIN_LABEL, optimizers=["adamw"])
+    next(b for b in at.button if b.label == "Equal compute").click().run()
+    assert not at.exception, at.exception
+    grid = at.session_state["ablation_request"]
+    assert grid.arms == ["kimi+adamw", "active-matched+adamw", "total-matched+adamw"], "ablate --equal-compute's arms"
+    sizes = table(at, "parameters")
+    assert list(sizes["architecture"]) == [ARCHITECTURES[a].name for a in equal_compute_architectures()]
+    params = dict(zip(sizes["architecture"], sizes["parameters"]))
+    kimi, total = params["Kimi-style (sparse MoE)"], params["SwiGLU, Kimi-style's size"]
+    assert abs(total - kimi) / kimi < 0.02 and params["SwiGLU, Kimi-style's compute"] < 0.8 * kimi
+
+    # The same grid from a link: the architectures' parameter (checked before the controls, app/common/address.py)
+    # takes the registry's new names.
+    link = AppTest.from_file(APP, default_timeout=60)
+    link.switch_page(PAGE)
+    link.query_params.update(ablation_architectures=[ARCHITECTURES[a].name for a in equal_compute_architectures()],
+                             ablation_optimizers="AdamW", ablation_dataset=BUILTIN_LABEL)
+    link.run()
+    assert not link.exception and not link.warning, [w.value for w in link.warning]
+    assert link.session_state["ablation_request"].arms == grid.arms
+
+
 def test_the_decomposition_shows_each_contrast_with_its_interval_p_values_and_a_readable_sentence(home):
     # A finished four-controls grid, its results rows written into the store as the runner writes them.
     store = Store(home)
@@ -161,6 +188,82 @@ def test_the_decomposition_shows_each_contrast_with_its_interval_p_values_and_a_
     assert sentences[3].startswith("- **Routing, AdamW: NanoKimi − matched SwiGLU** (the gate and the split into experts "
                                    "at equal size) on best val loss: ")
     assert not any(raw in sentence for sentence in sentences for raw in ("relu-matched", "swiglu-matched", "best_val_loss"))
+
+
+def test_an_equal_compute_grid_shows_its_contrasts_by_name_and_the_compute_multipliers(home):
+    # A finished `--equal-compute` grid (Kimi-style and its two dense controls, AdamW, two seeds), its results rows
+    # and validation curves written as the runner writes them. Each curve is two evaluations, at step 0 (loss 4)
+    # and step 10 (the final loss), so the FLOPs where it first reaches a loss can be worked out by hand.
+    store = Store(home)
+    grid = request.ablation(2, ("adamw",), BUILTIN, architectures=equal_compute_architectures(), **{**TINY, "threads": 1})
+    run_id = store.create_run(grid.to_stored(), grid.label())
+    store.claim_next()
+    finals = {"kimi": (2.0, 2.1), "active-matched": (3.0, 3.15), "total-matched": (2.5, 2.62)}
+    flops_per_step = {"kimi": 1e9, "active-matched": 1e9, "total-matched": 3e9}
+    seconds_per_step = {"kimi": 0.2, "active-matched": 0.1, "total-matched": 0.3}  # a sparse step is slower here
+    for run in grid.runs:
+        loss, a = finals[run.architecture][run.seed - 1337], run.architecture
+        history = [{"model": run.name, "step": step, "wall_time_s": step * seconds_per_step[a],
+                    "train_flops": step * flops_per_step[a], "metric": "val_loss", "value": value}
+                   for step, value in ((0, 4.0), (10, loss))]
+        store.finish_model(run_id, run.name, history, {
+            "model": run.name, "status": "completed", "message": "", "architecture": run.model.ffn, "optimizer": "adamw",
+            "seed": run.seed, "steps": 10, "best_val_loss": loss, "final_val_loss": loss})
+    store.finish_run(run_id, "completed")
+    at = app(PAGE)
+    assert at.success and f"Grid #{run_id} completed" in at.success[0].value
+
+    # The engine's equal-compute contrasts, named by their architectures, with what each isolates.
+    effects = table(at, "p (Holm)")
+    assert list(effects["effect"]) == ["Sparsity at equal compute, AdamW: Kimi-style − active-matched SwiGLU",
+                                       "Sparsity at equal size, AdamW: Kimi-style − total-matched SwiGLU",
+                                       "Unused parameters, AdamW: total-matched SwiGLU − active-matched SwiGLU"]
+    assert list(effects["difference"]) == ["−1.0250", "−0.5100", "−0.5150"]
+    sentences = [m.value for m in at.markdown if " on best val loss: " in m.value]
+    assert sentences[0].startswith("- **Sparsity at equal compute, AdamW: Kimi-style − active-matched SwiGLU** (the "
+                                   "sparse MoE against a dense model of its FLOPs per token) on best val loss: ")
+    assert not any(raw in sentence for sentence in sentences for raw in ("kimi+", "active-matched)", "best_val_loss"))
+
+    # The compute multipliers: a row per pair, both ways. Kimi-style first reaches the active-matched control's
+    # final loss (3.0) halfway through its run in seed 1337 ((4 − 3.0) / (4 − 2.0)), 0.85 / 1.9 of it in seed
+    # 1338, on the same FLOPs per step and twice the time per step: 0.5 and 0.447x its FLOPs, 1 and 0.895x its time.
+    multipliers = table(at, "to reach the final val loss of")
+    rows = {(r["arm"], r["to reach the final val loss of"]): r for r in multipliers.to_dict("records")}
+    assert list(rows) == [("Kimi-style · AdamW", "active-matched SwiGLU · AdamW"),
+                          ("active-matched SwiGLU · AdamW", "Kimi-style · AdamW"),
+                          ("Kimi-style · AdamW", "total-matched SwiGLU · AdamW"),
+                          ("total-matched SwiGLU · AdamW", "Kimi-style · AdamW")]
+    kimi = rows[("Kimi-style · AdamW", "active-matched SwiGLU · AdamW")]
+    flops, time_needed = kimi["× training FLOPs"], kimi["× training time"]
+    assert flops.startswith(f"{math.sqrt(0.5 * 0.85 / 1.9):.3f}× [") and time_needed.startswith(
+        f"{math.sqrt(1.0 * 1.7 / 1.9):.3f}× ["), (flops, time_needed)
+    low, high = map(float, flops.split(" [")[1].strip("]").split(", "))
+    assert low < 0.473 < high < 1, "a 95% CI over the two seeds, in multiples"
+    assert kimi["seeds"] == 2
+    assert rows[("active-matched SwiGLU · AdamW", "Kimi-style · AdamW")]["× training FLOPs"] == \
+        "not reached in 2 of 2 seeds (> 1.00×)", "its whole run is Kimi-style's FLOPs: the bound"
+    said = [m.value for m in at.markdown if m.value.startswith("- **") and "final validation loss" in m.value]
+    assert said[0].startswith(f"- **Kimi-style · AdamW** needs {flops.split(' [')[0]} [95% CI ")
+    assert "the training FLOPs (and " in said[0] and said[0].endswith(
+        "the training time) of **active-matched SwiGLU · AdamW** to reach its final validation loss.")
+    assert said[1] == ("- **active-matched SwiGLU · AdamW** does not reach the final validation loss of **Kimi-style · "
+                       "AdamW**: not reached in 2 of 2 seeds (> 1.00×) of its training FLOPs.")
+
+    # The bands over steps, or training FLOPs as asked.
+    assert chart_x(at, "Validation loss per arm (mean, band = range over seeds)") == "step"
+    at.selectbox(key="ablation_x").set_value("train_flops").run()
+    assert chart_x(at, "Validation loss per arm (mean, band = range over seeds)") == "train_flops"
+
+    # The CSVs the page offers (their builders, on what the page summarised): each run's training FLOPs, and the
+    # multipliers in the summary as `ablate` writes them.
+    rows, summary, _ = summarise(jobs.ablation_results(store.get_run(run_id), jobs.JobQueue(home).view(run_id).history))
+    runs_csv = list(csv.DictReader(io.StringIO(ablation_files.runs_csv(rows))))
+    assert {(r["arm"], float(r["train_flops"])) for r in runs_csv} == {
+        (run.arm, 10 * TRAIN_FLOPS_PER_FORWARD * run.batch_size * run.model.block_size
+         * replace(run.model, vocab_size=load_corpus(BUILTIN).vocab_size).forward_flops(1)) for run in grid.runs}, \
+        "each model's own FLOPs (these results rows have none)"
+    kinds = [r["kind"] for r in csv.DictReader(io.StringIO(ablation_files.summary_csv(summary)))]
+    assert kinds.count("multiplier") == 4 * 2, "four pairs, on training FLOPs and on training time"
 
 
 def results_mean(run, arm):

@@ -5,9 +5,12 @@ so the page's numbers can be checked against values chosen here; test_app.py and
 test_app_ablation.py reach the page after real training.
 """
 
+import json
+
 import pyarrow as pa
 import pytest
 
+from nanokimi.results import runtable
 from nanokimi.results.charts.style import series_color
 from nanokimi.running import request
 from nanokimi.training.data import BUILTIN
@@ -134,3 +137,23 @@ def test_deleting_runs_here_or_in_another_tab_leaves_no_stale_choice(two_runs, h
     next(b for b in at.button if b.label == "Delete").click().run()
     assert not at.exception, at.exception
     assert Store(home).list_runs() == [] and any("No runs yet" in i.value for i in at.info)
+
+
+def test_the_overlay_is_drawn_over_training_flops_when_asked(home):
+    store = Store(home)
+    grid = request.ablation(2, ("adamw",), BUILTIN, architectures=("nanogpt",), **TINY)
+    grid_id = stored(store, grid, status="running")
+    for config in grid.runs:
+        store.record(grid_id, [{**point, "train_flops": point["step"] * 2.5e9}
+                               for point in points(config.name, [(0, 4.0), (2, 3.0), (4, 2.0)])])
+        finish(store, grid_id, config, 2.0)
+    store.finish_run(grid_id, "completed")
+    at = app(PAGE)
+    at.multiselect(key="runs_selected").set_value([grid_id]).run()
+    assert {r["x"] for r in chart_data(at) if "x" in r} == {0, 2, 4}, "over steps by default"
+    at.selectbox(key="runs_x").set_value("train_flops").run()
+    assert not at.exception, at.exception
+    assert {r["x"] for r in chart_data(at) if "x" in r} == {0.0, 5e9, 1e10}
+    [spec] = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    x = spec["layer"][0]["encoding"]["x"]
+    assert x["title"] == runtable.X_AXES["train_flops"] and x["axis"]["format"] == "~s", "1.5G, not 1,500,000,000"

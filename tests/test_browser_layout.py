@@ -90,7 +90,7 @@ def test_buttons_keep_their_labels_and_charts_fit_an_800_px_window(server, tmp_p
         page.goto(f"{server}ablation?run={grid_id}")
         expect(page.get_by_text(f"Grid #{grid_id} completed")).to_be_visible(timeout=60_000)
         page.get_by_test_id("stVegaLiteChart").first.locator("canvas, svg").first.wait_for(timeout=30_000)
-        assert_labels_shown(page, ["Train grid", "Stop", "The four controls"])
+        assert_labels_shown(page, ["Train grid", "Stop", "The four controls", "Equal compute"])
         assert_charts_inside(page, 1)  # the band per arm (one arm: no effects)
 
         page.goto(f"{server}runs")

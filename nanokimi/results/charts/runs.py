@@ -114,11 +114,12 @@ def band_note(group_stats):
 
 
 def group_band_chart(group_stats, y_title, x_title, log_x=False, log_y=False, height=320, by=(), metric=None,
-                     smoothing=0.0):
+                     smoothing=0.0, x="step"):
     """Runs: one line per group (the mean over its members) with its band (runtable.group_stats rows:
     group, x, step, mean, low, high, min, max, n, architecture, optimizer and the `by` settings),
     styled by group_styles; the band and smoothing as the module docstring says. A log axis leaves
-    out points at or below zero (step 0)."""
+    out points at or below zero (step 0). `x`: what the x values are (runtable.X_AXES; training FLOPs
+    are labelled with SI prefixes, 1.5T, as style.x_axis does)."""
     frame = band_frame(group_stats, metric, smoothing)
     if log_x:
         frame = frame[frame["x"] > 0]
@@ -129,7 +130,8 @@ def group_band_chart(group_stats, y_title, x_title, log_x=False, log_y=False, he
     legend, height = line_legend(len(order), height)
     toggle = legend_toggle("group")
     base = alt.Chart(frame).encode(
-        x=alt.X("x:Q", title=x_title, scale=alt.Scale(type="log") if log_x else alt.Scale()),
+        x=alt.X("x:Q", title=x_title, scale=alt.Scale(type="log") if log_x else alt.Scale(),
+                axis=alt.Axis(format="~s") if x == "train_flops" else alt.Undefined),
         color=alt.Color("group:N", title="group", sort=order, scale=colors, legend=alt.Legend(**legend)))
     y_scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
     strokeDash = alt.StrokeDash("group:N", title="group", sort=order, scale=dashes, legend=alt.Legend(**legend))
