@@ -260,7 +260,8 @@ def test_dead_experts_imbalance_and_a_collapse_are_named_in_words():
     assert load_imbalance(healthy) == 1.0 and load_imbalance(collapsed) == pytest.approx(0.355 * 6)
     assert health_words([healthy, healthy], top_k=2) == ""
     assert health_words([healthy, collapsed], top_k=2) == \
-        "layer 1: expert 0 takes 71% of tokens (collapse); expert 2 takes 60% of tokens (collapse); experts 1, 3 never chosen"
+        "layer 1: expert 0 takes 71% of tokens (collapse); experts 1, 3 never chosen", "expert 2: 60%, under twice its even 33%"
+    assert health_words([[0.3, 0.3, 0.2, 0.2]], top_k=2) == "", "4 experts top-2: 60% of tokens is near the even 50%"
     assert health_words([[0.5, 0.5, 0.0]], top_k=1) == "layer 0: expert 2 never chosen", "half the tokens is no collapse"
     assert health_words([[0.9, 0.05, 0.05]], top_k=0) == "layer 0: expert 0 takes 90% of the gate weight (collapse)"
 

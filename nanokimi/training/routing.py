@@ -130,7 +130,9 @@ def expert_health(layer, routing, bias=None):
     return metrics
 
 
-# One expert taking more than this share of the tokens is a collapse: most tokens go to it.
+# One expert taking more than this share of the tokens, and more than twice its even share, is a
+# collapse: most tokens go to it. (With 4 experts top-2, every expert takes 50% of tokens when evenly
+# loaded; the second condition keeps that from being called a collapse.)
 COLLAPSE = 0.5
 
 
@@ -145,7 +147,7 @@ def health_words(loads, top_k=1):
         parts = []
         for expert, share in enumerate(load):
             tokens = share * max(1, top_k)
-            if tokens > COLLAPSE:
+            if tokens > COLLAPSE and share > 2 / len(load):
                 parts.append(f"expert {expert} takes {tokens:.0%} of {'tokens' if top_k else 'the gate weight'} "
                              "(collapse)")
         dead = dead_experts(load)
