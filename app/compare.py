@@ -18,6 +18,7 @@ import streamlit as st
 
 from nanokimi.experiments.compare import PRESET_HELP
 from nanokimi.training.config import OPTIMIZER_LABELS, OPTIMIZERS
+from app.common.answer import findings
 from app.common.address import Param, check_address, control_params as address_params, one_of, whole_number
 from app.common.controls import (ANY_STOP, BASELINE, BIND, CONTROLS, KEEP, control_params, model_controls,
                                  open_in_url, preset_values, run_to_open, set_controls, settings_of, untaken,
@@ -68,6 +69,10 @@ if opening is not None:
 st.title("NanoGPT vs NanoKimi")
 st.caption("A dense GPT trained with AdamW against a Mixture-of-Experts model trained with TrueMuon, "
            "on the same text and the same evaluation batches.")
+if found := findings():
+    with st.expander("What nanokimi found on Tiny Shakespeare", icon=":material/lightbulb:"):
+        st.markdown(found)
+        st.caption("Every experiment's command, files and caveats: docs/results.md in nanokimi's repository.")
 for sentence in bad_address:
     st.warning(sentence)
 
