@@ -130,7 +130,8 @@ def multiplier(of, against, histories, targets, axis="train_flops"):
 def pairs(arms):
     """The pairs of `arms` (Arm list) whose multipliers matter, each as (treatment, baseline): every
     MoE arm against its controls and NanoGPT with the same optimizer, every Muon-style optimizer
-    against AdamW on the same architecture."""
+    against AdamW on the same architecture, and nanokimi's own question: every MoE arm with a
+    Muon-style optimizer against NanoGPT + AdamW (both changes at once)."""
     present = set(arms)
     found = []
     for arm in arms:
@@ -140,6 +141,8 @@ def pairs(arms):
             found += [(arm, Arm(key, arm.optimizer)) for key in baselines if Arm(key, arm.optimizer) in present]
         if arm.optimizer != "adamw" and Arm(arm.architecture, "adamw") in present:
             found.append((arm, Arm(arm.architecture, "adamw")))
+        if architecture.ffn == "moe" and arm.optimizer != "adamw" and Arm("nanogpt", "adamw") in present:
+            found.append((arm, Arm("nanogpt", "adamw")))
     return found
 
 
