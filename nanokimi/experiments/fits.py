@@ -8,7 +8,8 @@
   and α to (0, 5]; several starting values of E, the best fit kept. Three parameters need at least
   MIN_SIZES = 3 sizes: with fewer, an arm says "not enough sizes to fit" and has no curve.
 - **Intervals: the bootstrap over seeds.** Each draw resamples, at every size, that size's seeds with
-  replacement, and refits; the 2.5 and 97.5 percentiles of the draws bound E, A, α, the loss at any
+  replacement, and refits; every arm draws the same seeds (one generator seed), so two arms' draws stay
+  paired by seed, as their batches are; the 2.5 and 97.5 percentiles of the draws bound E, A, α, the loss at any
   budget and everything derived from them. With 2 seeds a size the intervals are rough (each size has
   3 distinct resamples); they say how far the seeds alone move the answer, not model error.
 - **The compute multiplier of arm A over arm B**: how many times B's compute A needs for the same
@@ -95,8 +96,9 @@ def interval(values, level=LEVEL):
     if not len(values):
         return math.nan, math.nan
     tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return float(low), float(high)
+    # +inf as the largest float, so percentiles between two infinities do not come out NaN (inf − inf)
+    low, high = np.percentile(np.minimum(values, np.finfo(float).max), [tail, 100 - tail])
+    return tuple(math.inf if v >= np.finfo(float).max else float(v) for v in (low, high))
 
 
 @dataclass
@@ -182,7 +184,7 @@ class Multiplier:
     value: float
     ci_low: float
     ci_high: float
-    extrapolated: bool    # B's compute outside what both arms measured
+    extrapolated: bool    # a curve read outside the FLOPs its arm measured (A's at the compute it needs; B's at `flops`)
 
     def text(self):
         if not math.isfinite(self.value):
@@ -195,20 +197,27 @@ def _overlap(a, b):
     return max(a0, b0), min(a1, b1)
 
 
+def _outside(found, flops):
+    """Is `flops` outside the FLOPs `found` (an ArmFit) measured, give or take rounding?"""
+    low, high = found.flops_range
+    return not low * (1 - 1e-9) <= flops <= high * (1 + 1e-9)
+
+
 def measured_multipliers(a, b):
     """A's Multiplier over B at each of B's measured sizes: A's fitted compute to reach B's mean loss
-    there, over B's mean FLOPs there; [] without A's fit."""
+    there, over B's mean FLOPs there, extrapolated where that compute lies outside what A measured;
+    [] without A's fit."""
     if a.fit is None:
         return []
-    low, high = _overlap(a, b)
     out = []
     for size, (flops, loss) in sorted(b.means().items()):
         draws = [float(law.flops_for(means[size][1]) / means[size][0])
                  for (law, _), (_, means) in zip(a.draws, b.draws) if law is not None and size in means]
         if not draws:  # B has no bootstrap of its own (no fit): its seeds resampled here
             draws = [float(law.flops_for(loss) / flops) for law in a.laws()]
-        out.append(Multiplier(a.arm, b.arm, size, flops, float(a.fit.flops_for(loss) / flops), *interval(draws),
-                              extrapolated=not low <= flops <= high))
+        needed = float(a.fit.flops_for(loss))
+        out.append(Multiplier(a.arm, b.arm, size, flops, needed / flops, *interval(draws),
+                              extrapolated=_outside(a, needed)))
     return out
 
 
@@ -217,14 +226,14 @@ def curve_multipliers(a, b, count=9, beyond=4.0):
     measured compute / `beyond` to its largest × `beyond`; [] unless both fitted."""
     if a.fit is None or b.fit is None:
         return []
-    low, high = _overlap(a, b)
     b0, b1 = b.flops_range
     out = []
     for flops in np.geomspace(b0 / beyond, b1 * beyond, count):
         draws = [multiplier(la, lb, flops) for (la, _), (lb, _) in zip(a.draws, b.draws)
                  if la is not None and lb is not None]
-        out.append(Multiplier(a.arm, b.arm, None, float(flops), multiplier(a.fit, b.fit, flops), *interval(draws),
-                              extrapolated=not low <= flops <= high))
+        value = multiplier(a.fit, b.fit, flops)
+        out.append(Multiplier(a.arm, b.arm, None, float(flops), value, *interval(draws),
+                              extrapolated=_outside(b, flops) or _outside(a, value * flops)))
     return out
 
 
