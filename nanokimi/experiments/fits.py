@@ -161,11 +161,15 @@ def fit_arm(arm, points, draws=DRAWS, seed=0):
     if found.fit is None:
         return found
     rng = np.random.default_rng(seed)
+    fitted = {}  # a resample's fit, by which seeds it drew at each size: 2 seeds at 3 sizes make only 27
     for _ in range(draws):
-        sample = {size: [p[i] for i in rng.integers(0, len(p), len(p))] for size, p in points.items()}
-        flat = [p for size in found.sizes for p in sample[size]]
+        picks = tuple((size, tuple(sorted(rng.integers(0, len(points[size]), len(points[size])))))
+                      for size in found.sizes)
+        sample = {size: [points[size][i] for i in chosen] for size, chosen in picks}
+        if picks not in fitted:
+            fitted[picks] = fit_power_law(*zip(*[p for size in found.sizes for p in sample[size]]))
         means = {size: tuple(np.mean(np.asarray(p, dtype=float), axis=0)) for size, p in sample.items()}
-        found.draws.append((fit_power_law(*zip(*flat)), means))
+        found.draws.append((fitted[picks], means))
     return found
 
 
