@@ -175,3 +175,22 @@ def test_scale_refuses_what_the_ladder_sets_itself(tmp_path, capsys):
     assert main(["scale", "--widths", "40", "--out", str(tmp_path / "o")]) == 2
     assert "multiple of 16" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_ladder_of_more_than_three_hours_says_so_and_gives_the_ray_command(tmp_path):
+    from nanokimi.cli.args import build_parser
+    from nanokimi.cli.scale import LONG_LADDER_S, cost_text, ladder
+    from nanokimi.experiments.compare import check_data
+
+    def said(*flags):
+        args = build_parser().parse_args(["scale", "--data", "builtin", "--out", str(tmp_path), *flags])
+        runs, _ = ladder(args)
+        return cost_text(runs, check_data(runs), tmp_path, args)
+
+    short = said("--preset", "quick", "--tokens-per-param", "0.01")
+    assert "planned training FLOPs" in short[0] and "estimated time here" in short[1] and len(short) == 2
+    long = said("--widths", "64,128,256", "--tokens-per-param", "20", "--seeds", "3")
+    assert f"more than {LONG_LADDER_S // 3600} hours" in long[-1]
+    assert long[-1].endswith("python -m nanokimi scale --preset default --seeds 3 --out " + str(tmp_path)
+                             + " --data builtin --widths 64,128,256 --tokens-per-param 20.0 --backend ray "
+                               "--ray-address HOST:PORT")

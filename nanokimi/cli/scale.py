@@ -120,8 +120,10 @@ def scale_main(args):
         backend = backend_for(args)
     except (ValueError, DataError, GuardError, BackendError) as err:
         return fail("scale", err)
-    print("\n".join(cost_text(runs, corpus, out, args)), file=sys.stderr)
-    print(f"training {order_text(args, backend, runs)}", file=sys.stderr)
+    cost = cost_text(runs, corpus, out, args)
+    if not cost[-1].endswith("nothing to train"):
+        cost.append(f"training {order_text(args, backend, runs)}")
+    print("\n".join(cost), file=sys.stderr)
     try:
         with grid_progress(args, runs) as progress:
             results, reused = grid.train_grid(runs, out, jobs=args.jobs, on_event=progress, backend=backend)
