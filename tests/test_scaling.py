@@ -27,6 +27,9 @@ def test_the_fit_recovers_E_A_and_alpha_from_noiseless_points():
     found = fits.fit_power_law(FLOPS, TRUTH.loss(FLOPS))
     for name in ("E", "A", "alpha"):
         assert getattr(found, name) == pytest.approx(getattr(TRUTH, name), rel=0.05)
+    assert fits.fit_arm("a", points(TRUTH), draws=5).note == ""
+    straight_line = fits.fit_arm("a", points(PowerLaw(0.0, 50.0, 0.15)), draws=5)  # no floor to find
+    assert straight_line.fit.E < 1e-6 and straight_line.note == fits.AT_BOUND
     # and the points do bend: a straight power law (E = 0) would not fit them
     straight = np.polyfit(np.log(FLOPS), np.log(TRUTH.loss(FLOPS)), 1)
     assert np.max(np.abs(np.polyval(straight, np.log(FLOPS)) - np.log(TRUTH.loss(FLOPS)))) > 1e-3

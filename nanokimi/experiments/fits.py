@@ -29,6 +29,7 @@ import numpy as np
 
 MIN_SIZES = 3
 NOT_ENOUGH = "not enough sizes to fit"
+AT_BOUND = "E at its bound 0: the sizes do not show where the loss levels off"
 LEVEL = 0.95
 DRAWS = 400
 
@@ -123,7 +124,9 @@ class ArmFit:
         if self.fit is None:
             return NOT_ENOUGH if len(self.points) < MIN_SIZES else "the fit did not converge"
         failed = sum(1 for law, _ in self.draws if law is None)
-        return f"{len(self.draws) - failed} of {len(self.draws)} bootstrap fits converged" if failed else ""
+        notes = [f"{len(self.draws) - failed} of {len(self.draws)} bootstrap fits converged" if failed else "",
+                 AT_BOUND if self.fit.E <= 1e-9 else ""]
+        return "; ".join(filter(None, notes))
 
     def means(self):
         """{size: (mean flops, mean loss)} over its seeds."""

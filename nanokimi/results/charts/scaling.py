@@ -1,5 +1,5 @@
-"""scale.png: a ladder's loss against training FLOPs with each arm's fitted curve, and the compute
-multiplier against size.
+"""scale.png: a ladder's loss against training FLOPs with each arm's fitted curve, the compute
+multiplier against size, and loss against training time.
 
 Both axes of the loss chart are logarithmic, as scaling-law plots are: each run is a faint point,
 each size's mean over seeds a filled one, the fitted L(C) = E + A·C^(−α) a line with its 95% bootstrap
@@ -72,7 +72,29 @@ def multiplier_chart(found, width=320, height=320):
     ).properties(width=width, height=height, title="compute multiplier against size (below 1: less compute)")
 
 
+def time_chart(rows, width=420, height=320):
+    """Final validation loss against training time (evaluation excluded) for the same runs, log-log: a
+    sparse MoE's dispatch costs time its FLOPs do not count, so equal FLOPs and equal time can disagree."""
+    runs = rows[pd.to_numeric(rows["final_val_loss"], errors="coerce").notna()].copy()
+    runs["final_val_loss"] = runs["final_val_loss"].astype(float)
+    color = alt.Color("arm:N", title="arm", scale=color_scale(list(dict.fromkeys(runs["arm"]))),
+                      legend=alt.Legend(**LEGEND))
+    base = alt.Chart(runs)
+    return alt.layer(
+        base.mark_point(size=25, opacity=0.5).encode(
+            x=alt.X("train_time_s:Q", title="training time (s, evaluation excluded)",
+                    scale=alt.Scale(type="log", zero=False, padding=12)),
+            y=alt.Y("final_val_loss:Q", title="final validation loss (nats/char)", scale=LOG), color=color,
+            tooltip=["arm", "n_embd", "seed", "train_time_s", "final_val_loss"]),
+        base.mark_line(point=alt.OverlayMarkDef(size=90, filled=True)).encode(
+            x=alt.X("mean(train_time_s):Q", scale=LOG), y=alt.Y("mean(final_val_loss):Q", scale=LOG), color=color,
+            order="n_embd:Q"),
+    ).properties(width=width, height=height, title="loss against training time, this machine")
+
+
 def scale_figure(rows, curves, found):
-    """scale.png: the loss chart beside the multiplier chart."""
-    return alt.hconcat(loss_chart(rows, curves), multiplier_chart(found)).resolve_scale(
-        color="independent", strokeDash="independent").properties(title="nanokimi scale")
+    """scale.png: the loss chart beside the multiplier chart, and under them loss against training time."""
+    top = alt.hconcat(loss_chart(rows, curves), multiplier_chart(found)).resolve_scale(
+        color="independent", strokeDash="independent")
+    return alt.vconcat(top, time_chart(rows)).resolve_scale(color="independent", strokeDash="independent").properties(
+        title="nanokimi scale")
