@@ -167,12 +167,13 @@ def scale_rows(results):
     for result in results:
         config, measured = result.config, result.results
         evals = [row for row in result.history if row["metric"] == "val_loss"]
+        steps = measured.get("steps")  # None for a run that failed before training
         rows.append({"arm": config.arm, "architecture": config.architecture, "optimizer": config.optimizer.name,
                      "rung": widths.index(config.model.n_embd), "n_embd": config.model.n_embd,
                      "n_layer": config.model.n_layer, "n_head": config.model.n_head,
                      "params": measured.get("params"), "active_params": measured.get("active_params"),
-                     "train_flops": measured.get("train_flops"), "steps": measured.get("steps", config.iters),
-                     "tokens": measured.get("steps", config.iters) * config.batch_size * config.model.block_size,
+                     "train_flops": measured.get("train_flops"), "steps": steps,
+                     "tokens": steps * config.batch_size * config.model.block_size if steps is not None else None,
                      "lr": config.optimizer.lr, "matrix_lr": config.optimizer.matrix_lr, "seed": config.seed,
                      "final_val_loss": measured.get("final_val_loss"), "best_val_loss": measured.get("best_val_loss"),
                      "train_time_s": evals[-1]["wall_time_s"] if evals else math.nan, "status": result.status})
