@@ -13,6 +13,7 @@ from fractions import Fraction
 from .. import settings
 from ..experiments.arms import ARCHITECTURES
 from ..experiments.compare import PRESET_HELP, PRESETS
+from ..experiments.scaling import PRESETS as SCALE_PRESETS
 from ..metrics import threads_per_job
 from ..running import guards
 from ..running.backends import BACKENDS, make_backend
@@ -39,14 +40,14 @@ def _positive(type_):
     return parse
 
 
-def add_training_flags(p):
-    """--data, --preset and one flag per setting of RunConfig, its model and its optimizer (settings.py);
-    unset flags keep the preset's value. The configs validate the values, in their own words."""
+def add_training_flags(p, presets=PRESET_HELP, default="seed"):
+    """--data, --preset (`presets`: {name: help}) and one flag per setting of RunConfig, its model and its
+    optimizer (settings.py); unset flags keep the preset's value. The configs validate the values, in their own words."""
     p.add_argument("--data", help=f"text file to train on (default: ./input.txt if present, else the built-in corpus); "
                                   f"'{BUILTIN}' or '{TINY_SHAKESPEARE}' (downloaded once and cached). A regular UTF-8 "
                                   f"file of at most {MAX_TEXT_LABEL}")
-    p.add_argument("--preset", default="seed", choices=list(PRESETS),
-                   help="; ".join(f"{name}: {text}" for name, text in PRESET_HELP.items()) + " (default: seed)")
+    p.add_argument("--preset", default=default, choices=list(presets),
+                   help="; ".join(f"{name}: {text}" for name, text in presets.items()) + f" (default: {default})")
     for f, owner in settings.all_fields(RunConfig):
         p.add_argument("--" + f.name.replace("_", "-"), type=settings.value_type(f, owner), help=f.metadata["help"],
                        choices=f.metadata["choices"])
@@ -84,7 +85,7 @@ def build_parser():
     parser = Parser(prog="python -m nanokimi", description=(
         "nanokimi: does a Kimi-style model (MoE + TrueMuon) beat a plain GPT (AdamW), and at what cost?"))
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser,
-                                metavar="{compare,ablate,sweep,bench,runner}")
+                                metavar="{compare,ablate,sweep,scale,bench,runner}")
 
     p = sub.add_parser("compare", help="train NanoGPT and NanoKimi on the same text and compare them",
                        description="Train NanoGPT and NanoKimi, print the comparison and write results.csv, "
@@ -144,6 +145,8 @@ def build_parser():
     w.add_argument("--jobs", type=_positive(int), default=1, help="runs trained at once (default: 1)")
     add_backend_flags(w)
 
+    add_scale_parser(sub)
+
     b = sub.add_parser("bench", help="time training steps, evaluation and generation of one model",
                        description="Time real engine training steps (batch + forward + backward + optimizer) "
                                    "after a warm-up, then evaluation, inference and generation. Defaults: the "
@@ -159,6 +162,31 @@ def build_parser():
                    description="Train the runs queued in the store under $NANOKIMI_HOME (default ./runs), "
                                "one at a time, until the queue is empty. The Streamlit app starts it.")
     return parser
+
+
+def add_scale_parser(sub):
+    s = sub.add_parser("scale", help="a ladder of model sizes per arm: fitted loss-against-compute curves and the "
+                                     "compute multiplier at every size",
+                       description="Train every arm at every rung of a size ladder (n_embd a multiple of 16, "
+                                   "n_layer = n_head = n_embd/16), each rung for --tokens-per-param tokens per "
+                                   "non-embedding parameter, over --seeds seeds, learning rates carried from the seed "
+                                   "rung (lr as 1/width, matrix_lr constant); fit L(C) = E + A*C^-alpha per arm with a "
+                                   "bootstrap over seeds and report the compute multiplier of each arm over the first "
+                                   "at every size. Prints the planned FLOPs and an estimated time first. Writes "
+                                   "scale.csv, scale_fits.csv, scale.png and runs/ into --out; resumable.")
+    add_training_flags(s, presets={name: p.help for name, p in SCALE_PRESETS.items()}, default="default")
+    s.add_argument("--arms", help="comma-separated ARCHITECTURE+OPTIMIZER pairs, the baseline first "
+                                  "(default: the preset's)")
+    s.add_argument("--widths", help="the rungs' n_embd, comma-separated multiples of 16 (default: the preset's)")
+    s.add_argument("--tokens-per-param", type=_positive(float),
+                   help="each rung's training tokens per non-embedding parameter, 12*n_layer*n_embd^2 "
+                        "(default: the preset's)")
+    s.add_argument("--seeds", type=_positive(int), default=2, help="seeds per arm and rung (default: 2)")
+    s.add_argument("--out", default=".", help="directory for scale.csv, scale_fits.csv, scale.png, runs/ (default: .)")
+    s.add_argument("--jobs", type=_positive(int), default=2,
+                   help="runs trained at once (default: 2), each with cores/jobs threads unless --threads says "
+                        "otherwise; with --backend ray the cluster's CPUs decide")
+    add_backend_flags(s)
 
 
 def training_settings(args):
