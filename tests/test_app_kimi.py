@@ -119,17 +119,23 @@ def test_a_bad_address_value_for_a_kimi_control_gives_one_warning_each(home):
     assert kimis and all(run.model.router == "sigmoid" and run.model.bias_rate == 0.001 for run in kimis)
 
 
+def kimi_expander(at):
+    from app.common.controls import KIMI_TITLE
+    [found] = [e for e in at.expander if e.label == KIMI_TITLE]
+    return found
+
+
 def test_a_stored_run_opens_with_its_kimi_style_settings_unfolded(home):
     store = Store(home)
     asked = comparison("quick", data=BUILTIN, **TINY, **SPARSE)
     run_id = store.create_run(asked.to_stored(), asked.label())
     store.request_stop(run_id)
     at = opened()
-    assert not at.expander[0].proto.expanded, "folded while every Kimi-style setting is at its default"
+    assert not kimi_expander(at).proto.expanded, "folded while every Kimi-style setting is at its default"
     at = opened(run=str(run_id))
     assert [widget(at, key).value for key in ("experts", "top_k", *KIMI_KEYS)] == [16, 1, 0, 1, "sigmoid", 0.0, 0.001,
                                                                                 100.0]
-    assert at.expander[0].proto.expanded and not at.warning
+    assert kimi_expander(at).proto.expanded and not at.warning
     assert at.session_state["run_request"].runs[1].model == asked.runs[1].model
 
 
